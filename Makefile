@@ -1,0 +1,72 @@
+# img2spec: every user-facing command. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+# MLflow tracking defaults to sqlite:///mlflow.db in the repo (see src/img2spec/tracking.py)
+MLFLOW_PORT ?= 5000
+OPTUNA_PORT ?= 8080
+PREDICT_INPUT ?= data/raw/images
+PREDICT_OUT ?= predictions
+PREDICT_MODEL ?= models/img2spec
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup repro test test-slow tune tune-apply tune-dashboard ui predict bench figures push pull clean
+
+help:  ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install the pinned dependencies (idempotent)
+
+repro: setup  ## run the whole DVC pipeline (default: offline mock survey)
+	$(BIN)/dvc repro
+
+test: setup  ## run the fast test suite (offline, < 15 min on 2 cores)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: setup  ## run the slow end-to-end and PostgreSQL tests too
+	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+
+tune: setup  ## Optuna study of the VAE and CNN (params: tune)
+	$(BIN)/img2spec tune
+
+tune-apply: setup  ## write the best tuned params into params.yaml
+	$(BIN)/img2spec tune --apply
+
+tune-dashboard: setup  ## optuna-dashboard on the study storage
+	$(BIN)/optuna-dashboard --host 127.0.0.1 --port $(OPTUNA_PORT) $${OPTUNA_STORAGE:-sqlite:///optuna.db}
+
+ui: setup  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
+	  --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --default-artifact-root ./mlartifacts
+
+predict: setup  ## predict spectra: make predict PREDICT_INPUT=dir PREDICT_OUT=dir
+	$(BIN)/img2spec predict $(PREDICT_INPUT) --model $(PREDICT_MODEL) --out $(PREDICT_OUT) --plot
+
+figures: setup  ## figure of a few mock galaxies (grizy composite + spectrum) for the README
+	$(BIN)/img2spec mock-figure --out docs/mock_galaxies.png
+
+bench: setup  ## benchmarks: speed, memory, scaling, science (writes reports/bench.json)
+	$(BIN)/python bench/run_all.py
+
+push: setup  ## dvc push data and models to the default remote
+	$(BIN)/dvc push
+
+pull: setup  ## dvc pull data and models from the default remote
+	$(BIN)/dvc pull
+
+clean:  ## remove pipeline outputs and caches (keeps .venv, mlflow.db, optuna.db)
+	rm -rf data models reports/figures .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

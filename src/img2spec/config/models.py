@@ -1,0 +1,32 @@
+"""`vae` and `cnn`: architectures and training (owned by models/)."""
+
+from pydantic import Field
+
+from .base import Section
+
+
+class VAEParams(Section):
+    latent_dim: int = Field(8, ge=1, le=256)
+    encoder_units: tuple[int, ...] = (512, 128)
+    decoder_units: tuple[int, ...] = (128, 512)
+    learning_rate: float = Field(1e-3, gt=0)
+    kl_weight: float = Field(1.0, ge=0)
+    kl_warmup_epochs: int = Field(5, ge=0)
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(40, ge=1)
+    patience: int = Field(6, ge=1)
+    seed: int = 0
+
+
+class CNNParams(Section):
+    filters: tuple[int, ...] = (32, 64, 128)
+    kernel_size: int = Field(3, ge=1)
+    pool: int = Field(2, ge=1)
+    dense_units: int = Field(128, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(40, ge=1)
+    patience: int = Field(6, ge=1)
+    loss: str = "latent"
+    seed: int = 0
