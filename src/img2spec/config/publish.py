@@ -1,8 +1,22 @@
-"""`publish`: the inference bundle and the MLflow registry (owned by predict/)."""
+"""`publish` and `predict`: the inference bundle, the MLflow registry and batch inference (owned by predict/)."""
+
+from pydantic import Field
 
 from .base import Section
 
 
 class PublishParams(Section):
-    model_name: str = "img2spec"
-    alias: str = "champion"
+    model_name: str = Field("img2spec", min_length=1)
+    """Registered model name in the MLflow model registry."""
+    alias: str = Field("champion", min_length=1)
+    """Registry alias moved to each newly published version (`models:/<name>@<alias>`)."""
+    registry: bool = True
+    """Log the bundle to MLflow and register it; False only builds models/img2spec/."""
+    n_samples: int = Field(32, ge=1)
+    """Latent samples drawn through the decoder for the per-pixel uncertainty."""
+    batch_size: int = Field(256, ge=1)
+    """Default inference batch size (objects per forward pass)."""
+    seed: int = 0
+    """Seed of the latent sampling: same seed, same spectra."""
+    plot_dpi: int = Field(110, ge=30, le=600)
+    """Resolution of the `--plot` PNGs."""
