@@ -1,0 +1,45 @@
+"""Keras callbacks of one trial, built afresh for every trial (never shared)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import optuna
+from optuna_integration import KerasPruningCallback
+
+#: The Keras log key every trial reports to the pruner.
+MONITOR = "val_loss"
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Log every epoch's Keras logs (loss, val_loss, ...) to the active MLflow run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        import mlflow
+
+        values = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+        finite = {k: v for k, v in values.items() if math.isfinite(v)}
+        if finite:
+            mlflow.log_metrics(finite, step=epoch)
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def trial_callbacks(trial: optuna.Trial) -> tuple[MlflowEpochLogger, KerasPruningCallback]:
+    """(epoch logger, pruning callback) for one trial; the logger goes first so a pruned
+    trial still has its last epoch logged."""
+    return MlflowEpochLogger(), KerasPruningCallback(trial, MONITOR)

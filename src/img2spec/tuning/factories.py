@@ -1,0 +1,64 @@
+"""Storage, sampler and pruner built from `params.yaml: tune`."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import optuna
+
+from ..config.tune import TuneParams
+
+log = logging.getLogger(__name__)
+
+STORAGE_ENV = "OPTUNA_STORAGE"
+
+
+def storage_url(tune: TuneParams, override: str | None = None) -> str:
+    """The study storage: `--storage`, else $OPTUNA_STORAGE, else `tune.storage`."""
+    return override or os.environ.get(STORAGE_ENV) or tune.storage
+
+
+def make_storage(url: str, tune: TuneParams) -> optuna.storages.RDBStorage:
+    """An RDB storage with a heartbeat, so a killed worker's trial is failed and replaced."""
+    if "://" not in url:
+        raise ValueError(f"tune.storage / {STORAGE_ENV}: {url!r} is not a database URL (e.g. sqlite:///optuna.db)")
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=tune.heartbeat_s,
+        grace_period=2 * tune.heartbeat_s,
+        engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+    )
+
+
+def make_sampler(tune: TuneParams, worker_seed: int = 0) -> optuna.samplers.BaseSampler:
+    """`tune.sampler`; `worker_seed` keeps parallel workers from proposing the same points."""
+    seed = tune.seed + worker_seed
+    if tune.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(tune.startup_trials, 1))
+    if tune.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if tune.sampler == "cmaes":
+        if importlib.util.find_spec("cmaes") is None:
+            raise RuntimeError("tune.sampler: cmaes needs the `cmaes` package (pip install cmaes); use tpe or random")
+        # CMA-ES handles only numeric dimensions; categorical ones fall back to random.
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=tune.startup_trials, warn_independent_sampling=False
+        )
+    raise ValueError(f"tune.sampler: unknown sampler {tune.sampler!r}")
+
+
+def make_pruner(tune: TuneParams, max_epochs: int) -> optuna.pruners.BasePruner:
+    """`tune.pruner`, scaled to the per-trial epoch cap."""
+    if tune.pruner == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_epochs
+        )
+    if tune.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    if tune.pruner == "threshold":
+        return optuna.pruners.ThresholdPruner(upper=tune.prune_above, n_warmup_steps=tune.warmup_epochs)
+    if tune.pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"tune.pruner: unknown pruner {tune.pruner!r}")
