@@ -56,15 +56,17 @@ class SDSSSpectrum:
         return (self.ivar > 0) & (self.and_mask == 0) & np.isfinite(self.flux) & np.isfinite(self.ivar)
 
 
-def write_spectrum(path: str | Path, spec: SDSSSpectrum, header: dict[str, Any] | None = None) -> Path:
-    """Write `spec` atomically as spec-PLATE-MJD-FIBER.fits."""
+def write_spectrum(
+    path: str | Path, spec: SDSSSpectrum, header: dict[str, Any] | None = None, flux_unit: str = FLUX_UNIT
+) -> Path:
+    """Write `spec` atomically as spec-PLATE-MJD-FIBER.fits (`flux_unit`: TUNIT of flux, e.g. for normalised predictions)."""
     n = len(spec.loglam)
     for name in ("flux", "ivar", "and_mask"):
         if len(getattr(spec, name)) != n:
             raise ValueError(f"{path}: column {name} has {len(getattr(spec, name))} pixels, loglam has {n}")
     zeros = np.zeros(n, np.float32)
     cols = [
-        fits.Column("flux", "E", array=np.asarray(spec.flux, np.float32), unit=FLUX_UNIT),
+        fits.Column("flux", "E", array=np.asarray(spec.flux, np.float32), unit=flux_unit),
         fits.Column("loglam", "E", array=np.asarray(spec.loglam, np.float32)),
         fits.Column("ivar", "E", array=np.asarray(spec.ivar, np.float32)),
         fits.Column("and_mask", "J", array=np.asarray(spec.and_mask, np.int32)),
