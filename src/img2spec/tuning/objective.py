@@ -1,0 +1,100 @@
+"""The two objectives: VAE validation loss, CNN validation mean D_i through the decoder.
+
+Both train through the models package's public API (`img2spec.models.train`) with
+callbacks built afresh for every trial, on the train split with the val split for
+early stopping, pruning and the objective. The test split is never read here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from ..config import Params
+from ..config.tune import CNNStudyParams, VAEStudyParams
+from . import mlruns
+from .callbacks import trial_callbacks
+from .space import cnn_updates, trial_cnn_params, trial_vae_params, vae_updates
+
+log = logging.getLogger(__name__)
+
+
+def _finite(value: float, what: str) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        # A diverged trial: FAIL it (with the reason) rather than feed NaN to the sampler.
+        raise FloatingPointError(f"{what} is {value}: the trial diverged")
+    return value
+
+
+@dataclass
+class VAEObjective:
+    """Minimise the VAE's best validation loss."""
+
+    params: Params
+    study: VAEStudyParams
+    data: Any  # ProcessedData
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from ..models.train import train_vae
+
+        updates = vae_updates(trial, self.study)
+        trial.set_user_attr("section", "vae")
+        trial.set_user_attr("section_params", updates)
+        vae_params = trial_vae_params(self.params.vae, updates, self.study)
+        with mlruns.trial_run(trial, self.study.study_name, vae_params.model_dump()):
+            import mlflow
+
+            logger, pruner = trial_callbacks(trial)
+            start = time.perf_counter()
+            result = train_vae(vae_params, self.data, callbacks=[logger, pruner])
+            value = _finite(result.best_val_loss, "VAE validation loss")
+            seconds = time.perf_counter() - start
+            epochs = len(logger.history.get("loss", []))
+            trial.set_user_attr("epochs", epochs)
+            mlflow.log_metrics({"best_val_loss": value, "train_seconds": seconds, "epochs_run": epochs})
+            return value
+
+
+@dataclass
+class CNNObjective:
+    """Minimise the CNN's validation mean D_i (SDSS error units) through the fixed decoder;
+    its validation loss is kept as a user attribute and an MLflow metric."""
+
+    params: Params
+    study: CNNStudyParams
+    data: Any  # ProcessedData
+    latents: Any  # what `train_cnn` expects (see load_cnn_inputs)
+    decoder: Any  # keras.Model: latents -> normalised flux
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from ..evaluate.deviation import validation_deviation
+        from ..models.train import train_cnn
+
+        updates = cnn_updates(trial, self.study)
+        trial.set_user_attr("section", "cnn")
+        trial.set_user_attr("section_params", updates)
+        for key, value in self.extra_attrs.items():
+            trial.set_user_attr(key, value)
+        cnn_params = trial_cnn_params(self.params.cnn, updates, self.study)
+        with mlruns.trial_run(trial, self.study.study_name, cnn_params.model_dump()):
+            import mlflow
+
+            logger, pruner = trial_callbacks(trial)
+            start = time.perf_counter()
+            result = train_cnn(cnn_params, self.data, self.latents, self.decoder, callbacks=[logger, pruner])
+            val_loss = float(result.best_val_loss)
+            trial.set_user_attr("val_loss", val_loss)
+            deviation = _finite(validation_deviation(result.model, self.decoder, self.data), "CNN val mean D_i")
+            seconds = time.perf_counter() - start
+            epochs = len(logger.history.get("loss", []))
+            trial.set_user_attr("epochs", epochs)
+            mlflow.log_metrics({"best_val_loss": val_loss, "val_mean_deviation": deviation,
+                                "train_seconds": seconds, "epochs_run": epochs})
+            return deviation
