@@ -1,6 +1,8 @@
-"""DVC stage `publish`: build and register the inference bundle."""
+"""DVC stage `publish`: build the inference bundle models/img2spec/ and register it in MLflow."""
 
-from _stage import not_implemented, run_stage
+from _stage import run_stage
+
+from img2spec.predict.publish import publish
 
 if __name__ == "__main__":
-    run_stage("publish", not_implemented(8), __doc__)
+    run_stage("publish", publish, __doc__)

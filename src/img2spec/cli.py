@@ -64,6 +64,70 @@ def tune(
     typer.echo(json.dumps(report, indent=2, default=str))
 
 
+
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="cutout FITS files, directories of them, or .csv tables of ra/dec (fetched from PS1)"),
+    model: str = typer.Option("models/img2spec", "--model", "-m", help="bundle directory, DVC path (with --rev) or MLflow URI models:/img2spec@champion"),
+    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="output directory (one spec-pred-<objid>.fits per object)"),
+    rev: Optional[str] = typer.Option(None, "--rev", help="git revision (tag, branch, sha) of the DVC repo holding the bundle"),
+    repo: Optional[str] = typer.Option(None, "--repo", help="DVC repo URL or path for --rev (default: this repo)"),
+    table: Optional[Path] = typer.Option(None, "--table", help="also write all predictions to one .fits or .csv table"),
+    plot: bool = typer.Option(False, "--plot", help="a PNG per object: grizy composite + spectrum with 1-sigma band and lines"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="objects per forward pass (default: the bundle's)"),
+    n_samples: Optional[int] = typer.Option(None, "--n-samples", min=1, help="latent samples for the uncertainty (default: the bundle's)"),
+    mags: Optional[Path] = typer.Option(None, "--mags", help="CSV objid,<band>KronMag[,z]: scale to 1e-17 erg/s/cm^2/A (else normalised flux)"),
+    params: Path = typer.Option(Path("params.yaml"), help="parameter file (HTTP policy for fetching ra/dec tables; publish.plot_dpi)"),
+) -> None:
+    """Predict spectra from image cutouts with a published bundle (local, DVC revision or MLflow registry)."""
+    import json
+
+    from .config import ConfigError, Params, load_params
+    from .predict.bundle import BundleError
+    from .predict.predictor import Predictor
+    from .predict.runner import RunOptions, run_predict
+
+    setup_logging()
+    try:
+        cfg = load_params(params) if params.is_file() else Params()
+        predictor = Predictor.load(model, rev=rev, repo=repo)
+        opts = RunOptions(
+            out_dir=out, table=table, plot=plot, batch_size=batch_size, n_samples=n_samples,
+            mags=mags, dpi=cfg.publish.plot_dpi, fetch_params=cfg,
+        )
+        summary = run_predict(predictor, inputs, opts)
+    except (ConfigError, BundleError, ValueError, RuntimeError, OSError) as exc:
+        typer.echo(f"img2spec predict: {exc}", err=True)
+        raise typer.Exit(2)
+    report = summary.as_dict()
+    report["skipped"] = report["skipped"][:20]  # the full list is in summary.json
+    typer.echo(json.dumps(report, indent=2, default=str))
+    if summary.n_predicted == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def publish(
+    params: Path = typer.Option(Path("params.yaml"), help="parameter file"),
+    root: Path = typer.Option(Path("."), help="project root holding data/, models/, metrics/"),
+) -> None:
+    """Build models/img2spec/ and register it in MLflow (what the DVC stage `publish` runs)."""
+    import json
+
+    from .config import ConfigError, load_params
+    from .paths import Paths
+    from .predict.bundle import BundleError
+    from .predict.publish import publish as run_publish
+
+    setup_logging()
+    try:
+        report = run_publish(load_params(params), Paths(root))
+    except (ConfigError, BundleError, FileNotFoundError) as exc:
+        typer.echo(f"img2spec publish: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps(report, indent=2, default=str))
+
+
 def main() -> None:  # pragma: no cover
     setup_logging()
     app()

@@ -1,0 +1,282 @@
+"""The inference bundle `models/img2spec/`: what a user needs to turn cutouts into spectra.
+
+Layout (all files flat, so `models.inference.load_models(bundle, bundle)` reads it):
+- `cnn.keras` (+ `cnn.json`): images -> latent mean and log-variance
+- `decoder.keras` (+ `vae.json`): latents -> normalised flux on `wave.npy`
+- `image_scaling.json`: the image stretch (train-split constants) for `preprocess_cutout`
+- `wave.npy`: the wavelength grid (A) of the predicted spectra
+- `params.yaml`: every parameter of the run that produced the models
+- `metrics.json`: the evaluation it reached (`metrics/evaluate.json`)
+- `bundle.json`: manifest (versions, sha256 of every file, input/output contract,
+  normalisation convention, limits of validity)
+- `README.md`: the model card
+
+The bundle hash is a sha256 over the payload files (everything except bundle.json and
+README.md), so an unchanged model gives the same hash on every rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .. import BANDS, __version__
+from ..config import Params
+from ..io.processed import ProcessedData
+from ..paths import Paths
+from ..tracking import git_commit
+from .card import model_card
+
+BUNDLE_FORMAT = "img2spec-bundle/1"
+MANIFEST = "bundle.json"
+CARD = "README.md"
+REQUIRED_FROM_VAE = ("decoder.keras",)
+OPTIONAL_FROM_VAE = ("vae.json",)
+REQUIRED_FROM_CNN = ("cnn.keras",)
+OPTIONAL_FROM_CNN = ("cnn.json",)
+VALIDITY_QUANTILES = (0.01, 0.99)
+"""Training-catalogue quantiles quoted as the range of validity (besides min/max)."""
+HASH_CHUNK = 1 << 20
+
+
+class BundleError(ValueError):
+    """A bundle is missing, incomplete or corrupt; the message names the file."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def payload_hash(files: dict[str, dict[str, Any]]) -> str:
+    """Hash of the payload: sha256 over sorted `name:sha256` lines."""
+    text = "".join(f"{name}:{meta['sha256']}\n" for name, meta in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that define the bundle's numerics."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"img2spec": __version__}
+    for pkg in ("tensorflow", "keras", "numpy", "astropy", "mlflow", "dvc"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _copy(src_dir: Path, names: tuple[str, ...], dest: Path, *, required: bool) -> list[str]:
+    copied = []
+    for name in names:
+        src = src_dir / name
+        if not src.is_file():
+            if required:
+                raise BundleError(f"{src}: missing; run the stage that produces {src_dir} first")
+            continue
+        shutil.copy2(src, dest / name)
+        copied.append(name)
+    return copied
+
+
+def _range(values: np.ndarray) -> dict[str, float] | None:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    lo, hi = np.quantile(values, VALIDITY_QUANTILES)
+    return {
+        "min": float(values.min()), "max": float(values.max()),
+        f"p{int(VALIDITY_QUANTILES[0] * 100)}": float(lo), f"p{int(VALIDITY_QUANTILES[1] * 100)}": float(hi),
+    }
+
+
+def validity(data: ProcessedData) -> dict[str, Any]:
+    """Magnitude and redshift ranges of the training split: where the model has seen data."""
+    cat = data.catalog
+    train = cat[cat["split"] == "train"] if "split" in cat else cat
+    out: dict[str, Any] = {"n_train": int(len(train))}
+    if "z" in train:
+        out["z"] = _range(train["z"].to_numpy())
+    out["mag"] = {b: _range(train[f"mag_{b}"].to_numpy()) for b in BANDS if f"mag_{b}" in train}
+    if "galaxy_type" in train:
+        out["galaxy_type_counts"] = {str(k): int(v) for k, v in train["galaxy_type"].value_counts().items()}
+    return out
+
+
+def normalisation(params: Params, data: ProcessedData) -> dict[str, Any]:
+    """The flux convention of the predictions, with the band and wavelength of the PS1 norm."""
+    meta = data.meta
+    band = str(meta.get("norm_band", params.prepare.norm_band))
+    wavelength = _find_norm_wavelength(meta, band)
+    if wavelength is None:
+        raise BundleError(
+            f"{data.root / 'meta.json'}: no effective wavelength recorded for norm band {band!r}"
+        )
+    return {
+        "output": "normalised",
+        "band": band,
+        "wavelength_A": wavelength,
+        "magnitude": f"PS1 {band} Kron AB magnitude",
+        "to_sdss_units": "flux_1e-17 = flux_normalised * norm, sigma likewise; "
+        "norm = 3631 Jy * 10**(-0.4 mag) * c / wavelength**2 in 1e-17 erg/s/cm^2/A",
+    }
+
+
+def _find_norm_wavelength(meta: dict[str, Any], band: str) -> float | None:
+    """Look up the normalisation wavelength the prepare stage recorded (several spellings)."""
+    for key in ("norm_wavelength", "norm_wavelength_A", "norm_wave", "norm_lambda"):
+        if key in meta:
+            return float(meta[key])
+    for key in ("normalisation", "normalization", "norm"):
+        sub = meta.get(key)
+        if isinstance(sub, dict):
+            for k in ("wavelength", "wavelength_A", "wave", "lambda_eff", "effective_wavelength"):
+                if k in sub:
+                    return float(sub[k])
+    from ..prep.normalise import effective_wavelength
+
+    return float(effective_wavelength(band))
+
+
+def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict[str, Any]:
+    """Assemble the bundle from models/, data/processed and metrics/ into `dest` atomically.
+
+    Returns the manifest. The directory is built beside `dest` and renamed onto it,
+    so a failed build never leaves a half bundle under the final name.
+    """
+    dest = Path(dest or paths.bundle_dir)
+    data = ProcessedData.open(paths.processed)
+    metrics_file = paths.metrics / "evaluate.json"
+    if not metrics_file.is_file():
+        raise BundleError(f"{metrics_file}: missing; run the evaluate stage first")
+    scaling_file = paths.processed / "image_scaling.json"
+    if not scaling_file.is_file():
+        raise BundleError(f"{scaling_file}: missing; run the prepare stage first")
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        _copy(paths.vae_dir, REQUIRED_FROM_VAE, tmp, required=True)
+        _copy(paths.vae_dir, OPTIONAL_FROM_VAE, tmp, required=False)
+        _copy(paths.cnn_dir, REQUIRED_FROM_CNN, tmp, required=True)
+        _copy(paths.cnn_dir, OPTIONAL_FROM_CNN, tmp, required=False)
+        shutil.copy2(scaling_file, tmp / "image_scaling.json")
+        np.save(tmp / "wave.npy", np.asarray(data.wave, np.float64))
+        shutil.copy2(metrics_file, tmp / "metrics.json")
+        (tmp / "params.yaml").write_text(
+            yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+        )
+        files = {
+            p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(tmp.iterdir())
+        }
+        manifest = _manifest(params, paths, data, files, json.loads(metrics_file.read_text()))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / CARD).write_text(model_card(manifest))
+        os.chmod(tmp, 0o755)
+        _replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    """Swap `tmp` onto `dest` (rename the old one aside first: directories cannot be replaced atomically)."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _manifest(
+    params: Params, paths: Paths, data: ProcessedData, files: dict[str, dict[str, Any]], metrics: dict[str, Any]
+) -> dict[str, Any]:
+    images_shape = tuple(int(s) for s in data.images.shape[1:])
+    wave = np.asarray(data.wave, np.float64)
+    sha, dirty = git_commit(paths.root)
+    cat = data.catalog
+    split_counts = cat["split"].value_counts().to_dict() if "split" in cat else {}
+    return {
+        "format": BUNDLE_FORMAT,
+        "name": params.publish.model_name,
+        "version": __version__,
+        "bundle_hash": payload_hash(files),
+        "git_commit": sha,
+        "git_dirty": dirty,
+        "libraries": library_versions(),
+        "files": files,
+        "input": {
+            "shape": list(images_shape),
+            "bands": list(params.data.bands),
+            "pixel_scale_arcsec": params.data.pixel_scale_arcsec,
+            "dtype": "float32",
+            "raw": "PS1 cutout FITS, one HDU per band (G,R,I,Z,Y), linear counts with MAGZP",
+            "preprocessing": "img2spec.prep.images.preprocess_cutout(cutout, image_scaling.json)",
+        },
+        "output": {
+            "n_pix": int(wave.size),
+            "wave_min_A": float(wave.min()),
+            "wave_max_A": float(wave.max()),
+            "frame": str(data.meta.get("frame", params.prepare.frame)),
+            "grid": "wave.npy",
+            "velocity_step_kms": params.prepare.velocity_step_kms,
+            "uncertainty": "per-pixel std of decoder spectra over latent samples",
+        },
+        "normalisation": normalisation(params, data),
+        "inference": {
+            "n_samples": params.publish.n_samples,
+            "batch_size": params.publish.batch_size,
+            "seed": params.publish.seed,
+        },
+        "data": {
+            "source": params.data.source,
+            "n_objects": int(len(cat)),
+            "splits": {str(k): int(v) for k, v in split_counts.items()},
+        },
+        "validity": validity(data),
+        "metrics": metrics.get("mean_deviation", metrics),
+    }
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    """Read bundle.json; BundleError naming the file if absent or not a bundle."""
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; not an img2spec bundle (expected {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    return manifest
+
+
+def verify_bundle(bundle: str | Path, manifest: dict[str, Any] | None = None) -> None:
+    """Check every payload file exists with the recorded sha256 (catches partial downloads)."""
+    bundle = Path(bundle)
+    manifest = manifest or read_manifest(bundle)
+    for name, meta in manifest["files"].items():
+        path = bundle / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle")
+        if sha256_file(path) != meta["sha256"]:
+            raise BundleError(f"{path}: sha256 differs from {MANIFEST}; the bundle is corrupt or edited")

@@ -1,0 +1,149 @@
+"""What `img2spec predict` reads: cutout files, directories of them, RA/Dec tables, magnitudes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..config import Params
+
+log = logging.getLogger(__name__)
+
+CUTOUT_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
+TABLE_SUFFIXES = (".csv",)
+MISSING_MAG_BELOW = -900.0
+"""PS1 flags a missing magnitude with -999."""
+
+
+@dataclass
+class Skip:
+    """One input that produced no prediction, and why."""
+
+    file: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "reason": self.reason}
+
+
+@dataclass
+class ObjectMeta:
+    """Per-object extras from a table: redshift and normalisation magnitude."""
+
+    z: dict[str, float] = field(default_factory=dict)
+    mag: dict[str, float] = field(default_factory=dict)
+
+    def update(self, other: "ObjectMeta") -> None:
+        self.z.update(other.z)
+        self.mag.update(other.mag)
+
+
+def _is_cutout(path: Path) -> bool:
+    return path.name.lower().endswith(CUTOUT_SUFFIXES)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[Skip]]:
+    """Split the command-line inputs into (cutout files, RA/Dec tables, skipped inputs)."""
+    cutouts: list[Path] = []
+    tables: list[Path] = []
+    skipped: list[Skip] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and _is_cutout(p))
+            if not found:
+                skipped.append(Skip(str(path), "directory holds no cutout FITS files"))
+            cutouts.extend(found)
+        elif not path.exists():
+            skipped.append(Skip(str(path), "no such file or directory"))
+        elif path.suffix.lower() in TABLE_SUFFIXES:
+            tables.append(path)
+        elif _is_cutout(path):
+            cutouts.append(path)
+        else:
+            skipped.append(Skip(str(path), "not a cutout FITS file or a .csv table of ra/dec"))
+    return cutouts, tables, skipped
+
+
+def _mag_column(frame: pd.DataFrame, band: str) -> str | None:
+    for name in (f"{band}KronMag", f"mag_{band}", f"{band}_mag", "mag"):
+        if name in frame.columns:
+            return name
+    return None
+
+
+def read_object_meta(path: str | Path, norm_band: str, *, require_mag: bool) -> ObjectMeta:
+    """objid -> z and norm-band Kron magnitude from a CSV (columns objid, [z], <band>KronMag | mag_<band>)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable CSV table ({exc})") from None
+    if "objid" not in frame.columns:
+        raise ValueError(f"{path}: needs an 'objid' column (got {list(frame.columns)})")
+    ids = frame["objid"].astype(str).str.strip()
+    meta = ObjectMeta()
+    col = _mag_column(frame, norm_band)
+    if col is None and require_mag:
+        raise ValueError(
+            f"{path}: no magnitude column for the norm band {norm_band!r} "
+            f"(expected {norm_band}KronMag or mag_{norm_band})"
+        )
+    if col is not None:
+        mags = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
+        good = np.isfinite(mags) & (mags > MISSING_MAG_BELOW)
+        meta.mag = {i: float(m) for i, m, g in zip(ids, mags, good) if g}
+    if "z" in frame.columns:
+        zs = pd.to_numeric(frame["z"], errors="coerce").to_numpy(np.float64)
+        meta.z = {i: float(z) for i, z in zip(ids, zs) if np.isfinite(z)}
+    return meta
+
+
+def fetch_table_cutouts(
+    table: Path, dest: Path, params: Params, size: int, pixel_scale: float, norm_band: str
+) -> tuple[list[Path], ObjectMeta, list[Skip]]:
+    """Fetch PS1 cutouts for every row of an ra/dec CSV through the SDSS/PS1 source.
+
+    Columns: ra, dec (deg), optional objid (else the row number), z, <band>KronMag.
+    Rows that fail (no PS1 coverage, service errors) are skipped and reported.
+    """
+    frame = pd.read_csv(table)
+    missing = [c for c in ("ra", "dec") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table}: ra/dec table lacks columns {missing}")
+    try:
+        from ..sources.sdss.http import Fetcher, FetchError
+        from ..sources.sdss.ps1images import fetch_cutout
+    except ImportError as exc:  # the SDSS source is optional in a stripped-down install
+        raise RuntimeError(f"{table}: fetching cutouts needs img2spec.sources.sdss ({exc})") from None
+    from ..io.ps1_cutout import CutoutFormatError
+    from ..logs import progress
+
+    if "objid" not in frame.columns:
+        frame = frame.assign(objid=np.arange(1, len(frame) + 1))
+    dest.mkdir(parents=True, exist_ok=True)
+    fetcher = Fetcher(params.sdss.http)
+    files: list[Path] = []
+    skipped: list[Skip] = []
+    try:
+        for row in progress(frame.itertuples(index=False), total=len(frame), desc="fetch cutouts", unit="obj"):
+            label = f"{table}:objid={row.objid}"
+            try:
+                objid = int(row.objid)
+                out = dest / f"{objid}.fits"
+                fetch_cutout(params.sdss, fetcher, out, objid, float(row.ra), float(row.dec),
+                             size, pixel_scale, tuple(params.data.bands))
+                files.append(out)
+            except (FetchError, CutoutFormatError, ValueError, OSError) as exc:
+                skipped.append(Skip(label, f"cutout fetch failed: {exc}"))
+    finally:
+        fetcher.close()
+    meta = ObjectMeta()
+    if "z" in frame.columns or _mag_column(frame, norm_band) is not None:
+        meta = read_object_meta(table, norm_band, require_mag=False)
+    return files, meta, skipped

@@ -1,0 +1,236 @@
+"""`Predictor`: a loaded bundle that turns images into spectra.
+
+The prediction itself is `img2spec.models.inference.predict_spectra` and the image
+scaling is `img2spec.prep.images.preprocess_cutout/preprocess_stack`: the same
+functions the evaluate stage uses, so a bundle predicts exactly what was evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..io.ps1_cutout import Cutout
+from .bundle import BundleError, read_manifest, verify_bundle
+from .normalise import flambda_from_ab_mag
+
+log = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """An image or cutout does not fit the bundle (shape, bands, non-finite pixels)."""
+
+
+@dataclass
+class Predictor:
+    """A loaded inference bundle: `predict(images)` -> `PredictedSpectra`."""
+
+    bundle_dir: Path
+    manifest: dict[str, Any]
+    cnn: Any
+    decoder: Any
+    scaling: dict[str, Any]
+    wave: np.ndarray
+    provenance: dict[str, str] = field(default_factory=dict)
+    """Where the bundle came from: {'source': 'path'|'dvc'|'mlflow', 'uri': ..., ...}."""
+    image_checks: Any = None
+    """`prepare.images` of the training run: the same cutout quality cuts at inference."""
+
+    # ----- loading -------------------------------------------------------------------
+    @classmethod
+    def from_path(cls, path: str | Path, *, verify: bool = True, provenance: dict[str, str] | None = None) -> "Predictor":
+        """Load a local bundle directory (checks every file's sha256 unless verify=False)."""
+        from ..logs import quiet_tensorflow
+
+        quiet_tensorflow()
+        from ..models.inference import load_models
+
+        path = Path(path)
+        if not path.is_dir():
+            raise BundleError(f"{path}: bundle directory not found")
+        manifest = read_manifest(path)
+        if verify:
+            verify_bundle(path, manifest)
+        models = load_models(path, path)
+        cnn, decoder = models[0], models[1]
+        scaling = json.loads((path / "image_scaling.json").read_text())
+        wave = np.load(path / "wave.npy")
+        prov = {"source": "path", "uri": str(path.resolve())}
+        prov.update(provenance or {})
+        return cls(path, manifest, cnn, decoder, scaling, wave, prov, _image_checks(path))
+
+    @classmethod
+    def from_dvc(
+        cls, rev: str | None = None, *, repo: str | None = None, path: str = "models/img2spec",
+        cache_dir: str | Path | None = None,
+    ) -> "Predictor":
+        """Fetch `path` at git revision `rev` of a DVC repo (URL or local path) and load it."""
+        from .loaders import fetch_dvc_bundle
+
+        local, prov = fetch_dvc_bundle(rev=rev, repo=repo, path=path, cache_dir=cache_dir)
+        return cls.from_path(local, provenance=prov)
+
+    @classmethod
+    def from_mlflow(cls, uri: str) -> "Predictor":
+        """Load from the MLflow registry, e.g. `models:/img2spec@champion` or `models:/img2spec/3`."""
+        from .loaders import fetch_mlflow_bundle
+
+        local, prov = fetch_mlflow_bundle(uri)
+        return cls.from_path(local, provenance=prov)
+
+    @classmethod
+    def load(cls, model: str | Path, *, rev: str | None = None, repo: str | None = None) -> "Predictor":
+        """Dispatch: `models:/...` or `runs:/...` -> MLflow; `rev` given -> DVC; else a local path."""
+        text = str(model)
+        if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+            return cls.from_mlflow(text)
+        if rev is not None or repo is not None:
+            return cls.from_dvc(rev, repo=repo, path=text)
+        return cls.from_path(text)
+
+    # ----- metadata ------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def bundle_hash(self) -> str:
+        return str(self.manifest["bundle_hash"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.manifest["input"]["shape"])  # type: ignore[return-value]
+
+    @property
+    def loglam(self) -> np.ndarray:
+        return np.log10(np.asarray(self.wave, np.float64))
+
+    @property
+    def frame(self) -> str:
+        return str(self.manifest["output"].get("frame", "observed"))
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.manifest["inference"]["n_samples"])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.manifest["inference"]["batch_size"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.manifest["inference"]["seed"])
+
+    def norm_from_mag(self, mag: float | np.ndarray) -> np.ndarray:
+        """PS1 Kron magnitude in the bundle's norm band -> norm (1e-17 erg/s/cm^2/A)."""
+        return flambda_from_ab_mag(mag, float(self.manifest["normalisation"]["wavelength_A"]))
+
+    # ----- images --------------------------------------------------------------------
+    def check_images(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) float32 matching the bundle, all finite; InputError otherwise."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
+            raise InputError(f"images have shape {images.shape}; the bundle expects (N, {', '.join(map(str, self.input_shape))})")
+        if not np.isfinite(images).all():
+            bad = np.flatnonzero(~np.isfinite(images).reshape(len(images), -1).all(axis=1))
+            raise InputError(f"images {bad[:10].tolist()} contain NaN or inf after preprocessing")
+        return images
+
+    def check_cutout(self, cutout: Cutout) -> str | None:
+        """The prepare stage's quality cut on a raw cutout: a reason to reject it, or None."""
+        from ..prep.images import check_image, to_nanomaggies
+
+        bands = tuple(self.manifest["input"]["bands"])
+        missing = [b for b in bands if b not in cutout.data]
+        if missing:
+            return f"band(s) {missing} missing"
+        shapes = {b: np.shape(cutout.data[b]) for b in bands}
+        if any(s != self.input_shape[:2] for s in shapes.values()):
+            return f"band shapes {sorted(set(shapes.values()))}, the bundle expects {self.input_shape[:2]}"
+        nmgy = to_nanomaggies(cutout.stack(bands), [cutout.magzp[b] for b in bands])
+        if not np.isfinite(nmgy).any(axis=(0, 1)).all():
+            return "a band has no finite pixel"
+        return check_image(nmgy, float(cutout.pixel_scale), self.image_checks)
+
+    def preprocess_cutout(self, cutout: Cutout) -> np.ndarray:
+        """A raw 5-band cutout -> (H, W, C) stretched image, exactly as the prepare stage does it."""
+        from ..prep.images import preprocess_cutout
+
+        image = np.asarray(preprocess_cutout(cutout, self.scaling), np.float32)
+        if image.shape != self.input_shape:
+            raise InputError(
+                f"cutout {cutout.objid}: shape {image.shape} after preprocessing; the bundle expects {self.input_shape}"
+            )
+        if not np.isfinite(image).all():
+            n_bad = int((~np.isfinite(image)).sum())
+            raise InputError(f"cutout {cutout.objid}: {n_bad} NaN/inf pixels after preprocessing")
+        return image
+
+    def preprocess_stack(self, stack: np.ndarray, magzp: Sequence[float]) -> np.ndarray:
+        """Raw counts (N, H, W, C) with per-band MAGZP -> stretched images (as the prepare stage)."""
+        from ..prep.images import preprocess_stack
+
+        return self.check_images(preprocess_stack(np.asarray(stack, np.float32), magzp, self.scaling))
+
+    # ----- prediction ----------------------------------------------------------------
+    def predict(
+        self, images: np.ndarray, *, n_samples: int | None = None, batch_size: int | None = None,
+        seed: int | None = None,
+    ):
+        """Stretched images (N, H, W, C) -> `PredictedSpectra` (normalised flux and sigma on `wave`)."""
+        from ..models.inference import predict_spectra
+
+        images = self.check_images(images)
+        return predict_spectra(
+            self.cnn, self.decoder, images,
+            n_samples=self.n_samples if n_samples is None else int(n_samples),
+            batch_size=self.batch_size if batch_size is None else int(batch_size),
+            seed=self.seed if seed is None else int(seed),
+        )
+
+    def predict_counts(self, stack: np.ndarray, magzp: Sequence[float], **kwargs):
+        """Raw linear-count cutouts (N, H, W, C) and their MAGZP -> `PredictedSpectra`."""
+        return self.predict(self.preprocess_stack(stack, magzp), **kwargs)
+
+    def header(self) -> dict[str, Any]:
+        """FITS header cards naming the model of a prediction (8-character keywords)."""
+        cards: dict[str, Any] = {
+            "HIERARCH PREDICTED": (True, "a prediction, not an observation"),
+            "MODEL": (self.name, "img2spec model name"),
+            "MODELVER": (self.version, "img2spec version of the bundle"),
+            "MODELHSH": (self.bundle_hash[:16], "bundle payload sha256 (first 16 hex)"),
+            "MODELSRC": (self.provenance.get("source", "path"), "bundle loaded from: path | dvc | mlflow"),
+            "NSAMPLE": (self.n_samples, "latent samples for the uncertainty"),
+            "FRAME": (self.frame, "wavelength frame of the prediction"),
+        }
+        if "registry_version" in self.provenance:
+            cards["MLFLOWV"] = (str(self.provenance["registry_version"]), "MLflow registered model version")
+        if "rev" in self.provenance:
+            cards["DVCREV"] = (str(self.provenance["rev"])[:60], "git revision of the DVC bundle")
+        return cards
+
+
+def _image_checks(bundle: Path):
+    """`prepare.images` from the bundle's params.yaml (defaults, with a warning, if unreadable)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from ..config.prepare import ImageCheckParams
+
+    try:
+        raw = yaml.safe_load((bundle / "params.yaml").read_text()) or {}
+        return ImageCheckParams.model_validate((raw.get("prepare") or {}).get("images") or {})
+    except (OSError, yaml.YAMLError, ValidationError, AttributeError) as exc:
+        log.warning("%s: cannot read prepare.images (%s); using default image checks", bundle / "params.yaml", exc)
+        return ImageCheckParams()

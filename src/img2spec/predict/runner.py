@@ -1,0 +1,189 @@
+"""Batch inference over files: stream cutouts, predict in batches, write FITS/PNG/table, report skips.
+
+Memory stays at one batch of images plus its spectra, whatever the number of inputs.
+A bad input (unreadable, missing band, wrong shape, NaN centre, ...) is recorded with
+its reason and skipped; the batch goes on. The summary (also `summary.json` in the
+output directory) counts everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..config import Params
+from ..io.atomic import write_json
+from ..io.ps1_cutout import CutoutFormatError, read_cutout
+from ..logs import progress
+from .inputs import ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, read_object_meta
+from .plot import plot_prediction
+from .predictor import InputError, Predictor
+from .writers import ObjectInfo, TableWriter, output_stem, scale, write_prediction_fits
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class RunOptions:
+    out_dir: Path
+    table: Path | None = None
+    plot: bool = False
+    batch_size: int | None = None
+    n_samples: int | None = None
+    seed: int | None = None
+    mags: Path | None = None
+    dpi: int = 110
+    fetch_params: Params | None = None
+    """Params for fetching cutouts of ra/dec tables (sdss.http, data.bands)."""
+
+
+@dataclass
+class Summary:
+    n_inputs: int = 0
+    n_predicted: int = 0
+    n_scaled: int = 0
+    """Predictions put in 1e-17 erg/s/cm^2/A with a user magnitude (others stay normalised)."""
+    skipped: list[Skip] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    table: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        reasons: dict[str, int] = {}
+        for s in self.skipped:
+            key = s.reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        return {
+            "n_inputs": self.n_inputs, "n_predicted": self.n_predicted, "n_skipped": len(self.skipped),
+            "n_flux_calibrated": self.n_scaled, "skipped_by_reason": reasons,
+            "skipped": [s.as_dict() for s in self.skipped], "table": self.table,
+            "seconds": round(self.seconds, 3),
+            "objects_per_s": round(self.n_predicted / self.seconds, 2) if self.seconds > 0 else None,
+        }
+
+
+def _load_meta(predictor: Predictor, opts: RunOptions) -> ObjectMeta:
+    if opts.mags is None:
+        return ObjectMeta()
+    return read_object_meta(opts.mags, predictor.manifest["normalisation"]["band"], require_mag=True)
+
+
+def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOptions) -> Summary:
+    """Predict every cutout in `inputs` (files, directories, ra/dec CSV tables) into `opts.out_dir`."""
+    t0 = time.perf_counter()
+    out_dir = Path(opts.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, tables, skipped = expand_inputs(inputs)
+    summary = Summary(skipped=list(skipped))
+    meta = _load_meta(predictor, opts)
+    for table in tables:
+        if opts.fetch_params is None:
+            summary.skipped.append(Skip(str(table), "ra/dec table given but no params to fetch cutouts with"))
+            continue
+        h, w, _ = predictor.input_shape
+        fetched, tmeta, tskips = fetch_table_cutouts(
+            table, out_dir / "cutouts", opts.fetch_params, h,
+            float(predictor.manifest["input"]["pixel_scale_arcsec"]),
+            predictor.manifest["normalisation"]["band"],
+        )
+        files.extend(fetched)
+        summary.skipped.extend(tskips)
+        tmeta.update(meta)  # an explicit --mags table wins over the ra/dec table's columns
+        meta = tmeta
+    summary.n_inputs = len(files) + len(summary.skipped)
+
+    batch_size = opts.batch_size or predictor.batch_size
+    writer = TableWriter(opts.table, predictor) if opts.table else None
+    seen: set[str] = set()
+    batch: list[tuple[ObjectInfo, np.ndarray]] = []
+    try:
+        for path in progress(files, desc="predict", unit="file"):
+            item = _load_one(predictor, path, meta, seen, summary)
+            if item is None:
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                _flush(predictor, batch, opts, summary, writer)
+                batch = []
+        if batch:
+            _flush(predictor, batch, opts, summary, writer)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        done = writer.close()
+        summary.table = str(done) if done else None
+    summary.seconds = time.perf_counter() - t0
+    report = summary.as_dict()
+    report["model"] = {"name": predictor.name, "version": predictor.version,
+                       "bundle_hash": predictor.bundle_hash, **predictor.provenance}
+    write_json(out_dir / SUMMARY_FILE, report)
+    for s in summary.skipped:
+        log.warning("skipped %s: %s", s.file, s.reason)
+    log.info(
+        "predicted %d of %d inputs (%d skipped) in %.1f s -> %s",
+        summary.n_predicted, summary.n_inputs, len(summary.skipped), summary.seconds, out_dir,
+    )
+    return summary
+
+
+def _load_one(
+    predictor: Predictor, path: Path, meta: ObjectMeta, seen: set[str], summary: Summary
+) -> tuple[ObjectInfo, np.ndarray] | None:
+    """Read, check and preprocess one cutout; None (and a recorded skip) if it is unusable."""
+    try:
+        cutout = read_cutout(path, tuple(predictor.manifest["input"]["bands"]))
+        reason = predictor.check_cutout(cutout)
+        if reason is not None:
+            summary.skipped.append(Skip(str(path), f"rejected by image checks: {reason}"))
+            return None
+        image = predictor.preprocess_cutout(cutout)
+    except (CutoutFormatError, InputError) as exc:
+        summary.skipped.append(Skip(str(path), str(exc).replace(f"{path}: ", "")))
+        return None
+    except (ValueError, OSError, KeyError) as exc:  # anything else a malformed file can raise
+        summary.skipped.append(Skip(str(path), f"unusable cutout: {exc}"))
+        return None
+    objid = str(cutout.objid)
+    if objid in seen:
+        summary.skipped.append(Skip(str(path), f"duplicate object id {objid} (already predicted)"))
+        return None
+    seen.add(objid)
+    info = ObjectInfo(objid=objid, source=str(path), ra=cutout.ra, dec=cutout.dec,
+                      z=meta.z.get(objid), mag=meta.mag.get(objid))
+    return info, image
+
+
+def _flush(
+    predictor: Predictor, batch: list[tuple[ObjectInfo, np.ndarray]], opts: RunOptions,
+    summary: Summary, writer: TableWriter | None,
+) -> None:
+    images = np.stack([img for _, img in batch])
+    pred = predictor.predict(images, n_samples=opts.n_samples, batch_size=opts.batch_size, seed=opts.seed)
+    infos, scaled, outs = [], [], []
+    for k, (info, image) in enumerate(batch):
+        sp = scale(predictor, info, pred.flux[k], pred.sigma[k])
+        stem = output_stem(info.objid)
+        fits_path = write_prediction_fits(opts.out_dir / f"{stem}.fits", predictor, info, sp)
+        if opts.plot:
+            label = "flux [1e-17 erg/s/cm²/Å]" if sp.norm is not None else "normalised flux"
+            plot_prediction(
+                opts.out_dir / f"{stem}.png", image, predictor.wave, sp.flux, sp.sigma,
+                title=f"{info.objid}  predicted by {predictor.name} {predictor.version}",
+                z=info.z, frame=predictor.frame, flux_label=label, dpi=opts.dpi,
+            )
+        summary.n_predicted += 1
+        summary.n_scaled += int(sp.norm is not None)
+        summary.outputs.append(str(fits_path))
+        infos.append(info)
+        scaled.append(sp)
+        outs.append(fits_path.name)
+    if writer is not None:
+        writer.add(infos, scaled, outs)
