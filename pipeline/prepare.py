@@ -1,6 +1,10 @@
 """DVC stage `prepare`: clean, resample, normalise and split."""
 
-from _stage import not_implemented, run_stage
+from functools import partial
+
+from _stage import run_stage
+
+from img2spec.prep.prepare import prepare
 
 if __name__ == "__main__":
-    run_stage("prepare", not_implemented(5), __doc__)
+    run_stage("prepare", partial(prepare, track=True), __doc__)

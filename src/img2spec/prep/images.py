@@ -1,0 +1,166 @@
+"""Image preparation: quality checks, a common flux unit, and the asinh stretch.
+
+Raw cutouts are linear counts with a per-band AB zero point MAGZP. They are first
+put on one unit, nanomaggies (AB zero point 22.5), so exposure-time differences
+between objects vanish. The network then sees, per band b,
+
+    x = (asinh(f / s_b) - m_b) / d_b
+
+with softening s_b = `asinh_softening` x the median sky sigma of the training
+images (linear near the noise, logarithmic in bright cores) and m_b, d_b the mean
+and standard deviation of asinh(f / s_b) over all training pixels. Non-finite
+pixels become 0 nanomaggies (the sky level) before the stretch. The constants
+live in `image_scaling.json`; `preprocess_stack` / `preprocess_cutout` apply
+them, in `prepare` and at inference alike.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.ndimage import uniform_filter
+
+from .. import BANDS
+from ..config.prepare import ImageCheckParams
+from ..io.ps1_cutout import Cutout
+
+NANOMAGGY_ZP = 22.5
+"""AB magnitude of 1 nanomaggy."""
+MAD_TO_SIGMA = 1.4826
+SKY_BORDER_FRACTION = 0.125
+"""Sky noise is measured on a border strip this fraction of the side wide (away from the galaxy)."""
+SCALING_VERSION = 1
+
+
+def to_nanomaggies(stack: np.ndarray, magzp: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Counts -> nanomaggies; `stack` (..., n_bands), `magzp` (n_bands,) or (N, n_bands)."""
+    zp = np.asarray(magzp, dtype=np.float64)
+    factor = 10.0 ** (-0.4 * (zp - NANOMAGGY_ZP))
+    if factor.ndim == 2:  # (N, n_bands) -> broadcast over (N, H, W, n_bands)
+        factor = factor[:, None, None, :]
+    return (np.asarray(stack, np.float64) * factor).astype(np.float32)
+
+
+def sky_sigma(nmgy: np.ndarray) -> np.ndarray:
+    """Robust per-band noise (MAD) of an (H, W, n_bands) image on its border strip."""
+    h, w = nmgy.shape[:2]
+    b = max(1, int(round(min(h, w) * SKY_BORDER_FRACTION)))
+    border = np.concatenate(
+        [nmgy[:b].reshape(-1, nmgy.shape[-1]), nmgy[-b:].reshape(-1, nmgy.shape[-1]),
+         nmgy[b:-b, :b].reshape(-1, nmgy.shape[-1]), nmgy[b:-b, -b:].reshape(-1, nmgy.shape[-1])]
+    )
+    out = np.full(nmgy.shape[-1], np.nan)
+    for k in range(nmgy.shape[-1]):
+        v = border[:, k]
+        v = v[np.isfinite(v)]
+        if v.size:
+            out[k] = MAD_TO_SIGMA * np.median(np.abs(v - np.median(v)))
+    return out
+
+
+def _centre_box(h: int, w: int, box: int) -> tuple[slice, slice]:
+    y0 = max(0, h // 2 - box // 2)
+    x0 = max(0, w // 2 - box // 2)
+    return slice(y0, y0 + box), slice(x0, x0 + box)
+
+
+def check_image(nmgy: np.ndarray, pixel_scale: float, checks: ImageCheckParams) -> str | None:
+    """The first reason to reject an (H, W, n_bands) nanomaggy image, or None.
+
+    Reasons: 'nan_centre', 'saturated_centre', 'off_centre'.
+    """
+    h, w, _ = nmgy.shape
+    ys, xs = _centre_box(h, w, checks.centre_box_pix)
+    centre = nmgy[ys, xs, :]
+    finite = np.isfinite(centre)
+    if np.any(1.0 - finite.mean(axis=(0, 1)) > checks.max_nan_fraction_centre):
+        return "nan_centre"
+    saturation = 10.0 ** (-0.4 * (checks.saturation_pixel_mag - NANOMAGGY_ZP))
+    n_sat = np.sum(np.where(finite, centre, 0.0) >= saturation, axis=(0, 1))
+    if np.any(n_sat > checks.max_saturated_pixels_centre):
+        return "saturated_centre"
+    # Light peak of the smoothed, sky-subtracted detection image near the centre.
+    clean = np.where(np.isfinite(nmgy), nmgy, 0.0)
+    clean = clean - np.median(clean, axis=(0, 1))
+    detect = uniform_filter(clean.sum(axis=-1), size=checks.smoothing_pix, mode="nearest")
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    r_arcsec = np.hypot(yy - cy, xx - cx) * pixel_scale
+    search = r_arcsec <= checks.centre_search_radius_arcsec
+    peak = np.argmax(np.where(search, detect, -np.inf))
+    if r_arcsec.flat[peak] > checks.max_centre_offset_arcsec:
+        return "off_centre"
+    return None
+
+
+def stretch_nanomaggies(nmgy: np.ndarray, scaling: dict) -> np.ndarray:
+    """Apply the asinh stretch and standardisation to nanomaggy pixels (..., n_bands)."""
+    soft = np.asarray(scaling["softening"], np.float64)
+    out = np.arcsinh(np.where(np.isfinite(nmgy), nmgy, 0.0) / soft)
+    if "offset" in scaling:
+        out = (out - np.asarray(scaling["offset"])) / np.asarray(scaling["scale"])
+    return out.astype(np.float32)
+
+
+def preprocess_stack(stack: np.ndarray, magzp: Sequence[float] | np.ndarray, scaling: dict) -> np.ndarray:
+    """Raw counts (H, W, 5) or (N, H, W, 5) -> network input, float32, same shape.
+
+    `magzp`: per-band zero points, (5,) or (N, 5); `scaling`: `image_scaling.json`.
+    """
+    stack = np.asarray(stack)
+    if stack.ndim not in (3, 4) or stack.shape[-1] != len(scaling["bands"]):
+        raise ValueError(f"expected (H, W, {len(scaling['bands'])}) or (N, H, W, ...) stack, got {stack.shape}")
+    return stretch_nanomaggies(to_nanomaggies(stack, magzp), scaling)
+
+
+def preprocess_cutout(cutout: Cutout, scaling: dict) -> np.ndarray:
+    """One `Cutout` -> (H, W, 5) float32 network input, bands in `scaling['bands']` order."""
+    bands = tuple(scaling.get("bands", BANDS))
+    return preprocess_stack(cutout.stack(bands), [cutout.magzp[b] for b in bands], scaling)
+
+
+def softening_from_sky(sky_sigmas: np.ndarray, factor: float) -> np.ndarray:
+    """Per-band softening: `factor` x median sky sigma over (training) images (N, n_bands)."""
+    med = np.nanmedian(np.asarray(sky_sigmas, np.float64), axis=0)
+    if not np.all(np.isfinite(med) & (med > 0)):
+        raise ValueError(f"cannot set the asinh softening: median sky sigma per band is {med.tolist()}")
+    return factor * med
+
+
+class StretchStats:
+    """Streaming per-band mean and standard deviation of stretched pixels."""
+
+    def __init__(self, n_bands: int) -> None:
+        self.n = 0
+        self.s1 = np.zeros(n_bands)
+        self.s2 = np.zeros(n_bands)
+
+    def add(self, stretched: np.ndarray) -> None:
+        flat = stretched.reshape(-1, stretched.shape[-1]).astype(np.float64)
+        self.n += flat.shape[0]
+        self.s1 += flat.sum(axis=0)
+        self.s2 += (flat**2).sum(axis=0)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.n == 0:
+            raise ValueError("no training pixels to standardise the images with")
+        mean = self.s1 / self.n
+        std = np.sqrt(np.maximum(self.s2 / self.n - mean**2, 0.0))
+        return mean, np.where(std > 0, std, 1.0)
+
+
+def make_scaling(bands: Sequence[str], softening: np.ndarray, mean: np.ndarray, std: np.ndarray, n_train: int) -> dict:
+    """The `image_scaling.json` document."""
+    return {
+        "version": SCALING_VERSION,
+        "stretch": "asinh",
+        "formula": "(asinh(f_nmgy / softening) - offset) / scale",
+        "unit": "nanomaggy (AB zero point 22.5); counts * 10**(-0.4 * (MAGZP - 22.5))",
+        "bands": list(bands),
+        "softening": [float(v) for v in softening],
+        "offset": [float(v) for v in mean],
+        "scale": [float(v) for v in std],
+        "fitted_on": "train",
+        "n_train_images": int(n_train),
+    }

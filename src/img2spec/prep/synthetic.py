@@ -1,0 +1,154 @@
+"""Small synthetic raw data sets in the raw contract, for tests and the benchmark.
+
+Not the mock survey (that lives in `sources/mock` and does real population
+synthesis): these are quick, analytic galaxies (a continuum with a 4000 A break
+and an H-alpha line; a round exponential blob) written through the same io
+writers, so that `match` and `prepare` can be exercised in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import BANDS
+from ..io.atomic import write_csv
+from ..io.ps1_cutout import Cutout, magzp_for_exptime, write_cutout
+from ..io.sdss_spectrum import SDSSSpectrum, sdss_loglam_grid, write_spectrum
+from ..paths import Paths
+from .normalise import effective_wavelength, mag_to_flambda
+
+EXPTIME_S = 600.0
+SKY_SIGMA_COUNTS = 30.0
+SPEC_NOISE = 0.05
+"""Per-pixel noise as a fraction of the continuum."""
+OBJID_BASE = 1237650000000000000
+SPECOBJID_BASE = 300000000000000000
+
+
+@dataclass
+class SyntheticObject:
+    objid: int
+    ra: float
+    dec: float
+    z: float
+    plate: int
+    mjd: int
+    fiberid: int
+    mags: dict[str, float]
+
+
+def synthetic_objects(n: int, seed: int = 0) -> list[SyntheticObject]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        r = float(rng.uniform(15.5, 17.5))
+        colours = {"g": 0.8, "r": 0.0, "i": -0.35, "z": -0.6, "y": -0.75}
+        out.append(SyntheticObject(
+            objid=OBJID_BASE + 7919 * k, ra=150.0 + 0.01 * k, dec=2.0 + 0.003 * (k % 50),
+            z=float(rng.uniform(0.05, 0.1)), plate=266 + k // 600, mjd=51630, fiberid=1 + k % 600,
+            mags={b: r + c + float(rng.normal(0, 0.05)) for b, c in colours.items()},
+        ))
+    return out
+
+
+def model_flux(obj: SyntheticObject, loglam: np.ndarray) -> np.ndarray:
+    """Noiseless observed-frame f_lambda (1e-17 units) roughly matching the r magnitude."""
+    wave = 10.0**loglam
+    rest = wave / (1 + obj.z)
+    cont = np.where(rest < 4000.0, 0.55, 1.0) * (rest / 6000.0) ** 0.5
+    line = 3.0 * np.exp(-0.5 * ((rest - 6564.6) / 3.0) ** 2)
+    scale = float(mag_to_flambda(obj.mags["r"], "r"))
+    return (scale * (cont + line)).astype(np.float64)
+
+
+def make_spectrum(obj: SyntheticObject, rng: np.random.Generator) -> SDSSSpectrum:
+    loglam = sdss_loglam_grid(3810.0, 9190.0)
+    truth = model_flux(obj, loglam)
+    sigma = SPEC_NOISE * np.median(truth)
+    flux = truth + rng.normal(0, sigma, truth.shape)
+    ivar = np.full(truth.shape, 1 / sigma**2)
+    and_mask = np.zeros(truth.shape, np.int32)
+    return SDSSSpectrum(loglam=loglam, flux=flux, ivar=ivar, and_mask=and_mask, z=obj.z, plate=obj.plate,
+                        mjd=obj.mjd, fiberid=obj.fiberid, ra=obj.ra, dec=obj.dec,
+                        extra={"OBJID": obj.objid})
+
+
+def make_cutout(obj: SyntheticObject, size: int, rng: np.random.Generator, offset_pix: tuple[float, float] = (0, 0)) -> Cutout:
+    """An exponential disc of the object's magnitudes, plus Gaussian sky noise, in counts."""
+    zp = magzp_for_exptime(EXPTIME_S)
+    yy, xx = np.mgrid[0:size, 0:size]
+    c = (size - 1) / 2.0
+    r = np.hypot(yy - c - offset_pix[0], xx - c - offset_pix[1])
+    profile = np.exp(-r / 4.0)
+    profile /= profile.sum()
+    data = {}
+    for b in BANDS:
+        total = 10 ** (-0.4 * (obj.mags[b] - zp))
+        data[b] = (total * profile + rng.normal(0, SKY_SIGMA_COUNTS, profile.shape)).astype(np.float32)
+    return Cutout(objid=obj.objid, ra=obj.ra, dec=obj.dec, data=data, magzp={b: zp for b in BANDS},
+                  exptime={b: EXPTIME_S for b in BANDS}, seeing={b: 1.1 for b in BANDS})
+
+
+def write_files(paths: Paths, objects: list[SyntheticObject], size: int = 64, seed: int = 0,
+                link_images: int = 0) -> None:
+    """Write each object's spectrum and cutout files.
+
+    `link_images` > 0 writes only that many distinct cutouts and hard-links the
+    rest to them (the benchmark's 36,000 objects without 3 GB of image writes; the
+    bytes read are the same). Spectra are always distinct.
+    """
+    rng = np.random.default_rng(seed)
+    for d in (paths.spectra_dir, paths.images_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    for k, obj in enumerate(objects):
+        write_spectrum(paths.spectrum_file(obj.plate, obj.mjd, obj.fiberid), make_spectrum(obj, rng))
+        img_path = paths.image_file(obj.objid)
+        if link_images and k >= link_images:
+            img_path.unlink(missing_ok=True)
+            os.link(paths.image_file(objects[k % link_images].objid), img_path)
+        else:
+            write_cutout(img_path, make_cutout(obj, size, rng))
+
+
+def write_raw(root: Path, objects: list[SyntheticObject], size: int = 64, seed: int = 0,
+              truth: bool = False) -> Paths:
+    """Write candidates.csv, spectra, images and photometry.csv (and truth/) under `root`."""
+    paths = Paths(Path(root))
+    write_files(paths, objects, size, seed)
+    write_tables(paths, objects)
+    if truth:
+        write_truth(paths, objects)
+    return paths
+
+
+def write_tables(paths: Paths, objects: list[SyntheticObject], extra_candidates: list[SyntheticObject] = ()) -> None:
+    cand = pd.DataFrame([{
+        "objid": o.objid, "specobjid": SPECOBJID_BASE + k, "ra": o.ra, "dec": o.dec, "z": o.z,
+        "plate": o.plate, "mjd": o.mjd, "fiberid": o.fiberid,
+    } for k, o in enumerate([*objects, *extra_candidates])])
+    write_csv(paths.candidates, cand)
+    phot = pd.DataFrame([{
+        "objid": o.objid, "ps1_objid": 100000000000000000 + k, "ra": o.ra, "dec": o.dec,
+        **{f"{b}KronMag": o.mags[b] for b in BANDS}, **{f"{b}KronMagErr": 0.01 for b in BANDS},
+    } for k, o in enumerate(objects)])
+    write_csv(paths.photometry, phot)
+
+
+def write_truth(paths: Paths, objects: list[SyntheticObject]) -> None:
+    paths.truth_dir.mkdir(parents=True, exist_ok=True)
+    loglam = sdss_loglam_grid()
+    types = ("red", "green", "blue")
+    pd.DataFrame({"objid": [o.objid for o in objects],
+                  "galaxy_type": [types[k % 3] for k in range(len(objects))]}).to_parquet(
+        paths.truth_dir / "params.parquet", index=False)
+    np.save(paths.truth_dir / "fibre_spectra.npy",
+            np.stack([model_flux(o, loglam) for o in objects]).astype(np.float32))
+
+
+__all__ = ["SyntheticObject", "synthetic_objects", "write_raw", "write_files", "write_tables", "write_truth",
+           "make_spectrum", "make_cutout", "model_flux", "effective_wavelength"]
