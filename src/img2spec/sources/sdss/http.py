@@ -108,7 +108,7 @@ class Fetcher:
                 s.close()
             self._sessions.clear()
 
-    def _count(self, field: str) -> None:
+    def count(self, field: str) -> None:
         with self._lock:
             setattr(self.stats, field, getattr(self.stats, field) + 1)
 
@@ -130,7 +130,7 @@ class Fetcher:
         for attempt in range(p.max_tries):
             wait: float | None = None
             self.limiter.wait()
-            self._count("requests")
+            self.count("requests")
             try:
                 resp = self.session().get(url, params=params, timeout=(p.connect_timeout_s, p.read_timeout_s))
                 body = resp.content
@@ -154,14 +154,14 @@ class Fetcher:
                 elif resp.status_code in RETRY_STATUS:
                     last_reason = f"HTTP {resp.status_code}"
                     if resp.status_code in (429, 503):
-                        self._count("throttled")
+                        self.count("throttled")
                         wait = parse_retry_after(resp.headers.get("Retry-After"))
                         if wait is not None:
                             wait = min(wait, p.max_retry_after_s)
                 else:
                     raise FetchError(resp.url or url, resp.status_code, f"HTTP {resp.status_code} {resp.reason}")
             if attempt + 1 < p.max_tries:
-                self._count("retries")
+                self.count("retries")
                 delay = wait if wait is not None else self.backoff(attempt)
                 log.debug("retry %d of %s after %.2fs: %s", attempt + 1, url, delay, last_reason)
                 self._sleep(delay)

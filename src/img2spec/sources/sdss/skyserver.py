@@ -86,6 +86,7 @@ def _query_page(sql: str, p: SDSSParams, fetcher: Fetcher) -> pd.DataFrame:
     for attempt in range(pol.max_tries):
         wait = None
         fetcher.limiter.wait()
+        fetcher.count("requests")
         try:
             with conf.set_temp("skyserver_baseurl", p.skyserver_url.rstrip("/")):
                 resp = SDSS.query_sql_async(
@@ -110,6 +111,7 @@ def _query_page(sql: str, p: SDSSParams, fetcher: Fetcher) -> pd.DataFrame:
         except BadContent as exc:
             last = f"bad content: {exc}"
         if attempt + 1 < pol.max_tries:
+            fetcher.count("retries")
             time.sleep(min(wait, pol.max_retry_after_s) if wait is not None else fetcher.backoff(attempt))
     raise FetchError(url or p.skyserver_url, status, f"SQL query gave up after {pol.max_tries} tries: {last}")
 

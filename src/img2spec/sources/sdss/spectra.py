@@ -28,7 +28,10 @@ def spectrum_url(p: SDSSParams, plate: int, mjd: int, fiberid: int, run2d: str) 
 
 def verify_spectrum(path: Path, plate: int, mjd: int, fiberid: int) -> None:
     """Raise SpectrumFormatError unless `path` is the SDSS spectrum of (plate, mjd, fiberid)."""
-    spec = read_spectrum(path)
+    try:
+        spec = read_spectrum(path)
+    except (KeyError, AttributeError) as exc:  # e.g. an image HDU where a table should be
+        raise SpectrumFormatError(f"{path}: not an SDSS spectrum layout ({type(exc).__name__}: {exc})") from None
     if (spec.plate, spec.mjd, spec.fiberid) != (int(plate), int(mjd), int(fiberid)):
         raise SpectrumFormatError(
             f"{path}: holds {spec.plate}-{spec.mjd}-{spec.fiberid}, expected {plate}-{mjd}-{fiberid}"
