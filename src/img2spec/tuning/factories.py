@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import warnings
 
 import optuna
 
@@ -24,12 +25,14 @@ def make_storage(url: str, tune: TuneParams) -> optuna.storages.RDBStorage:
     """An RDB storage with a heartbeat, so a killed worker's trial is failed and replaced."""
     if "://" not in url:
         raise ValueError(f"tune.storage / {STORAGE_ENV}: {url!r} is not a database URL (e.g. sqlite:///optuna.db)")
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=tune.heartbeat_s,
-        grace_period=2 * tune.heartbeat_s,
-        engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-    )
+    with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=tune.heartbeat_s,
+            grace_period=2 * tune.heartbeat_s,
+            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+        )
 
 
 def make_sampler(tune: TuneParams, worker_seed: int = 0) -> optuna.samplers.BaseSampler:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -159,7 +160,9 @@ def _figures(study: optuna.Study, out: Path) -> list[Path]:
         log.info("tune: %d complete trial(s): parameter importances need 2, skipped", len(complete))
     for name, plot in plots.items():
         try:
-            ax = plot(study)
+            with warnings.catch_warnings():  # Optuna flags its matplotlib plots experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = plot(study)
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.savefig(out / name, dpi=100, bbox_inches="tight")
             plt.close(fig)
