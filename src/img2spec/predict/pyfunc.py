@@ -17,12 +17,12 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     the bundle's defaults.
     """
 
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context) -> None:
         from .predictor import Predictor
 
         self.predictor = Predictor.from_path(context.artifacts["bundle"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
         if isinstance(model_input, dict):
             model_input = model_input.get("images", next(iter(model_input.values())))
         params = params or {}

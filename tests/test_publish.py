@@ -1,0 +1,148 @@
+"""publish: the bundle (contents, hashes, idempotence), MLflow registry + alias, DVC revision load."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from img2spec.config import Params, params_from_dict
+from img2spec.paths import Paths
+from test_predict_support import N_PIX, SIZE, build_project, ensure_inference_module
+
+ensure_inference_module()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("proj")
+    facts = build_project(root)
+    return root, facts
+
+
+def _params(**publish) -> Params:
+    return params_from_dict({"publish": {"n_samples": 8, "batch_size": 4, **publish}})
+
+
+def test_bundle_contents_hashes_and_card(project):
+    from img2spec.predict.bundle import build_bundle, read_manifest, verify_bundle
+
+    root, facts = project
+    manifest = build_bundle(_params(registry=False), Paths(root))
+    bundle = root / "models" / "img2spec"
+    for name in ("cnn.keras", "decoder.keras", "image_scaling.json", "wave.npy", "params.yaml",
+                 "metrics.json", "bundle.json", "README.md", "vae.json", "cnn.json"):
+        assert (bundle / name).is_file(), name
+    assert read_manifest(bundle) == manifest
+    verify_bundle(bundle)
+    assert manifest["input"]["shape"] == [SIZE, SIZE, 5]
+    assert manifest["output"]["n_pix"] == N_PIX
+    assert manifest["normalisation"]["band"] == "r"
+    assert manifest["normalisation"]["wavelength_A"] == pytest.approx(6201.2)
+    # limits of validity come from the training split only
+    import pandas as pd
+
+    cat = pd.read_parquet(root / "data" / "processed" / "catalog.parquet")
+    train = cat[cat.split == "train"]
+    assert manifest["validity"]["z"]["max"] == pytest.approx(train.z.max())
+    assert manifest["validity"]["mag"]["r"]["min"] == pytest.approx(train.mag_r.min())
+    assert manifest["validity"]["n_train"] == len(train)
+    card = (bundle / "README.md").read_text()
+    assert f"{train.z.max():.3f}" in card and "kNN in PS1 colour space" in card
+    assert manifest["metrics"]["cnn"]["mean"] == 1.5
+    np.testing.assert_allclose(np.load(bundle / "wave.npy"), facts["wave"])
+
+
+def test_rebuild_is_idempotent_and_corruption_is_caught(project, tmp_path):
+    from img2spec.predict.bundle import BundleError, build_bundle, verify_bundle
+
+    root, _ = project
+    first = build_bundle(_params(registry=False), Paths(root), tmp_path / "b")
+    second = build_bundle(_params(registry=False), Paths(root), tmp_path / "b")
+    assert first["bundle_hash"] == second["bundle_hash"]
+    assert not list(tmp_path.glob(".b.*")), "no temporary directories left behind"
+    changed = build_bundle(_params(registry=False, n_samples=9), Paths(root), tmp_path / "c")
+    assert changed["bundle_hash"] != first["bundle_hash"]  # params are part of the payload
+    with open(tmp_path / "b" / "wave.npy", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(BundleError, match="wave.npy"):
+        verify_bundle(tmp_path / "b")
+
+
+def test_missing_model_names_the_file(project, tmp_path):
+    from img2spec.predict.bundle import BundleError, build_bundle
+
+    root, _ = project
+    other = tmp_path / "proj"
+    shutil.copytree(root, other)
+    (other / "models" / "cnn" / "cnn.keras").unlink()
+    with pytest.raises(BundleError, match="cnn.keras"):
+        build_bundle(_params(registry=False), Paths(other))
+
+
+def test_registry_alias_load_equals_local_bundle(project, mlflow_uri, tmp_path, monkeypatch):
+    import mlflow
+
+    from img2spec.predict import Predictor
+    from img2spec.predict.publish import publish
+
+    root, facts = project
+    monkeypatch.setenv("IMG2SPEC_CACHE", str(tmp_path / "cache"))
+    params = _params()
+    first = publish(params, Paths(root))
+    assert first["registry"]["version"] == "1"
+    second = publish(params, Paths(root))  # a rerun registers a new version and moves the alias
+    assert second["registry"]["version"] == "2"
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+    assert str(client.get_model_version_by_alias("img2spec", "champion").version) == "2"
+    assert json.loads((root / "reports" / "publish.json").read_text())["registry"]["version"] == "2"
+
+    local = Predictor.from_path(root / "models" / "img2spec")
+    remote = Predictor.from_mlflow("models:/img2spec@champion")
+    assert remote.provenance["registry_version"] == "2"
+    assert remote.bundle_hash == local.bundle_hash
+    a, b = local.predict(facts["images"]), remote.predict(facts["images"])
+    np.testing.assert_array_equal(a.flux, b.flux)
+    np.testing.assert_array_equal(a.sigma, b.sigma)
+
+    # the plain pyfunc interface (what `mlflow models serve` would call) agrees too
+    model = mlflow.pyfunc.load_model("models:/img2spec@champion")
+    out = model.predict(facts["images"])
+    np.testing.assert_allclose(out["flux"], a.flux, rtol=1e-6)
+    assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] in ([-1, SIZE, SIZE, 5], (-1, SIZE, SIZE, 5))
+
+
+def _git(cwd, *args):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env=env)
+
+
+def test_dvc_revision_load_equals_local_bundle(project, tmp_path):
+    from img2spec.predict import Predictor
+    from img2spec.predict.bundle import build_bundle
+
+    root, facts = project
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    build_bundle(_params(registry=False), Paths(root), repo / "models" / "img2spec")
+    dvc = [sys.executable, "-m", "dvc"]
+    _git(repo, "init", "-q")
+    subprocess.run([*dvc, "init", "-q"], cwd=repo, check=True, capture_output=True)
+    subprocess.run([*dvc, "add", "-q", "models/img2spec"], cwd=repo, check=True, capture_output=True)
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "bundle")
+    _git(repo, "tag", "v0.1")
+    shutil.rmtree(repo / "models" / "img2spec")  # only the DVC cache holds it now
+
+    remote = Predictor.from_dvc("v0.1", repo=str(repo), cache_dir=tmp_path / "cache")
+    build_bundle(_params(registry=False), Paths(root), tmp_path / "local")
+    local = Predictor.from_path(tmp_path / "local")
+    assert remote.provenance["source"] == "dvc" and remote.provenance["rev"] == "v0.1"
+    assert remote.bundle_hash == local.bundle_hash
+    np.testing.assert_array_equal(remote.predict(facts["images"]).flux, local.predict(facts["images"]).flux)
