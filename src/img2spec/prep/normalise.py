@@ -34,7 +34,8 @@ def mag_to_flambda(mag: np.ndarray | float, band: str) -> np.ndarray:
     Missing (non-finite or PS1's -999) magnitudes give NaN.
     """
     mag = np.asarray(mag, dtype=np.float64)
+    valid = np.isfinite(mag) & (mag > MISSING_MAG)
     lam = effective_wavelength(band)
-    fnu = AB_ZERO_FNU_CGS * 10.0 ** (-0.4 * mag)
+    fnu = AB_ZERO_FNU_CGS * 10.0 ** (-0.4 * np.where(valid, mag, 0.0))
     flam = fnu * C_ANGSTROM_PER_S / lam**2 / SDSS_FLUX_UNIT
-    return np.where(np.isfinite(mag) & (mag > MISSING_MAG), flam, np.nan)
+    return np.where(valid, flam, np.nan)

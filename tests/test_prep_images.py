@@ -1,0 +1,79 @@
+"""Image checks and the stretch used by prepare and by inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from img2spec.config.prepare import ImageCheckParams
+from img2spec.prep.images import (
+    check_image, make_scaling, preprocess_cutout, preprocess_stack, sky_sigma, to_nanomaggies,
+)
+from img2spec.prep.synthetic import make_cutout, synthetic_objects
+
+CHECKS = ImageCheckParams()
+
+
+def _nmgy(offset=(0, 0), seed=0):
+    cut = make_cutout(synthetic_objects(1)[0], 64, np.random.default_rng(seed), offset_pix=offset)
+    return cut, to_nanomaggies(cut.stack(), [cut.magzp[b] for b in "grizy"])
+
+
+def test_clean_centred_galaxy_passes():
+    _, img = _nmgy()
+    assert check_image(img, 0.25, CHECKS) is None
+
+
+def test_nan_dominated_centre_is_rejected():
+    _, img = _nmgy()
+    img[28:36, 28:36, 3] = np.nan
+    assert check_image(img, 0.25, CHECKS) == "nan_centre"
+
+
+def test_saturated_centre_is_rejected():
+    _, img = _nmgy()
+    img[31:33, 31:33, 1] = 10 ** (-0.4 * (CHECKS.saturation_pixel_mag - 1 - 22.5))  # 1 mag brighter
+    assert check_image(img, 0.25, CHECKS) == "saturated_centre"
+
+
+def test_off_centre_source_is_rejected():
+    _, img = _nmgy(offset=(0, 10))  # 2.5 arcsec away
+    assert check_image(img, 0.25, CHECKS) == "off_centre"
+
+
+def test_sky_sigma_measures_the_noise():
+    cut, img = _nmgy()
+    expected = 30.0 * 10 ** (-0.4 * (cut.magzp["r"] - 22.5))  # synthetic sky sigma 30 counts
+    assert sky_sigma(img)[1] == pytest.approx(expected, rel=0.1)
+
+
+def test_preprocess_stack_single_batch_and_cutout_agree():
+    cut, img = _nmgy()
+    scaling = make_scaling("grizy", np.full(5, 0.01), np.full(5, 1.0), np.full(5, 2.0), 10)
+    zp = [cut.magzp[b] for b in "grizy"]
+    one = preprocess_stack(cut.stack(), zp, scaling)
+    batch = preprocess_stack(np.stack([cut.stack(), cut.stack()]), np.array([zp, zp]), scaling)
+    assert one.shape == (64, 64, 5) and one.dtype == np.float32
+    assert batch.shape == (2, 64, 64, 5)
+    assert np.allclose(batch[1], one) and np.allclose(preprocess_cutout(cut, scaling), one)
+    assert np.allclose(one, (np.arcsinh(img / 0.01) - 1.0) / 2.0, atol=1e-5)
+
+
+def test_preprocess_is_unit_consistent_across_zero_points():
+    """The same sky brightness at a different exposure time gives the same network input."""
+    cut, _ = _nmgy()
+    scaling = make_scaling("grizy", np.full(5, 0.01), np.zeros(5), np.ones(5), 10)
+    zp = np.array([cut.magzp[b] for b in "grizy"])
+    a = preprocess_stack(cut.stack(), zp, scaling)
+    b = preprocess_stack(cut.stack() * 10.0, zp + 2.5, scaling)
+    assert np.allclose(a, b, atol=1e-4)
+
+
+def test_nan_pixels_become_finite_and_bad_shapes_fail():
+    cut, _ = _nmgy()
+    stack = cut.stack()
+    stack[0, 0, :] = np.nan
+    scaling = make_scaling("grizy", np.full(5, 0.01), np.zeros(5), np.ones(5), 10)
+    assert np.all(np.isfinite(preprocess_stack(stack, [30.0] * 5, scaling)))
+    with pytest.raises(ValueError):
+        preprocess_stack(stack[..., :4], [30.0] * 4, scaling)

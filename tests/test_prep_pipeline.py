@@ -1,0 +1,189 @@
+"""match + prepare end to end on small synthetic raw data, including every bad-input kind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from img2spec.config import Params
+from img2spec.config.data import DataParams
+from img2spec.io.processed import ProcessedData
+from img2spec.io.ps1_cutout import read_cutout, write_cutout
+from img2spec.io.sdss_spectrum import read_spectrum, write_spectrum
+from img2spec.prep.images import preprocess_cutout, sky_sigma, softening_from_sky, to_nanomaggies
+from img2spec.prep.match import match
+from img2spec.prep.npy import create_npy, shrink_npy, write_rows
+from img2spec.prep.prepare import prepare
+from img2spec.prep.synthetic import SyntheticObject, synthetic_objects, write_files, write_tables, write_truth
+from img2spec.prep.worker import PrepareFormatError
+from img2spec.paths import Paths
+
+N = 30
+
+
+@pytest.fixture(scope="module")
+def params():
+    """Defaults (the repo's params.yaml may be tuned by others) with 64-pixel cutouts."""
+    return Params().model_copy(update={"data": DataParams(cutout_size=64)})
+
+
+@pytest.fixture(scope="module")
+def clean_raw(tmp_path_factory):
+    """A clean raw survey of N objects with mock truth."""
+    root = tmp_path_factory.mktemp("clean")
+    paths = Paths(root)
+    objects = synthetic_objects(N, seed=3)
+    write_files(paths, objects, size=64, seed=3)
+    write_tables(paths, objects)
+    write_truth(paths, objects)
+    return root, objects
+
+
+def _copy(clean_raw, tmp_path) -> tuple[Paths, list[SyntheticObject]]:
+    root, objects = clean_raw
+    shutil.copytree(root / "data", tmp_path / "data")
+    return Paths(tmp_path), list(objects)
+
+
+def _run(params, paths, **prep):
+    if prep:
+        params = params.model_copy(update={"prepare": params.prepare.model_copy(update=prep)})
+    return match(params, paths), prepare(params, paths)
+
+
+def test_round_trip_clean(clean_raw, tmp_path, params):
+    paths, objects = _copy(clean_raw, tmp_path)
+    mrep, prep = _run(params, paths, n_workers=1, chunk_size=8)
+    assert mrep["n_matched"] == N and prep["n_out"] == N and prep["n_dropped"] == 0
+    data = ProcessedData.open(paths.processed)
+    cat = data.catalog
+    assert len(data) == N and list(cat["objid"]) == sorted(o.objid for o in objects)
+    assert data.flux.shape == (N, 1767) and data.ivar.shape == (N, 1767) and data.images.shape == (N, 64, 64, 5)
+    assert data.truth_flux.shape == (N, 1767) and set(cat["galaxy_type"]) <= {"red", "green", "blue"}
+    assert np.all(np.isfinite(data.flux)) and np.all(data.ivar >= 0) and np.all(np.isfinite(data.images))
+    # Normalised spectra sit near 1 (model continuum at the r wavelength) and the noiseless truth agrees.
+    good = data.ivar > 0
+    resid = (data.flux - data.truth_flux) * np.sqrt(data.ivar)
+    assert 0.5 < np.median(data.flux[good]) < 1.5
+    assert np.std(resid[good]) == pytest.approx(1.0, rel=0.15)  # ivar propagation is honest
+    # Put back into SDSS units, the spectrum matches the raw file.
+    row = 0
+    raw = read_spectrum(tmp_path / cat["specfile"][row])
+    pix = np.searchsorted(data.wave, 6000.0)
+    near = np.abs(10**raw.loglam - data.wave[pix]) < 2
+    assert data.flux[row, pix] * cat["norm"][row] == pytest.approx(np.mean(raw.flux[near]), rel=0.2)
+    # Images: the stored array is exactly preprocess_cutout(raw cutout, saved scaling).
+    cut = read_cutout(tmp_path / cat["imagefile"][row])
+    assert np.allclose(data.images[row], preprocess_cutout(cut, data.image_scaling), atol=1e-5)
+    # The stretch constants come from the training split only.
+    train = data.indices("train")
+    sky = []
+    for i in train:
+        c = read_cutout(tmp_path / cat["imagefile"][i])
+        sky.append(sky_sigma(to_nanomaggies(c.stack(), [c.magzp[b] for b in "grizy"])))
+    assert np.allclose(data.image_scaling["softening"], softening_from_sky(np.array(sky), 1.0))
+    assert np.allclose(data.images[train].mean(axis=(0, 1, 2)), 0, atol=1e-3)
+    meta = data.meta
+    assert meta["wave"]["n_pixels"] == 1767 and meta["norm"]["effective_wavelength_angstrom"] == 6201.2
+    report = json.loads((paths.reports / "prepare.json").read_text())
+    assert report["n_in"] == N and sum(report["splits"].values()) == N
+
+
+def test_rerun_is_idempotent_and_parallel_matches_serial(clean_raw, tmp_path, params):
+    paths, _ = _copy(clean_raw, tmp_path)
+    _run(params, paths, n_workers=1, chunk_size=7)
+    first = {k: np.load(paths.processed / f"{k}.npy") for k in ("flux", "ivar", "images", "truth_flux")}
+    cat1 = pd.read_parquet(paths.processed / "catalog.parquet")
+    _run(params, paths, n_workers=2, chunk_size=4)
+    for k, arr in first.items():
+        assert np.array_equal(np.load(paths.processed / f"{k}.npy"), arr), k
+    pd.testing.assert_frame_equal(pd.read_parquet(paths.processed / "catalog.parquet"), cat1)
+    leftovers = [p.name for p in paths.processed.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_every_bad_input_kind_is_counted_and_listed(clean_raw, tmp_path, params):
+    paths, objects = _copy(clean_raw, tmp_path)
+    spec = lambda o: paths.spectrum_file(o.plate, o.mjd, o.fiberid)  # noqa: E731
+    # 0: truncated spectrum FITS
+    data = spec(objects[0]).read_bytes()
+    spec(objects[0]).write_bytes(data[: len(data) // 3])
+    # 1: garbage instead of a spectrum
+    spec(objects[1]).write_bytes(b"SIMPLE  = garbage" * 200)
+    # 2: a spectrum with no good pixels
+    s = read_spectrum(spec(objects[2]))
+    s.ivar[:] = 0
+    write_spectrum(spec(objects[2]), s)
+    # 3: an image with a missing band
+    c = read_cutout(paths.image_file(objects[3].objid))
+    del c.data["y"]
+    write_cutout(paths.image_file(objects[3].objid), c)
+    # 4: a missing image file; 5: a missing spectrum file
+    paths.image_file(objects[4].objid).unlink()
+    spec(objects[5]).unlink()
+    # 6: a duplicate object: a second, noisier spectrum of objects[6]
+    twin = SyntheticObject(**{**objects[6].__dict__, "fiberid": 999})
+    s6 = read_spectrum(spec(objects[6]))
+    s6.ivar = s6.ivar / 100
+    s6.fiberid = 999
+    write_spectrum(spec(twin), s6)
+    # 7: coordinates that match nothing (photometry row moved 1 deg away)
+    # 8: photometry without the normalisation band
+    far = SyntheticObject(**{**objects[7].__dict__, "ra": objects[7].ra + 1.0})
+    nomag = SyntheticObject(**{**objects[8].__dict__, "mags": {**objects[8].mags, "r": -999.0}})
+    phot_objects = [far if o is objects[7] else nomag if o is objects[8] else o for o in objects]
+    write_tables(paths, phot_objects)
+    cand = pd.read_csv(paths.candidates)
+    cand.loc[cand["objid"] == objects[7].objid, "ra"] = objects[7].ra  # candidate stays where the spectrum is
+    cand = pd.concat([cand, cand[cand["objid"] == objects[6].objid].assign(fiberid=999, specobjid=1)])
+    cand.to_csv(paths.candidates, index=False)
+
+    mrep, prep = _run(params, paths, n_workers=1, chunk_size=8)
+    assert mrep["dropped_by_reason"] == {"duplicate_object": 1, "missing_spectrum": 1, "no_photometry_match": 1}
+    assert mrep["n_matched"] == N - 2  # 5 and 7 gone; the duplicate of 6 resolved to one spectrum
+    expected = {"corrupt_spectrum": 2, "no_good_pixels": 1, "missing_band": 1, "missing_image": 1,
+                "bad_photometry": 1}
+    assert prep["dropped_by_reason"] == expected
+    assert prep["n_in"] == N - 2 and prep["n_out"] == N - 2 - 6
+    listed = {(d["objid"], d["reason"]) for d in prep["dropped"]}
+    assert (objects[3].objid, "missing_band") in listed and (objects[0].objid, "corrupt_spectrum") in listed
+    csv = pd.read_csv(paths.reports / "prepare_dropped.csv")
+    assert len(csv) == 6 and set(csv["reason"]) == set(expected)
+    mcsv = pd.read_csv(paths.reports / "match_dropped.csv")
+    dup = mcsv[mcsv["reason"] == "duplicate_object"]
+    assert dup["file"].iloc[0].endswith("-0999.fits")  # the noisier twin lost on S/N
+    assert len(ProcessedData.open(paths.processed)) == N - 8
+
+
+def test_unexpected_format_stops_naming_the_file(clean_raw, tmp_path, params):
+    paths, objects = _copy(clean_raw, tmp_path)
+    bad = paths.image_file(objects[2].objid)
+    c = read_cutout(bad)
+    c.data = {b: v[:32, :32] for b, v in c.data.items()}
+    write_cutout(bad, c)
+    match(params, paths)
+    with pytest.raises(PrepareFormatError, match=str(bad.name)):
+        prepare(params, paths)
+    assert not paths.processed.exists()  # nothing half-written
+    assert not [p for p in paths.processed.parent.iterdir() if p.name.startswith(".processed")]
+
+
+def test_missing_candidate_columns_name_the_file(clean_raw, tmp_path, params):
+    paths, _ = _copy(clean_raw, tmp_path)
+    pd.read_csv(paths.candidates).drop(columns=["plate"]).to_csv(paths.candidates, index=False)
+    with pytest.raises(ValueError, match="candidates.csv.*plate"):
+        match(params, paths)
+
+
+def test_shrink_npy_keeps_leading_rows(tmp_path):
+    path = tmp_path / "a.npy"
+    create_npy(path, (50, 3, 2))
+    write_rows(path, 0, np.arange(60, dtype=np.float32).reshape(10, 3, 2))
+    shrink_npy(path, 10)
+    arr = np.load(path, mmap_mode="r")
+    assert arr.shape == (10, 3, 2) and arr[9, 2, 1] == 59
+    assert path.stat().st_size < 50 * 6 * 4
