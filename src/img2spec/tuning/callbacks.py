@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-#: The Keras log key every trial reports to the pruner.
+#: The Keras log key a VAE trial reports to the pruner.
 MONITOR = "val_loss"
+#: The CNN's pruning key: val mean D_i, comparable across loss choices (val_loss is not).
+DEVIATION_KEY = "val_mean_deviation"
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -31,6 +33,19 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             mlflow.log_metrics(finite, step=epoch)
 
 
+class ValDeviation(keras.callbacks.Callback):
+    """Put the validation mean D_i of the model in training into the epoch's logs, so the
+    epoch logger records it and the pruning callback (which runs after it) can use it."""
+
+    def __init__(self, deviation: Callable[[Any], float]) -> None:
+        super().__init__()
+        self._deviation = deviation
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs[DEVIATION_KEY] = float(self._deviation(self.model))
+
+
 def _is_number(value: Any) -> bool:
     try:
         float(value)
@@ -39,7 +54,9 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-def trial_callbacks(trial: optuna.Trial) -> tuple[MlflowEpochLogger, KerasPruningCallback]:
+def trial_callbacks(
+    trial: optuna.Trial, monitor: str = MONITOR
+) -> tuple[MlflowEpochLogger, KerasPruningCallback]:
     """(epoch logger, pruning callback) for one trial; the logger goes first so a pruned
     trial still has its last epoch logged."""
-    return MlflowEpochLogger(), KerasPruningCallback(trial, MONITOR)
+    return MlflowEpochLogger(), KerasPruningCallback(trial, monitor)

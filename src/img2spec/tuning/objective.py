@@ -18,7 +18,7 @@ import optuna
 from ..config import Params
 from ..config.tune import CNNStudyParams, VAEStudyParams
 from . import mlruns
-from .callbacks import trial_callbacks
+from .callbacks import DEVIATION_KEY, ValDeviation, trial_callbacks
 from .space import cnn_updates, trial_cnn_params, trial_vae_params, vae_updates
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,11 @@ class CNNObjective:
         with mlruns.trial_run(trial, self.study.study_name, cnn_params.model_dump()):
             import mlflow
 
-            logger, pruner = trial_callbacks(trial)
+            deviation_cb = ValDeviation(lambda model: validation_deviation(model, self.decoder, self.data))
+            logger, pruner = trial_callbacks(trial, monitor=DEVIATION_KEY)
             start = time.perf_counter()
-            result = train_cnn(cnn_params, self.data, self.latents, self.decoder, callbacks=[logger, pruner])
+            result = train_cnn(cnn_params, self.data, self.latents, self.decoder,
+                               callbacks=[deviation_cb, logger, pruner])
             val_loss = float(result.best_val_loss)
             trial.set_user_attr("val_loss", val_loss)
             deviation = _finite(validation_deviation(result.model, self.decoder, self.data), "CNN val mean D_i")

@@ -72,6 +72,11 @@ def run_study(
     budget_s = timeout_s or cfg.timeout_s
     study = open_study(part, params, url, worker)
     objective = objective or build_objective(part, params, paths)
+    fingerprint = getattr(objective, "extra_attrs", {}).get("decoder_sha1")
+    if fingerprint:
+        from .inputs import warn_if_other_decoder
+
+        warn_if_other_decoder(study, fingerprint)
     budget = TrialBudget(url, cfg.study_name, total)
     log.info("tune %s: study %s on %s, %d/%d trials used", part, cfg.study_name,
              mlruns.redact(url), budget.used(study), total)
