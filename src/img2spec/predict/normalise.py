@@ -17,5 +17,7 @@ from ..prep.normalise import AB_ZERO_FNU_CGS, C_ANGSTROM_PER_S, MISSING_MAG, SDS
 def flambda_from_ab_mag(mag: float | np.ndarray, wavelength_A: float) -> np.ndarray:
     """AB magnitude -> f_lambda at `wavelength_A` in 1e-17 erg/s/cm^2/A; NaN for missing magnitudes."""
     mag = np.asarray(mag, np.float64)
+    ok = np.isfinite(mag) & (mag > MISSING_MAG)
+    mag = np.where(ok, mag, 0.0)  # flagged values (-999) would overflow
     flam = AB_ZERO_FNU_CGS * 10.0 ** (-0.4 * mag) * C_ANGSTROM_PER_S / wavelength_A**2 / SDSS_FLUX_UNIT
-    return np.where(np.isfinite(mag) & (mag > MISSING_MAG), flam, np.nan)
+    return np.where(ok, flam, np.nan)

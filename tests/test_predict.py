@@ -1,0 +1,217 @@
+"""img2spec predict: same spectra as predict_spectra, FITS readable by astropy and read_spectrum,
+bad inputs reported and skipped, magnitudes -> 1e-17 units, tables, plots, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from img2spec import BANDS
+from img2spec.config import params_from_dict
+from img2spec.io.ps1_cutout import Cutout, write_cutout
+from img2spec.io.sdss_spectrum import FLUX_UNIT, read_spectrum
+from img2spec.paths import Paths
+from test_predict_support import N_PIX, SIZE, build_project, ensure_inference_module, galaxy_cutout
+
+ensure_inference_module()
+N_SAMPLES = 8
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A tiny project, its bundle and a loaded Predictor."""
+    from img2spec.predict import Predictor
+    from img2spec.predict.bundle import build_bundle
+
+    root = tmp_path_factory.mktemp("proj")
+    facts = build_project(root)
+    params = params_from_dict({"publish": {"n_samples": N_SAMPLES, "batch_size": 5, "registry": False}})
+    build_bundle(params, Paths(root))
+    return root, facts, Predictor.from_path(root / "models" / "img2spec")
+
+
+def test_bundle_predict_equals_direct_predict_spectra(env):
+    from img2spec.models.inference import load_models, predict_spectra
+
+    root, facts, predictor = env
+    cnn, decoder = load_models(root / "models" / "vae", root / "models" / "cnn")[:2]
+    direct = predict_spectra(cnn, decoder, facts["images"], n_samples=N_SAMPLES, batch_size=5, seed=0)
+    via = predictor.predict(facts["images"])
+    np.testing.assert_array_equal(via.flux, direct.flux)
+    np.testing.assert_array_equal(via.sigma, direct.sigma)
+    assert via.flux.shape == (len(facts["images"]), N_PIX)
+    # raw counts + MAGZP go through the prepare stage's own scaling
+    stack = np.stack([c.stack() for c in facts["cutouts"]])
+    magzp = np.array([[c.magzp[b] for b in BANDS] for c in facts["cutouts"]])
+    np.testing.assert_array_equal(predictor.predict_counts(stack, magzp).flux, direct.flux)
+
+
+def test_predict_rejects_arrays_that_do_not_fit(env):
+    from img2spec.predict import InputError
+
+    _, facts, predictor = env
+    with pytest.raises(InputError, match="shape"):
+        predictor.predict(np.zeros((2, SIZE + 1, SIZE, 5), np.float32))
+    bad = facts["images"][:2].copy()
+    bad[1, 3, 3, 2] = np.nan
+    with pytest.raises(InputError, match=r"\[1\]"):
+        predictor.predict(bad)
+
+
+def test_norm_matches_prepare_convention(env):
+    from img2spec.prep.normalise import mag_to_flambda
+
+    _, _, predictor = env
+    mags = np.array([14.0, 17.5, -999.0])
+    np.testing.assert_allclose(predictor.norm_from_mag(mags), mag_to_flambda(mags, "r"), rtol=1e-12)
+
+
+def _write_bad_inputs(d, rng):
+    d.mkdir()
+    good = galaxy_cutout(1, rng)
+    missing = galaxy_cutout(2, rng)
+    del missing.data["z"]
+    write_cutout(d / "missing_band.fits", missing)
+    wrong = galaxy_cutout(3, rng, size=SIZE + 4)
+    write_cutout(d / "wrong_shape.fits", wrong)
+    nan = galaxy_cutout(4, rng)
+    nan.data["r"][:] = np.nan
+    write_cutout(d / "nan.fits", nan)
+    off = galaxy_cutout(5, rng, shift=6.0)
+    write_cutout(d / "off_centre.fits", off)
+    (d / "truncated.fits").write_bytes((write_cutout(d / "t.fits", good)).read_bytes()[:3000])
+    (d / "t.fits").unlink()
+    write_cutout(d / "dup_a.fits", galaxy_cutout(7, rng))
+    write_cutout(d / "dup_b.fits", galaxy_cutout(7, rng))
+
+
+def test_batch_over_files_with_bad_inputs(env, tmp_path):
+    from img2spec.predict import RunOptions, run_predict
+
+    root, facts, predictor = env
+    bad = tmp_path / "bad"
+    _write_bad_inputs(bad, np.random.default_rng(5))
+    out = tmp_path / "out"
+    inputs = [root / "data" / "raw" / "images", bad, tmp_path / "does_not_exist.fits"]
+    summary = run_predict(predictor, inputs, RunOptions(out_dir=out, batch_size=5))
+    n_good = len(facts["files"])
+    assert summary.n_predicted == n_good + 1  # + the first of the duplicate pair
+    reasons = {s.file.split("/")[-1]: s.reason for s in summary.skipped}
+    assert "band z missing" in reasons["missing_band.fits"]
+    assert "shape" in reasons["wrong_shape.fits"]
+    assert "nan_centre" in reasons["nan.fits"] or "no finite" in reasons["nan.fits"]
+    assert "off_centre" in reasons["off_centre.fits"]
+    assert "truncated.fits" in reasons
+    assert "duplicate" in reasons["dup_b.fits"]
+    assert "no such file" in reasons["does_not_exist.fits"]
+    report = json.loads((out / "summary.json").read_text())
+    assert report["n_skipped"] == len(summary.skipped) == 7
+    assert report["n_inputs"] == report["n_predicted"] + report["n_skipped"]
+
+    # the same spectra as one direct call on the same objects, batched identically
+    direct = predictor.predict(facts["images"][:5])
+    spec = read_spectrum(out / f"spec-pred-{facts['cutouts'][0].objid}.fits")
+    np.testing.assert_allclose(spec.flux, direct.flux[0], rtol=1e-6)
+    np.testing.assert_allclose(spec.ivar, 1.0 / direct.sigma[0].astype(np.float64) ** 2, rtol=1e-5)
+    np.testing.assert_allclose(10**spec.loglam, facts["wave"], rtol=1e-6)
+    with fits.open(out / f"spec-pred-{facts['cutouts'][0].objid}.fits") as hdul:
+        head = hdul[0].header
+        assert head["PREDICTED"] is True
+        assert head["MODELHSH"] == predictor.bundle_hash[:16]
+        assert head["FLUXNORM"] == "NORMALISED"
+        assert hdul["COADD"].columns["flux"].unit != FLUX_UNIT
+        assert hdul["SPECOBJ"].data["OBJID"][0] == str(facts["cutouts"][0].objid)
+        assert np.isnan(hdul["SPECOBJ"].data["Z"][0])
+
+
+def test_magnitudes_table_and_plot(env, tmp_path):
+    from img2spec.predict import RunOptions, run_predict
+
+    root, facts, predictor = env
+    cut0, cut1 = facts["cutouts"][:2]
+    mags = tmp_path / "phot.csv"
+    pd.DataFrame({"objid": [cut0.objid, cut1.objid], "rKronMag": [16.0, -999.0], "z": [0.08, 0.05]}).to_csv(mags, index=False)
+    out = tmp_path / "out"
+    opts = RunOptions(out_dir=out, mags=mags, table=tmp_path / "all.fits", plot=True, batch_size=5)
+    summary = run_predict(predictor, facts["files"][:3], opts)
+    assert summary.n_predicted == 3 and summary.n_scaled == 1
+    plain = read_spectrum(out / f"spec-pred-{cut1.objid}.fits")
+    scaled = read_spectrum(out / f"spec-pred-{cut0.objid}.fits")
+    norm = float(predictor.norm_from_mag(16.0))
+    direct = predictor.predict(facts["images"][:3])
+    np.testing.assert_allclose(scaled.flux, direct.flux[0] * norm, rtol=1e-5)
+    np.testing.assert_allclose(plain.flux, direct.flux[1], rtol=1e-6)  # -999: stays normalised
+    assert scaled.z == pytest.approx(0.08)
+    with fits.open(out / f"spec-pred-{cut0.objid}.fits") as hdul:
+        assert hdul[0].header["FLUXNORM"] == "PS1_KRON"
+        assert hdul[0].header["NORMFAC"] == pytest.approx(norm)
+        assert hdul["COADD"].columns["flux"].unit == FLUX_UNIT
+    with fits.open(tmp_path / "all.fits") as hdul:
+        tab = hdul["PREDICTIONS"].data
+        assert len(tab) == 3 and tab["FLUX"].shape == (3, N_PIX)
+        np.testing.assert_allclose(tab["FLUX"][1], direct.flux[1], rtol=1e-6)
+    for c in facts["cutouts"][:3]:
+        png = out / f"spec-pred-{c.objid}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_line_marks_need_a_redshift_in_the_observed_frame():
+    from img2spec.predict.plot import line_positions
+
+    wave = np.geomspace(3800, 9200, 50)
+    assert line_positions(None, "observed", wave) == {}
+    at_z = line_positions(0.1, "observed", wave)
+    assert at_z["Hα"] == pytest.approx(6564.6 * 1.1) and "[OII]3727" in at_z
+    assert line_positions(None, "rest", wave)["Hβ"] == pytest.approx(4862.7)
+
+
+def test_csv_table_and_cli(env, tmp_path):
+    from typer.testing import CliRunner
+
+    from img2spec.cli import app
+
+    root, facts, _ = env
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "predict", str(root / "data" / "raw" / "images"), "--model", str(root / "models" / "img2spec"),
+        "--out", str(out), "--table", str(tmp_path / "all.csv"), "--batch-size", "4",
+        "--params", str(tmp_path / "absent.yaml"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["n_predicted"] == len(facts["files"])
+    table = pd.read_csv(tmp_path / "all.csv")
+    assert len(table) == len(facts["files"])
+    assert sum(c.startswith("flux_") for c in table.columns) == N_PIX
+    # a bundle that is not one: a clear error, exit 2
+    bad = CliRunner().invoke(app, ["predict", str(root / "data" / "raw" / "images"), "--model", str(tmp_path)])
+    assert bad.exit_code == 2 and "bundle.json" in bad.output
+
+
+def test_radec_table_goes_through_the_cutout_fetcher(env, tmp_path, monkeypatch):
+    import img2spec.sources.sdss.ps1images as ps1
+    from img2spec.predict import RunOptions, run_predict
+
+    _, facts, predictor = env
+    calls = []
+
+    def fake_fetch(p, fetcher, dest, objid, ra, dec, size, pixel_scale, bands):
+        calls.append((objid, size))
+        if objid == 2:
+            from img2spec.sources.sdss.http import FetchError
+
+            raise FetchError("https://ps1images.stsci.edu", 0, "no PS1 stack image")
+        write_cutout(dest, Cutout(objid=objid, ra=ra, dec=dec, data=facts["cutouts"][0].data,
+                                  magzp=facts["cutouts"][0].magzp))
+        return "fetched"
+
+    monkeypatch.setattr(ps1, "fetch_cutout", fake_fetch)
+    table = tmp_path / "targets.csv"
+    pd.DataFrame({"objid": [1, 2], "ra": [150.1, 150.2], "dec": [2.1, 2.2], "z": [0.07, 0.09]}).to_csv(table, index=False)
+    summary = run_predict(predictor, [table], RunOptions(out_dir=tmp_path / "out", fetch_params=params_from_dict({})))
+    assert calls == [(1, SIZE), (2, SIZE)]
+    assert summary.n_predicted == 1 and "cutout fetch failed" in summary.skipped[0].reason
+    assert read_spectrum(tmp_path / "out" / "spec-pred-1.fits").z == pytest.approx(0.07)
