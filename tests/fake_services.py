@@ -103,6 +103,11 @@ def exptime_for(band: str) -> float:
     return {"g": 1130.0, "r": 950.0, "i": 1510.0, "z": 1180.0, "y": 900.0}[band]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default backlog (5) resets connections at 32 clients
+
+
 class FakeServices:
     """The fake services on 127.0.0.1; use as a context manager."""
 
@@ -116,8 +121,7 @@ class FakeServices:
         self._lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="fake_services_")
         self._spec_cache: dict[str, bytes] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), _make_handler(self))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     # --- lifecycle -----------------------------------------------------------------
