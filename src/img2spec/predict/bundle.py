@@ -45,6 +45,9 @@ OPTIONAL_FROM_CNN = ("cnn.json",)
 VALIDITY_QUANTILES = (0.01, 0.99)
 """Training-catalogue quantiles quoted as the range of validity (besides min/max)."""
 HASH_CHUNK = 1 << 20
+PARAMS_NOT_RECORDED = ("tune",)
+"""params.yaml sections that do not shape the models (kept out of the bundle, so tuning a
+search space does not change the bundle hash; dvc.yaml lists the other sections)."""
 
 
 class BundleError(ValueError):
@@ -177,7 +180,7 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
         np.save(tmp / "wave.npy", np.asarray(data.wave, np.float64))
         shutil.copy2(metrics_file, tmp / "metrics.json")
         (tmp / "params.yaml").write_text(
-            yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+            yaml.safe_dump(params.model_dump(mode="json", exclude=set(PARAMS_NOT_RECORDED)), sort_keys=False)
         )
         files = {
             p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
