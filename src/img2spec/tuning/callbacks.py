@@ -9,8 +9,11 @@ import keras
 import optuna
 from optuna_integration import KerasPruningCallback
 
-#: The Keras log key a VAE trial reports to the pruner.
+#: The default Keras log key reported to the pruner.
 MONITOR = "val_loss"
+#: The VAE's objective and pruning key: val chi2/P + KL/P, the negative ELBO at KL weight 1.
+#: The trained loss weights KL by the tuned kl_weight, so it would favour the smallest weight.
+NEG_ELBO_KEY = "val_neg_elbo"
 #: The CNN's pruning key: val mean D_i, comparable across loss choices (val_loss is not).
 DEVIATION_KEY = "val_mean_deviation"
 
@@ -31,6 +34,14 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         finite = {k: v for k, v in values.items() if math.isfinite(v)}
         if finite:
             mlflow.log_metrics(finite, step=epoch)
+
+
+class ValNegElbo(keras.callbacks.Callback):
+    """Add val_chi2 + val_kl (the VAE's logged terms) to the epoch's logs as NEG_ELBO_KEY."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None and "val_chi2" in logs and "val_kl" in logs:
+            logs[NEG_ELBO_KEY] = float(logs["val_chi2"]) + float(logs["val_kl"])
 
 
 class ValDeviation(keras.callbacks.Callback):

@@ -18,7 +18,7 @@ import optuna
 from ..config import Params
 from ..config.tune import CNNStudyParams, VAEStudyParams
 from . import mlruns
-from .callbacks import DEVIATION_KEY, ValDeviation, trial_callbacks
+from .callbacks import DEVIATION_KEY, NEG_ELBO_KEY, ValDeviation, ValNegElbo, trial_callbacks
 from .space import cnn_updates, trial_cnn_params, trial_vae_params, vae_updates
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def _finite(value: float, what: str) -> float:
 
 @dataclass
 class VAEObjective:
-    """Minimise the VAE's best validation loss."""
+    """Minimise the VAE's validation negative ELBO (chi2/P + KL/P at KL weight 1), read at the
+    epoch whose weights early stopping restores; the trained (weighted) val loss is kept too."""
 
     params: Params
     study: VAEStudyParams
@@ -50,15 +51,29 @@ class VAEObjective:
         with mlruns.trial_run(trial, self.study.study_name, vae_params.model_dump()):
             import mlflow
 
-            logger, pruner = trial_callbacks(trial)
+            logger, pruner = trial_callbacks(trial, monitor=NEG_ELBO_KEY)
             start = time.perf_counter()
-            result = train_vae(vae_params, self.data, callbacks=[logger, pruner])
-            value = _finite(result.best_val_loss, "VAE validation loss")
+            result = train_vae(vae_params, self.data, callbacks=[ValNegElbo(), logger, pruner])
+            warm = min(vae_params.kl_warmup_epochs, max(vae_params.epochs - 1, 0))
+            value = _finite(_at_best_epoch(logger.history, NEG_ELBO_KEY, warm), "VAE validation -ELBO")
+            val_loss = float(result.best_val_loss)
             seconds = time.perf_counter() - start
             epochs = len(logger.history.get("loss", []))
+            trial.set_user_attr("val_loss", val_loss)
             trial.set_user_attr("epochs", epochs)
-            mlflow.log_metrics({"best_val_loss": value, "train_seconds": seconds, "epochs_run": epochs})
+            mlflow.log_metrics({"best_val_neg_elbo": value, "best_val_loss": val_loss,
+                                "train_seconds": seconds, "epochs_run": epochs})
             return value
+
+
+def _at_best_epoch(history: dict[str, list[float]], key: str, start: int) -> float:
+    """`key` at the epoch of lowest val_loss from `start` on (the weights early stopping keeps)."""
+    losses = history.get("val_loss", [])
+    values = history.get(key, [])
+    epochs = [e for e in range(start, min(len(losses), len(values))) if math.isfinite(losses[e])]
+    if not epochs:
+        return float("nan")
+    return values[min(epochs, key=lambda e: losses[e])]
 
 
 @dataclass

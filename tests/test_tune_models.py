@@ -1,0 +1,71 @@
+"""Real objectives on a tiny synthetic data set: the VAE study (val -ELBO) and the CNN
+study (val mean D_i through the decoder). The test split is NaN-poisoned, so any read of
+it during tuning would turn the objective non-finite and fail the trial."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from img2spec.config import params_from_dict
+from img2spec.paths import Paths
+from test_tune_support import tiny_params, write_processed
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune_root")
+    write_processed(root)
+    return root
+
+
+def test_vae_study_real_objective(tiny_root, tmp_path, mlflow_uri):
+    from img2spec.tuning.runner import run_study
+
+    params = tiny_params(f"sqlite:///{tmp_path / 'optuna.db'}")
+    report = run_study("vae", params, Paths(tiny_root))
+    study = optuna.load_study(study_name=params.tune.vae.study_name, storage=params.tune.storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    for trial in study.trials:
+        assert math.isfinite(trial.value) and trial.value > 0
+        assert len(trial.intermediate_values) == trial.user_attrs["epochs"] <= params.tune.vae.max_epochs
+        section = trial.user_attrs["section_params"]
+        assert section["encoder_units"] == section["decoder_units"][::-1]
+        params_from_dict({"vae": section})  # what --apply would write is valid
+    assert report["best_value"] == pytest.approx(study.best_value)
+
+
+def test_cnn_study_real_objective(tiny_root, tmp_path, mlflow_uri):
+    import keras
+
+    from img2spec.io.processed import ProcessedData
+    from img2spec.models.data import clean_flux
+    from img2spec.models.train import train_vae
+    from img2spec.tuning.runner import run_study
+
+    paths = Paths(tiny_root)
+    params = tiny_params(f"sqlite:///{tmp_path / 'optuna.db'}", n_trials=2)
+    data = ProcessedData.open(paths.processed)
+    vae = train_vae(params.vae, data, out_dir=paths.vae_dir).model
+    flux, ivar = clean_flux(data.flux[:], data.ivar[:])
+    mu, logvar = (np.asarray(a) for a in vae.encoder([flux, ivar], training=False))
+    paths.latents.mkdir(parents=True, exist_ok=True)
+    np.save(paths.latents / "mu.npy", mu)
+    np.save(paths.latents / "logvar.npy", logvar)
+    keras.utils.clear_session()
+
+    report = run_study("cnn", params, paths)
+    study = optuna.load_study(study_name=params.tune.cnn.study_name, storage=params.tune.storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for trial in study.trials:
+        assert math.isfinite(trial.value) and trial.value > 0  # val mean D_i in SDSS error units
+        assert math.isfinite(trial.user_attrs["val_loss"])
+        assert len(trial.user_attrs["decoder_sha1"]) == 40
+        assert all(math.isfinite(v) for v in trial.intermediate_values.values())
+    assert report["best_section"]["filters"][0] == 4
