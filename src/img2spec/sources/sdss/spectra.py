@@ -9,7 +9,10 @@ PLATE/MJD/FIBERID compared with the request before the rename.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+
+from astropy.io.fits.verify import VerifyWarning
 
 from ...config.sdss import SDSSParams
 from ...io.atomic import atomic_path
@@ -29,7 +32,10 @@ def spectrum_url(p: SDSSParams, plate: int, mjd: int, fiberid: int, run2d: str) 
 def verify_spectrum(path: Path, plate: int, mjd: int, fiberid: int) -> None:
     """Raise SpectrumFormatError unless `path` is the SDSS spectrum of (plate, mjd, fiberid)."""
     try:
-        spec = read_spectrum(path)
+        with warnings.catch_warnings():
+            # a truncated file warns before it fails; the failure is what we act on
+            warnings.simplefilter("ignore", VerifyWarning)
+            spec = read_spectrum(path)
     except (KeyError, AttributeError) as exc:  # e.g. an image HDU where a table should be
         raise SpectrumFormatError(f"{path}: not an SDSS spectrum layout ({type(exc).__name__}: {exc})") from None
     if (spec.plate, spec.mjd, spec.fiberid) != (int(plate), int(mjd), int(fiberid)):
