@@ -1,5 +1,7 @@
 """`vae` and `cnn`: architectures and training (owned by models/)."""
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Section
@@ -28,5 +30,7 @@ class CNNParams(Section):
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(40, ge=1)
     patience: int = Field(6, ge=1)
-    loss: str = "latent"
+    loss: Literal["latent", "spectrum"] = "latent"
+    shift_pixels: float = Field(0.0, ge=0, le=1)  # max sub-pixel shift of the augmentation (0: off)
+    train_pca: bool = True    # also train the PCA + same-CNN baseline in the train_cnn stage
     seed: int = 0

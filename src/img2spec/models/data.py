@@ -1,0 +1,88 @@
+"""tf.data input pipelines that stream rows from the (memmapped) prepared arrays.
+
+Only the index list lives in the dataset; each batch gathers its rows from the `.npy`
+memmaps in a `numpy_function` (sorted indices for sequential reads), so memory stays
+one batch deep however large the survey is.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from .augment import augment_batch
+
+AUTOTUNE_PREFETCH = 2
+"""Batches prepared ahead of the training step."""
+
+
+def clean_flux(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 copies with non-finite or masked flux set to 0 and non-finite ivar to 0."""
+    flux = np.asarray(flux, np.float32)
+    ivar = np.asarray(ivar, np.float32)
+    ivar = np.where(np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(np.float32)
+    flux = np.where((ivar > 0) & np.isfinite(flux), flux, 0.0).astype(np.float32)
+    return flux, ivar
+
+
+def image_dataset(
+    images: np.ndarray,
+    indices: np.ndarray,
+    targets: Mapping[str, np.ndarray],
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    shift_pixels: float = 0.0,
+) -> tf.data.Dataset:
+    """(images, {name: target}) batches for rows `indices`.
+
+    training=True: shuffled, repeated forever (use `steps_per_epoch`), augmented.
+    training=False: catalogue order, one pass, no augmentation.
+    `targets` arrays are indexed by catalogue row like `images` (memmaps are fine);
+    flux/ivar targets are cleaned (masked pixels -> 0) as they are gathered.
+    """
+    indices = np.asarray(indices, np.int64)
+    names = list(targets)
+    shape = tuple(images.shape[1:])
+    tdims = {k: tuple(np.shape(targets[k])[1:]) for k in names}
+
+    def gather(idx: np.ndarray):
+        order = np.argsort(idx, kind="stable")
+        rows = idx[order]
+        undo = np.empty_like(order)
+        undo[order] = np.arange(len(order))
+        out = [np.asarray(images[rows], np.float32)[undo]]
+        got = {k: np.asarray(targets[k][rows], np.float32)[undo] for k in names}
+        if "flux" in got and "ivar" in got:
+            got["flux"], got["ivar"] = clean_flux(got["flux"], got["ivar"])
+        out += [got[k] for k in names]
+        return out
+
+    def load(idx):
+        arrays = tf.numpy_function(gather, [idx], [tf.float32] * (1 + len(names)), stateful=False)
+        x = tf.ensure_shape(arrays[0], (None, *shape))
+        y = {k: tf.ensure_shape(a, (None, *tdims[k])) for k, a in zip(names, arrays[1:])}
+        return x, y
+
+    ds = tf.data.Dataset.from_tensor_slices(indices)
+    if training:
+        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(batch_size).map(load, num_parallel_calls=1, deterministic=True)
+    if training:
+        counter = tf.data.Dataset.counter()
+        ds = tf.data.Dataset.zip((ds, counter)).map(
+            lambda xy, step: (augment_batch(xy[0], tf.stack([tf.cast(seed, tf.int64), step]), shift_pixels), xy[1]),
+            num_parallel_calls=1, deterministic=True,
+        )
+    return ds.prefetch(AUTOTUNE_PREFETCH)
+
+
+def spectra_dataset(flux: np.ndarray, ivar: np.ndarray, *, batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
+    """((flux, ivar),) batches from in-memory cleaned arrays (spectra are small next to images)."""
+    ds = tf.data.Dataset.from_tensor_slices(((flux, ivar),))
+    if training:
+        ds = ds.shuffle(len(flux), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE_PREFETCH)

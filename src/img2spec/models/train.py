@@ -1,0 +1,193 @@
+"""Training entry points (no file I/O unless `out_dir` is given; callbacks injectable).
+
+`train_vae(vae_params, data)` and `train_cnn(cnn_params, data, latents, decoder)` build
+their models and callbacks afresh on every call (the Optuna objectives call them once
+per trial) after `keras.utils.clear_session()` and seeding, and return a `TrainResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..logs import quiet_tensorflow
+
+quiet_tensorflow()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ..config.models import CNNParams, VAEParams  # noqa: E402
+from ..io.atomic import atomic_path, write_json  # noqa: E402
+from .cnn import build_cnn  # noqa: E402
+from .data import clean_flux, image_dataset, spectra_dataset  # noqa: E402
+from .latents import Latents, as_latents  # noqa: E402
+from .trainer import CNNTrainer  # noqa: E402
+from .vae import KLWarmup, SpectrumVAE, build_decoder, build_encoder  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+MIN_TARGET_STD = 1e-6
+"""Floor of a latent's train-split std (a dead latent must not divide by zero)."""
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    """VAE: the `SpectrumVAE` (`.encoder`, `.decoder`); CNN: the saved-form CNN."""
+    history: dict[str, list[float]]
+    best_val_loss: float
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def reset_keras(seed: int) -> None:
+    """Fresh graph state and every RNG seeded; deterministic TF ops (3-sig-fig reruns)."""
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(int(seed))
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except Exception as exc:  # pragma: no cover - older TF
+        log.debug("op determinism unavailable: %s", exc)
+
+
+def _split_indices(data, split: str) -> np.ndarray:
+    idx = data.indices(split)
+    if len(idx) == 0:
+        raise ValueError(f"{data.root}: the {split} split is empty; cannot train")
+    return idx
+
+
+def _best(history: dict[str, list[float]], key: str = "val_loss", start: int = 0) -> float:
+    values = [v for v in history.get(key, [])[start:] if math.isfinite(v)]
+    if not values:
+        values = [v for v in history.get(key, []) if math.isfinite(v)]
+    return float(min(values)) if values else float("nan")
+
+
+def _history(h: keras.callbacks.History) -> dict[str, list[float]]:
+    return {k: [float(v) for v in vals] for k, vals in h.history.items()}
+
+
+# ----------------------------------------------------------------------------- VAE
+def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callbacks.Callback] = (),
+              out_dir: str | Path | None = None, verbose: int = 0) -> TrainResult:
+    """Train the spectrum VAE on the train split (early stopping on the val split)."""
+    p = vae_params
+    reset_keras(p.seed)
+    start = time.perf_counter()
+    tr, va = _split_indices(data, "train"), _split_indices(data, "val")
+    flux_tr, ivar_tr = clean_flux(data.flux[tr], data.ivar[tr])
+    flux_va, ivar_va = clean_flux(data.flux[va], data.ivar[va])
+    n_pix = flux_tr.shape[1]
+    encoder = build_encoder(n_pix, p.latent_dim, p.encoder_units)
+    decoder = build_decoder(n_pix, p.latent_dim, p.decoder_units)
+    vae = SpectrumVAE(encoder, decoder, kl_weight=p.kl_weight, seed=p.seed)
+    vae.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
+    # The val loss rises while the KL weight ramps up: compare epochs only after warm-up.
+    warm = min(p.kl_warmup_epochs, max(p.epochs - 1, 0))
+    stop = keras.callbacks.EarlyStopping("val_loss", patience=p.patience, restore_best_weights=True,
+                                         start_from_epoch=warm)
+    hist = vae.fit(
+        spectra_dataset(flux_tr, ivar_tr, batch_size=p.batch_size, training=True, seed=p.seed),
+        validation_data=spectra_dataset(flux_va, ivar_va, batch_size=p.batch_size, training=False),
+        epochs=p.epochs, verbose=verbose,
+        callbacks=[KLWarmup(p.kl_warmup_epochs), keras.callbacks.TerminateOnNaN(), stop, *callbacks],
+    )
+    history = _history(hist)
+    seconds = time.perf_counter() - start
+    result = TrainResult(vae, history, _best(history, start=warm), seconds,
+                         {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
+                          "n_pix": n_pix, "latent_dim": p.latent_dim})
+    log.info("VAE: %d epochs in %.0f s, best val loss %.4f", result.info["epochs_run"], seconds, result.best_val_loss)
+    if out_dir is not None:
+        save_vae(result, p, data, out_dir)
+    return result
+
+
+def save_vae(result: TrainResult, p: VAEParams, data, out_dir: str | Path) -> None:
+    """encoder.keras, decoder.keras, wave.npy and vae.json into `out_dir` (atomic per file)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, model in (("encoder", result.model.encoder), ("decoder", result.model.decoder)):
+        with atomic_path(out / f"{name}.keras", suffix=".keras") as tmp:
+            model.save(tmp)
+    with atomic_path(out / "wave.npy", suffix=".npy") as tmp:
+        np.save(tmp, np.asarray(data.wave, np.float64))
+    write_json(out / "vae.json", {
+        "latent_dim": p.latent_dim, "n_pix": int(result.info["n_pix"]), "wave_file": "wave.npy",
+        "frame": data.meta.get("frame"), "params": p.model_dump(mode="json"),
+        "training": {"best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 1),
+                     **result.info, "history": result.history},
+        "loss": "0.5 * chi2 / P + kl_weight * KL / P (ivar-weighted, masked pixels weight 0)",
+    })
+
+
+# ----------------------------------------------------------------------------- CNN
+def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: keras.Model | None = None, *,
+              callbacks: Sequence[keras.callbacks.Callback] = (), out_dir: str | Path | None = None,
+              verbose: int = 0, name: str = "cnn") -> TrainResult:
+    """Train the image CNN on `latents` (VAE posteriors or any (N, L) targets, catalogue
+    row order) from the train split, early stopping on the val split.
+
+    `decoder` (latents -> normalised flux) is needed for `cnn_params.loss = spectrum`.
+    The returned model outputs concat(mean, logvar) in latent units.
+    """
+    p = cnn_params
+    lat = as_latents(latents)
+    if len(lat.mu) != len(data):
+        raise ValueError(f"latents have {len(lat.mu)} rows but {data.root} has {len(data)} objects")
+    reset_keras(p.seed)
+    start = time.perf_counter()
+    tr, va = _split_indices(data, "train"), _split_indices(data, "val")
+    L = lat.mu.shape[1]
+    mean = lat.mu[tr].mean(axis=0)
+    std = np.maximum(lat.mu[tr].std(axis=0), MIN_TARGET_STD)
+    images = data.images
+    cnn = build_cnn(tuple(images.shape[1:]), L, p, mean, std)
+    trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None)
+    trainer.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
+    targets = {"mu": lat.mu, "var": np.exp(lat.logvar)}
+    if p.loss == "spectrum":
+        targets.update(flux=data.flux, ivar=data.ivar)
+    train_ds = image_dataset(images, tr, targets, batch_size=p.batch_size, training=True, seed=p.seed,
+                             shift_pixels=p.shift_pixels)
+    val_ds = image_dataset(images, va, targets, batch_size=p.batch_size, training=False)
+    stop = keras.callbacks.EarlyStopping("val_loss", patience=p.patience, restore_best_weights=True)
+    hist = trainer.fit(train_ds, validation_data=val_ds, epochs=p.epochs,
+                       steps_per_epoch=math.ceil(len(tr) / p.batch_size), verbose=verbose,
+                       callbacks=[keras.callbacks.TerminateOnNaN(), stop, *callbacks])
+    history = _history(hist)
+    seconds = time.perf_counter() - start
+    result = TrainResult(cnn, history, _best(history), seconds,
+                         {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
+                          "latent_dim": L, "loss": p.loss, "input_shape": list(images.shape[1:])})
+    log.info("%s: %d epochs in %.0f s, best val loss %.4f", name, result.info["epochs_run"], seconds,
+             result.best_val_loss)
+    if out_dir is not None:
+        save_cnn(result, p, out_dir, extra={"target_mean": mean, "target_std": std})
+    return result
+
+
+def save_cnn(result: TrainResult, p: CNNParams, out_dir: str | Path, extra: dict | None = None) -> None:
+    """cnn.keras and cnn.json into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "cnn.keras", suffix=".keras") as tmp:
+        result.model.save(tmp)
+    write_json(out / "cnn.json", {
+        "latent_dim": result.info["latent_dim"], "input_shape": result.info["input_shape"],
+        "output": "concat(latent mean, latent log-variance) in latent units (standardisation folded in)",
+        "params": p.model_dump(mode="json"),
+        "training": {"best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 1),
+                     **result.info, "history": result.history},
+        **(extra or {}),
+    })

@@ -1,0 +1,55 @@
+"""`CNNTrainer`: the training-time wrapper around the image CNN (its loss, not its graph).
+
+- loss = latent: Gaussian NLL of the VAE posterior N(mu, var) under the predicted
+  N(mean, exp(logvar)) (mean and variance heads trained together).
+- loss = spectrum: ivar-weighted chi-square of decoder(predicted mean) against the observed
+  spectrum through the frozen decoder (what the metric measures), plus the latent NLL with
+  the mean held fixed, so the variance head still learns its calibration.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from .losses import chi2_per_pixel, gaussian_nll
+
+
+class CNNTrainer(keras.Model):
+    def __init__(self, cnn: keras.Model, latent_dim: int, loss_mode: str = "latent",
+                 decoder: keras.Model | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if loss_mode not in ("latent", "spectrum"):
+            raise ValueError(f"cnn.loss: expected 'latent' or 'spectrum', got {loss_mode!r}")
+        if loss_mode == "spectrum" and decoder is None:
+            raise ValueError("cnn.loss = spectrum needs the VAE decoder")
+        self.cnn = cnn
+        self.latent_dim = int(latent_dim)
+        self.loss_mode = loss_mode
+        self.decoder = decoder
+        if decoder is not None:
+            decoder.trainable = False
+        self.nll_tracker = keras.metrics.Mean(name="latent_nll")
+        # Only tracked in spectrum mode, so the latent mode's history has no dead column.
+        self.chi2_tracker = keras.metrics.Mean(name="chi2") if loss_mode == "spectrum" else None
+
+    def call(self, images, training=False):
+        return self.cnn(images, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        L = self.latent_dim
+        mean, logvar = y_pred[:, :L], y_pred[:, L:]
+        if self.loss_mode == "latent":
+            nll = gaussian_nll(mean, logvar, y["mu"], y["var"])
+            self.nll_tracker.update_state(nll)
+            return ops.mean(nll)
+        nll = gaussian_nll(ops.stop_gradient(mean), logvar, y["mu"], y["var"])
+        chi2 = chi2_per_pixel(self.decoder(mean, training=False), y["flux"], y["ivar"])
+        self.nll_tracker.update_state(nll)
+        self.chi2_tracker.update_state(chi2)
+        return ops.mean(chi2 + nll)
+
+    @property
+    def metrics(self):
+        extra = [self.nll_tracker] + ([self.chi2_tracker] if self.chi2_tracker is not None else [])
+        return [*super().metrics, *extra]

@@ -1,0 +1,94 @@
+"""The spectrum VAE: a dense encoder (flux, ivar) -> (mu, logvar) and a dense decoder
+latents -> normalised flux, joined for training by `SpectrumVAE`.
+
+Encoder and decoder are plain functional models saved on their own in `.keras` format
+(the artefact contract); `SpectrumVAE` only exists to train them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers, ops
+
+from .layers import MaskedFlux
+from .losses import LOGVAR_CLIP, chi2_per_pixel, kl_divergence
+
+
+def build_encoder(n_pix: int, latent_dim: int, units: Sequence[int]) -> keras.Model:
+    """(flux, ivar) -> (mu, logvar). Masked pixels are zeroed and the mask is a second
+    input channel, so the encoder never sees garbage under a mask."""
+    flux = keras.Input((n_pix,), name="flux")
+    ivar = keras.Input((n_pix,), name="ivar")
+    x = MaskedFlux(name="flux_and_mask")([flux, ivar])
+    for i, n in enumerate(units):
+        x = layers.Dense(n, activation="gelu", name=f"enc_dense{i}")(x)
+    mu = layers.Dense(latent_dim, name="mu")(x)
+    logvar = layers.Dense(latent_dim, name="logvar", kernel_initializer="zeros",
+                          bias_initializer=keras.initializers.Constant(-4.0))(x)
+    return keras.Model([flux, ivar], [mu, logvar], name="encoder")
+
+
+def build_decoder(n_pix: int, latent_dim: int, units: Sequence[int]) -> keras.Model:
+    """latents (L,) -> normalised flux (P,)."""
+    z = keras.Input((latent_dim,), name="latent")
+    x = z
+    for i, n in enumerate(units):
+        x = layers.Dense(n, activation="gelu", name=f"dec_dense{i}")(x)
+    out = layers.Dense(n_pix, name="flux")(x)
+    return keras.Model(z, out, name="decoder")
+
+
+class SpectrumVAE(keras.Model):
+    """Trains encoder + decoder on 0.5 chi2/P + beta * KL/P.
+
+    Inputs are `(flux, ivar)`; `y` is unused. `kl_scale` is a non-trainable variable the
+    warm-up callback ramps from 0 to 1; the effective KL weight is kl_weight * kl_scale.
+    """
+
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, kl_weight: float = 1.0, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.kl_weight = float(kl_weight)
+        self.kl_scale = keras.Variable(1.0, trainable=False, name="kl_scale", dtype="float32")
+        self.seed_gen = keras.random.SeedGenerator(seed)
+        self.chi2_tracker = keras.metrics.Mean(name="chi2")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+
+    def call(self, inputs, training=False):
+        flux, ivar = inputs
+        mu, logvar = self.encoder([flux, ivar], training=training)
+        if training:
+            eps = keras.random.normal(ops.shape(mu), seed=self.seed_gen)
+            z = mu + ops.exp(0.5 * ops.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)) * eps
+        else:
+            z = mu
+        return self.decoder(z, training=training), mu, logvar
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        flux, ivar = x
+        recon, mu, logvar = y_pred
+        chi2 = chi2_per_pixel(recon, flux, ivar)
+        n_pix = ops.cast(ops.shape(flux)[-1], "float32")
+        kl = kl_divergence(mu, logvar) / n_pix
+        self.chi2_tracker.update_state(chi2)
+        self.kl_tracker.update_state(kl)
+        return ops.mean(chi2 + self.kl_weight * self.kl_scale * kl)
+
+    @property
+    def metrics(self):
+        return [*super().metrics, self.chi2_tracker, self.kl_tracker]
+
+
+class KLWarmup(keras.callbacks.Callback):
+    """Ramp the KL weight linearly from 1/(warmup+1) to 1 over `warmup` epochs."""
+
+    def __init__(self, warmup_epochs: int) -> None:
+        super().__init__()
+        self.warmup_epochs = int(warmup_epochs)
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        scale = 1.0 if self.warmup_epochs <= 0 else min(1.0, (epoch + 1) / (self.warmup_epochs + 1))
+        self.model.kl_scale.assign(scale)
