@@ -1,0 +1,30 @@
+"""Mean D_i of a CNN + decoder on one split (the Optuna objective and a quick check)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..metrics import deviation
+
+VALIDATION_BATCH = 256
+
+
+def split_deviation(cnn, decoder, data, split: str = "val", *, batch_size: int = VALIDATION_BATCH) -> np.ndarray:
+    """D_i of every object of `split`, predicted exactly as `predict_spectra` does (the point
+    prediction decoder(latent mean) does not depend on sampling, so none is drawn)."""
+    from ..models.inference import predict_spectra
+
+    idx = data.indices(split)
+    if len(idx) == 0:
+        raise ValueError(f"{data.root}: the {split} split is empty")
+    d = np.empty(len(idx))
+    for s in range(0, len(idx), batch_size):
+        rows = idx[s:s + batch_size]
+        pred = predict_spectra(cnn, decoder, data.images[rows], n_samples=0, batch_size=batch_size)
+        d[s:s + len(rows)] = deviation(pred.flux, data.flux[rows], data.ivar[rows])
+    return d
+
+
+def validation_deviation(cnn, decoder, data) -> float:
+    """Mean D_i over the val split (objects without good pixels skipped)."""
+    return float(np.nanmean(split_deviation(cnn, decoder, data, "val")))
