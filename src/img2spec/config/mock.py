@@ -133,20 +133,14 @@ class FibreParams(Section):
     """Grid on which the fibre light fraction is integrated."""
 
 
-class SkyLine(Section):
-    wave: float = Field(gt=0)
-    """Air-ish wavelength (A) of a sky emission line."""
-    strength: float = Field(gt=0)
-    """Peak in units of the sky continuum level."""
-
-
-def _sky_lines() -> list[SkyLine]:
+def _sky_lines() -> list[tuple[float, float]]:
+    """(wavelength in A, peak in units of the sky continuum) of the strongest sky lines."""
     lines = [(5577.3, 25.0), (5890.0, 6.0), (5896.0, 5.0), (6300.3, 10.0), (6363.8, 4.0),
              (6863.9, 5.0), (7276.4, 4.0), (7316.3, 6.0), (7340.9, 6.0), (7369.2, 5.0),
              (7794.1, 8.0), (7821.5, 8.0), (7913.7, 9.0), (7964.6, 9.0), (8344.6, 14.0),
              (8399.2, 11.0), (8430.2, 11.0), (8465.4, 12.0), (8827.1, 16.0), (8885.8, 14.0),
              (8919.6, 10.0), (8943.4, 13.0), (8988.4, 14.0), (9001.1, 10.0), (9038.0, 8.0)]
-    return [SkyLine(wave=w, strength=s) for w, s in lines]
+    return lines
 
 
 class SpectrumNoiseParams(Section):
@@ -158,7 +152,8 @@ class SpectrumNoiseParams(Section):
     """Sky continuum grows by this fraction per 1000 A above 7000 A."""
     sky_variance_per_flux: float = Field(0.3, ge=0)
     sky_line_width_pix: float = Field(1.3, gt=0)
-    sky_lines: list[SkyLine] = Field(default_factory=_sky_lines)
+    sky_lines: list[tuple[float, float]] = Field(default_factory=_sky_lines)
+    """[wavelength A, peak / sky continuum] pairs."""
     sky_residual_fraction: float = Field(0.03, ge=0)
     """Sky-subtraction residual (systematic, not in ivar) as a fraction of the line flux."""
     brightsky_threshold: float = Field(3.0, gt=0)

@@ -32,10 +32,10 @@ def _sky_and_throughput(loglam_key: tuple[float, float, int], noise_json: str) -
     wave = 10.0**loglam
     cont = nz.sky_continuum * (1.0 + nz.sky_red_slope_per_1000a * np.clip(wave - 7000.0, 0, None) / 1000.0)
     lines = np.zeros(n)
-    for line in nz.sky_lines:
-        pix = (np.log10(line.wave) - lo) / step
+    for line_wave, strength in nz.sky_lines:
+        pix = (np.log10(line_wave) - lo) / step
         x = np.arange(n) - pix
-        lines += line.strength * nz.sky_continuum * np.exp(-0.5 * (x / nz.sky_line_width_pix) ** 2)
+        lines += strength * nz.sky_continuum * np.exp(-0.5 * (x / nz.sky_line_width_pix) ** 2)
     thr = np.exp(-0.5 * ((loglam - np.log10(nz.throughput_peak_a)) / nz.throughput_width_dex) ** 2)
     return cont, lines, thr
 
