@@ -1,6 +1,13 @@
-"""DVC stage `evaluate`: metric, baselines and figures."""
+"""DVC stage `evaluate`: the metric on the test split for the CNN and every baseline, figures."""
 
-from _stage import not_implemented, run_stage
+from _stage import run_stage
+
+from img2spec.evaluate.stage import evaluate_stage
+
+
+def body(params, paths) -> None:
+    evaluate_stage(params, paths)
+
 
 if __name__ == "__main__":
-    run_stage("evaluate", not_implemented(6), __doc__)
+    run_stage("evaluate", body, __doc__)

@@ -1,6 +1,13 @@
-"""DVC stage `train_vae`: train the spectrum VAE."""
+"""DVC stage `train_vae`: train the spectrum VAE into models/vae/."""
 
-from _stage import not_implemented, run_stage
+from _stage import run_stage
+
+from img2spec.models.stages import train_vae_stage
+
+
+def body(params, paths) -> None:
+    train_vae_stage(params, paths)
+
 
 if __name__ == "__main__":
-    run_stage("train_vae", not_implemented(6), __doc__)
+    run_stage("train_vae", body, __doc__)

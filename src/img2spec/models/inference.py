@@ -92,8 +92,9 @@ def decode(decoder, latents: np.ndarray, *, batch_size: int = 1024) -> np.ndarra
 def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, batch_size: int = 256,
                     seed: int = 0) -> PredictedSpectra:
     """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc)."""
-    images = np.asarray(images) if not isinstance(images, np.ndarray) else images
-    if images.ndim != 4:
+    if not (hasattr(images, "shape") and hasattr(images, "__getitem__")):
+        images = np.asarray(images)  # sliceable arrays (memmaps, row views) stay lazy
+    if len(images.shape) != 4:
         raise ValueError(f"images: expected (N, H, W, C), got shape {images.shape}")
     if n_samples < 0 or batch_size < 1:
         raise ValueError(f"n_samples must be >= 0 and batch_size >= 1 (got {n_samples}, {batch_size})")

@@ -1,0 +1,198 @@
+"""The DVC stage `evaluate`: the metric on the test split for the CNN and every baseline.
+
+Writes `metrics/evaluate.json` (DVC metrics), `reports/evaluate_objects.csv` (one row per
+test object), `reports/plots/deviation_hist.csv` (DVC plot) and PNG figures, and logs the
+summary to MLflow. All methods are scored on the same test objects and pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import tracking
+from ..config import Params
+from ..io.atomic import write_csv, write_json
+from ..io.processed import ProcessedData
+from ..metrics import calibration, deviation, summarise
+from ..paths import Paths
+from .baselines import knn_colour, mean_spectrum
+from .figures import examples_figure, histogram_figure, trend_figure
+
+log = logging.getLogger(__name__)
+
+PCA_SUBDIR = "pca"
+LOAD_CHUNK = 2048
+
+
+@dataclass
+class RowView:
+    """Lazy rows of a memmapped array: slicing reads only the requested rows."""
+
+    array: np.ndarray
+    rows: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.array.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item):
+        return np.asarray(self.array[self.rows[item]])
+
+
+def _rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(array[rows[s:s + LOAD_CHUNK]], np.float32)
+                           for s in range(0, len(rows), LOAD_CHUNK)]) if len(rows) else np.zeros((0, *array.shape[1:]), np.float32)
+
+
+def rest_wave(wave: np.ndarray, z: np.ndarray, frame: str) -> np.ndarray:
+    """(N, P) rest-frame wavelengths of every pixel of every object."""
+    if frame == "rest":
+        return np.broadcast_to(wave[None, :], (len(z), len(wave)))
+    return wave[None, :] / (1.0 + np.asarray(z, float)[:, None])
+
+
+def paired_comparison(d_model: np.ndarray, d_base: np.ndarray) -> dict:
+    """Mean improvement (baseline - model) over objects both scored, with its paired sem."""
+    ok = np.isfinite(d_model) & np.isfinite(d_base)
+    diff = d_base[ok] - d_model[ok]
+    if diff.size < 2:
+        return {"improvement": float("nan"), "sem": float("nan"), "significant": False, "n": int(diff.size)}
+    sem = float(diff.std(ddof=1) / np.sqrt(diff.size))
+    imp = float(diff.mean())
+    return {"improvement": imp, "sem": sem, "significant": bool(imp > sem), "n": int(diff.size)}
+
+
+def evaluate_stage(params: Params, paths: Paths) -> dict:
+    from ..models.inference import decode, encode_spectra, load_encoder, load_models, predict_spectra
+
+    ep = params.evaluate
+    data = ProcessedData.open(paths.processed)
+    cat = data.catalog
+    train, test = data.indices("train"), data.indices("test")
+    if len(test) == 0:
+        raise ValueError(f"{paths.processed}: the test split is empty; nothing to evaluate")
+    obs, ivar = _rows(data.flux, test), _rows(data.ivar, test)
+    images = RowView(data.images, test)
+    preds: dict[str, np.ndarray] = {}
+    sigmas: dict[str, np.ndarray] = {}
+    notes: dict[str, str] = {}
+
+    models = load_models(paths.vae_dir, paths.cnn_dir)
+    cnn = predict_spectra(models.cnn, models.decoder, images, n_samples=ep.n_samples,
+                          batch_size=ep.batch_size, seed=ep.seed)
+    preds["cnn"], sigmas["cnn"] = cnn.flux, cnn.sigma
+
+    fallback = mean_spectrum(data.flux[train], data.ivar[train])
+    preds["mean_spectrum"] = np.tile(fallback, (len(test), 1))
+    preds["knn_colour"], knn_info = knn_colour(data, train, test, ep.knn_neighbours, ep.knn_use_magnitude, fallback)
+
+    pca_dir = paths.cnn_dir / PCA_SUBDIR
+    if (pca_dir / "cnn.keras").exists():
+        pca = load_models(pca_dir, pca_dir)
+        p = predict_spectra(pca.cnn, pca.decoder, images, n_samples=ep.n_samples, batch_size=ep.batch_size,
+                            seed=ep.seed)
+        preds["pca_cnn"], sigmas["pca_cnn"] = p.flux, p.sigma
+    else:
+        notes["pca_cnn"] = f"{pca_dir}: not trained (cnn.train_pca: false)"
+
+    mu, _ = encode_spectra(load_encoder(paths.vae_dir), obs, ivar)
+    preds["vae_ceiling"] = decode(models.decoder, mu)
+    if data.truth_flux is not None:
+        preds["noise_floor"] = _rows(data.truth_flux, test)
+    else:
+        notes["noise_floor"] = "no truth_flux (real data)"
+
+    d = {name: deviation(pred, obs, ivar) for name, pred in preds.items()}
+    result: dict = {"mean_deviation": {name: summarise(v) for name, v in d.items()}}
+
+    # Per rest-frame region: the same objects, only the region's pixels.
+    rw = rest_wave(data.wave, cat["z"].to_numpy()[test], data.meta.get("frame", "observed"))
+    result["regions"] = {}
+    for region, (lo, hi) in ep.regions.items():
+        mask = (rw >= lo) & (rw < hi)
+        result["regions"][region] = {"rest_wave": [lo, hi], **{
+            name: summarise(deviation(pred, obs, ivar, mask)) for name, pred in preds.items()}}
+
+    if "galaxy_type" in cat:
+        types = cat["galaxy_type"].to_numpy()[test].astype(str)
+        result["galaxy_type"] = {t: {name: summarise(v[types == t]) for name, v in d.items()}
+                                 for t in sorted(set(types))}
+
+    result["calibration"] = {name: calibration(preds[name], sigmas[name], obs, ivar, ep.calibration_levels)
+                             for name in sigmas}
+    result["comparison"] = {f"cnn_vs_{b}": paired_comparison(d["cnn"], d[b])
+                            for b in ("knn_colour", "mean_spectrum", "pca_cnn") if b in d}
+    result["notes"] = {"knn_colour": knn_info, "skipped_methods": notes, "n_test": int(len(test)),
+                       "metric": "D_i = mean over good pixels of |pred - obs| sqrt(ivar)"}
+    write_json(paths.metrics / "evaluate.json", result)
+
+    _write_tables(paths, cat, test, d, ep.hist_bins)
+    _write_figures(paths, data, test, obs, ivar, preds, sigmas, d, images, ep.n_example_plots, ep.hist_bins)
+    with tracking.start_run("evaluate", params, root=paths.root,
+                            inputs=[str(p.relative_to(paths.root)) if p.is_relative_to(paths.root) else str(p)
+                                    for p in (paths.processed, paths.vae_dir, paths.cnn_dir)]):
+        import mlflow
+
+        mlflow.log_metrics({f"{name}.{k}": float(v) for name, s in result["mean_deviation"].items()
+                            for k, v in s.items() if k in ("mean", "sem", "median") and np.isfinite(v)})
+        for fig in sorted(paths.figures.glob("*.png")):
+            mlflow.log_artifact(str(fig), artifact_path="figures")
+        mlflow.log_artifact(str(paths.metrics / "evaluate.json"))
+    for name, s in result["mean_deviation"].items():
+        log.info("%-14s mean D = %.3f +- %.3f (median %.3f, n=%d)", name, s["mean"], s["sem"], s["median"], s["n"])
+    return result
+
+
+def _write_tables(paths: Paths, cat: pd.DataFrame, test: np.ndarray, d: dict[str, np.ndarray], n_bins: int) -> None:
+    cols = [c for c in ("objid", "split", "z", "mag_r", "galaxy_type") if c in cat]
+    table = cat.iloc[test][cols].reset_index(drop=True)
+    for name, v in d.items():
+        table[f"D_{name}"] = v
+    write_csv(paths.reports / "evaluate_objects.csv", table)
+    finite = np.concatenate([v[np.isfinite(v)] for v in d.values()])
+    hi = float(np.percentile(finite, 99)) if finite.size else 1.0
+    edges = np.linspace(0.0, max(hi, 1e-6), n_bins + 1)
+    hist = pd.DataFrame({"deviation": 0.5 * (edges[1:] + edges[:-1])})
+    hist["count"] = np.histogram(d["cnn"][np.isfinite(d["cnn"])], edges)[0]
+    for name, v in d.items():
+        if name != "cnn":
+            hist[f"count_{name}"] = np.histogram(v[np.isfinite(v)], edges)[0]
+    write_csv(paths.reports / "plots" / "deviation_hist.csv", hist)
+
+
+def _write_figures(paths: Paths, data, test, obs, ivar, preds, sigmas, d, images, n_examples: int, n_bins: int) -> None:
+    figs = paths.figures
+    if figs.exists():
+        for old in figs.glob("*.png"):
+            old.unlink()
+    figs.mkdir(parents=True, exist_ok=True)
+    cat = data.catalog.iloc[test]
+    dc = d["cnn"]
+    ok = np.flatnonzero(np.isfinite(dc))
+    if ok.size and n_examples:
+        order = ok[np.argsort(dc[ok], kind="stable")]
+        picks = {"best": order[:n_examples], "worst": order[::-1][:n_examples]}
+        mid = len(order) // 2
+        picks["typical"] = order[max(mid - n_examples // 2, 0): max(mid - n_examples // 2, 0) + n_examples]
+        for label, rows_idx in picks.items():
+            rows = [{"label": f"{label}: objid {int(cat['objid'].iloc[i])}, z={float(cat['z'].iloc[i]):.3f}",
+                     "image": images[i:i + 1][0], "obs": obs[i], "ivar": ivar[i], "pred": preds["cnn"][i],
+                     "sigma": sigmas["cnn"][i], "knn": preds["knn_colour"][i], "d_cnn": dc[i],
+                     "d_knn": d["knn_colour"][i]} for i in rows_idx]
+            examples_figure(figs / f"examples_{label}.png", data.wave, rows)
+    finite = np.concatenate([v[np.isfinite(v)] for v in d.values()])
+    hi = float(np.percentile(finite, 99)) if finite.size else 1.0
+    histogram_figure(figs / "deviation_hist.png", d, np.linspace(0, max(hi, 1e-6), n_bins + 1))
+    x = {"z": cat["z"].to_numpy(float)}
+    if "mag_r" in cat:
+        x = {"r magnitude": cat["mag_r"].to_numpy(float), **x}
+    trend_figure(figs / "deviation_vs_mag_z.png", x,
+                 {k: d[k] for k in ("cnn", "knn_colour", "vae_ceiling") if k in d})

@@ -1,0 +1,160 @@
+"""The DVC stages train_vae, encode and train_cnn (called by the thin pipeline/ scripts).
+
+Each training stage is one MLflow run (`img2spec.tracking.start_run`): all params, the DVC
+hashes of its inputs, per-epoch metrics, the loss-curve figure and the `.keras` files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Params
+from ..io.atomic import atomic_path, write_csv, write_json
+from ..io.processed import ProcessedData
+from ..paths import Paths
+from .. import tracking
+
+log = logging.getLogger(__name__)
+
+PCA_SUBDIR = "pca"
+
+
+def _rel(paths: Paths, p: Path) -> str:
+    try:
+        return str(p.relative_to(paths.root))
+    except ValueError:
+        return str(p)
+
+
+def _history_frame(history: dict[str, list[float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(history)
+    frame.insert(0, "epoch", np.arange(len(frame)))
+    return frame
+
+
+def _loss_figure(history: dict[str, list[float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key in ("loss", "val_loss"):
+        if key in history:
+            ax.plot(history[key], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def _fresh_dir(path: Path) -> Path:
+    """An empty output directory (DVC outs are whole directories: no stale files)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def train_vae_stage(params: Params, paths: Paths) -> dict:
+    from .tracking_cb import MlflowMetrics
+    from .train import train_vae
+
+    data = ProcessedData.open(paths.processed)
+    out = _fresh_dir(paths.vae_dir)
+    with tracking.start_run("train_vae", params, inputs=[_rel(paths, paths.processed)], root=paths.root) as run:
+        import mlflow
+
+        result = train_vae(params.vae, data, callbacks=[MlflowMetrics()], out_dir=out)
+        summary = {"best_val_loss": result.best_val_loss, "epochs_run": result.info["epochs_run"],
+                   "train_seconds": round(result.seconds, 1), "n_train": result.info["n_train"],
+                   "latent_dim": params.vae.latent_dim}
+        write_json(paths.metrics / "train_vae.json", summary)
+        write_csv(paths.reports / "plots" / "vae_history.csv", _history_frame(result.history))
+        fig = paths.reports / "plots" / "vae_history.png"
+        _loss_figure(result.history, fig, "VAE")
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+        mlflow.log_artifact(str(fig))
+        for name in ("encoder.keras", "decoder.keras", "vae.json"):
+            mlflow.log_artifact(str(out / name), artifact_path="vae")
+        summary["mlflow_run_id"] = run.info.run_id
+    return summary
+
+
+def encode_stage(params: Params, paths: Paths) -> dict:
+    from .inference import encode_spectra, load_encoder
+    from .latents import Latents, save_latents
+
+    data = ProcessedData.open(paths.processed)
+    encoder = load_encoder(paths.vae_dir)
+    mu, logvar = encode_spectra(encoder, data.flux, data.ivar)
+    bad = ~(np.isfinite(mu).all(axis=1) & np.isfinite(logvar).all(axis=1))
+    if bad.any():
+        raise ValueError(f"encode: {int(bad.sum())} objects gave non-finite latents "
+                         f"(first objid {int(data.catalog['objid'].iloc[np.flatnonzero(bad)[0]])})")
+    out = _fresh_dir(paths.latents)
+    save_latents(Latents(mu, logvar), out, {"encoder": _rel(paths, paths.vae_dir / "encoder.keras")})
+    log.info("encode: %d objects -> %d latents", len(mu), mu.shape[1])
+    return {"n": int(len(mu)), "latent_dim": int(mu.shape[1])}
+
+
+def train_cnn_stage(params: Params, paths: Paths) -> dict:
+    """The CNN on VAE latents -> models/cnn/; the PCA baseline's CNN -> models/cnn/pca/."""
+    from .inference import load_models
+    from .latents import Latents, load_latents
+    from .pca import PCA_FLOOR_LOGVAR, fit_pca
+    from .tracking_cb import MlflowMetrics
+    from .train import train_cnn
+
+    data = ProcessedData.open(paths.processed)
+    latents = load_latents(paths.latents)
+    import keras
+
+    decoder = keras.saving.load_model(paths.vae_dir / "decoder.keras", compile=False)
+    out = _fresh_dir(paths.cnn_dir)
+    inputs = [_rel(paths, p) for p in (paths.processed, paths.latents, paths.vae_dir)]
+    summary: dict = {}
+    with tracking.start_run("train_cnn", params, inputs=inputs, root=paths.root) as run:
+        import mlflow
+
+        result = train_cnn(params.cnn, data, latents, decoder, callbacks=[MlflowMetrics()], out_dir=out)
+        from ..evaluate.deviation import validation_deviation
+
+        val_dev = validation_deviation(result.model, decoder, data)
+        summary["cnn"] = {"best_val_loss": result.best_val_loss, "val_mean_deviation": val_dev,
+                          "epochs_run": result.info["epochs_run"], "train_seconds": round(result.seconds, 1)}
+        write_csv(paths.reports / "plots" / "cnn_history.csv", _history_frame(result.history))
+        fig = paths.reports / "plots" / "cnn_history.png"
+        _loss_figure(result.history, fig, f"CNN ({params.cnn.loss} loss)")
+        mlflow.log_artifact(str(fig))
+        mlflow.log_artifact(str(out / "cnn.keras"), artifact_path="cnn")
+        if params.cnn.train_pca:
+            # Baseline: PCA with as many components as VAE latents + the same CNN architecture.
+            train = data.indices("train")
+            pca = fit_pca(data.flux[train], data.ivar[train], latents.mu.shape[1], seed=params.cnn.seed)
+            coeffs = pca.project(data.flux, data.ivar)
+            pca_dir = out / PCA_SUBDIR
+            pca_decoder = pca.decoder()
+            with atomic_path(pca_dir / "decoder.keras", suffix=".keras") as tmp:
+                pca_decoder.save(tmp)
+            pca_lat = Latents(coeffs, np.full_like(coeffs, PCA_FLOOR_LOGVAR))
+            pres = train_cnn(params.cnn, data, pca_lat, pca_decoder, callbacks=[MlflowMetrics("pca_")],
+                             out_dir=pca_dir, name="pca_cnn")
+            pca_dev = validation_deviation(pres.model, pca_decoder, data)
+            summary["pca_cnn"] = {"best_val_loss": pres.best_val_loss, "val_mean_deviation": pca_dev,
+                                  "epochs_run": pres.info["epochs_run"], "train_seconds": round(pres.seconds, 1)}
+            load_models(pca_dir, pca_dir)  # fail here, not in evaluate, if the pair does not load
+        flat = {f"{m}.{k}": float(v) for m, vals in summary.items() for k, v in vals.items()}
+        mlflow.log_metrics(flat)
+        write_json(paths.metrics / "train_cnn.json", summary)
+        summary["mlflow_run_id"] = run.info.run_id
+    return summary
