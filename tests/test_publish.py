@@ -146,3 +146,26 @@ def test_dvc_revision_load_equals_local_bundle(project, tmp_path):
     assert remote.provenance["source"] == "dvc" and remote.provenance["rev"] == "v0.1"
     assert remote.bundle_hash == local.bundle_hash
     np.testing.assert_array_equal(remote.predict(facts["images"]).flux, local.predict(facts["images"]).flux)
+
+
+def test_publish_command_and_stage_script(project, tmp_path, repo_root):
+    from typer.testing import CliRunner
+
+    from img2spec.cli import app
+
+    root, _ = project
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("publish:\n  registry: false\n  n_samples: 4\n")
+    result = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["registry"] is None
+    script = subprocess.run(
+        [sys.executable, str(repo_root / "pipeline" / "publish.py"), "--params", str(params_file), "--root", str(root)],
+        capture_output=True, text=True,
+    )
+    assert script.returncode == 0, script.stderr
+    assert json.loads((root / "reports" / "publish.json").read_text())["bundle_hash"] == \
+        json.loads(result.output)["bundle_hash"]
+    # nothing to publish from: a clear error, not a traceback
+    empty = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(tmp_path)])
+    assert empty.exit_code == 2 and "prepare stage" in empty.output
