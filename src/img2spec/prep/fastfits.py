@@ -41,7 +41,7 @@ class _Unsupported(Exception):
 
 @dataclass
 class _HDU:
-    header: dict[str, object]
+    header: _Header
     data: bytes | None  # unpadded data bytes; None when the HDU was skipped
 
 
@@ -77,9 +77,26 @@ def _value(raw: str) -> object:
         return raw
 
 
-def _read_header(fh: BinaryIO) -> dict[str, object] | None:
+class _Header(dict):
+    """Card values kept as raw text and parsed on access (most cards are never looked at)."""
+
+    def __getitem__(self, key: str) -> object:
+        try:
+            return self._parsed[key]
+        except AttributeError:
+            self._parsed: dict[str, object] = {}
+        except KeyError:
+            pass
+        value = self._parsed[key] = _value(dict.__getitem__(self, key))
+        return value
+
+    def get(self, key: str, default: object = None) -> object:
+        return self[key] if key in self else default
+
+
+def _read_header(fh: BinaryIO) -> _Header | None:
     """Parse the header at the file position; None at a clean end of file."""
-    header: dict[str, object] = {}
+    header = _Header()
     first = True
     while True:
         block = fh.read(BLOCK)
@@ -90,12 +107,11 @@ def _read_header(fh: BinaryIO) -> dict[str, object] | None:
             raise _Unsupported("truncated header")
         text = block.decode("ascii", errors="replace")
         for i in range(0, BLOCK, CARD):
-            card = text[i:i + CARD]
-            key = card[:8].rstrip()
+            key = text[i:i + 8].rstrip()
             if key == "END":
                 return header
-            if card[8:10] == "= " and key not in header:
-                header[key] = _value(card[10:])
+            if text[i + 8:i + 10] == "= " and key not in header:
+                dict.__setitem__(header, key, text[i + 10:i + CARD])
 
 
 def _data_size(h: dict[str, object]) -> int:

@@ -98,23 +98,34 @@ def _ordered_results(cfg: WorkerConfig, chunks: list[list[ObjectTask]], n_worker
 
 
 def _fit_and_apply_stretch(images: Path, is_train: np.ndarray, sky: np.ndarray, factor: float, bands) -> dict:
-    """Fit the asinh stretch on train rows, then apply it in place to all rows."""
+    """Fit the asinh stretch on train rows and apply it in place to all rows.
+
+    Pass 1 applies asinh(f / softening) in place (softening from the train sky) and
+    accumulates the train statistics; pass 2 standardises in place. The float32
+    operations are those of `stretch_nanomaggies`, so the result is bit-identical
+    to `preprocess_stack` on the raw cutouts.
+    """
     softening = softening_from_sky(sky[is_train], factor)
     partial = {"bands": list(bands), "softening": softening.tolist()}
     stats = StretchStats(len(bands))
-    arr = np.load(images, mmap_mode="r")
-    n = len(arr)
-    for start in range(0, n, IMAGE_PASS_ROWS):
-        sel = is_train[start:start + IMAGE_PASS_ROWS]
-        if sel.any():
-            stats.add(stretch_nanomaggies(np.asarray(arr[start:start + IMAGE_PASS_ROWS][sel]), partial))
-    del arr
-    mean, std = stats.result()
-    scaling = make_scaling(bands, softening, mean, std, int(is_train.sum()))
+    n = len(is_train)
     for start in range(0, n, IMAGE_PASS_ROWS):
         arr = np.load(images, mmap_mode="r+")
         block = arr[start:start + IMAGE_PASS_ROWS]
-        block[...] = stretch_nanomaggies(np.asarray(block), scaling)
+        block[...] = stretch_nanomaggies(np.asarray(block), partial)
+        sel = is_train[start:start + IMAGE_PASS_ROWS]
+        if sel.any():
+            stats.add(block[sel])
+        arr.flush()
+        del arr, block
+    mean, std = stats.result()
+    scaling = make_scaling(bands, softening, mean, std, int(is_train.sum()))
+    offset, scale = np.asarray(scaling["offset"], np.float32), np.asarray(scaling["scale"], np.float32)
+    for start in range(0, n, IMAGE_PASS_ROWS):
+        arr = np.load(images, mmap_mode="r+")
+        block = arr[start:start + IMAGE_PASS_ROWS]
+        block -= offset
+        block /= scale
         arr.flush()
         del arr, block
     return scaling

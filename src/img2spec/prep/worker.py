@@ -19,7 +19,7 @@ from ..config.prepare import PrepareParams
 from ..io.ps1_cutout import Cutout, CutoutFormatError, read_cutout
 from ..io.sdss_spectrum import SDSSSpectrum, SpectrumFormatError, read_spectrum
 from .fastfits import fast_read_cutout, fast_read_spectrum
-from .images import check_image, sky_sigma, to_nanomaggies
+from .images import check_image, sky_level_and_sigma, to_nanomaggies
 from .spectra import LogGrid, prepare_spectrum, prepare_truth
 
 _MISSING_BAND = re.compile(r"band (\w+) missing")
@@ -128,7 +128,8 @@ def process_object(cfg: WorkerConfig, task: ObjectTask, truth: np.ndarray | None
         raise Skip("few_good_pixels", f"good fraction {prepared.good_fraction:.3f} < {p.min_good_fraction}")
     cut = load_cutout(task.imagepath, cfg.bands, cfg.cutout_size)
     nmgy = to_nanomaggies(cut.stack(cfg.bands), [cut.magzp[b] for b in cfg.bands])
-    reason = check_image(nmgy, cut.pixel_scale, p.images)
+    level, sigma = sky_level_and_sigma(nmgy)
+    reason = check_image(nmgy, cut.pixel_scale, p.images, sky_level=level)
     if reason:
         raise Skip(reason)
     truth_flux = None
@@ -140,7 +141,7 @@ def process_object(cfg: WorkerConfig, task: ObjectTask, truth: np.ndarray | None
         "good_fraction": prepared.good_fraction,
         "snr_median": prepared.snr_median,
         "spec_z": spec.z,
-        "sky_sigma": sky_sigma(nmgy),
+        "sky_sigma": sigma,
     }
     return prepared.flux, prepared.ivar, nmgy, truth_flux, info
 
