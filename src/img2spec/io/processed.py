@@ -10,13 +10,20 @@ Files (row i of every array is row i of the catalogue):
 - `catalog.parquet` N rows: objid (int64), split ('train' | 'val' | 'test'), z, ra, dec,
                     norm (1e-17 erg/s/cm^2/A: flux_sdss = flux * norm), mag_g..mag_y and
                     magerr_g..magerr_y (PS1 Kron AB), specfile, imagefile, and on the mock
-                    survey galaxy_type ('red' | 'green' | 'blue')
+                    survey galaxy_type ('red' | 'green' | 'blue'); also specobjid, plate, mjd,
+                    fiberid, ps1_objid, match_sep_arcsec (arcsec to the PS1 row), spec_z (Z of
+                    the spec file), good_fraction (pixels with ivar > 0), snr_median (per pixel)
 - `image_scaling.json`: the image stretch and its per-band constants (train split only);
                     `img2spec.prep.images.preprocess_stack` applies it (also at inference)
 - `meta.json`: grid and normalisation conventions, counts, bands
 
 Arrays are plain `.npy` opened with `mmap_mode="r"`, so training streams them without
 loading everything at survey scale.
+
+Written by `img2spec.prep.prepare` into a temporary directory that then replaces
+this one by rename; rows are sorted by objid. Conventions (all in meta.json): the
+grid has pixels uniform in ln(lambda) (`wave.npy` = geometric centres); masked
+pixels (ivar = 0) hold a flux interpolated from good neighbours, never NaN.
 """
 
 from __future__ import annotations
