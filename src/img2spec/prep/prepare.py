@@ -166,14 +166,16 @@ def prepare(params: Params, paths: Paths, track: bool = False) -> dict:
         cat["galaxy_type"] = tframe["galaxy_type"].to_numpy()[np.maximum(truth_rows, 0)]
 
     keep = np.ones(n_in, bool)
-    for i, row in cat.iterrows():
-        specpath, imagepath = root / row["specfile"], root / row["imagefile"]
-        if not specpath.is_file():
-            drops.add(row["objid"], row["specfile"], "missing_spectrum")
-        elif not imagepath.is_file():
-            drops.add(row["objid"], row["imagefile"], "missing_image")
-        elif not (np.isfinite(row["norm"]) and row["norm"] > 0):
-            drops.add(row["objid"], row["specfile"], "bad_photometry", f"mag_{p.norm_band}={row[f'mag_{p.norm_band}']}")
+    norm_mag = cat[f"mag_{p.norm_band}"].to_numpy()
+    for i, (objid, specfile, imagefile, norm) in enumerate(
+        zip(cat["objid"], cat["specfile"], cat["imagefile"], cat["norm"])
+    ):
+        if not (root / specfile).is_file():
+            drops.add(objid, specfile, "missing_spectrum")
+        elif not (root / imagefile).is_file():
+            drops.add(objid, imagefile, "missing_image")
+        elif not (np.isfinite(norm) and norm > 0):
+            drops.add(objid, specfile, "bad_photometry", f"mag_{p.norm_band}={norm_mag[i]}")
         else:
             continue
         keep[i] = False
