@@ -128,6 +128,24 @@ def publish(
     typer.echo(json.dumps(report, indent=2, default=str))
 
 
+@app.command("mock-figure")
+def mock_figure(
+    out: Path = typer.Option(Path("docs/mock_galaxies.png"), help="PNG to write"),
+    params: Path = typer.Option(Path("params.yaml"), help="parameter file (section mock)"),
+) -> None:
+    """Figure of a few mock galaxies: grizy composite beside the fibre spectrum."""
+    from .config import ConfigError, load_params
+    from .sources.mock.figure import make_figure
+
+    setup_logging()
+    try:
+        path = make_figure(load_params(params), out)
+    except ConfigError as exc:
+        typer.echo(f"img2spec mock-figure: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(str(path))
+
+
 def main() -> None:  # pragma: no cover
     setup_logging()
     app()

@@ -58,8 +58,8 @@ class GalaxyTypeParams(RangeSection):
 
 def _red() -> GalaxyTypeParams:
     return GalaxyTypeParams(
-        fraction=0.40, bulge_to_total=(0.55, 0.95), disk_age_gyr=(6.0, 10.0),
-        disk_tau_gyr=(0.6, 1.5), disk_av=(0.0, 0.3), veldisp_kms=(140.0, 260.0))
+        fraction=0.40, bulge_to_total=(0.55, 0.95), disk_age_gyr=(7.0, 10.0),
+        disk_tau_gyr=(0.5, 1.0), disk_av=(0.0, 0.3), veldisp_kms=(140.0, 260.0))
 
 
 def _green() -> GalaxyTypeParams:
