@@ -14,9 +14,17 @@ from img2spec.paths import Paths
 from img2spec.tuning import apply_tuned, mlruns
 from img2spec.tuning.factories import storage_url
 from img2spec.tuning.runner import run_study
+from test_tune_support import mlflow_template  # noqa: F401  (fixture)
+from test_tune_support import isolated_mlflow_uri  # noqa: F401  (fixture)
 from test_tune_support import tiny_params, toy_objective
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def mlflow_uri(isolated_mlflow_uri) -> str:
+    """conftest's isolated store, copied from a pre-migrated template (fast)."""
+    return isolated_mlflow_uri
 
 
 @pytest.fixture

@@ -13,9 +13,17 @@ from optuna.trial import TrialState
 
 from img2spec.config import params_from_dict
 from img2spec.paths import Paths
+from test_tune_support import mlflow_template  # noqa: F401  (fixture)
+from test_tune_support import isolated_mlflow_uri  # noqa: F401  (fixture)
 from test_tune_support import tiny_params, write_processed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def mlflow_uri(isolated_mlflow_uri) -> str:
+    """conftest's isolated store, copied from a pre-migrated template (fast)."""
+    return isolated_mlflow_uri
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from img2spec.config import Params, params_from_dict
 
@@ -103,3 +105,24 @@ def toy_objective(study_name: str, *, fail: bool = False, epochs: int = 3):
             return float(min(hist.history["val_loss"]))
 
     return objective
+
+
+# Creating an MLflow sqlite store runs every schema migration (seconds each time on this
+# CPU): build one per session and give each test its own copy (same isolation as
+# conftest's `mlflow_uri`, which these modules override with `isolated_mlflow_uri`).
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def isolated_mlflow_uri(tmp_path, monkeypatch, mlflow_template) -> str:
+    db = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_template, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
