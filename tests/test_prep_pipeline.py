@@ -187,3 +187,16 @@ def test_shrink_npy_keeps_leading_rows(tmp_path):
     arr = np.load(path, mmap_mode="r")
     assert arr.shape == (10, 3, 2) and arr[9, 2, 1] == 59
     assert path.stat().st_size < 50 * 6 * 4
+
+
+@pytest.mark.slow  # MLflow's sqlite migrations alone take ~10-40 s on a busy 2-core machine
+def test_prepare_logs_counts_to_mlflow(clean_raw, tmp_path, params, mlflow_uri):
+    import mlflow
+
+    paths, _ = _copy(clean_raw, tmp_path)
+    match(params, paths)
+    report = prepare(params, paths, track=True)
+    mlflow.set_tracking_uri(mlflow_uri)
+    exp = mlflow.get_experiment_by_name("img2spec/prepare")
+    runs = mlflow.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs["metrics.n_out"].iloc[0] == report["n_out"] == N
