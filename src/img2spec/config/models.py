@@ -21,6 +21,7 @@ class VAEParams(Section):
 
 
 class CNNParams(Section):
+    input_pool: int = Field(1, ge=1)  # average-pool the cutout by this factor first (flux-conserving)
     filters: tuple[int, ...] = (32, 64, 128)
     kernel_size: int = Field(3, ge=1)
     pool: int = Field(2, ge=1)

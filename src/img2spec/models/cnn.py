@@ -29,6 +29,11 @@ def build_cnn(
     images = keras.Input(input_shape, name="images")
     x = images
     size = min(input_shape[:2])
+    if params.input_pool > 1 and size // params.input_pool >= 1:
+        # Cheap resolution cut before the first conv (64 px at 0.25" -> 32 px at 0.5" still
+        # resolves the 3" fibre); the bulk of the conv cost is at full resolution.
+        x = layers.AveragePooling2D(params.input_pool, name="input_pool")(x)
+        size //= params.input_pool
     for i, n in enumerate(params.filters):
         x = layers.Conv2D(n, params.kernel_size, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = layers.BatchNormalization(name=f"bn{i}")(x)

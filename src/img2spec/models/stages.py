@@ -57,6 +57,18 @@ def _loss_figure(history: dict[str, list[float]], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+def _log_loss_figure(history: dict[str, list[float]], name: str, title: str) -> None:
+    """Loss curves as an MLflow artefact (the DVC plot is the history CSV)."""
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        _loss_figure(history, path, title)
+        mlflow.log_artifact(str(path), artifact_path="figures")
+
+
 def _fresh_dir(path: Path) -> Path:
     """An empty output directory (DVC outs are whole directories: no stale files)."""
     if path.exists():
@@ -80,10 +92,8 @@ def train_vae_stage(params: Params, paths: Paths) -> dict:
                    "latent_dim": params.vae.latent_dim}
         write_json(paths.metrics / "train_vae.json", summary)
         write_csv(paths.reports / "plots" / "vae_history.csv", _history_frame(result.history))
-        fig = paths.reports / "plots" / "vae_history.png"
-        _loss_figure(result.history, fig, "VAE")
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
-        mlflow.log_artifact(str(fig))
+        _log_loss_figure(result.history, "vae_history.png", "VAE")
         for name in ("encoder.keras", "decoder.keras", "vae.json"):
             mlflow.log_artifact(str(out / name), artifact_path="vae")
         summary["mlflow_run_id"] = run.info.run_id
@@ -133,9 +143,7 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
         summary["cnn"] = {"best_val_loss": result.best_val_loss, "val_mean_deviation": val_dev,
                           "epochs_run": result.info["epochs_run"], "train_seconds": round(result.seconds, 1)}
         write_csv(paths.reports / "plots" / "cnn_history.csv", _history_frame(result.history))
-        fig = paths.reports / "plots" / "cnn_history.png"
-        _loss_figure(result.history, fig, f"CNN ({params.cnn.loss} loss)")
-        mlflow.log_artifact(str(fig))
+        _log_loss_figure(result.history, "cnn_history.png", f"CNN ({params.cnn.loss} loss)")
         mlflow.log_artifact(str(out / "cnn.keras"), artifact_path="cnn")
         if params.cnn.train_pca:
             # Baseline: PCA with as many components as VAE latents + the same CNN architecture.
