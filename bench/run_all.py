@@ -1,0 +1,314 @@
+"""`make bench`: speed, memory, scaling and science quality in one run.
+
+1. Scaling (`bench/scaling.py`): the whole DVC pipeline, stage by stage, at each `--sizes`
+   mock survey size in throwaway copies of the repository. Mock generation, preparation,
+   VAE and CNN training throughput (objects/s) and peak memory come from these
+   whole-process runs (the largest size that completed is the headline).
+2. Inference (`bench/bench_predict.py`'s `load_predictor` + `bench`): galaxies/s from raw
+   cutout arrays to spectra with the bundle trained in step 1, at batch 1, 256 and the
+   default `publish.batch_size`, each in its own process (peak memory), median of repeats.
+3. Science (`bench/science.py`): CNN vs every baseline on a fresh mock survey whose seed
+   training never saw, prepared with the trained image scaling.
+4. Writes `reports/bench.json`, `reports/bench.md` and the README section between
+   `<!-- bench:start -->` and `<!-- bench:end -->`.
+
+    python bench/run_all.py                       # sizes 1000 4000 16000 (hours on 2 busy cores)
+    python bench/run_all.py --sizes 1000 4000 --budget-minutes 90
+    python bench/run_all.py --quick               # a few minutes: tiny sizes, 2-3 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scaling  # noqa: E402
+from common import bench_env, machine_facts, measure_command, median  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SIZES = (1000, 4000, 16000)
+INFERENCE_BATCHES = (1, 256)
+"""Always measured (the issue's figures); the default publish.batch_size is added if different."""
+INFERENCE_REPEATS = 3
+SCIENCE_N = 1000
+QUICK = {"sizes": (60, 120), "science_n": 40, "inference_repeats": 2,
+         "overrides": {"vae.epochs": 3, "vae.kl_warmup_epochs": 1, "cnn.epochs": 2}}
+"""--quick: a harness check in minutes. Its figures are not comparable with a full run."""
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+PROJECTION_SAFETY = 1.2
+"""A size is skipped when (previous size's time x size ratio x this) exceeds the remaining budget."""
+
+
+# ------------------------------------------------------------------ inference
+def inference_worker(root: Path, batch_size: int, repeats: int, out: Path) -> None:
+    """(Runs in its own process.) Median galaxies/s of bench_predict.bench at one batch size."""
+    import bench_predict
+
+    from img2spec.config import load_params
+
+    params_file = root / "params.yaml"
+    params = load_params(params_file if params_file.exists() else REPO / "params.yaml")
+    predictor, label = bench_predict.load_predictor(params, root)
+    rows = [bench_predict.bench(predictor, [batch_size], params.publish.n_samples)[0] for _ in range(repeats)]
+    out.write_text(json.dumps({"model": label, "batch_size": batch_size, "n_samples": params.publish.n_samples,
+                               "n_objects": rows[0]["n_objects"],
+                               "galaxies_per_s": round(median(r["galaxies_per_s"] for r in rows), 1),
+                               "galaxies_per_s_runs": [r["galaxies_per_s"] for r in rows]}))
+
+
+def run_inference(root: Path, batch_sizes: Sequence[int], repeats: int, workdir: Path,
+                  default_batch: int) -> dict[str, Any]:
+    """One measured process per batch size; `galaxies_per_s` at the default batch size."""
+    by_bs = {}
+    for bs in batch_sizes:
+        out = workdir / f"inference_bs{bs}.json"
+        m = measure_command([sys.executable, __file__, "--inference-worker", str(root), "--batch", str(bs),
+                             "--repeats", str(repeats), "--worker-out", str(out)],
+                            cwd=REPO, env=bench_env({"PYTHONPATH": str(REPO / "bench")}),
+                            log_path=workdir / f"inference_bs{bs}.log")
+        if not m.ok:
+            by_bs[str(bs)] = {"error": f"exit {m.returncode}: {m.log_tail[-600:]}"}
+            continue
+        res = json.loads(out.read_text())
+        res["peak_gib"] = round(m.peak_gib, 3)
+        res["process_seconds"] = round(m.seconds, 1)
+        by_bs[str(bs)] = res
+        print(f"inference: batch {bs}: {res['galaxies_per_s']} galaxies/s, peak {res['peak_gib']:.2f} GiB", flush=True)
+    result: dict[str, Any] = {"batch_size": default_batch, "by_batch_size": by_bs,
+                              "galaxies_per_s": by_bs.get(str(default_batch), {}).get("galaxies_per_s")}
+    one = by_bs.get("1", {}).get("galaxies_per_s")
+    if one and result["galaxies_per_s"]:
+        result["speedup_vs_batch_1"] = round(result["galaxies_per_s"] / one, 1)
+    return result
+
+
+# ------------------------------------------------------------------ science
+def run_science(trained_root: Path, n: int, workdir: Path, seed: int | None) -> dict[str, Any]:
+    out = workdir / "science.json"
+    cmd = [sys.executable, str(REPO / "bench" / "science.py"), "--trained-root", str(trained_root),
+           "--n", str(n), "--workdir", str(workdir / "science"), "--out", str(out)]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
+    m = measure_command(cmd, cwd=REPO, env=bench_env(), log_path=workdir / "science.log")
+    if not m.ok:
+        return {"error": f"exit {m.returncode}: {m.log_tail[-1200:]}"}
+    res = json.loads(out.read_text())
+    res["seconds"] = round(m.seconds, 1)
+    res["peak_gib"] = round(m.peak_gib, 3)
+    return res
+
+
+# ------------------------------------------------------------------ orchestration
+def pick_trained_root(scal: dict | None, fallback: Path | None) -> Path | None:
+    """The largest completed scaling workspace with a bundle, else `fallback` if it has one."""
+    for run in sorted((scal or {}).get("runs", []), key=lambda r: -r["n_galaxies"]):
+        ws = Path(run["workspace"])
+        if run["completed"] and (ws / "models" / "img2spec" / "bundle.json").exists():
+            return ws
+    if fallback and (fallback / "models" / "img2spec" / "bundle.json").exists():
+        return fallback
+    return None
+
+
+def scaling_within_budget(sizes: Sequence[int], workdir: Path, overrides: dict, budget_s: float | None,
+                          t_start: float) -> dict[str, Any]:
+    """`scaling.run_size` for each size, skipping a size whose projected time exceeds the budget."""
+    runs, skipped = [], []
+    for n in sorted(sizes):
+        if budget_s is not None and runs:
+            last = runs[-1]
+            projected = last["total_seconds"] * n / last["n_galaxies"] * PROJECTION_SAFETY
+            remaining = budget_s - (time.perf_counter() - t_start)
+            if projected > remaining:
+                skipped.append({"n_galaxies": n, "reason": f"projected {projected / 60:.0f} min > "
+                                f"{remaining / 60:.0f} min left of the budget"})
+                print(f"scaling: skip n={n} ({skipped[-1]['reason']})", flush=True)
+                continue
+        print(f"scaling: n={n}", flush=True)
+        runs.append(scaling.run_size(n, workdir, dict(overrides)))
+    return {"sizes_requested": sorted(sizes), "sizes_run": [r["n_galaxies"] for r in runs], "skipped": skipped,
+            "overrides": overrides, "runs": runs, "table": scaling.scaling_table(runs),
+            "throughput_by_size": {str(r["n_galaxies"]): scaling.throughput(r) for r in runs}}
+
+
+def headline_throughput(scal: dict) -> dict[str, Any]:
+    """Per activity, the figure at the largest size where it was measured."""
+    out: dict[str, Any] = {}
+    for n in sorted(scal.get("throughput_by_size", {}), key=int):
+        for key, val in scal["throughput_by_size"][n].items():
+            out[key] = {**val, "at_n_galaxies": int(n)}
+    return out
+
+
+# ------------------------------------------------------------------ reports
+def _f(x: Any, fmt: str = "{:.2f}") -> str:
+    return "–" if x is None or (isinstance(x, float) and x != x) else fmt.format(x)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The short Markdown summary shown in the README."""
+    m = report["machine"]
+    p = m["packages"]
+    lines = [f"Measured {report['generated'][:10]} by `{report['command']}` on {m['cpu_model']} "
+             f"({m['cores_available']} cores, {m['memory_gib']} GiB, {m['gpu']} GPU; load average "
+             f"{m['load_average_1_5_15'][0]} at start, {report.get('load_average_end', ['?'])[0]} at end: "
+             f"other jobs shared the machine), Python {m['python']}, TensorFlow {p['tensorflow']}, "
+             f"Keras {p['keras']}, numpy {p['numpy']}, astropy {p['astropy']}, commit "
+             f"`{m.get('git', {}).get('commit', '?')[:10]}`. Raw figures: `reports/bench.json`."]
+    if report.get("quick"):
+        lines.append("\n**Quick mode** (tiny sizes, few epochs): a harness check, not representative figures.")
+    thr = report.get("throughput") or {}
+    names = {"mock_generation": "Mock survey generation (select + 3 fetch stages)",
+             "preparation": "Preparation (match + prepare)",
+             "vae_training": "VAE training (objects x epochs)", "cnn_training": "CNN training (objects x epochs)"}
+    if thr:
+        lines += ["", "| Step | objects/s | peak memory (GiB) | measured at |", "|---|---:|---:|---:|"]
+        for key, label in names.items():
+            if key in thr:
+                t = thr[key]
+                extra = f", {t['epochs']} epochs" if "epochs" in t else ""
+                lines.append(f"| {label} | {_f(t['objects_per_s'], '{:.1f}')} | {_f(t['peak_gib'])} | "
+                             f"{t['at_n_galaxies']} galaxies{extra} |")
+    inf = report.get("inference") or {}
+    if inf.get("by_batch_size"):
+        lines += ["", f"| Inference (cutout arrays -> spectra, {next(iter(inf['by_batch_size'].values())).get('n_samples', '?')} "
+                  "latent samples) | galaxies/s | peak memory (GiB) |", "|---|---:|---:|"]
+        for bs, r in inf["by_batch_size"].items():
+            tag = " (default)" if int(bs) == inf["batch_size"] else ""
+            lines.append(f"| batch {bs}{tag} | {_f(r.get('galaxies_per_s'), '{:.1f}')} | {_f(r.get('peak_gib'))} |")
+    scal = report.get("scaling") or {}
+    if scal.get("table"):
+        sizes = [str(s) for s in scal["sizes_run"]]
+        lines += ["", "Scaling: seconds (peak GiB) per stage, `dvc repro -s <stage>` in a fresh copy of the repo; "
+                  "b = growth exponent of time (t ~ N^b, 1 = linear)", "",
+                  "| Stage | " + " | ".join(f"N = {s}" for s in sizes) + " | b |",
+                  "|---|" + "---:|" * (len(sizes) + 1)]
+        for row in scal["table"]:
+            cells = []
+            for s in sizes:
+                c = row["by_size"].get(s)
+                cells.append(f"{c['seconds']:.1f} ({c['peak_gib']:.2f})" if c else "–")
+            lines.append(f"| {row['stage']} | " + " | ".join(cells) + f" | {_f(row.get('time_exponent'))} |")
+        totals = " | ".join(f"{r['total_seconds']:.0f}" for r in scal["runs"])
+        lines.append(f"| **total (s)** | {totals} | |")
+        for sk in scal.get("skipped", []):
+            lines.append(f"\nN = {sk['n_galaxies']} not run: {sk['reason']}.")
+        nonlin = [f"{r['stage']} (b = {r['time_exponent']})" for r in scal["table"] if r.get("linear") is False]
+        if nonlin:
+            lines.append("\nNot linear: " + ", ".join(nonlin) + " (b < 1: fixed start-up costs dominate at these "
+                         "sizes; b > 1: cost grows faster than the survey).")
+    sci = report.get("science") or {}
+    if sci.get("table"):
+        lines += ["", f"Science: {sci['n_scored']} galaxies of a fresh mock survey (seed {sci['fresh_seed']}; training "
+                  f"used seed {sci['training_seed']}, {sci['training_n_galaxies']} galaxies), prepared with the "
+                  "trained image scaling. D_i in SDSS spectral errors (lower is better).", "",
+                  "| Method | mean D ± sem | median | 16-84% | / CNN |", "|---|---:|---:|---:|---:|"]
+        for name, r in sci["table"].items():
+            lines.append(f"| {r['label']} | {_f(r['mean'])} ± {_f(r['sem'])} | {_f(r['median'])} | "
+                         f"{_f(r['p16'])}-{_f(r['p84'])} | {_f(r['ratio_to_cnn'])} |")
+    elif sci.get("error") or sci.get("skipped"):
+        lines += ["", f"Science: not measured ({sci.get('skipped') or 'failed, see reports/bench.json'})."]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Replace the text between the bench markers; False (and untouched) if they are missing."""
+    text = readme.read_text()
+    if MARK_START not in text or MARK_END not in text:
+        return False
+    head, rest = text.split(MARK_START, 1)
+    _, tail = rest.split(MARK_END, 1)
+    new = f"{head}{MARK_START}\n{table}{MARK_END}{tail}"
+    if new != text:
+        from img2spec.io.atomic import write_text
+
+        mode = readme.stat().st_mode & 0o777
+        write_text(readme, new)
+        readme.chmod(mode)  # the atomic temp file is created 0600
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help=f"mock survey sizes (default {DEFAULT_SIZES})")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and few epochs: checks the harness in minutes")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="params override key=value")
+    ap.add_argument("--budget-minutes", type=float, default=None, help="skip scaling sizes projected to overrun")
+    ap.add_argument("--skip-scaling", action="store_true", help="use --trained-root for inference and science")
+    ap.add_argument("--skip-science", action="store_true")
+    ap.add_argument("--trained-root", type=Path, default=None, help="trained project root (default: largest scaling run)")
+    ap.add_argument("--science-n", type=int, default=None, help=f"fresh survey size (default {SCIENCE_N})")
+    ap.add_argument("--science-seed", type=int, default=None)
+    ap.add_argument("--inference-repeats", type=int, default=None)
+    ap.add_argument("--workdir", type=Path, default=None, help="keep workspaces here (default: temp, removed)")
+    ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
+    ap.add_argument("--markdown", type=Path, default=REPO / "reports" / "bench.md")
+    ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="'' to leave the README alone")
+    ap.add_argument("--inference-worker", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=INFERENCE_REPEATS, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.inference_worker is not None:
+        inference_worker(args.inference_worker, args.batch, args.repeats, args.worker_out)
+        return
+
+    from img2spec.config import load_params
+    from img2spec.io.atomic import write_json, write_text
+
+    t0 = time.perf_counter()
+    sizes = args.sizes or (QUICK["sizes"] if args.quick else DEFAULT_SIZES)
+    overrides = {**(QUICK["overrides"] if args.quick else {}), **dict(scaling.parse_override(o) for o in args.overrides)}
+    science_n = args.science_n or (QUICK["science_n"] if args.quick else SCIENCE_N)
+    repeats = args.inference_repeats or (QUICK["inference_repeats"] if args.quick else INFERENCE_REPEATS)
+    budget_s = args.budget_minutes * 60 if args.budget_minutes else None
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="img2spec_bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
+        "quick": args.quick, "machine": machine_facts(REPO),
+    }
+    try:
+        scal = None
+        if not args.skip_scaling:
+            scal = scaling_within_budget(sizes, workdir, overrides, budget_s, t0)
+            report["scaling"] = scal
+            report["throughput"] = headline_throughput(scal)
+        trained = pick_trained_root(scal, args.trained_root or (REPO if args.skip_scaling else None))
+        report["trained_root"] = str(trained) if trained else None
+        default_bs = load_params(REPO / "params.yaml").publish.batch_size
+        if trained is None:
+            report["inference"] = {"skipped": "no trained bundle (no scaling run completed through publish)"}
+            report["science"] = {"skipped": "no trained bundle"}
+        else:
+            batches = sorted(set(INFERENCE_BATCHES) | {default_bs})
+            report["inference"] = run_inference(trained, batches, repeats, workdir, default_bs)
+            report["science"] = ({"skipped": "--skip-science"} if args.skip_science
+                                 else run_science(trained, science_n, workdir, args.science_seed))
+    finally:
+        report["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+        report["seconds"] = round(time.perf_counter() - t0, 1)
+        write_json(args.out, report)
+        args.out.chmod(0o644)
+        table = markdown(report)
+        write_text(args.markdown, table)
+        args.markdown.chmod(0o644)
+        if str(args.readme) and args.readme.is_file():
+            if not update_readme(args.readme, table):
+                print(f"{args.readme}: no {MARK_START}/{MARK_END} markers; README not updated", flush=True)
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Science check on a survey training never saw: CNN pipeline vs every baseline, with sems.
+
+Given a trained project root (data/processed, models/vae, models/img2spec of one run):
+1. a fresh mock survey is generated with `mock.seed` != the training survey's seed (all
+   other params as trained) by the project's own stage scripts, select ... prepare;
+2. every prepared object is re-read from its raw cutout and stretched with the TRAINED
+   image scaling (the bundle's `Predictor.preprocess_cutout`, exactly what users get);
+   the fresh survey's own fitted scaling is not used;
+3. the bundle predicts spectra; `img2spec.metrics` scores them and the baselines
+   (`img2spec.evaluate.baselines`: mean training spectrum, colour kNN fitted on the
+   training survey; the trained VAE's reconstruction of the observed spectrum; the
+   noiseless true spectrum) on the same pixels of the same objects.
+All objects of the fresh survey are test objects (none of them was seen in training).
+
+    python bench/science.py --trained-root DIR [--n 1000] [--seed 1001] [--out science.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import bench_env  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FRESH_SEED_OFFSET = 1000
+"""Default fresh seed = training mock.seed + this."""
+DEFAULT_N = 1000
+SOURCE_AND_PREP_STAGES = ("select", "fetch_spectra", "fetch_images", "fetch_photometry", "match", "prepare")
+STAGE_TIMEOUT_S = 3600.0
+BASELINE_ORDER = ("cnn", "mean_spectrum", "knn_colour", "pca_cnn", "vae_ceiling", "noise_floor")
+"""Method names as in the evaluate stage's metrics/evaluate.json."""
+LABELS = {
+    "cnn": "CNN pipeline (images -> VAE latents -> decoder)",
+    "mean_spectrum": "mean training spectrum x photometric norm",
+    "knn_colour": "kNN in PS1 colour space",
+    "pca_cnn": "same CNN on PCA coefficients (if trained)",
+    "vae_ceiling": "VAE reconstruction of the observed spectrum (ceiling)",
+    "noise_floor": "noiseless true spectrum (noise floor)",
+}
+
+
+def stage_script(root: Path, stage: str) -> Path:
+    """The stage's script from dvc.yaml's `cmd` (`python pipeline/x.py`)."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    if stage not in stages:
+        raise KeyError(f"{root / 'dvc.yaml'}: no stage {stage!r}")
+    words = str(stages[stage]["cmd"]).split()
+    script = next((w for w in words if w.endswith(".py")), None)
+    if script is None:
+        raise ValueError(f"{root / 'dvc.yaml'}: stage {stage} cmd {stages[stage]['cmd']!r} runs no python script")
+    return root / script
+
+
+def fresh_params(trained_params: Path, dest: Path, n: int, seed: int) -> dict:
+    """Trained params.yaml with mock.seed/n_galaxies replaced; refuses the training seed."""
+    from img2spec.config import params_from_dict
+
+    raw = yaml.safe_load(trained_params.read_text()) or {}
+    old_seed = int((raw.get("mock") or {}).get("seed", 1))
+    if seed == old_seed:
+        raise ValueError(f"fresh seed {seed} equals the training survey's mock.seed ({trained_params})")
+    raw.setdefault("mock", {}).update({"seed": int(seed), "n_galaxies": int(n)})
+    params_from_dict(raw, str(dest))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return raw
+
+
+def generate_fresh(code_root: Path, ws: Path, env: dict[str, str]) -> dict[str, float]:
+    """Run select ... prepare with the project's stage scripts into `ws`; seconds per stage."""
+    seconds = {}
+    for stage in SOURCE_AND_PREP_STAGES:
+        t0 = time.perf_counter()
+        with open(ws / f"{stage}.log", "wb") as log:
+            res = subprocess.run([sys.executable, str(stage_script(code_root, stage)), "--params",
+                                  str(ws / "params.yaml"), "--root", str(ws)], cwd=ws, env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, timeout=STAGE_TIMEOUT_S)
+        if res.returncode != 0:
+            tail = (ws / f"{stage}.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"fresh survey: stage {stage} failed (exit {res.returncode}):\n{tail}")
+        seconds[stage] = round(time.perf_counter() - t0, 1)
+    return seconds
+
+
+def trained_images(predictor, fresh, ws: Path) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Raw cutouts of the fresh objects stretched with the bundle's (trained) scaling.
+    Returns images and (row, reason) of objects the bundle rejects (counted, not hidden)."""
+    from img2spec.io.ps1_cutout import read_cutout
+    from img2spec.logs import progress
+
+    cat = fresh.catalog
+    images = np.zeros((len(cat), *predictor.input_shape), np.float32)
+    rejected = []
+    for i, rel in enumerate(progress(cat["imagefile"].tolist(), desc="science images", unit="obj")):
+        try:
+            images[i] = predictor.preprocess_cutout(read_cutout(ws / rel))
+        except Exception as exc:  # a bad file is reported with its reason, never dropped silently
+            rejected.append((i, f"{rel}: {exc}"))
+    return images, rejected
+
+
+def _combined(train_data, fresh) -> SimpleNamespace:
+    """Training rows then fresh rows, as one `data` for the kNN baseline (which indexes one table)."""
+    import pandas as pd
+
+    tr = train_data.indices("train")
+    return SimpleNamespace(
+        catalog=pd.concat([train_data.catalog.iloc[tr], fresh.catalog], ignore_index=True),
+        flux=np.concatenate([np.asarray(train_data.flux[tr]), np.asarray(fresh.flux)]),
+        ivar=np.concatenate([np.asarray(train_data.ivar[tr]), np.asarray(fresh.ivar)]),
+    ), len(tr)
+
+
+def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params) -> tuple[dict, dict]:
+    """Every method's (N, P) normalised prediction for the fresh objects, plus side info."""
+    from img2spec.evaluate.baselines import knn_colour, mean_spectrum
+    from img2spec.evaluate.stage import PCA_SUBDIR
+    from img2spec.io.processed import ProcessedData
+    from img2spec.models.inference import decode, encode_spectra, load_encoder, load_models, predict_spectra
+
+    train_data = ProcessedData.open(trained_root / "data" / "processed")
+    tr = train_data.indices("train")
+    out: dict[str, np.ndarray] = {}
+    info: dict[str, Any] = {"n_train": int(len(tr))}
+    t0 = time.perf_counter()
+    pred = predictor.predict(images)
+    info["cnn_seconds"] = round(time.perf_counter() - t0, 2)
+    out["cnn"] = pred.flux
+    info["cnn_sigma"] = pred.sigma
+    mean = mean_spectrum(train_data.flux[tr], train_data.ivar[tr])
+    out["mean_spectrum"] = np.tile(mean, (len(fresh), 1))
+    both, n_tr = _combined(train_data, fresh)
+    knn_pred, info["knn"] = knn_colour(both, np.arange(n_tr), n_tr + np.arange(len(fresh)),
+                                       params.evaluate.knn_neighbours,
+                                       getattr(params.evaluate, "knn_use_magnitude", False), mean)
+    out["knn_colour"] = knn_pred
+    pca_dir = trained_root / "models" / "cnn" / PCA_SUBDIR
+    if (pca_dir / "cnn.keras").exists():
+        pca = load_models(pca_dir, pca_dir)
+        out["pca_cnn"] = predict_spectra(pca.cnn, pca.decoder, images, n_samples=0,
+                                         batch_size=predictor.batch_size).flux
+    mu, _ = encode_spectra(load_encoder(trained_root / "models" / "vae"), np.asarray(fresh.flux), np.asarray(fresh.ivar))
+    out["vae_ceiling"] = decode(predictor.decoder, mu)
+    if fresh.truth_flux is not None:
+        out["noise_floor"] = np.asarray(fresh.truth_flux)
+    return out, info
+
+
+def score(methods: dict[str, np.ndarray], fresh, keep: np.ndarray, sigma: np.ndarray | None) -> dict[str, Any]:
+    """metrics.summarise of D_i per method on the kept objects, ratio of each to the CNN."""
+    from img2spec.evaluate.stage import paired_comparison
+    from img2spec.metrics import calibration, deviation, summarise
+
+    obs, ivar = np.asarray(fresh.flux)[keep], np.asarray(fresh.ivar)[keep]
+    table, d = {}, {}
+    for name in BASELINE_ORDER:
+        if name in methods:
+            d[name] = deviation(methods[name][keep], obs, ivar)
+            table[name] = {"label": LABELS[name], **summarise(d[name])}
+    cnn_mean = table["cnn"]["mean"]
+    for row in table.values():
+        row["ratio_to_cnn"] = round(row["mean"] / cnn_mean, 3) if cnn_mean else None
+    out: dict[str, Any] = {"table": table, "comparison": {
+        f"cnn_vs_{b}": paired_comparison(d["cnn"], d[b]) for b in ("mean_spectrum", "knn_colour", "pca_cnn") if b in d}}
+    if sigma is not None:
+        out["cnn_calibration"] = calibration(methods["cnn"][keep], sigma[keep], obs, ivar)
+    return out
+
+
+def run(trained_root: Path, workdir: Path, n: int = DEFAULT_N, seed: int | None = None) -> dict[str, Any]:
+    """The whole science check (see module doc); returns a JSON-able dict."""
+    from img2spec.config import load_params
+    from img2spec.io.processed import ProcessedData
+    from img2spec.predict import Predictor
+
+    trained_root = trained_root.resolve()
+    bundle = trained_root / "models" / "img2spec"
+    if not (bundle / "bundle.json").exists():
+        raise FileNotFoundError(f"{bundle}: no published bundle; run the pipeline to `publish` first")
+    trained = load_params(trained_root / "params.yaml")
+    seed = trained.mock.seed + FRESH_SEED_OFFSET if seed is None else seed
+    ws = workdir / f"fresh-seed{seed}-n{n}"
+    ws.mkdir(parents=True, exist_ok=True)
+    fresh_params(trained_root / "params.yaml", ws / "params.yaml", n, seed)
+    code_root = trained_root if (trained_root / "src" / "img2spec").is_dir() else REPO
+    env = bench_env({"PYTHONPATH": str(code_root / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlflow.db'}"})
+    gen_seconds = generate_fresh(code_root, ws, env)
+
+    params = load_params(ws / "params.yaml")
+    fresh = ProcessedData.open(ws / "data" / "processed")
+    predictor = Predictor.from_path(bundle)
+    if len(predictor.wave) != len(fresh.wave) or not np.allclose(predictor.wave, fresh.wave, rtol=1e-9):
+        raise ValueError(f"{ws}/data/processed wave grid differs from the bundle's ({len(fresh.wave)} vs "
+                         f"{len(predictor.wave)} pixels): prepare params changed since training")
+    images, rejected = trained_images(predictor, fresh, ws)
+    keep = np.ones(len(fresh), bool)
+    keep[[i for i, _ in rejected]] = False
+    methods, info = predictions(trained_root, fresh, predictor, images, params)
+    result = score(methods, fresh, keep, info.pop("cnn_sigma"))
+    train_cat = ProcessedData.open(trained_root / "data" / "processed").catalog
+    same = fresh.catalog.merge(train_cat[["objid", "z"]], on="objid", suffixes=("", "_train"))
+    prep = json.loads((ws / "reports" / "prepare.json").read_text())
+    return {
+        "trained_root": str(trained_root),
+        "training_seed": trained.mock.seed,
+        "training_n_galaxies": trained.mock.n_galaxies,
+        "fresh_seed": seed,
+        "fresh_n_galaxies": n,
+        "n_prepared": len(fresh),
+        "prepare_dropped": prep.get("dropped_by_reason", {}),
+        "n_rejected_by_bundle": len(rejected),
+        "rejected": [r for _, r in rejected[:20]],
+        "n_scored": int(keep.sum()),
+        "shared_objid_same_z": int(np.isclose(same["z"], same["z_train"], rtol=0, atol=1e-9).sum()),
+        "generation_seconds": gen_seconds,
+        **info,
+        **result,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trained-root", type=Path, default=REPO, help="project root with a trained bundle")
+    ap.add_argument("--workdir", type=Path, default=None, help="where the fresh survey goes (default: temp)")
+    ap.add_argument("--n", type=int, default=DEFAULT_N, help="galaxies in the fresh survey")
+    ap.add_argument("--seed", type=int, default=None, help=f"fresh mock.seed (default: training seed + {FRESH_SEED_OFFSET})")
+    ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
+    args = ap.parse_args()
+    os.environ.setdefault("IMG2SPEC_NO_PROGRESS", "1")
+    import tempfile
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="img2spec_science_"))
+    result = run(args.trained_root, workdir, args.n, args.seed)
+    text = json.dumps(result, indent=2, default=float)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Smoke tests of the benchmark harness (bench/common.py, scaling.py, science.py, run_all.py).
+
+They check the measuring machinery and the report plumbing on tiny inputs; they never
+assert a speed (timings belong to `make bench`, not to tests).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import common  # noqa: E402
+import run_all  # noqa: E402
+import scaling  # noqa: E402
+import science  # noqa: E402
+
+MIB = 1024**2
+ALLOC = "import time, numpy as np; a = np.ones({mb} * 2**20, np.uint8); time.sleep({s})"
+
+
+def test_measure_command_sees_memory_time_and_children():
+    # parent and a child each hold 80 MiB at the same time: the tree sum sees both,
+    # the kernel's single-process peak sees one
+    child = ALLOC.format(mb=80, s=1.0)
+    code = (f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {child!r}]); "
+            f"{ALLOC.format(mb=80, s=1.0)}; p.wait()")
+    m = common.measure_command([sys.executable, "-c", code], interval=0.05)
+    assert m.ok and m.returncode == 0
+    assert m.seconds >= 1.0
+    assert m.max_process_rss_bytes >= 80 * MIB
+    assert m.peak_pss_bytes >= 150 * MIB > m.max_process_rss_bytes - 10 * MIB
+    assert m.peak_gib == pytest.approx(max(m.peak_pss_bytes, m.max_process_rss_bytes) / common.GIB)
+
+
+def test_measure_command_failure_and_timeout(tmp_path):
+    log = tmp_path / "fail.log"
+    m = common.measure_command([sys.executable, "-c", "import sys; print('boom-marker'); sys.exit(3)"], log_path=log)
+    assert not m.ok and m.returncode == 3 and "boom-marker" in m.log_tail
+    m = common.measure_command([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=0.5)
+    assert m.timed_out and not m.ok and m.seconds < 10
+
+
+def test_summaries_and_growth():
+    assert common.median([3.0, 1.0, float("nan"), 2.0]) == 2.0
+    assert common.growth_exponent(1000, 2.0, 4000, 32.0) == pytest.approx(2.0)
+    assert common.growth_exponent(1000, 0.0, 4000, 1.0) is None
+    runs = [common.Measurement(["x"], 0, s, s, 10 * MIB, 20 * MIB, 5 * MIB) for s in (3.0, 1.0, 2.0)]
+    summary = common.summarise_runs(runs)
+    assert summary["seconds"] == 2.0 and summary["repeats"] == 3 and summary["ok"]
+    calls = []
+    timed = common.repeat_call(lambda: calls.append(1), repeats=3, warmup=1)
+    assert len(calls) == 4 and timed["repeats"] == 3
+
+
+def test_machine_facts():
+    facts = common.machine_facts(REPO)
+    assert facts["logical_cores"] >= 1 and facts["memory_gib"] > 0
+    assert facts["python"].count(".") == 2
+    for pkg in ("tensorflow", "numpy", "keras", "astropy"):
+        assert facts["packages"][pkg][0].isdigit()
+    assert len(facts["git"]["commit"]) in (40, len("unknown"))
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+def test_workspace_copies_tracked_files_only(tmp_path):
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "a.py").write_text("x = 1\n")
+    (src / "dvc.yaml").write_text("stages:\n  first: {cmd: a}\n  second: {cmd: b}\n")
+    _git(src, "init", "-q")
+    _git(src, "add", "pkg/a.py", "dvc.yaml")
+    _git(src, "commit", "-qm", "init")
+    (src / "untracked.txt").write_text("no\n")
+    (src / "pkg" / "a.py").write_text("x = 2\n")  # working-tree content is what gets measured
+    ws = scaling.make_workspace(tmp_path / "ws", src)
+    assert (ws / "pkg" / "a.py").read_text() == "x = 2\n"
+    assert not (ws / "untracked.txt").exists()
+    assert (ws / ".git").is_dir()
+    assert scaling.dvc_stages(ws) == ["first", "second"]
+
+
+def test_params_override(tmp_path):
+    from img2spec.config import ConfigError, load_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    scaling.write_params(params, dict([scaling.parse_override("mock.n_galaxies=123"), ("vae.epochs", 2)]))
+    loaded = load_params(params)
+    assert loaded.mock.n_galaxies == 123 and loaded.vae.epochs == 2
+    before = params.read_text()
+    with pytest.raises(ConfigError, match="n_galaxie"):
+        scaling.write_params(params, {"mock.n_galaxie": 5})
+    assert params.read_text() == before
+    with pytest.raises(ValueError, match="key=value"):
+        scaling.parse_override("mock.seed")
+
+
+def _run(n: int, secs: dict[str, float], peak: float = 0.5, **extra) -> dict:
+    stages = [{"stage": s, "ok": True, "seconds": t, "peak_gib": peak} for s, t in secs.items()]
+    return {"n_galaxies": n, "stages": stages, "splits": {"train": int(0.8 * n), "val": int(0.1 * n)},
+            "epochs": {"vae": 10, "cnn": 5}, "total_seconds": sum(secs.values()), "completed": True, **extra}
+
+
+def test_scaling_table_and_throughput():
+    names = (*scaling.MOCK_STAGES, *scaling.PREP_STAGES, "train_vae", "train_cnn")
+    small = _run(1000, {s: 10.0 for s in names})
+    # mock stages linear, prepare quadratic, the rest constant
+    big = _run(4000, {s: 40.0 if s in scaling.MOCK_STAGES else 160.0 if s == "prepare" else 10.0 for s in names})
+    table = {row["stage"]: row for row in scaling.scaling_table([big, small])}
+    assert table["select"]["time_exponent"] == pytest.approx(1.0) and table["select"]["linear"]
+    assert table["prepare"]["time_exponent"] == pytest.approx(2.0) and not table["prepare"]["linear"]
+    assert table["train_vae"]["time_exponent"] == pytest.approx(0.0)
+    thr = scaling.throughput(small)
+    assert thr["mock_generation"]["objects_per_s"] == pytest.approx(1000 / 40.0)
+    assert thr["preparation"]["objects_per_s"] == pytest.approx(1000 / 20.0)
+    assert thr["vae_training"]["objects_per_s"] == pytest.approx(900 * 10 / 10.0)
+    failed = _run(1000, {"select": 1.0})
+    failed["stages"].append({"stage": "fetch_spectra", "ok": False})
+    assert "mock_generation" not in scaling.throughput(failed)
+    head = run_all.headline_throughput({"throughput_by_size": {"1000": scaling.throughput(small),
+                                                               "4000": scaling.throughput(big)}})
+    assert head["mock_generation"]["at_n_galaxies"] == 4000
+
+
+def test_report_markdown_and_readme(tmp_path):
+    names = (*scaling.MOCK_STAGES, *scaling.PREP_STAGES)
+    runs = [_run(n, {s: n / 100 for s in names}, workspace=str(tmp_path)) for n in (100, 200)]
+    scal = {"sizes_run": [100, 200], "runs": runs, "table": scaling.scaling_table(runs),
+            "skipped": [{"n_galaxies": 400, "reason": "over budget"}],
+            "throughput_by_size": {str(r["n_galaxies"]): scaling.throughput(r) for r in runs}}
+    report = {"generated": "2026-11-24T00:00:00+00:00", "command": "python bench/run_all.py --quick", "quick": True,
+              "machine": common.machine_facts(REPO), "scaling": scal, "throughput": run_all.headline_throughput(scal),
+              "inference": {"batch_size": 256, "galaxies_per_s": 900.0, "by_batch_size": {
+                  "1": {"galaxies_per_s": 30.0, "peak_gib": 1.0, "n_samples": 32},
+                  "256": {"galaxies_per_s": 900.0, "peak_gib": 1.2, "n_samples": 32}}},
+              "science": {"skipped": "no trained bundle"}, "load_average_end": [1.0, 1.0, 1.0]}
+    md = run_all.markdown(report)
+    assert "| batch 256 (default) | 900.0 |" in md
+    assert "N = 400 not run: over budget" in md and "Quick mode" in md
+    assert md.count("| prepare |") == 1
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\nbefore\n{run_all.MARK_START}\nold figures\n{run_all.MARK_END}\nafter\n")
+    assert run_all.update_readme(readme, md)
+    text = readme.read_text()
+    assert "old figures" not in text and md in text and text.startswith("# T\n\nbefore\n") and text.endswith("after\n")
+    assert run_all.update_readme(readme, md) and readme.read_text() == text  # idempotent
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not run_all.update_readme(plain, md) and plain.read_text() == "no markers\n"
+
+
+def test_science_refuses_training_seed_and_finds_scripts(tmp_path):
+    params = tmp_path / "trained.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    seed = yaml.safe_load(params.read_text())["mock"]["seed"]
+    with pytest.raises(ValueError, match="equals the training"):
+        science.fresh_params(params, tmp_path / "fresh" / "params.yaml", 10, seed)
+    raw = science.fresh_params(params, tmp_path / "fresh" / "params.yaml", 10, seed + 1)
+    assert raw["mock"]["seed"] == seed + 1 and raw["mock"]["n_galaxies"] == 10
+    assert science.stage_script(REPO, "select").name == "select_candidates.py"
+    for stage in science.SOURCE_AND_PREP_STAGES:
+        assert science.stage_script(REPO, stage).is_file()
+
+
+def test_pick_trained_root(tmp_path):
+    def ws(name: str, bundle: bool) -> Path:
+        root = tmp_path / name
+        (root / "models" / "img2spec").mkdir(parents=True)
+        if bundle:
+            (root / "models" / "img2spec" / "bundle.json").write_text("{}")
+        return root
+
+    small, big, broken = ws("small", True), ws("big", True), ws("broken", False)
+    runs = [{"n_galaxies": 100, "workspace": str(small), "completed": True},
+            {"n_galaxies": 400, "workspace": str(big), "completed": True},
+            {"n_galaxies": 800, "workspace": str(broken), "completed": False}]
+    assert run_all.pick_trained_root({"runs": runs}, None) == big
+    assert run_all.pick_trained_root(None, small) == small
+    assert run_all.pick_trained_root(None, broken) is None
