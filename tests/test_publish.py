@@ -116,6 +116,14 @@ def test_registry_alias_load_equals_local_bundle(project, mlflow_uri, tmp_path, 
     np.testing.assert_allclose(out["flux"], a.flux, rtol=1e-6)
     assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] in ([-1, SIZE, SIZE, 5], (-1, SIZE, SIZE, 5))
 
+    from typer.testing import CliRunner
+
+    from img2spec.cli import app
+
+    bad = CliRunner().invoke(app, ["predict", str(root / "data" / "raw" / "images"), "--model",
+                                   "models:/img2spec@nope", "--out", str(tmp_path / "o")])
+    assert bad.exit_code == 2 and "cannot load model" in bad.output
+
 
 def _git(cwd, *args):
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",

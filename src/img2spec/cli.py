@@ -90,7 +90,12 @@ def predict(
     setup_logging()
     try:
         cfg = load_params(params) if params.is_file() else Params()
-        predictor = Predictor.load(model, rev=rev, repo=repo)
+        try:
+            predictor = Predictor.load(model, rev=rev, repo=repo)
+        except (ConfigError, BundleError, OSError):
+            raise
+        except Exception as exc:  # MLflow/DVC errors (unknown alias, revision, unreachable remote)
+            raise RuntimeError(f"cannot load model {model!r}{f' at {rev}' if rev else ''}: {exc}") from exc
         opts = RunOptions(
             out_dir=out, table=table, plot=plot, batch_size=batch_size, n_samples=n_samples,
             mags=mags, dpi=cfg.publish.plot_dpi, fetch_params=cfg,

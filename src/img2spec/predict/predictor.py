@@ -52,7 +52,10 @@ class Predictor:
 
         path = Path(path)
         if not path.is_dir():
-            raise BundleError(f"{path}: bundle directory not found")
+            raise BundleError(
+                f"{path}: bundle directory not found (get one with `dvc pull {path}`, `dvc repro publish`, "
+                "`--rev <tag>` or an MLflow URI such as models:/img2spec@champion)"
+            )
         manifest = read_manifest(path)
         if verify:
             verify_bundle(path, manifest)

@@ -87,11 +87,15 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
             summary.skipped.append(Skip(str(table), "ra/dec table given but no params to fetch cutouts with"))
             continue
         h, w, _ = predictor.input_shape
-        fetched, tmeta, tskips = fetch_table_cutouts(
-            table, out_dir / "cutouts", opts.fetch_params, h,
-            float(predictor.manifest["input"]["pixel_scale_arcsec"]),
-            predictor.manifest["normalisation"]["band"],
-        )
+        try:
+            fetched, tmeta, tskips = fetch_table_cutouts(
+                table, out_dir / "cutouts", opts.fetch_params, h,
+                float(predictor.manifest["input"]["pixel_scale_arcsec"]),
+                predictor.manifest["normalisation"]["band"],
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            summary.skipped.append(Skip(str(table), f"ra/dec table unusable: {exc}"))
+            continue
         files.extend(fetched)
         summary.skipped.extend(tskips)
         tmeta.update(meta)  # an explicit --mags table wins over the ra/dec table's columns
