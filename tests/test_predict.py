@@ -215,3 +215,18 @@ def test_radec_table_goes_through_the_cutout_fetcher(env, tmp_path, monkeypatch)
     assert calls == [(1, SIZE), (2, SIZE)]
     assert summary.n_predicted == 1 and "cutout fetch failed" in summary.skipped[0].reason
     assert read_spectrum(tmp_path / "out" / "spec-pred-1.fits").z == pytest.approx(0.07)
+
+
+def test_table_only_run_with_str_paths(env, tmp_path):
+    from img2spec.predict import RunOptions, run_predict
+
+    _, facts, predictor = env
+    out = tmp_path / "out"
+    summary = run_predict(predictor, [str(f) for f in facts["files"][:4]],
+                          RunOptions(out_dir=str(out), table=str(tmp_path / "t.csv"), per_object=False))
+    assert summary.n_predicted == 4 and not list(out.glob("*.fits"))
+    table = pd.read_csv(tmp_path / "t.csv")
+    np.testing.assert_allclose(table.filter(like="flux_").to_numpy()[0], predictor.predict(facts["images"][:1]).flux[0],
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="nothing to write"):
+        run_predict(predictor, facts["files"][:1], RunOptions(out_dir=out, per_object=False))

@@ -74,6 +74,7 @@ def predict(
     repo: Optional[str] = typer.Option(None, "--repo", help="DVC repo URL or path for --rev (default: this repo)"),
     table: Optional[Path] = typer.Option(None, "--table", help="also write all predictions to one .fits or .csv table"),
     plot: bool = typer.Option(False, "--plot", help="a PNG per object: grizy composite + spectrum with 1-sigma band and lines"),
+    per_object: bool = typer.Option(True, "--per-object/--no-per-object", help="one FITS per object (turn off with --table for survey-scale runs)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="objects per forward pass (default: the bundle's)"),
     n_samples: Optional[int] = typer.Option(None, "--n-samples", min=1, help="latent samples for the uncertainty (default: the bundle's)"),
     mags: Optional[Path] = typer.Option(None, "--mags", help="CSV objid,<band>KronMag[,z]: scale to 1e-17 erg/s/cm^2/A (else normalised flux)"),
@@ -97,7 +98,7 @@ def predict(
         except Exception as exc:  # MLflow/DVC errors (unknown alias, revision, unreachable remote)
             raise RuntimeError(f"cannot load model {model!r}{f' at {rev}' if rev else ''}: {exc}") from exc
         opts = RunOptions(
-            out_dir=out, table=table, plot=plot, batch_size=batch_size, n_samples=n_samples,
+            out_dir=out, table=table, plot=plot, per_object=per_object, batch_size=batch_size, n_samples=n_samples,
             mags=mags, dpi=cfg.publish.plot_dpi, fetch_params=cfg,
         )
         summary = run_predict(predictor, inputs, opts)

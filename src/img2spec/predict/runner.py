@@ -20,6 +20,7 @@ from ..config import Params
 from ..io.atomic import write_json
 from ..io.ps1_cutout import CutoutFormatError, read_cutout
 from ..logs import progress
+from ..prep.fastfits import fast_read_cutout
 from .inputs import ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, read_object_meta
 from .plot import plot_prediction
 from .predictor import InputError, Predictor
@@ -34,6 +35,8 @@ class RunOptions:
     out_dir: Path
     table: Path | None = None
     plot: bool = False
+    per_object: bool = True
+    """One FITS per object (astropy writes ~50/s); False with `table` for survey-scale runs."""
     batch_size: int | None = None
     n_samples: int | None = None
     seed: int | None = None
@@ -41,6 +44,12 @@ class RunOptions:
     dpi: int = 110
     fetch_params: Params | None = None
     """Params for fetching cutouts of ra/dec tables (sdss.http, data.bands)."""
+
+    def __post_init__(self) -> None:
+        # accept str paths from the Python API
+        self.out_dir = Path(self.out_dir)
+        self.table = Path(self.table) if self.table is not None else None
+        self.mags = Path(self.mags) if self.mags is not None else None
 
 
 @dataclass
@@ -79,6 +88,8 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     t0 = time.perf_counter()
     out_dir = Path(opts.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not opts.per_object and opts.table is None and not opts.plot:
+        raise ValueError("nothing to write: --no-per-object needs --table (or --plot)")
     files, tables, skipped = expand_inputs(inputs)
     summary = Summary(skipped=list(skipped))
     meta = _load_meta(predictor, opts)
@@ -143,7 +154,9 @@ def _load_one(
 ) -> tuple[ObjectInfo, np.ndarray] | None:
     """Read, check and preprocess one cutout; None (and a recorded skip) if it is unusable."""
     try:
-        cutout = read_cutout(path, tuple(predictor.manifest["input"]["bands"]))
+        bands = tuple(predictor.manifest["input"]["bands"])
+        # the prepare stage's fast plain-FITS reader; astropy for anything else (and its errors)
+        cutout = fast_read_cutout(path, bands) or read_cutout(path, bands)
         reason = predictor.check_cutout(cutout)
         if reason is not None:
             summary.skipped.append(Skip(str(path), f"rejected by image checks: {reason}"))
@@ -175,7 +188,9 @@ def _flush(
     for k, (info, image) in enumerate(batch):
         sp = scale(predictor, info, pred.flux[k], pred.sigma[k])
         stem = output_stem(info.objid)
-        fits_path = write_prediction_fits(opts.out_dir / f"{stem}.fits", predictor, info, sp)
+        fits_path = opts.out_dir / f"{stem}.fits"
+        if opts.per_object:
+            write_prediction_fits(fits_path, predictor, info, sp)
         if opts.plot:
             label = "flux [1e-17 erg/s/cm²/Å]" if sp.norm is not None else "normalised flux"
             plot_prediction(
@@ -185,9 +200,10 @@ def _flush(
             )
         summary.n_predicted += 1
         summary.n_scaled += int(sp.norm is not None)
-        summary.outputs.append(str(fits_path))
+        if opts.per_object:
+            summary.outputs.append(str(fits_path))
         infos.append(info)
         scaled.append(sp)
-        outs.append(fits_path.name)
+        outs.append(fits_path.name if opts.per_object else "")
     if writer is not None:
         writer.add(infos, scaled, outs)
