@@ -168,7 +168,8 @@ def markdown(report: dict[str, Any]) -> str:
     thr = report.get("throughput") or {}
     names = {"mock_generation": "Mock survey generation (select + 3 fetch stages)",
              "preparation": "Preparation (match + prepare)",
-             "vae_training": "VAE training (objects x epochs)", "cnn_training": "CNN training (objects x epochs)"}
+             "vae_training": "VAE training (train objects x epochs per fit second)",
+             "cnn_training": "CNN training (train objects x epochs per fit second)"}
     if thr:
         lines += ["", "| Step | objects/s | peak memory (GiB) | measured at |", "|---|---:|---:|---:|"]
         for key, label in names.items():

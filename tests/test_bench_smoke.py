@@ -88,6 +88,12 @@ def test_workspace_copies_tracked_files_only(tmp_path):
     assert not (ws / "untracked.txt").exists()
     assert (ws / ".git").is_dir()
     assert scaling.dvc_stages(ws) == ["first", "second"]
+    (ws / "metrics").mkdir()
+    (ws / "metrics" / "train_cnn.json").write_text('{"cnn": {"epochs_run": 4, "train_seconds": 2.0}, "pca_cnn": {}}')
+    (ws / "reports" / "plots").mkdir(parents=True)
+    (ws / "reports" / "plots" / "vae_history.csv").write_text("epoch,loss\n0,1\n1,0.5\n2,0.4\n")
+    assert scaling.training_facts(ws) == {"cnn": {"epochs_run": 4, "train_seconds": 2.0}, "pca_cnn": {},
+                                          "vae": {"epochs_run": 3}}
 
 
 def test_params_override(tmp_path):
@@ -109,7 +115,8 @@ def test_params_override(tmp_path):
 def _run(n: int, secs: dict[str, float], peak: float = 0.5, **extra) -> dict:
     stages = [{"stage": s, "ok": True, "seconds": t, "peak_gib": peak} for s, t in secs.items()]
     return {"n_galaxies": n, "stages": stages, "splits": {"train": int(0.8 * n), "val": int(0.1 * n)},
-            "epochs": {"vae": 10, "cnn": 5}, "total_seconds": sum(secs.values()), "completed": True, **extra}
+            "training": {"vae": {"epochs_run": 10, "train_seconds": 8.0}, "cnn": {"epochs_run": 5}},
+            "total_seconds": sum(secs.values()), "completed": True, **extra}
 
 
 def test_scaling_table_and_throughput():
@@ -124,7 +131,8 @@ def test_scaling_table_and_throughput():
     thr = scaling.throughput(small)
     assert thr["mock_generation"]["objects_per_s"] == pytest.approx(1000 / 40.0)
     assert thr["preparation"]["objects_per_s"] == pytest.approx(1000 / 20.0)
-    assert thr["vae_training"]["objects_per_s"] == pytest.approx(900 * 10 / 10.0)
+    assert thr["vae_training"]["objects_per_s"] == pytest.approx(800 * 10 / 8.0)  # fit seconds
+    assert thr["cnn_training"]["objects_per_s"] == pytest.approx(800 * 5 / 10.0)  # stage seconds fallback
     failed = _run(1000, {"select": 1.0})
     failed["stages"].append({"stage": "fetch_spectra", "ok": False})
     assert "mock_generation" not in scaling.throughput(failed)
