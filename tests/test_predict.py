@@ -230,3 +230,21 @@ def test_table_only_run_with_str_paths(env, tmp_path):
                                rtol=1e-5, atol=1e-6)  # the CSV keeps 6 significant digits
     with pytest.raises(ValueError, match="nothing to write"):
         run_predict(predictor, facts["files"][:1], RunOptions(out_dir=out, per_object=False))
+
+
+def test_writer_processes_give_the_same_files(env, tmp_path, monkeypatch):
+    import img2spec.predict.runner as runner
+    from img2spec.predict import RunOptions, run_predict
+
+    root, facts, predictor = env
+    monkeypatch.setattr(runner, "WRITER_POOL_MIN", 0)
+    files = facts["files"][:6]
+    run_predict(predictor, files, RunOptions(out_dir=tmp_path / "one", batch_size=4))
+    summary = run_predict(predictor, files, RunOptions(out_dir=tmp_path / "two", batch_size=4, n_writers=2, plot=True))
+    assert summary.n_predicted == 6
+    for c in facts["cutouts"][:6]:
+        a = read_spectrum(tmp_path / "one" / f"spec-pred-{c.objid}.fits")
+        b = read_spectrum(tmp_path / "two" / f"spec-pred-{c.objid}.fits")
+        np.testing.assert_array_equal(a.flux, b.flux)
+        np.testing.assert_array_equal(a.ivar, b.ivar)
+        assert (tmp_path / "two" / f"spec-pred-{c.objid}.png").stat().st_size > 0

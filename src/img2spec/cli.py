@@ -77,6 +77,7 @@ def predict(
     per_object: bool = typer.Option(True, "--per-object/--no-per-object", help="one FITS per object (turn off with --table for survey-scale runs)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="objects per forward pass (default: the bundle's)"),
     n_samples: Optional[int] = typer.Option(None, "--n-samples", min=1, help="latent samples for the uncertainty (default: the bundle's)"),
+    writers: Optional[int] = typer.Option(None, "--writers", min=1, help="processes writing FITS/PNG files (default: publish.n_writers)"),
     mags: Optional[Path] = typer.Option(None, "--mags", help="CSV objid,<band>KronMag[,z]: scale to 1e-17 erg/s/cm^2/A (else normalised flux)"),
     params: Path = typer.Option(Path("params.yaml"), help="parameter file (HTTP policy for fetching ra/dec tables; publish.plot_dpi)"),
 ) -> None:
@@ -99,7 +100,7 @@ def predict(
             raise RuntimeError(f"cannot load model {model!r}{f' at {rev}' if rev else ''}: {exc}") from exc
         opts = RunOptions(
             out_dir=out, table=table, plot=plot, per_object=per_object, batch_size=batch_size, n_samples=n_samples,
-            mags=mags, dpi=cfg.publish.plot_dpi, fetch_params=cfg,
+            mags=mags, dpi=cfg.publish.plot_dpi, fetch_params=cfg, n_writers=writers or cfg.publish.n_writers,
         )
         summary = run_predict(predictor, inputs, opts)
     except (ConfigError, BundleError, ValueError, RuntimeError, OSError) as exc:

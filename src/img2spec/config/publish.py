@@ -20,3 +20,5 @@ class PublishParams(Section):
     """Seed of the latent sampling: same seed, same spectra."""
     plot_dpi: int = Field(110, ge=30, le=600)
     """Resolution of the `--plot` PNGs."""
+    n_writers: int = Field(2, ge=1)
+    """Processes writing per-object FITS/PNG files in `img2spec predict` (1: none)."""

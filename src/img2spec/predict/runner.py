@@ -9,7 +9,9 @@ output directory) counts everything.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,10 +26,13 @@ from ..prep.fastfits import fast_read_cutout
 from .inputs import ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, read_object_meta
 from .plot import plot_prediction
 from .predictor import InputError, Predictor
-from .writers import ObjectInfo, TableWriter, output_stem, scale, write_prediction_fits
+from ..io.sdss_spectrum import write_spectrum
+from .writers import ObjectInfo, TableWriter, output_stem, prediction_record, scale
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
+WRITER_POOL_MIN = 64
+"""Below this many inputs, starting writer processes costs more than it saves."""
 
 
 @dataclass
@@ -44,6 +49,9 @@ class RunOptions:
     dpi: int = 110
     fetch_params: Params | None = None
     """Params for fetching cutouts of ra/dec tables (sdss.http, data.bands)."""
+    n_writers: int = 1
+    """Processes writing the per-object FITS/PNG files (astropy and matplotlib are the slow part);
+    1 = write in this process. A pool is only started for more than WRITER_POOL_MIN inputs."""
 
     def __post_init__(self) -> None:
         # accept str paths from the Python API
@@ -117,6 +125,8 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     writer = TableWriter(opts.table, predictor) if opts.table else None
     seen: set[str] = set()
     batch: list[tuple[ObjectInfo, np.ndarray]] = []
+    pool = _writer_pool(opts, len(files))
+    pending: list[Future] = []
     try:
         for path in progress(files, desc="predict", unit="file"):
             item = _load_one(predictor, path, meta, seen, summary)
@@ -124,14 +134,18 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
                 continue
             batch.append(item)
             if len(batch) >= batch_size:
-                _flush(predictor, batch, opts, summary, writer)
+                pending = _flush(predictor, batch, opts, summary, writer, pool, pending)
                 batch = []
         if batch:
-            _flush(predictor, batch, opts, summary, writer)
+            pending = _flush(predictor, batch, opts, summary, writer, pool, pending)
+        _wait(pending)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     if writer is not None:
         done = writer.close()
         summary.table = str(done) if done else None
@@ -178,26 +192,44 @@ def _load_one(
     return info, image
 
 
+def _writer_pool(opts: RunOptions, n_inputs: int) -> ProcessPoolExecutor | None:
+    if opts.n_writers <= 1 or n_inputs <= WRITER_POOL_MIN or not (opts.per_object or opts.plot):
+        return None
+    # spawn, not fork: forking a process that runs TensorFlow threads can deadlock
+    return ProcessPoolExecutor(max_workers=opts.n_writers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _wait(futures: list[Future]) -> None:
+    for fut in futures:
+        fut.result()  # re-raises a failed write (disk full, permissions): fatal, not a skip
+
+
 def _flush(
     predictor: Predictor, batch: list[tuple[ObjectInfo, np.ndarray]], opts: RunOptions,
-    summary: Summary, writer: TableWriter | None,
-) -> None:
+    summary: Summary, writer: TableWriter | None, pool: ProcessPoolExecutor | None = None,
+    pending: list[Future] | None = None,
+) -> list[Future]:
+    """Predict one batch and write it; with a pool, writes run while the next batch is predicted."""
+    run = (lambda fn, *a, **k: pool.submit(fn, *a, **k)) if pool is not None else (lambda fn, *a, **k: fn(*a, **k))
     images = np.stack([img for _, img in batch])
     pred = predictor.predict(images, n_samples=opts.n_samples, batch_size=opts.batch_size, seed=opts.seed)
+    _wait(pending or [])  # at most one batch of writes in flight: bounded memory
+    futures: list = []
     infos, scaled, outs = [], [], []
     for k, (info, image) in enumerate(batch):
         sp = scale(predictor, info, pred.flux[k], pred.sigma[k])
         stem = output_stem(info.objid)
         fits_path = opts.out_dir / f"{stem}.fits"
         if opts.per_object:
-            write_prediction_fits(fits_path, predictor, info, sp)
+            futures.append(run(write_spectrum, *prediction_record(fits_path, predictor, info, sp)))
         if opts.plot:
             label = "flux [1e-17 erg/s/cm²/Å]" if sp.norm is not None else "normalised flux"
-            plot_prediction(
+            futures.append(run(
+                plot_prediction,
                 opts.out_dir / f"{stem}.png", image, predictor.wave, sp.flux, sp.sigma,
                 title=f"{info.objid}  predicted by {predictor.name} {predictor.version}",
                 z=info.z, frame=predictor.frame, flux_label=label, dpi=opts.dpi,
-            )
+            ))
         summary.n_predicted += 1
         summary.n_scaled += int(sp.norm is not None)
         if opts.per_object:
@@ -207,3 +239,4 @@ def _flush(
         outs.append(fits_path.name if opts.per_object else "")
     if writer is not None:
         writer.add(infos, scaled, outs)
+    return [f for f in futures if isinstance(f, Future)]

@@ -84,6 +84,11 @@ def _norm_cards(predictor, info: ObjectInfo, pred: ScaledPrediction) -> dict[str
 
 def write_prediction_fits(path: Path, predictor, info: ObjectInfo, pred: ScaledPrediction) -> Path:
     """One object in the SDSS spec layout: loglam, flux, ivar = 1/sigma^2; header names the model."""
+    return write_spectrum(*prediction_record(path, predictor, info, pred))
+
+
+def prediction_record(path: Path, predictor, info: ObjectInfo, pred: ScaledPrediction) -> tuple:
+    """The picklable arguments of `write_spectrum` for one prediction (so worker processes can write it)."""
     z = float(info.z) if info.z is not None and np.isfinite(info.z) else float("nan")
     spec = SDSSSpectrum(
         loglam=predictor.loglam,
@@ -99,7 +104,7 @@ def write_prediction_fits(path: Path, predictor, info: ObjectInfo, pred: ScaledP
     header["ZKNOWN"] = (bool(np.isfinite(z)), "redshift given by the user (else Z = NaN)")
     header["SRCFILE"] = (Path(info.source).name[:68], "input cutout")
     unit = FLUX_UNIT if pred.norm is not None else NORMALISED_UNIT
-    return write_spectrum(path, spec, header=header, flux_unit=unit)
+    return path, spec, header, unit
 
 
 class TableWriter:
