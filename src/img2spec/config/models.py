@@ -17,6 +17,8 @@ class VAEParams(Section):
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(40, ge=1)
     patience: int = Field(6, ge=1)
+    lr_patience: int = Field(3, ge=1)       # epochs without val improvement before the LR is cut
+    lr_factor: float = Field(0.5, gt=0, lt=1)
     seed: int = 0
 
 
@@ -31,6 +33,8 @@ class CNNParams(Section):
     batch_size: int = Field(64, ge=1)
     epochs: int = Field(40, ge=1)
     patience: int = Field(6, ge=1)
+    lr_patience: int = Field(3, ge=1)
+    lr_factor: float = Field(0.5, gt=0, lt=1)
     loss: Literal["latent", "spectrum"] = "latent"
     shift_pixels: float = Field(0.0, ge=0, le=1)  # max sub-pixel shift of the augmentation (0: off)
     train_pca: bool = True    # also train the PCA + same-CNN baseline in the train_cnn stage
