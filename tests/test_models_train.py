@@ -106,3 +106,26 @@ def test_train_cnn_rejects_misaligned_latents(data):
 
     with pytest.raises(ValueError, match="rows"):
         train_cnn(TINY_CNN, data, (np.zeros((3, 2)), np.zeros((3, 2))), None)
+
+
+def test_untrained_pixels_are_interpolated_and_reload(tmp_path):
+    import keras
+
+    from img2spec.models.inference import decode
+    from img2spec.models.train import with_filled_pixels
+    from img2spec.models.vae import build_decoder
+
+    dec = build_decoder(10, 2, (8,))
+    trained = np.ones(10, bool)
+    trained[[0, 4, 5, 9]] = False  # an edge, a two-pixel gap, the other edge
+    filled = with_filled_pixels(dec, trained)
+    z = np.random.default_rng(0).standard_normal((5, 2)).astype(np.float32)
+    raw, out = decode(dec, z), decode(filled, z)
+    np.testing.assert_allclose(out[:, trained], raw[:, trained], rtol=1e-6)
+    np.testing.assert_allclose(out[:, 0], raw[:, 1], rtol=1e-6)
+    np.testing.assert_allclose(out[:, 9], raw[:, 8], rtol=1e-6)
+    np.testing.assert_allclose(out[:, 4], raw[:, 3] + (raw[:, 6] - raw[:, 3]) / 3, rtol=1e-5, atol=1e-6)
+    filled.save(tmp_path / "decoder.keras")
+    again = keras.saving.load_model(tmp_path / "decoder.keras", compile=False)
+    np.testing.assert_allclose(decode(again, z), out, rtol=1e-6)
+    assert with_filled_pixels(dec, np.ones(10, bool)) is dec

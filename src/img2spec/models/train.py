@@ -29,6 +29,7 @@ from ..io.atomic import atomic_path, write_json  # noqa: E402
 from .cnn import build_cnn  # noqa: E402
 from .data import clean_flux, image_dataset, spectra_dataset  # noqa: E402
 from .latents import Latents, as_latents  # noqa: E402
+from .layers import FillPixels, fill_indices  # noqa: E402
 from .trainer import CNNTrainer  # noqa: E402
 from .vae import KLWarmup, SpectrumVAE, build_decoder, build_encoder  # noqa: E402
 
@@ -36,6 +37,21 @@ log = logging.getLogger(__name__)
 
 MIN_TARGET_STD = 1e-6
 """Floor of a latent's train-split std (a dead latent must not divide by zero)."""
+
+
+MIN_TRAIN_COVERAGE = 0.01
+"""A pixel unmasked in fewer train spectra than this fraction is interpolated in the saved
+decoder (the likelihood never constrained it)."""
+
+
+def with_filled_pixels(decoder: keras.Model, trained: np.ndarray) -> keras.Model:
+    """The decoder with untrained pixels interpolated (`FillPixels`); unchanged if none."""
+    trained = np.asarray(trained, bool)
+    if trained.all():
+        return decoder
+    z = keras.Input(decoder.input_shape[1:], name="latent")
+    out = FillPixels(*fill_indices(trained), name="fill_untrained")(decoder(z))
+    return keras.Model(z, out, name="decoder")
 
 
 @dataclass
@@ -112,7 +128,8 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
     seconds = time.perf_counter() - start
     result = TrainResult(vae, history, _best(history, start=warm), seconds,
                          {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
-                          "n_pix": n_pix, "latent_dim": p.latent_dim})
+                          "n_pix": n_pix, "latent_dim": p.latent_dim,
+                          "trained_pixels": (ivar_tr > 0).mean(axis=0) >= MIN_TRAIN_COVERAGE})
     log.info("VAE: %d epochs in %.0f s, best val loss %.4f", result.info["epochs_run"], seconds, result.best_val_loss)
     if out_dir is not None:
         save_vae(result, p, data, out_dir)
@@ -123,7 +140,8 @@ def save_vae(result: TrainResult, p: VAEParams, data, out_dir: str | Path) -> No
     """encoder.keras, decoder.keras, wave.npy and vae.json into `out_dir` (atomic per file)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, model in (("encoder", result.model.encoder), ("decoder", result.model.decoder)):
+    decoder = with_filled_pixels(result.model.decoder, result.info["trained_pixels"])
+    for name, model in (("encoder", result.model.encoder), ("decoder", decoder)):
         with atomic_path(out / f"{name}.keras", suffix=".keras") as tmp:
             model.save(tmp)
     with atomic_path(out / "wave.npy", suffix=".npy") as tmp:
@@ -131,8 +149,9 @@ def save_vae(result: TrainResult, p: VAEParams, data, out_dir: str | Path) -> No
     write_json(out / "vae.json", {
         "latent_dim": p.latent_dim, "n_pix": int(result.info["n_pix"]), "wave_file": "wave.npy",
         "frame": data.meta.get("frame"), "params": p.model_dump(mode="json"),
+        "n_interpolated_pixels": int((~np.asarray(result.info["trained_pixels"], bool)).sum()),
         "training": {"best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 1),
-                     **result.info, "history": result.history},
+                     **{k: v for k, v in result.info.items() if k != "trained_pixels"}, "history": result.history},
         "loss": "0.5 * chi2 / P + kl_weight * KL / P (ivar-weighted, masked pixels weight 0)",
     })
 
