@@ -64,6 +64,12 @@ def inference_worker(root: Path, batch_size: int, repeats: int, out: Path) -> No
                                "galaxies_per_s_runs": [r["galaxies_per_s"] for r in rows]}))
 
 
+def _code_path(root: Path) -> str:
+    """PYTHONPATH for a worker: the trained workspace's own code snapshot first, then bench/."""
+    src = root / "src"
+    return f"{src}:{REPO / 'bench'}" if (src / "img2spec").is_dir() else str(REPO / "bench")
+
+
 def run_inference(root: Path, batch_sizes: Sequence[int], repeats: int, workdir: Path,
                   default_batch: int) -> dict[str, Any]:
     """One measured process per batch size; `galaxies_per_s` at the default batch size."""
@@ -72,7 +78,7 @@ def run_inference(root: Path, batch_sizes: Sequence[int], repeats: int, workdir:
         out = workdir / f"inference_bs{bs}.json"
         m = measure_command([sys.executable, __file__, "--inference-worker", str(root), "--batch", str(bs),
                              "--repeats", str(repeats), "--worker-out", str(out)],
-                            cwd=REPO, env=bench_env({"PYTHONPATH": str(REPO / "bench")}),
+                            cwd=REPO, env=bench_env({"PYTHONPATH": _code_path(root)}),
                             log_path=workdir / f"inference_bs{bs}.log")
         if not m.ok:
             by_bs[str(bs)] = {"error": f"exit {m.returncode}: {m.log_tail[-600:]}"}
@@ -107,6 +113,27 @@ def run_science(trained_root: Path, n: int, workdir: Path, seed: int | None) -> 
 
 
 # ------------------------------------------------------------------ orchestration
+def default_batch_size(trained: Path | None) -> int:
+    """The batch size users get: the bundle's inference.batch_size (else params.yaml publish.batch_size)."""
+    import yaml
+
+    manifest = (trained / "models" / "img2spec" / "bundle.json") if trained else None
+    if manifest and manifest.exists():
+        bs = (json.loads(manifest.read_text()).get("inference") or {}).get("batch_size")
+        if bs:
+            return int(bs)
+    params = (trained or REPO) / "params.yaml"
+    return int(((yaml.safe_load(params.read_text()) or {}).get("publish") or {}).get("batch_size", 256))
+
+
+def reusable_runs(previous: Path | None, sizes: Sequence[int]) -> list[dict]:
+    """Completed scaling runs of an earlier bench.json whose workspaces still exist (to resume)."""
+    if previous is None:
+        return []
+    runs = (json.loads(previous.read_text()).get("scaling") or {}).get("runs", [])
+    return [r for r in runs if r["n_galaxies"] in sizes and r.get("completed") and Path(r["workspace"]).is_dir()]
+
+
 def pick_trained_root(scal: dict | None, fallback: Path | None) -> Path | None:
     """The largest completed scaling workspace with a bundle, else `fallback` if it has one."""
     for run in sorted((scal or {}).get("runs", []), key=lambda r: -r["n_galaxies"]):
@@ -119,10 +146,15 @@ def pick_trained_root(scal: dict | None, fallback: Path | None) -> Path | None:
 
 
 def scaling_within_budget(sizes: Sequence[int], workdir: Path, overrides: dict, budget_s: float | None,
-                          t_start: float) -> dict[str, Any]:
-    """`scaling.run_size` for each size, skipping a size whose projected time exceeds the budget."""
-    runs, skipped = [], []
+                          t_start: float, code_from: Path = REPO, reuse: Sequence[dict] = ()) -> dict[str, Any]:
+    """`scaling.run_size` for each size, skipping a size whose projected time exceeds the budget.
+    `reuse`: runs of an earlier invocation (same code snapshot) kept instead of re-measured."""
+    runs, skipped = sorted(reuse, key=lambda r: r["n_galaxies"]), []
+    done = {r["n_galaxies"] for r in runs}
     for n in sorted(sizes):
+        if n in done:
+            print(f"scaling: n={n} reused from {runs[0]['workspace'].rsplit('/', 1)[0]}", flush=True)
+            continue
         if budget_s is not None and runs:
             last = runs[-1]
             projected = last["total_seconds"] * n / last["n_galaxies"] * PROJECTION_SAFETY
@@ -133,9 +165,10 @@ def scaling_within_budget(sizes: Sequence[int], workdir: Path, overrides: dict, 
                 print(f"scaling: skip n={n} ({skipped[-1]['reason']})", flush=True)
                 continue
         print(f"scaling: n={n}", flush=True)
-        runs.append(scaling.run_size(n, workdir, dict(overrides)))
+        runs.append(scaling.run_size(n, workdir, dict(overrides), code_from))
+        runs.sort(key=lambda r: r["n_galaxies"])
     return {"sizes_requested": sorted(sizes), "sizes_run": [r["n_galaxies"] for r in runs], "skipped": skipped,
-            "overrides": overrides, "runs": runs, "table": scaling.scaling_table(runs),
+            "overrides": overrides, "code_from": str(code_from), "reused_sizes": sorted(done), "runs": runs, "table": scaling.scaling_table(runs),
             "throughput_by_size": {str(r["n_galaxies"]): scaling.throughput(r) for r in runs}}
 
 
@@ -250,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--science-seed", type=int, default=None)
     ap.add_argument("--inference-repeats", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=None, help="keep workspaces here (default: temp, removed)")
+    ap.add_argument("--code-from", type=Path, default=REPO,
+                    help="snapshot the tracked files of this git checkout (default: this repo)")
+    ap.add_argument("--reuse-scaling", type=Path, default=None,
+                    help="an earlier bench.json: keep its completed sizes whose workspaces still exist")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
     ap.add_argument("--markdown", type=Path, default=REPO / "reports" / "bench.md")
     ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="'' to leave the README alone")
@@ -262,7 +299,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         inference_worker(args.inference_worker, args.batch, args.repeats, args.worker_out)
         return
 
-    from img2spec.config import load_params
     from img2spec.io.atomic import write_json, write_text
 
     t0 = time.perf_counter()
@@ -281,12 +317,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         scal = None
         if not args.skip_scaling:
-            scal = scaling_within_budget(sizes, workdir, overrides, budget_s, t0)
+            scal = scaling_within_budget(sizes, workdir, overrides, budget_s, t0, args.code_from,
+                                         reusable_runs(args.reuse_scaling, sizes))
             report["scaling"] = scal
             report["throughput"] = headline_throughput(scal)
         trained = pick_trained_root(scal, args.trained_root or (REPO if args.skip_scaling else None))
         report["trained_root"] = str(trained) if trained else None
-        default_bs = load_params(REPO / "params.yaml").publish.batch_size
+        default_bs = default_batch_size(trained)
         if trained is None:
             report["inference"] = {"skipped": "no trained bundle (no scaling run completed through publish)"}
             report["science"] = {"skipped": "no trained bundle"}

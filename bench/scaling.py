@@ -38,6 +38,8 @@ STAGE_TIMEOUT_S = 3600.0
 """One stage of one size may take at most this long."""
 LINEAR_BAND = (0.85, 1.15)
 """Growth exponents b (t ~ N^b) outside this band are flagged as not linear."""
+NOT_COPIED = frozenset({"dvc.lock"})
+"""A fresh workspace starts without a lock file (every stage runs)."""
 MOCK_STAGES = ("select", "fetch_spectra", "fetch_images", "fetch_photometry")
 PREP_STAGES = ("match", "prepare")
 
@@ -46,7 +48,7 @@ PREP_STAGES = ("match", "prepare")
 def tracked_files(repo: Path = REPO) -> list[str]:
     """Files git tracks that exist in the working tree (deleted ones are skipped)."""
     out = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout
-    return [f for f in out.decode().split("\0") if f and (repo / f).is_file()]
+    return [f for f in out.decode().split("\0") if f and f not in NOT_COPIED and (repo / f).is_file()]
 
 
 def make_workspace(dest: Path, repo: Path = REPO) -> Path:
