@@ -252,7 +252,7 @@ def machine_facts(repo: str | Path | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": package_versions(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "gpu": "none visible" if not Path("/dev/nvidia0").exists() else "present",
+        "gpu": "none" if not Path("/dev/nvidia0").exists() else "present",
     }
     if repo is not None:
         facts["git"] = git_state(repo)

@@ -186,16 +186,22 @@ def _f(x: Any, fmt: str = "{:.2f}") -> str:
     return "–" if x is None or (isinstance(x, float) and x != x) else fmt.format(x)
 
 
+def _snapshot(report: dict[str, Any]) -> str:
+    """Where the measured pipeline code came from, when not this checkout."""
+    src = (report.get("scaling") or {}).get("code_from")
+    return "" if not src or Path(src) == REPO else f" (pipeline code: snapshot `{src}`)"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The short Markdown summary shown in the README."""
     m = report["machine"]
     p = m["packages"]
     lines = [f"Measured {report['generated'][:10]} by `{report['command']}` on {m['cpu_model']} "
-             f"({m['cores_available']} cores, {m['memory_gib']} GiB, {m['gpu']} GPU; load average "
+             f"({m['cores_available']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; load average "
              f"{m['load_average_1_5_15'][0]} at start, {report.get('load_average_end', ['?'])[0]} at end: "
              f"other jobs shared the machine), Python {m['python']}, TensorFlow {p['tensorflow']}, "
-             f"Keras {p['keras']}, numpy {p['numpy']}, astropy {p['astropy']}, commit "
-             f"`{m.get('git', {}).get('commit', '?')[:10]}`. Raw figures: `reports/bench.json`."]
+             f"Keras {p['keras']}, numpy {p['numpy']}, astropy {p['astropy']}, bench at commit "
+             f"`{m.get('git', {}).get('commit', '?')[:10]}`{_snapshot(report)}. Raw figures: `reports/bench.json`."]
     if report.get("quick"):
         lines.append("\n**Quick mode** (tiny sizes, few epochs): a harness check, not representative figures.")
     thr = report.get("throughput") or {}
@@ -290,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
     ap.add_argument("--markdown", type=Path, default=REPO / "reports" / "bench.md")
     ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="'' to leave the README alone")
+    ap.add_argument("--render-only", type=Path, default=None,
+                    help="re-write the Markdown and README section from this bench.json; measure nothing")
     ap.add_argument("--inference-worker", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=INFERENCE_REPEATS, help=argparse.SUPPRESS)
@@ -300,6 +308,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
 
     from img2spec.io.atomic import write_json, write_text
+
+    if args.render_only is not None:
+        table = markdown(json.loads(args.render_only.read_text()))
+        write_text(args.markdown, table)
+        args.markdown.chmod(0o644)
+        if str(args.readme) and args.readme.is_file() and not update_readme(args.readme, table):
+            print(f"{args.readme}: no {MARK_START}/{MARK_END} markers; README not updated", flush=True)
+        print(table)
+        return
 
     t0 = time.perf_counter()
     sizes = args.sizes or (QUICK["sizes"] if args.quick else DEFAULT_SIZES)

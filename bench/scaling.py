@@ -61,7 +61,11 @@ def make_workspace(dest: Path, repo: Path = REPO) -> Path:
     git = ["git", "-c", "user.name=img2spec-bench", "-c", "user.email=bench@localhost"]
     subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "bench snapshot"], cwd=dest, check=True)
+    from common import git_state
+
+    origin = git_state(repo)  # the commit message says what was measured
+    subprocess.run([*git, "commit", "-q", "-m", f"bench snapshot of {repo} at {origin['commit']} "
+                    f"({origin['dirty_files']} tracked files modified)"], cwd=dest, check=True)
     return dest
 
 

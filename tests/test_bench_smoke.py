@@ -87,6 +87,8 @@ def test_workspace_copies_tracked_files_only(tmp_path):
     assert (ws / "pkg" / "a.py").read_text() == "x = 2\n"
     assert not (ws / "untracked.txt").exists()
     assert (ws / ".git").is_dir()
+    subject = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=ws, capture_output=True, text=True).stdout
+    assert subject.startswith(f"bench snapshot of {src} at ") and "(1 tracked files modified)" in subject
     assert scaling.dvc_stages(ws) == ["first", "second"]
     (ws / "metrics").mkdir()
     (ws / "metrics" / "train_cnn.json").write_text('{"cnn": {"epochs_run": 4, "train_seconds": 2.0}, "pca_cnn": {}}')
@@ -197,3 +199,17 @@ def test_pick_trained_root(tmp_path):
     assert run_all.pick_trained_root({"runs": runs}, None) == big
     assert run_all.pick_trained_root(None, small) == small
     assert run_all.pick_trained_root(None, broken) is None
+
+
+def test_render_only_rewrites_markdown_and_readme(tmp_path):
+    report = {"generated": "2026-11-24T00:00:00+00:00", "command": "python bench/run_all.py", "quick": False,
+              "machine": common.machine_facts(REPO), "science": {"skipped": "no trained bundle"},
+              "inference": {"skipped": "no trained bundle"}, "load_average_end": [1.0, 1.0, 1.0]}
+    src = tmp_path / "bench.json"
+    src.write_text(__import__("json").dumps(report))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{run_all.MARK_START}\nold\n{run_all.MARK_END}\n")
+    md = tmp_path / "bench.md"
+    run_all.main(["--render-only", str(src), "--markdown", str(md), "--readme", str(readme)])
+    assert "Science: not measured (no trained bundle)" in md.read_text()
+    assert md.read_text() in readme.read_text() and "old" not in readme.read_text()
