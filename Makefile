@@ -33,10 +33,11 @@ setup: $(STAMP)  ## create .venv and install the pinned dependencies (idempotent
 repro: setup  ## run the whole DVC pipeline (default: offline mock survey)
 	$(BIN)/dvc repro
 
-test: setup  ## run the fast test suite (offline, < 15 min on 2 cores)
+test: setup  ## run the fast test suite (offline, < 15 min on 2 cores; CI=true also installs PostgreSQL)
+	@if [ "$${CI:-}" = "true" ]; then bash scripts/ci_postgres.sh; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-slow: setup  ## run the slow end-to-end and PostgreSQL tests too
+test-slow: setup  ## run the slow end-to-end tests too
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
 tune: setup  ## Optuna study of the VAE and CNN (params: tune)
