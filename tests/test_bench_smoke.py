@@ -115,7 +115,7 @@ def test_params_override(tmp_path):
 
 
 def _run(n: int, secs: dict[str, float], peak: float = 0.5, **extra) -> dict:
-    stages = [{"stage": s, "ok": True, "seconds": t, "peak_gib": peak} for s, t in secs.items()]
+    stages = [{"stage": s, "ok": True, "seconds": t, "cpu_seconds": t / 2, "peak_gib": peak} for s, t in secs.items()]
     return {"n_galaxies": n, "stages": stages, "splits": {"train": int(0.8 * n), "val": int(0.1 * n)},
             "training": {"vae": {"epochs_run": 10, "train_seconds": 8.0}, "cnn": {"epochs_run": 5}},
             "total_seconds": sum(secs.values()), "completed": True, **extra}
@@ -129,6 +129,7 @@ def test_scaling_table_and_throughput():
     table = {row["stage"]: row for row in scaling.scaling_table([big, small])}
     assert table["select"]["time_exponent"] == pytest.approx(1.0) and table["select"]["linear"]
     assert table["prepare"]["time_exponent"] == pytest.approx(2.0) and not table["prepare"]["linear"]
+    assert table["prepare"]["cpu_exponent"] == pytest.approx(2.0)
     assert table["train_vae"]["time_exponent"] == pytest.approx(0.0)
     thr = scaling.throughput(small)
     assert thr["mock_generation"]["objects_per_s"] == pytest.approx(1000 / 40.0)
