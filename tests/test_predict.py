@@ -15,9 +15,8 @@ from img2spec.config import params_from_dict
 from img2spec.io.ps1_cutout import Cutout, write_cutout
 from img2spec.io.sdss_spectrum import FLUX_UNIT, read_spectrum
 from img2spec.paths import Paths
-from test_predict_support import N_PIX, SIZE, build_project, ensure_inference_module, galaxy_cutout
+from test_predict_support import N_PIX, SIZE, build_project, galaxy_cutout
 
-ensure_inference_module()
 N_SAMPLES = 8
 
 

@@ -13,9 +13,8 @@ import pytest
 
 from img2spec.config import Params, params_from_dict
 from img2spec.paths import Paths
-from test_predict_support import N_PIX, SIZE, build_project, ensure_inference_module
+from test_predict_support import N_PIX, SIZE, build_project
 
-ensure_inference_module()
 
 
 @pytest.fixture(scope="module")
