@@ -42,6 +42,8 @@ SCIENCE_N = 1000
 QUICK = {"sizes": (60, 120), "science_n": 40, "inference_repeats": 2,
          "overrides": {"vae.epochs": 3, "vae.kl_warmup_epochs": 1, "cnn.epochs": 2}}
 """--quick: a harness check in minutes. Its figures are not comparable with a full run."""
+OVERHEAD_SHARE = 0.5
+"""A stage whose own reported seconds are below this share of its wall time is listed as overhead-bound."""
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PROJECTION_SAFETY = 1.2
 """A size is skipped when (previous size's time x size ratio x this) exceeds the remaining budget."""
@@ -241,6 +243,15 @@ def markdown(report: dict[str, Any]) -> str:
                          + f" | {_f(row.get('time_exponent'))} | {_f(row.get('cpu_exponent'))} |")
         totals = " | ".join(f"{r['total_seconds']:.0f}" for r in scal["runs"])
         lines.append(f"| **total (s)** | {totals} | | |")
+        overhead = []
+        for r in scal["runs"]:
+            for st in r["stages"]:
+                own = st.get("stage_reported_seconds")
+                if st.get("ok") and own is not None and st["seconds"] > 0 and own < OVERHEAD_SHARE * st["seconds"]:
+                    overhead.append(f"{st['stage']} at N = {r['n_galaxies']}: {own:.1f} of {st['seconds']:.1f} s")
+        if overhead:
+            lines.append("\nStages whose own work (their report's `seconds`) is under half of the wall time, the rest "
+                         "being DVC hashing/caching and interpreter start-up: " + "; ".join(overhead) + ".")
         for sk in scal.get("skipped", []):
             lines.append(f"\nN = {sk['n_galaxies']} not run: {sk['reason']}.")
         nonlin = [f"{r['stage']} (b_cpu = {_f(r.get('cpu_exponent'))}, b = {_f(r.get('time_exponent'))})"
@@ -320,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             scal["throughput_by_size"] = {str(r["n_galaxies"]): scaling.throughput(r) for r in scal["runs"]}
             report["throughput"] = headline_throughput(scal)
             write_json(args.render_only, report)
+            args.render_only.chmod(0o644)
         table = markdown(report)
         write_text(args.markdown, table)
         args.markdown.chmod(0o644)
