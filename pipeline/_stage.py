@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Callable
 
 from img2spec.config import ConfigError, Params, load_params
+from img2spec.io.ps1_cutout import CutoutFormatError
+from img2spec.io.sdss_spectrum import SpectrumFormatError
 from img2spec.logs import setup_logging
 from img2spec.paths import Paths
 
-
-class NotImplementedStage(RuntimeError):
-    pass
+# Errors whose message already names the bad file or parameter: report them without a traceback.
+_USER_ERRORS = (FileNotFoundError, SpectrumFormatError, CutoutFormatError)
 
 
 def run_stage(name: str, body: Callable[[Params, Paths], None], doc: str = "") -> None:
-    """Parse `--params/--root`, load validated params and run `body`; exit 1 with a clear message on error."""
+    """Parse `--params/--root`, load validated params and run `body`.
+
+    Exit 2 on invalid params, 1 on an input error (message names the file); anything
+    else propagates with its traceback.
+    """
     parser = argparse.ArgumentParser(prog=f"pipeline/{name}.py", description=doc)
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     parser.add_argument("--root", default=".", help="project root holding data/, models/, reports/")
@@ -30,16 +34,9 @@ def run_stage(name: str, body: Callable[[Params, Paths], None], doc: str = "") -
     except ConfigError as exc:
         log.error("%s", exc)
         sys.exit(2)
-    except NotImplementedStage as exc:
-        log.error("stage %s: not implemented yet (%s)", name, exc)
-        sys.exit(3)
+    except _USER_ERRORS as exc:
+        log.error("stage %s: %s", name, exc)
+        sys.exit(1)
 
 
-def not_implemented(issue: int) -> Callable[[Params, Paths], None]:
-    def body(params: Params, paths: Paths) -> None:
-        raise NotImplementedStage(f"see issue {issue}")
-
-    return body
-
-
-__all__ = ["run_stage", "not_implemented", "NotImplementedStage", "logging"]
+__all__ = ["run_stage"]
