@@ -8,6 +8,8 @@ timeout kills the whole tree) and reports:
   between processes, so it is the fair "how much RAM does this need" figure);
 - `max_process_rss_bytes`: the kernel's exact high-water RSS of the largest single process
   in the tree (`wait4` rusage, what `/usr/bin/time -v` prints), immune to sampling gaps.
+  Linux carries the launching process's RSS high-water mark across fork+exec into it, so
+  launch from a small process (run_all.py imports no TensorFlow) or it reads high.
 """
 
 from __future__ import annotations
