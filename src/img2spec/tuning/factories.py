@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import time
 import warnings
 
 import optuna
@@ -14,6 +15,10 @@ from ..config.tune import TuneParams
 log = logging.getLogger(__name__)
 
 STORAGE_ENV = "OPTUNA_STORAGE"
+SCHEMA_RACE_TRIES = 5
+"""Workers that start together on an empty database race to create Optuna's schema; the
+loser gets a duplicate-object error and simply retries against the schema the winner made."""
+SCHEMA_RACE_BACKOFF_S = 0.5
 
 
 def storage_url(tune: TuneParams, override: str | None = None) -> str:
@@ -25,14 +30,25 @@ def make_storage(url: str, tune: TuneParams) -> optuna.storages.RDBStorage:
     """An RDB storage with a heartbeat, so a killed worker's trial is failed and replaced."""
     if "://" not in url:
         raise ValueError(f"tune.storage / {STORAGE_ENV}: {url!r} is not a database URL (e.g. sqlite:///optuna.db)")
-    with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=tune.heartbeat_s,
-            grace_period=2 * tune.heartbeat_s,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(1, SCHEMA_RACE_TRIES + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is flagged experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=tune.heartbeat_s,
+                    grace_period=2 * tune.heartbeat_s,
+                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                )
+        except (IntegrityError, ProgrammingError) as exc:
+            if attempt == SCHEMA_RACE_TRIES:
+                raise
+            log.info("optuna storage: schema created concurrently by another worker (%s); retrying",
+                     type(getattr(exc, "orig", exc)).__name__)
+            time.sleep(SCHEMA_RACE_BACKOFF_S * attempt)
+    raise AssertionError("unreachable")
 
 
 def make_sampler(tune: TuneParams, worker_seed: int = 0) -> optuna.samplers.BaseSampler:
