@@ -133,7 +133,7 @@ def main() -> None:
 
     params = load_params(args.params)
     predictor, label = load_predictor(params, Path(args.root))
-    n_samples = args.n_samples or params.publish.n_samples
+    n_samples = params.publish.n_samples if args.n_samples is None else args.n_samples
     import tensorflow as tf
 
     print(f"model: {label}; input {predictor.input_shape}, {len(predictor.wave)} pixels, "
