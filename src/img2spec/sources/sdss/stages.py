@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -94,47 +95,47 @@ def select(params: Params, paths: Paths) -> dict:
             **_http_report(fetcher)}
 
 
+def _fetch_files(stage: str, params: Params, paths: Paths, out_dir: Path, columns: list[str],
+                 fetch_one: Callable[[Fetcher, Any], str]) -> dict:
+    """Shared body of the per-object file fetchers: one task per candidate row, bounded pool,
+    temporaries of a killed run removed first, failures table and report at the end."""
+    t0 = time.monotonic()
+    cands = read_candidates(paths.candidates)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = _clean_temporaries(out_dir)
+    fetcher = Fetcher(params.sdss.http)
+    rows = list(cands[columns].itertuples(index=False))
+    try:
+        outcomes, failures = run_tasks(rows, lambda r: fetch_one(fetcher, r), lambda r: int(r.objid),
+                                       params.sdss.http.connections, stage)
+    finally:
+        fetcher.close()
+    report = _finish(stage, params, paths, len(rows), outcomes, failures, fetcher, t0)
+    return {**report, "stale_temporaries_removed": stale}
+
+
 def fetch_spectra(params: Params, paths: Paths) -> dict:
     """Every candidate's spec-lite file from SAS -> data/raw/spectra/."""
-    p, t0 = params.sdss, time.monotonic()
-    cands = read_candidates(paths.candidates)
-    paths.spectra_dir.mkdir(parents=True, exist_ok=True)
-    stale = _clean_temporaries(paths.spectra_dir)
-    fetcher = Fetcher(p.http)
-    rows = list(cands[["objid", "plate", "mjd", "fiberid", "run2d"]].itertuples(index=False))
+    p = params.sdss
 
-    def task(r) -> str:
+    def one(fetcher: Fetcher, r) -> str:
         return fetch_spectrum(p, fetcher, paths.spectrum_file(r.plate, r.mjd, r.fiberid),
                               r.plate, r.mjd, r.fiberid, r.run2d)
 
-    try:
-        outcomes, failures = run_tasks(rows, task, lambda r: int(r.objid), p.http.connections, "fetch_spectra")
-    finally:
-        fetcher.close()
-    report = _finish("fetch_spectra", params, paths, len(rows), outcomes, failures, fetcher, t0)
-    return {**report, "stale_temporaries_removed": stale}
+    return _fetch_files("fetch_spectra", params, paths, paths.spectra_dir,
+                        ["objid", "plate", "mjd", "fiberid", "run2d"], one)
 
 
 def fetch_images(params: Params, paths: Paths) -> dict:
     """5-band PS1 stack cutouts for every candidate -> data/raw/images/<objid>.fits."""
-    p, d, t0 = params.sdss, params.data, time.monotonic()
-    cands = read_candidates(paths.candidates)
-    paths.images_dir.mkdir(parents=True, exist_ok=True)
-    stale = _clean_temporaries(paths.images_dir)
-    fetcher = Fetcher(p.http)
-    rows = list(cands[["objid", "ra", "dec"]].itertuples(index=False))
+    p, d = params.sdss, params.data
     bands = tuple(d.bands)
 
-    def task(r) -> str:
+    def one(fetcher: Fetcher, r) -> str:
         return fetch_cutout(p, fetcher, paths.image_file(int(r.objid)), int(r.objid), float(r.ra), float(r.dec),
                             d.cutout_size, d.pixel_scale_arcsec, bands)
 
-    try:
-        outcomes, failures = run_tasks(rows, task, lambda r: int(r.objid), p.http.connections, "fetch_images")
-    finally:
-        fetcher.close()
-    report = _finish("fetch_images", params, paths, len(rows), outcomes, failures, fetcher, t0)
-    return {**report, "stale_temporaries_removed": stale}
+    return _fetch_files("fetch_images", params, paths, paths.images_dir, ["objid", "ra", "dec"], one)
 
 
 def fetch_photometry(params: Params, paths: Paths) -> dict:
