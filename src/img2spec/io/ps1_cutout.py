@@ -57,6 +57,25 @@ def magzp_for_exptime(exptime: float) -> float:
     return PS1_ZP_BASE + 2.5 * float(np.log10(exptime))
 
 
+def band_header_values(h: Mapping[str, Any]) -> tuple[float, float, float | None, float | None]:
+    """(EXPTIME, MAGZP, SEEING or None, pixel scale in arcsec or None) from one band header.
+
+    Shared by `read_cutout` and the fast plain-FITS reader in prep, so both interpret
+    headers the same way (MAGZP defaults to 25 + 2.5 log10 EXPTIME, PS1's convention).
+    """
+    exptime = float(h.get("EXPTIME", 1.0))
+    magzp = float(h["MAGZP"]) if "MAGZP" in h else magzp_for_exptime(exptime)
+    seeing = float(h["SEEING"]) if "SEEING" in h else None
+    scale = abs(float(h["CDELT2"])) * 3600.0 if "CDELT2" in h else None
+    return exptime, magzp, seeing, scale
+
+
+def parse_objid(raw: Any) -> int | str:
+    """OBJID header value as an int when it is a decimal number, else as given."""
+    text = str(raw)
+    return int(text) if text.lstrip("-").isdigit() else raw
+
+
 def cutout_wcs(ra: float, dec: float, shape: tuple[int, int], pixel_scale: float) -> WCS:
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -114,16 +133,13 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] = BANDS) -> Cutout:
                 if hdu.data is None or hdu.data.ndim != 2:
                     raise CutoutFormatError(f"{path}: band {band} is not a 2-D image")
                 data[band] = np.asarray(hdu.data, np.float32)
-                h = hdu.header
-                exptime[band] = float(h.get("EXPTIME", 1.0))
-                magzp[band] = float(h["MAGZP"]) if "MAGZP" in h else magzp_for_exptime(exptime[band])
-                if "SEEING" in h:
-                    seeing[band] = float(h["SEEING"])
-                if "CDELT2" in h:
-                    scale = abs(float(h["CDELT2"])) * 3600.0
-            objid_raw = head.get("OBJID", path.stem)
+                exptime[band], magzp[band], band_seeing, band_scale = band_header_values(hdu.header)
+                if band_seeing is not None:
+                    seeing[band] = band_seeing
+                if band_scale is not None:
+                    scale = band_scale
             return Cutout(
-                objid=int(objid_raw) if str(objid_raw).lstrip("-").isdigit() else objid_raw,
+                objid=parse_objid(head.get("OBJID", path.stem)),
                 ra=float(head.get("RA", np.nan)),
                 dec=float(head.get("DEC", np.nan)),
                 data=data, magzp=magzp, exptime=exptime, seeing=seeing, pixel_scale=scale,

@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import BANDS
-from ..io.ps1_cutout import Cutout, magzp_for_exptime
+from ..io.ps1_cutout import Cutout, band_header_values, parse_objid
 from ..io.sdss_spectrum import COADD_COLUMNS, SPECOBJ_COLUMNS, SDSSSpectrum
 
 BLOCK = 2880
@@ -257,16 +257,14 @@ def fast_read_cutout(path: str | Path, bands: tuple[str, ...] = BANDS) -> Cutout
                 return None
             img = np.frombuffer(hdu.data, dtype=dtype, count=nx * ny).reshape(ny, nx)
             data[band] = img.astype(np.float32)
-            exptime[band] = float(h.get("EXPTIME", 1.0))
-            magzp[band] = float(h["MAGZP"]) if "MAGZP" in h else magzp_for_exptime(exptime[band])
-            if "SEEING" in h:
-                seeing[band] = float(h["SEEING"])
-            if "CDELT2" in h:
-                scale = abs(float(h["CDELT2"])) * 3600.0
+            exptime[band], magzp[band], band_seeing, band_scale = band_header_values(h)
+            if band_seeing is not None:
+                seeing[band] = band_seeing
+            if band_scale is not None:
+                scale = band_scale
         head = hdus[0].header
-        objid_raw = str(head.get("OBJID", path.stem))
         return Cutout(
-            objid=int(objid_raw) if objid_raw.lstrip("-").isdigit() else objid_raw,
+            objid=parse_objid(str(head.get("OBJID", path.stem))),
             ra=float(head.get("RA", np.nan)),
             dec=float(head.get("DEC", np.nan)),
             data=data, magzp=magzp, exptime=exptime, seeing=seeing, pixel_scale=scale,
