@@ -1,8 +1,9 @@
 """Inference speed: galaxies per second end to end, from raw cutout arrays to spectra.
 
 End to end = `Predictor.predict_counts`: counts -> nanomaggies -> asinh stretch
-(`prep.images.preprocess_stack`) -> CNN -> decoder of the latent mean and of
-`n_samples` latent draws per object (`models.inference.predict_spectra`).
+(`prep.images.preprocess_stack`) -> CNN -> decoder of the latent mean, plus the
+uncertainty: the decoder's Jacobian along the L latent directions (`linearised`) or
+`n_samples` latent draws through the decoder (`sampled`) (`models.inference.predict_spectra`).
 FITS reading/writing is not included (it is per-file I/O, measured by `img2spec predict`'s
 summary.json `objects_per_s`).
 
@@ -10,7 +11,7 @@ Model: the published bundle `models/img2spec/` if present, else the trained
 models/vae + models/cnn, else the default architecture from params.yaml with random
 weights (the speed does not depend on the weights). Usage:
 
-    python bench/bench_predict.py [--batch-sizes 1 32 256 1024] [--n-samples N] [--params params.yaml]
+    python bench/bench_predict.py [--batch-sizes 1 32 256 1024] [--sigma linearised|sampled|none] [--n-samples N]
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _random_predictor(params, root: Path):
         "name": "random-weights", "version": "bench", "bundle_hash": "0" * 64,
         "input": {"shape": [size, size, len(BANDS)], "bands": list(BANDS), "pixel_scale_arcsec": 0.25},
         "output": {"frame": params.prepare.frame, "n_pix": len(wave)},
-        "inference": {"n_samples": params.publish.n_samples, "batch_size": params.publish.batch_size,
+        "inference": {"sigma_method": params.publish.sigma_method, "n_samples": params.publish.n_samples, "batch_size": params.publish.batch_size,
                       "seed": params.publish.seed},
         "normalisation": {"band": params.prepare.norm_band, "wavelength_A": 6201.2},
     }
@@ -70,7 +71,8 @@ def load_predictor(params, root: Path):
     return _random_predictor(params, root)
 
 
-def bench(predictor, batch_sizes, n_samples: int, seed: int = 0) -> list[dict]:
+def bench(predictor, batch_sizes, n_samples: int, seed: int = 0, sigma_method: str | None = None) -> list[dict]:
+    """Rows of galaxies/s per batch size; `sigma_method` None: the bundle's."""
     h, w, c = predictor.input_shape
     rng = np.random.default_rng(seed)
     n_max = max(max(MIN_OBJECTS, 2 * bs) for bs in batch_sizes)
@@ -80,7 +82,8 @@ def bench(predictor, batch_sizes, n_samples: int, seed: int = 0) -> list[dict]:
     rows = []
     for bs in batch_sizes:
         n = min(max(MIN_OBJECTS, 2 * bs), n_max) if bs > 1 else MAX_OBJECTS_BS1
-        predictor.predict_counts(counts[:bs], magzp[:bs], n_samples=n_samples, batch_size=bs)  # warm-up
+        predictor.predict_counts(counts[:bs], magzp[:bs], n_samples=n_samples, batch_size=bs,
+                                 sigma_method=sigma_method)  # warm-up (also traces the graphs)
         t_pre = t_all = 0.0
         t0 = time.perf_counter()
         for start in range(0, n, bs):
@@ -88,7 +91,7 @@ def bench(predictor, batch_sizes, n_samples: int, seed: int = 0) -> list[dict]:
             a = time.perf_counter()
             images = predictor.preprocess_stack(counts[sl], magzp[sl])
             t_pre += time.perf_counter() - a
-            predictor.predict(images, n_samples=n_samples, batch_size=bs)
+            predictor.predict(images, n_samples=n_samples, batch_size=bs, sigma_method=sigma_method)
         t_all = time.perf_counter() - t0
         rows.append({"batch_size": bs, "n_objects": n, "seconds": round(t_all, 3),
                      "galaxies_per_s": round(n / t_all, 1), "preprocess_fraction": round(t_pre / t_all, 3)})
@@ -125,6 +128,8 @@ def main() -> None:
     ap.add_argument("--root", default=".")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES))
     ap.add_argument("--n-samples", type=int, default=None, help="latent samples (default: publish.n_samples)")
+    ap.add_argument("--sigma", default=None, choices=["linearised", "sampled", "none"],
+                    help="uncertainty method (default: the bundle's)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--breakdown", action="store_true", help="also time CNN and decoder sampling separately")
     args = ap.parse_args()
@@ -137,10 +142,10 @@ def main() -> None:
     import tensorflow as tf
 
     print(f"model: {label}; input {predictor.input_shape}, {len(predictor.wave)} pixels, "
-          f"n_samples={n_samples}; TF {tf.__version__}, {os.cpu_count()} CPUs, "
+          f"sigma={args.sigma or predictor.sigma_method}, n_samples={n_samples}; TF {tf.__version__}, {os.cpu_count()} CPUs, "
           f"GPUs: {len(tf.config.list_physical_devices('GPU'))}")
     print(f"{'batch_size':>10} {'n_objects':>9} {'seconds':>9} {'galaxies/s':>12} {'preprocess':>12}")
-    rows = bench(predictor, args.batch_sizes, n_samples)
+    rows = bench(predictor, args.batch_sizes, n_samples, sigma_method=args.sigma)
     default = next((r for r in rows if r["batch_size"] == params.publish.batch_size), None)
     if default:
         verdict = "meets" if default["galaxies_per_s"] >= TARGET_PER_S else "MISSES"
@@ -149,7 +154,8 @@ def main() -> None:
     if args.breakdown:
         breakdown(predictor, params.publish.batch_size, n_samples)
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": label, "n_samples": n_samples, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"model": label, "sigma_method": args.sigma or predictor.sigma_method,
+                                               "n_samples": n_samples, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

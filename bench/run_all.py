@@ -50,8 +50,10 @@ PROJECTION_SAFETY = 1.2
 
 
 # ------------------------------------------------------------------ inference
-def inference_worker(root: Path, batch_size: int, repeats: int, out: Path) -> None:
-    """(Runs in its own process.) Median galaxies/s of bench_predict.bench at one batch size."""
+def inference_worker(root: Path, batch_size: int, repeats: int, out: Path, sigma_method: str | None = None) -> None:
+    """(Runs in its own process.) Median galaxies/s of bench_predict.bench at one batch size.
+
+    `sigma_method` None: the bundle's (what users get)."""
     import bench_predict
 
     from img2spec.config import load_params
@@ -59,11 +61,21 @@ def inference_worker(root: Path, batch_size: int, repeats: int, out: Path) -> No
     params_file = root / "params.yaml"
     params = load_params(params_file if params_file.exists() else REPO / "params.yaml")
     predictor, label = bench_predict.load_predictor(params, root)
-    rows = [bench_predict.bench(predictor, [batch_size], params.publish.n_samples)[0] for _ in range(repeats)]
-    out.write_text(json.dumps({"model": label, "batch_size": batch_size, "n_samples": params.publish.n_samples,
+    method = sigma_method or predictor.sigma_method
+    rows = [bench_predict.bench(predictor, [batch_size], params.publish.n_samples, sigma_method=method)[0]
+            for _ in range(repeats)]
+    out.write_text(json.dumps({"model": label, "batch_size": batch_size, "sigma_method": method,
+                               "n_samples": params.publish.n_samples,
                                "n_objects": rows[0]["n_objects"],
                                "galaxies_per_s": round(median(r["galaxies_per_s"] for r in rows), 1),
                                "galaxies_per_s_runs": [r["galaxies_per_s"] for r in rows]}))
+
+
+def _sigma_label(r: dict[str, Any]) -> str:
+    """How an inference row computed its uncertainty (old reports: sampled, n_samples draws)."""
+    if r.get("sigma_method", "sampled") == "linearised":
+        return "linearised sigma"
+    return f"sampled sigma, {r.get('n_samples', '?')} latent draws"
 
 
 def _code_path(root: Path) -> str:
@@ -75,26 +87,34 @@ def _code_path(root: Path) -> str:
 def run_inference(root: Path, batch_sizes: Sequence[int], repeats: int, workdir: Path,
                   default_batch: int) -> dict[str, Any]:
     """One measured process per batch size; `galaxies_per_s` at the default batch size."""
-    by_bs = {}
-    for bs in batch_sizes:
-        out = workdir / f"inference_bs{bs}.json"
-        m = measure_command([sys.executable, __file__, "--inference-worker", str(root), "--batch", str(bs),
-                             "--repeats", str(repeats), "--worker-out", str(out)],
-                            cwd=REPO, env=bench_env({"PYTHONPATH": _code_path(root)}),
-                            log_path=workdir / f"inference_bs{bs}.log")
+    def measure(bs: int, sigma: str | None) -> dict[str, Any]:
+        tag = f"bs{bs}" + (f"_{sigma}" if sigma else "")
+        out = workdir / f"inference_{tag}.json"
+        cmd = [sys.executable, __file__, "--inference-worker", str(root), "--batch", str(bs),
+               "--repeats", str(repeats), "--worker-out", str(out)] + (["--sigma", sigma] if sigma else [])
+        m = measure_command(cmd, cwd=REPO, env=bench_env({"PYTHONPATH": _code_path(root)}),
+                            log_path=workdir / f"inference_{tag}.log")
         if not m.ok:
-            by_bs[str(bs)] = {"error": f"exit {m.returncode}: {m.log_tail[-600:]}"}
-            continue
+            return {"error": f"exit {m.returncode}: {m.log_tail[-600:]}"}
         res = json.loads(out.read_text())
         res["peak_gib"] = round(m.peak_gib, 3)
         res["process_seconds"] = round(m.seconds, 1)
-        by_bs[str(bs)] = res
-        print(f"inference: batch {bs}: {res['galaxies_per_s']} galaxies/s, peak {res['peak_gib']:.2f} GiB", flush=True)
+        print(f"inference: batch {bs}, sigma {res['sigma_method']}: {res['galaxies_per_s']} galaxies/s, "
+              f"peak {res['peak_gib']:.2f} GiB", flush=True)
+        return res
+
+    by_bs = {str(bs): measure(bs, None) for bs in batch_sizes}
     result: dict[str, Any] = {"batch_size": default_batch, "by_batch_size": by_bs,
                               "galaxies_per_s": by_bs.get(str(default_batch), {}).get("galaxies_per_s")}
     one = by_bs.get("1", {}).get("galaxies_per_s")
     if one and result["galaxies_per_s"]:
         result["speedup_vs_batch_1"] = round(result["galaxies_per_s"] / one, 1)
+    # Baseline in the same run: the sampled sigma at the default batch size.
+    if by_bs.get(str(default_batch), {}).get("sigma_method") == "linearised":
+        ref = measure(default_batch, "sampled")
+        result["sampled_reference"] = ref
+        if ref.get("galaxies_per_s") and result["galaxies_per_s"]:
+            result["speedup_vs_sampled"] = round(result["galaxies_per_s"] / ref["galaxies_per_s"], 2)
     return result
 
 
@@ -221,11 +241,16 @@ def markdown(report: dict[str, Any]) -> str:
                              f"{t['at_n_galaxies']} galaxies{extra} |")
     inf = report.get("inference") or {}
     if inf.get("by_batch_size"):
-        lines += ["", f"| Inference (cutout arrays -> spectra, {next(iter(inf['by_batch_size'].values())).get('n_samples', '?')} "
-                  "latent samples) | galaxies/s | peak memory (GiB) |", "|---|---:|---:|"]
+        first = next(iter(inf["by_batch_size"].values()))
+        lines += ["", f"| Inference (cutout arrays -> spectra, {_sigma_label(first)}) | galaxies/s | peak memory (GiB) |",
+                  "|---|---:|---:|"]
         for bs, r in inf["by_batch_size"].items():
             tag = " (default)" if int(bs) == inf["batch_size"] else ""
             lines.append(f"| batch {bs}{tag} | {_f(r.get('galaxies_per_s'), '{:.1f}')} | {_f(r.get('peak_gib'))} |")
+        ref = inf.get("sampled_reference")
+        if ref:
+            lines.append(f"| batch {inf['batch_size']}, {_sigma_label(ref)} (reference) | "
+                         f"{_f(ref.get('galaxies_per_s'), '{:.1f}')} | {_f(ref.get('peak_gib'))} |")
     scal = report.get("scaling") or {}
     if scal.get("table"):
         sizes = [str(s) for s in scal["sizes_run"]]
@@ -316,9 +341,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=INFERENCE_REPEATS, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--sigma", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.inference_worker is not None:
-        inference_worker(args.inference_worker, args.batch, args.repeats, args.worker_out)
+        inference_worker(args.inference_worker, args.batch, args.repeats, args.worker_out, args.sigma)
         return
 
     from img2spec.io.atomic import write_json, write_text

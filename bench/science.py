@@ -149,7 +149,7 @@ def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params
     pca_dir = trained_root / "models" / "cnn" / PCA_SUBDIR
     if (pca_dir / "cnn.keras").exists():
         pca = load_models(pca_dir, pca_dir)
-        out["pca_cnn"] = predict_spectra(pca.cnn, pca.decoder, images, n_samples=0,
+        out["pca_cnn"] = predict_spectra(pca.cnn, pca.decoder, images, sigma_method="none",
                                          batch_size=predictor.batch_size).flux
     mu, _ = encode_spectra(load_encoder(trained_root / "models" / "vae"), np.asarray(fresh.flux), np.asarray(fresh.ivar))
     out["vae_ceiling"] = decode(predictor.decoder, mu)

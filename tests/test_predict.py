@@ -39,9 +39,14 @@ def test_bundle_predict_equals_direct_predict_spectra(env):
     root, facts, predictor = env
     cnn, decoder = load_models(root / "models" / "vae", root / "models" / "cnn")[:2]
     direct = predict_spectra(cnn, decoder, facts["images"], n_samples=N_SAMPLES, batch_size=5, seed=0)
+    assert predictor.sigma_method == "linearised"  # the publish default, recorded in the bundle
     via = predictor.predict(facts["images"])
     np.testing.assert_array_equal(via.flux, direct.flux)
     np.testing.assert_array_equal(via.sigma, direct.sigma)
+    assert np.all(np.isfinite(via.sigma)) and np.all(via.sigma >= 0)
+    sampled = predict_spectra(cnn, decoder, facts["images"], n_samples=N_SAMPLES, batch_size=5, seed=0,
+                              sigma_method="sampled")
+    np.testing.assert_array_equal(predictor.predict(facts["images"], sigma_method="sampled").sigma, sampled.sigma)
     assert via.flux.shape == (len(facts["images"]), N_PIX)
     # raw counts + MAGZP go through the prepare stage's own scaling
     stack = np.stack([c.stack() for c in facts["cutouts"]])
@@ -121,6 +126,7 @@ def test_batch_over_files_with_bad_inputs(env, tmp_path):
         head = hdul[0].header
         assert head["PREDICTED"] is True
         assert head["MODELHSH"] == predictor.bundle_hash[:16]
+        assert head["SIGMETH"] == "linearised"
         assert head["FLUXNORM"] == "NORMALISED"
         assert hdul["COADD"].columns["flux"].unit != FLUX_UNIT
         assert hdul["SPECOBJ"].data["OBJID"][0] == str(facts["cutouts"][0].objid)

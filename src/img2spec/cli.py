@@ -76,7 +76,8 @@ def predict(
     plot: bool = typer.Option(False, "--plot", help="a PNG per object: grizy composite + spectrum with 1-sigma band and lines"),
     per_object: bool = typer.Option(True, "--per-object/--no-per-object", help="one FITS per object (turn off with --table for survey-scale runs)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="objects per forward pass (default: the bundle's)"),
-    n_samples: Optional[int] = typer.Option(None, "--n-samples", min=1, help="latent samples for the uncertainty (default: the bundle's)"),
+    sigma_method: Optional[str] = typer.Option(None, "--sigma", help="uncertainty: linearised (first-order, fast) or sampled (--n-samples draws); default: the bundle's"),
+    n_samples: Optional[int] = typer.Option(None, "--n-samples", min=2, help="latent samples for --sigma sampled (default: the bundle's)"),
     writers: Optional[int] = typer.Option(None, "--writers", min=1, help="processes writing FITS/PNG files (default: publish.n_writers)"),
     mags: Optional[Path] = typer.Option(None, "--mags", help="CSV objid,<band>KronMag[,z]: scale to 1e-17 erg/s/cm^2/A (else normalised flux)"),
     params: Path = typer.Option(Path("params.yaml"), help="parameter file (HTTP policy for fetching ra/dec tables; publish.plot_dpi)"),
@@ -89,6 +90,10 @@ def predict(
     from .predict.predictor import Predictor
     from .predict.runner import RunOptions, run_predict
 
+    from .models.inference import SIGMA_METHODS
+
+    if sigma_method is not None and sigma_method not in SIGMA_METHODS[:2]:
+        raise typer.BadParameter(f"{sigma_method!r}: choose linearised or sampled", param_hint="--sigma")
     setup_logging()
     try:
         cfg = load_params(params) if params.is_file() else Params()
@@ -100,6 +105,7 @@ def predict(
             raise RuntimeError(f"cannot load model {model!r}{f' at {rev}' if rev else ''}: {exc}") from exc
         opts = RunOptions(
             out_dir=out, table=table, plot=plot, per_object=per_object, batch_size=batch_size, n_samples=n_samples,
+            sigma_method=sigma_method,
             mags=mags, dpi=cfg.publish.plot_dpi, fetch_params=cfg, n_writers=writers or cfg.publish.n_writers,
         )
         summary = run_predict(predictor, inputs, opts)

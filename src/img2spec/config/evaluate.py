@@ -1,5 +1,7 @@
 """`evaluate`: metric, baselines and figures (owned by evaluate/)."""
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from .base import Section
@@ -9,7 +11,8 @@ class EvaluateParams(Section):
     knn_neighbours: int = Field(10, ge=1)
     knn_use_magnitude: bool = True    # r magnitude as a fifth kNN feature besides the 4 colours
     n_example_plots: int = Field(3, ge=0)
-    n_samples: int = Field(32, ge=2)  # latent samples for the predicted sigma (calibration)
+    sigma_method: Literal["linearised", "sampled"] = "linearised"  # predicted sigma (calibration), as publish
+    n_samples: int = Field(32, ge=2)  # latent samples for sigma_method: sampled
     batch_size: int = Field(256, ge=1)
     seed: int = 0
     hist_bins: int = Field(40, ge=2)

@@ -1,5 +1,7 @@
 """`publish` and `predict`: the inference bundle, the MLflow registry and batch inference (owned by predict/)."""
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Section
@@ -12,8 +14,11 @@ class PublishParams(Section):
     """Registry alias moved to each newly published version (`models:/<name>@<alias>`)."""
     registry: bool = True
     """Log the bundle to MLflow and register it; False only builds models/img2spec/."""
+    sigma_method: Literal["linearised", "sampled"] = "linearised"
+    """Per-pixel uncertainty: first-order propagation of the latent variance through the
+    decoder (exact Jacobian, deterministic, fast) or the std of `n_samples` decoded draws."""
     n_samples: int = Field(32, ge=1)
-    """Latent samples drawn through the decoder for the per-pixel uncertainty."""
+    """Latent samples drawn through the decoder (sigma_method: sampled only)."""
     batch_size: int = Field(256, ge=1)
     """Default inference batch size (objects per forward pass)."""
     seed: int = 0

@@ -20,7 +20,7 @@ def split_deviation(cnn, decoder, data, split: str = "val", *, batch_size: int =
     d = np.empty(len(idx))
     for s in range(0, len(idx), batch_size):
         rows = idx[s:s + batch_size]
-        pred = predict_spectra(cnn, decoder, data.images[rows], n_samples=0, batch_size=batch_size)
+        pred = predict_spectra(cnn, decoder, data.images[rows], batch_size=batch_size, sigma_method="none")
         d[s:s + len(rows)] = deviation(pred.flux, data.flux[rows], data.ivar[rows])
     return d
 

@@ -87,7 +87,7 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
 
     models = load_models(paths.vae_dir, paths.cnn_dir)
     cnn = predict_spectra(models.cnn, models.decoder, images, n_samples=ep.n_samples,
-                          batch_size=ep.batch_size, seed=ep.seed)
+                          batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method)
     preds["cnn"], sigmas["cnn"] = cnn.flux, cnn.sigma
 
     fallback = mean_spectrum(data.flux[train], data.ivar[train])
@@ -98,7 +98,7 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
     if (pca_dir / "cnn.keras").exists():
         pca = load_models(pca_dir, pca_dir)
         p = predict_spectra(pca.cnn, pca.decoder, images, n_samples=ep.n_samples, batch_size=ep.batch_size,
-                            seed=ep.seed)
+                            seed=ep.seed, sigma_method=ep.sigma_method)
         preds["pca_cnn"], sigmas["pca_cnn"] = p.flux, p.sigma
     else:
         notes["pca_cnn"] = f"{pca_dir}: not trained (cnn.train_pca: false)"

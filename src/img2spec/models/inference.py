@@ -1,18 +1,27 @@
 """Images -> spectra: the one prediction path shared by `evaluate` and `img2spec predict`.
 
 `predict_spectra` runs the CNN in batches (`training=False`), decodes the predicted latent
-mean into the point prediction `flux`, and propagates the predicted latent variance by
-sampling `n_samples` latents per object through the decoder (`sigma` = per-pixel std).
-The latent noise is drawn per object in catalogue order from one seeded generator, so the
-result does not depend on `batch_size`.
+mean into the point prediction `flux`, and propagates the predicted latent variance into a
+per-pixel `sigma` by one of the `SIGMA_METHODS`:
+
+- ``linearised`` (default): first-order (delta-method) propagation through the decoder,
+  sigma_p^2 = sum_l (dF_p/dz_l)^2 var_l, with the L Jacobian columns from exact
+  forward-mode derivatives at the latent mean. Deterministic; it costs L decoder-head rows
+  per object instead of `n_samples`, which is what lets batch inference pass 1,000
+  galaxies/s on 2 CPU cores.
+- ``sampled``: the per-pixel std of `n_samples` latent draws through the decoder (it keeps
+  the decoder's non-linearity). The latent noise is drawn per object in catalogue order
+  from one seeded generator, so the result does not depend on `batch_size`.
+- ``none``: no sigma (NaN), only the point prediction.
 """
 
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -27,12 +36,16 @@ from .cnn import split_output  # noqa: E402
 from .losses import LOGVAR_CLIP  # noqa: E402
 
 
+SigmaMethod = Literal["linearised", "sampled", "none"]
+SIGMA_METHODS: tuple[str, ...] = ("linearised", "sampled", "none")
+
+
 @dataclass
 class PredictedSpectra:
     flux: np.ndarray
     """(N, P) decoder(latent mean): normalised flux on the processed wave grid."""
     sigma: np.ndarray
-    """(N, P) per-pixel std of decoder spectra over latent samples (NaN if n_samples < 2)."""
+    """(N, P) per-pixel 1-sigma of the prediction (see `SIGMA_METHODS`; NaN for 'none')."""
     latent_mu: np.ndarray
     latent_logvar: np.ndarray
 
@@ -70,12 +83,39 @@ def load_encoder(vae_dir: str | Path):
     return keras.saving.load_model(path, compile=False)
 
 
+_COMPILED: dict[tuple[int, str], Any] = {}
+
+
+def _compiled(model, kind: str, build) -> Any:
+    """A `tf.function` made by `build(model_ref)` once per (model, kind), dropped with the model.
+
+    Graph execution of the forward passes is 1.5-2.5x faster than eager calls on a CPU
+    for the batch sizes of inference. The function holds only a weak reference to the
+    model, so caching it does not keep models alive.
+    """
+    key = (id(model), kind)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        fn = build(weakref.ref(model))
+        _COMPILED[key] = fn
+        weakref.finalize(model, _COMPILED.pop, key, None)
+    return fn
+
+
+def _forward(model):
+    """model(x, training=False) as a compiled function (any batch size, one retrace)."""
+    import tensorflow as tf
+
+    return _compiled(model, "forward", lambda ref: tf.function(
+        lambda x: ref()(x, training=False), reduce_retracing=True))
+
+
 def predict_latents(cnn, images: np.ndarray, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """CNN in batches -> (latent mean, latent logvar), each (N, L)."""
     outs = []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size], np.float32)
-        outs.append(_to_numpy(cnn(batch, training=False)))
+        outs.append(_to_numpy(_forward(cnn)(batch)))
     if not outs:
         n_out = int(cnn.output_shape[-1])
         return np.zeros((0, n_out // 2), np.float32), np.zeros((0, n_out // 2), np.float32)
@@ -84,34 +124,150 @@ def predict_latents(cnn, images: np.ndarray, *, batch_size: int = 256) -> tuple[
 
 def decode(decoder, latents: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
     """Decoder in batches: (N, L) latents -> (N, P) normalised flux."""
-    outs = [_to_numpy(decoder(np.asarray(latents[s:s + batch_size], np.float32), training=False))
+    outs = [_to_numpy(_forward(decoder)(np.asarray(latents[s:s + batch_size], np.float32)))
             for s in range(0, len(latents), batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0, int(decoder.output_shape[-1])), np.float32)
 
 
+LINEAR_SPLIT_RTOL = 1e-4
+"""The layer chain found by `_linear_split` must reproduce the decoder to this tolerance."""
+
+_SPLITS: dict[int, tuple[list, list] | None] = {}
+
+
+def _chain(layer) -> list:
+    """Layers of a (possibly nested) model in call order, InputLayers dropped."""
+    if isinstance(layer, keras.Model):
+        return [leaf for sub in layer.layers if not isinstance(sub, keras.layers.InputLayer)
+                for leaf in _chain(sub)]
+    return [layer]
+
+
+def _is_linear(layer) -> bool:
+    """A bias-free linear map of the tangent: a Dense without activation, or a `linear_map` layer."""
+    if getattr(layer, "linear_map", False):
+        return True
+    return isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.linear
+
+
+def _apply(layers: list, x):
+    for layer in layers:
+        x = layer(x, training=False) if isinstance(layer, keras.Model) else layer(x)
+    return x
+
+
+def _tail_tangent(tail: list, t):
+    """Push a tangent through the linear tail: Dense -> t @ kernel (the bias drops out)."""
+    import tensorflow as tf
+
+    for layer in tail:
+        t = tf.matmul(t, layer.kernel) if isinstance(layer, keras.layers.Dense) else layer(t)
+    return t
+
+
+def _linear_split(decoder) -> tuple[list, list] | None:
+    """(body, linear tail) of the decoder, or None when it is not a verified layer chain.
+
+    Our decoder is Dense(gelu)... -> Dense(linear) -> FillPixels: the wide output layer
+    and the pixel filling are linear, so their Jacobian-vector products are the layers'
+    kernels applied to the body's tangents. The split is checked numerically once per
+    decoder (a non-sequential graph falls back to differentiating the whole decoder).
+    """
+    key = id(decoder)
+    if key in _SPLITS:
+        return _SPLITS[key]
+    layers = _chain(decoder)
+    k = len(layers)
+    while k > 0 and _is_linear(layers[k - 1]):
+        k -= 1
+    split = (layers[:k], layers[k:]) if k < len(layers) else None
+    if split is not None:
+        probe = np.random.default_rng(0).standard_normal((4, int(decoder.input_shape[-1]))).astype(np.float32)
+        ref = _to_numpy(decoder(probe, training=False))
+        got = _to_numpy(_apply(layers, probe))
+        if got.shape != ref.shape or not np.allclose(got, ref, rtol=LINEAR_SPLIT_RTOL,
+                                                     atol=LINEAR_SPLIT_RTOL * float(np.abs(ref).max())):
+            split = None
+    _SPLITS[key] = split
+    weakref.finalize(decoder, _SPLITS.pop, key, None)
+    return split
+
+
+def _sigma_graph(decoder):
+    """Compiled (z, tangents) -> sigma for the decoder (see `linearised_sigma`)."""
+    import tensorflow as tf
+
+    def build(ref):
+        split = _linear_split(ref())
+        L = int(ref().input_shape[-1])
+
+        def sigma(z, tangents):
+            if split is None:
+                with tf.autodiff.ForwardAccumulator(z, tangents) as acc:
+                    out = ref()(z, training=False)
+                jvp = acc.jvp(out)
+            else:
+                body, tail = split
+                if body:
+                    with tf.autodiff.ForwardAccumulator(z, tangents) as acc:
+                        hidden = _apply(body, z)
+                    tangents = acc.jvp(hidden)
+                jvp = _tail_tangent(tail, tangents)
+            jvp = tf.reshape(jvp, (-1, L, tf.shape(jvp)[-1]))
+            return tf.sqrt(tf.reduce_sum(tf.square(jvp), axis=1))
+
+        return tf.function(sigma, reduce_retracing=True)
+
+    return _compiled(decoder, "linearised_sigma", build)
+
+
+def linearised_sigma(decoder, mu: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Delta-method sigma: sqrt(sum_l (dF/dz_l * std_l)^2) at z = mu; (B, L) -> (B, P).
+
+    Jacobian-vector products are exact (`tf.autodiff.ForwardAccumulator`, no finite
+    step). Only the decoder's non-linear body is differentiated; its tangents then go
+    through the linear tail (see `_linear_split`), so the wide output layer runs L rows
+    per object, against `n_samples` rows for the sampled sigma.
+    """
+    b, L = mu.shape
+    if b == 0:
+        return np.zeros((0, int(decoder.output_shape[-1])), np.float32)
+    z = np.repeat(np.asarray(mu, np.float32), L, axis=0)  # row (i, l): object i, direction l
+    tangents = (np.eye(L, dtype=np.float32)[None] * np.asarray(std, np.float32)[:, None, :]).reshape(b * L, L)
+    return _to_numpy(_sigma_graph(decoder)(z, tangents))
+
+
 def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, batch_size: int = 256,
-                    seed: int = 0) -> PredictedSpectra:
-    """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc)."""
+                    seed: int = 0, sigma_method: SigmaMethod = "linearised") -> PredictedSpectra:
+    """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc).
+
+    `n_samples` and `seed` only matter for `sigma_method="sampled"` (fewer than 2 samples:
+    no sigma, as for 'none').
+    """
     if not (hasattr(images, "shape") and hasattr(images, "__getitem__")):
         images = np.asarray(images)  # sliceable arrays (memmaps, row views) stay lazy
     if len(images.shape) != 4:
         raise ValueError(f"images: expected (N, H, W, C), got shape {images.shape}")
     if n_samples < 0 or batch_size < 1:
         raise ValueError(f"n_samples must be >= 0 and batch_size >= 1 (got {n_samples}, {batch_size})")
+    if sigma_method not in SIGMA_METHODS:
+        raise ValueError(f"sigma_method must be one of {SIGMA_METHODS}, got {sigma_method!r}")
     rng = np.random.default_rng(seed)
     mu, logvar = predict_latents(cnn, images, batch_size=batch_size)
     n, L = mu.shape
     n_pix = int(decoder.output_shape[-1])
     flux = np.empty((n, n_pix), np.float32)
     sigma = np.full((n, n_pix), np.nan, np.float32)
+    std_all = np.exp(0.5 * np.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)).astype(np.float32)
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         flux[sl] = decode(decoder, mu[sl], batch_size=batch_size)
-        if n_samples >= 2:
+        if sigma_method == "linearised":
+            sigma[sl] = linearised_sigma(decoder, mu[sl], std_all[sl])
+        elif sigma_method == "sampled" and n_samples >= 2:
             b = sl.stop - sl.start
             eps = rng.standard_normal((b, n_samples, L)).astype(np.float32)
-            std = np.exp(0.5 * np.clip(logvar[sl, None, :], -LOGVAR_CLIP, LOGVAR_CLIP))
-            z = mu[sl, None, :] + std * eps
+            z = mu[sl, None, :] + std_all[sl, None, :] * eps
             draws = decode(decoder, z.reshape(b * n_samples, L), batch_size=max(batch_size, 1024))
             sigma[sl] = draws.reshape(b, n_samples, n_pix).std(axis=1, ddof=1)
     return PredictedSpectra(flux, sigma, mu, logvar)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -30,17 +31,37 @@ class FillPixels(keras.layers.Layer):
     output is unconstrained by the likelihood. out[p] = (1 - w[p]) y[left[p]] + w[p] y[right[p]];
     trained pixels have left = right = p, so they pass through unchanged."""
 
+    linear_map = True
+    """out is a linear, bias-free function of y, so its Jacobian-vector product is the layer
+    applied to the tangent (`models.inference.linearised_sigma` relies on this)."""
+
     def __init__(self, left, right, weight, **kwargs):
         super().__init__(**kwargs)
         self.left = [int(v) for v in left]
         self.right = [int(v) for v in right]
         self.weight = [float(v) for v in weight]
+        # Only the few filled pixels are gathered: a gather over all P columns of a wide
+        # batch costs more than the decoder's output layer itself.
+        left_a, right_a = np.asarray(self.left, np.int32), np.asarray(self.right, np.int32)
+        filled = np.flatnonzero((left_a != np.arange(left_a.size)) | (right_a != np.arange(right_a.size)))
+        self._n_filled = int(filled.size)
+        self._left_f, self._right_f = left_a[filled], right_a[filled]
+        self._w_f = np.asarray(self.weight, np.float32)[filled]
+        self._keep = np.ones(left_a.size, np.float32)
+        self._keep[filled] = 0.0
+        self._scatter = np.zeros((filled.size, left_a.size), np.float32)
+        self._scatter[np.arange(filled.size), filled] = 1.0
 
     def call(self, y):
-        w = ops.convert_to_tensor(self.weight, dtype=y.dtype)
-        a = ops.take(y, ops.convert_to_tensor(self.left, dtype="int32"), axis=-1)
-        b = ops.take(y, ops.convert_to_tensor(self.right, dtype="int32"), axis=-1)
-        return (1.0 - w) * a + w * b
+        if not self._n_filled:
+            return y
+        w = ops.convert_to_tensor(self._w_f, dtype=y.dtype)
+        a = ops.take(y, ops.convert_to_tensor(self._left_f), axis=-1)
+        b = ops.take(y, ops.convert_to_tensor(self._right_f), axis=-1)
+        filled = (1.0 - w) * a + w * b  # (..., n_filled): the same arithmetic for every filled pixel
+        # Trained pixels: y * 1 + 0 (exact); filled pixels: y * 0 + filled (exact for finite y).
+        keep = ops.convert_to_tensor(self._keep, dtype=y.dtype)
+        return y * keep + ops.matmul(filled, ops.convert_to_tensor(self._scatter, dtype=y.dtype))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -49,10 +70,8 @@ class FillPixels(keras.layers.Layer):
         return {**super().get_config(), "left": self.left, "right": self.right, "weight": self.weight}
 
 
-def fill_indices(trained: "np.ndarray") -> tuple[list[int], list[int], list[float]]:
+def fill_indices(trained: np.ndarray) -> tuple[list[int], list[int], list[float]]:
     """(left, right, weight) of `FillPixels` for a boolean (P,) mask of trained pixels."""
-    import numpy as np
-
     trained = np.asarray(trained, bool)
     idx = np.arange(trained.size)
     good = idx[trained]

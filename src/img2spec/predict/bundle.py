@@ -241,10 +241,13 @@ def _manifest(
             "frame": str(data.meta.get("frame", params.prepare.frame)),
             "grid": "wave.npy",
             "velocity_step_kms": params.prepare.velocity_step_kms,
-            "uncertainty": "per-pixel std of decoder spectra over latent samples",
+            "uncertainty": ("first-order propagation of the predicted latent variance through the decoder"
+                            if params.publish.sigma_method == "linearised"
+                            else "per-pixel std of decoder spectra over latent samples"),
         },
         "normalisation": normalisation(params, data),
         "inference": {
+            "sigma_method": params.publish.sigma_method,
             "n_samples": params.publish.n_samples,
             "batch_size": params.publish.batch_size,
             "seed": params.publish.seed,

@@ -42,6 +42,13 @@ def _range_text(r: dict[str, float] | None, spec: str) -> str:
     )
 
 
+def _uncertainty_text(inference: dict[str, Any]) -> str:
+    if inference.get("sigma_method", "sampled") == "linearised":
+        return ("The 1-sigma band propagates the predicted latent variance through the decoder to first "
+                "order (exact Jacobian at the latent mean).")
+    return f"The 1-sigma band is the std of {inference['n_samples']} decoded latent samples."
+
+
 def model_card(m: dict[str, Any]) -> str:
     """Markdown model card: data, metric, limits of validity, usage."""
     inp, out, norm, val, data = m["input"], m["output"], m["normalisation"], m["validity"], m["data"]
@@ -53,8 +60,8 @@ Predicts an SDSS-like optical fibre spectrum ({out['wave_min_A']:.0f}-{out['wave
 {out['n_pix']} pixels at {out['velocity_step_kms']:g} km/s, {out['frame']} frame) with a per-pixel
 1-sigma uncertainty from a {h}x{w} pixel Pan-STARRS1 {''.join(inp['bands'])} cutout
 ({inp['pixel_scale_arcsec']} arcsec/pixel). A CNN predicts the latent distribution of a
-variational autoencoder trained on spectra; the VAE decoder turns latent samples into spectra
-({m['inference']['n_samples']} samples: mean = prediction, std = uncertainty).
+variational autoencoder trained on spectra; the VAE decoder turns the latent mean into the
+predicted spectrum. {_uncertainty_text(m['inference'])}
 
 - bundle hash: `{m['bundle_hash']}` (sha256 over the payload files listed in bundle.json)
 - git commit: `{m['git_commit']}`{' (working tree had uncommitted changes)' if m.get('git_dirty') else ''}

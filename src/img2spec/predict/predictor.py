@@ -122,6 +122,11 @@ class Predictor:
         return str(self.manifest["output"].get("frame", "observed"))
 
     @property
+    def sigma_method(self) -> str:
+        """'linearised' or 'sampled' (bundles made before the choice existed sampled)."""
+        return str(self.manifest["inference"].get("sigma_method", "sampled"))
+
+    @property
     def n_samples(self) -> int:
         return int(self.manifest["inference"]["n_samples"])
 
@@ -189,9 +194,12 @@ class Predictor:
     # ----- prediction ----------------------------------------------------------------
     def predict(
         self, images: np.ndarray, *, n_samples: int | None = None, batch_size: int | None = None,
-        seed: int | None = None,
+        seed: int | None = None, sigma_method: str | None = None,
     ):
-        """Stretched images (N, H, W, C) -> `PredictedSpectra` (normalised flux and sigma on `wave`)."""
+        """Stretched images (N, H, W, C) -> `PredictedSpectra` (normalised flux and sigma on `wave`).
+
+        Unset options take the bundle's values (`publish` params of the training run).
+        """
         from ..models.inference import predict_spectra
 
         images = self.check_images(images)
@@ -200,6 +208,7 @@ class Predictor:
             n_samples=self.n_samples if n_samples is None else int(n_samples),
             batch_size=self.batch_size if batch_size is None else int(batch_size),
             seed=self.seed if seed is None else int(seed),
+            sigma_method=self.sigma_method if sigma_method is None else sigma_method,
         )
 
     def predict_counts(self, stack: np.ndarray, magzp: Sequence[float], **kwargs):
@@ -214,7 +223,8 @@ class Predictor:
             "MODELVER": (self.version, "img2spec version of the bundle"),
             "MODELHSH": (self.bundle_hash[:16], "bundle payload sha256 (first 16 hex)"),
             "MODELSRC": (self.provenance.get("source", "path"), "bundle loaded from: path | dvc | mlflow"),
-            "NSAMPLE": (self.n_samples, "latent samples for the uncertainty"),
+            "SIGMETH": (self.sigma_method, "uncertainty: linearised | sampled"),
+            "NSAMPLE": (self.n_samples, "latent samples (SIGMETH = sampled)"),
             "FRAME": (self.frame, "wavelength frame of the prediction"),
         }
         if "registry_version" in self.provenance:

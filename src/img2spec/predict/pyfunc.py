@@ -13,8 +13,8 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
     Input: stretched images as produced by `img2spec.prep.images.preprocess_cutout`
     (float32, N x H x W x 5). Output: dict of float32 arrays `flux` and `sigma` (N x P,
-    normalised flux on the bundle's wave grid). Params `n_samples` and `seed` override
-    the bundle's defaults.
+    normalised flux on the bundle's wave grid). Params `sigma_method` ('linearised' or
+    'sampled'), `n_samples` and `seed` override the bundle's defaults.
     """
 
     def load_context(self, context) -> None:
@@ -29,12 +29,14 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         out = self.predictor.predict(
             np.asarray(model_input, np.float32),
             n_samples=params.get("n_samples"),
+            sigma_method=params.get("sigma_method"),
             seed=params.get("seed"),
         )
         return {"flux": np.asarray(out.flux, np.float32), "sigma": np.asarray(out.sigma, np.float32)}
 
 
-def signature(input_shape: tuple[int, int, int], n_pix: int, n_samples: int, seed: int):
+def signature(input_shape: tuple[int, int, int], n_pix: int, n_samples: int, seed: int,
+              sigma_method: str = "linearised"):
     """Tensor signature: images (-1, H, W, C) float32 -> flux, sigma (-1, P) float32."""
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
@@ -43,5 +45,6 @@ def signature(input_shape: tuple[int, int, int], n_pix: int, n_samples: int, see
     return ModelSignature(
         inputs=Schema([TensorSpec(f32, (-1, *input_shape))]),
         outputs=Schema([TensorSpec(f32, (-1, n_pix), "flux"), TensorSpec(f32, (-1, n_pix), "sigma")]),
-        params=ParamSchema([ParamSpec("n_samples", "long", int(n_samples)), ParamSpec("seed", "long", int(seed))]),
+        params=ParamSchema([ParamSpec("sigma_method", "string", str(sigma_method)),
+                            ParamSpec("n_samples", "long", int(n_samples)), ParamSpec("seed", "long", int(seed))]),
     )

@@ -50,7 +50,7 @@ def log_and_register(bundle_dir: Path, manifest: dict[str, Any], params: Params,
     name, alias = params.publish.model_name, params.publish.alias
     sig = signature(
         tuple(manifest["input"]["shape"]), int(manifest["output"]["n_pix"]),
-        params.publish.n_samples, params.publish.seed,
+        params.publish.n_samples, params.publish.seed, params.publish.sigma_method,
     )
     with start_run(
         "publish", params, inputs=list(REGISTRY_INPUTS), root=paths.root,

@@ -44,6 +44,7 @@ class RunOptions:
     """One FITS per object (astropy writes ~50/s); False with `table` for survey-scale runs."""
     batch_size: int | None = None
     n_samples: int | None = None
+    sigma_method: str | None = None
     seed: int | None = None
     mags: Path | None = None
     dpi: int = 110
@@ -212,7 +213,8 @@ def _flush(
     """Predict one batch and write it; with a pool, writes run while the next batch is predicted."""
     run = (lambda fn, *a, **k: pool.submit(fn, *a, **k)) if pool is not None else (lambda fn, *a, **k: fn(*a, **k))
     images = np.stack([img for _, img in batch])
-    pred = predictor.predict(images, n_samples=opts.n_samples, batch_size=opts.batch_size, seed=opts.seed)
+    pred = predictor.predict(images, n_samples=opts.n_samples, batch_size=opts.batch_size, seed=opts.seed,
+                             sigma_method=opts.sigma_method)
     _wait(pending or [])  # at most one batch of writes in flight: bounded memory
     futures: list = []
     infos, scaled, outs = [], [], []

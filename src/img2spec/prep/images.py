@@ -34,10 +34,40 @@ SKY_BORDER_FRACTION = 0.125
 SCALING_VERSION = 1
 
 
+def _band_rows(arr: np.ndarray, per_band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`arr` (..., W, C) viewed as (..., W*C), and per-band values (C,) or (N, C) tiled to
+    broadcast against that view.
+
+    numpy's inner loop then runs over W*C contiguous values instead of C; the arithmetic
+    is element for element the same, several times faster. `arr` must be C-contiguous
+    (the in-place callers pass arrays they just allocated).
+    """
+    per_band = np.asarray(per_band)
+    w, c = arr.shape[-2], arr.shape[-1]
+    rows = arr.reshape(arr.shape[:-2] + (w * c,))
+    if per_band.ndim == 1:
+        return rows, np.tile(per_band, w)
+    return rows, np.tile(per_band, (1, w)).reshape((per_band.shape[0],) + (1,) * (arr.ndim - 3) + (w * c,))
+
+
+def _tileable(arr: np.ndarray, per_band: np.ndarray) -> bool:
+    return arr.ndim >= (3 if np.ndim(per_band) == 2 else 2) and arr.flags.c_contiguous
+
+
 def to_nanomaggies(stack: np.ndarray, magzp: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Counts -> nanomaggies; `stack` (..., n_bands), `magzp` (n_bands,) or (N, n_bands)."""
+    """Counts -> nanomaggies; `stack` (..., n_bands), `magzp` (n_bands,) or (N, n_bands).
+
+    The product is formed in float64 and rounded once to float32 (numpy's buffered loop,
+    no full-size float64 temporary).
+    """
     zp = np.asarray(magzp, dtype=np.float64)
     factor = 10.0 ** (-0.4 * (zp - NANOMAGGY_ZP))
+    stack = np.asarray(stack)
+    if _tileable(stack, factor) and (factor.ndim == 1 or factor.shape[0] == stack.shape[0]):
+        out = np.empty(stack.shape, np.float32)
+        rows, tiled = _band_rows(stack, factor)
+        np.multiply(rows, tiled, out=out.reshape(rows.shape), dtype=np.float64, casting="unsafe")
+        return out
     if factor.ndim == 2:  # (N, n_bands) -> broadcast over (N, H, W, n_bands)
         factor = factor[:, None, None, :]
     return (np.asarray(stack, np.float64) * factor).astype(np.float32)
@@ -115,13 +145,31 @@ def _radius_arcsec(h: int, w: int, pixel_scale: float) -> np.ndarray:
 
 def stretch_nanomaggies(nmgy: np.ndarray, scaling: dict) -> np.ndarray:
     """Apply the asinh stretch and standardisation to nanomaggy pixels (..., n_bands)."""
-    # float32 throughout: the inputs are float32 and the network wants float32.
+    return _stretch_inplace(np.array(nmgy, dtype=np.float32, copy=True), scaling)
+
+
+def _stretch_inplace(out: np.ndarray, scaling: dict) -> np.ndarray:
+    """`stretch_nanomaggies` on a C-contiguous float32 array the caller owns (overwritten).
+
+    float32 throughout, in place and per band over contiguous rows (`_band_rows`): the
+    same roundings as the out-of-place formula without its full-size temporaries; this
+    is a large share of inference time.
+    """
+    finite = np.isfinite(out)
+    if not finite.all():
+        np.copyto(out, np.float32(0), where=~finite)
+    del finite
     soft = np.asarray(scaling["softening"], np.float32)
-    out = np.arcsinh(np.where(np.isfinite(nmgy), nmgy, np.float32(0)).astype(np.float32) / soft)
+    rows, soft = _band_rows(out, soft) if _tileable(out, soft) else (out, soft)
+    rows /= soft
+    np.arcsinh(rows, out=rows)
     if "offset" in scaling:
-        out -= np.asarray(scaling["offset"], np.float32)
-        out /= np.asarray(scaling["scale"], np.float32)
-    return out.astype(np.float32, copy=False)
+        offset, scale = np.asarray(scaling["offset"], np.float32), np.asarray(scaling["scale"], np.float32)
+        if rows is not out:
+            offset, scale = _band_rows(out, offset)[1], _band_rows(out, scale)[1]
+        rows -= offset
+        rows /= scale
+    return out
 
 
 def preprocess_stack(stack: np.ndarray, magzp: Sequence[float] | np.ndarray, scaling: dict) -> np.ndarray:
@@ -132,7 +180,7 @@ def preprocess_stack(stack: np.ndarray, magzp: Sequence[float] | np.ndarray, sca
     stack = np.asarray(stack)
     if stack.ndim not in (3, 4) or stack.shape[-1] != len(scaling["bands"]):
         raise ValueError(f"expected (H, W, {len(scaling['bands'])}) or (N, H, W, ...) stack, got {stack.shape}")
-    return stretch_nanomaggies(to_nanomaggies(stack, magzp), scaling)
+    return _stretch_inplace(to_nanomaggies(stack, magzp), scaling)
 
 
 def preprocess_cutout(cutout: Cutout, scaling: dict) -> np.ndarray:

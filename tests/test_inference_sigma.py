@@ -1,0 +1,124 @@
+"""The predicted uncertainty: linearised (delta-method) sigma, its fast paths, and FillPixels."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from img2spec.models import inference
+from img2spec.models.inference import linearised_sigma, predict_spectra
+from img2spec.models.layers import FillPixels, fill_indices
+from img2spec.models.train import with_filled_pixels
+from img2spec.models.vae import build_decoder
+
+L, P = 4, 60
+
+
+def _decoder(units=(16, 32), seed=0, fill=True):
+    keras.utils.set_random_seed(seed)
+    dec = build_decoder(P, L, list(units))
+    if fill:
+        trained = np.ones(P, bool)
+        trained[[0, 1, 17, 18, 19, 40, P - 1]] = False  # an edge, a gap, a single pixel, the far edge
+        dec = with_filled_pixels(dec, trained)
+    return dec
+
+
+def _fd_sigma(decoder, mu, std, step=1e-2):
+    """Central finite differences in float64 around mu, step x std per direction."""
+    cols = []
+    for l in range(mu.shape[1]):
+        dz = np.zeros_like(mu)
+        dz[:, l] = step * std[:, l]
+        hi = np.asarray(decoder(mu + dz), np.float64)
+        lo = np.asarray(decoder(mu - dz), np.float64)
+        cols.append((hi - lo) / (2 * step))  # derivative along l, times std_l
+    return np.sqrt(np.sum(np.square(cols), axis=0))
+
+
+def _latents(n=6, seed=1):
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(n, L)).astype(np.float32)
+    std = rng.uniform(0.05, 0.5, (n, L)).astype(np.float32)
+    return mu, std
+
+
+def test_linear_decoder_sigma_is_exact():
+    dec = _decoder(units=(), fill=False)  # z -> W z + b
+    mu, std = _latents()
+    kernel = np.asarray(dec.layers[-1].kernel, np.float64)  # (L, P)
+    expected = np.sqrt(np.einsum("nl,lp->np", np.square(std.astype(np.float64)), np.square(kernel)))
+    got = linearised_sigma(dec, mu, std)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_linearised_sigma_matches_finite_differences(fill):
+    dec = _decoder(fill=fill)
+    body, tail = inference._linear_split(dec)  # the fast path: only the gelu body is differentiated
+    assert [type(t).__name__ for t in tail] == (["Dense", "FillPixels"] if fill else ["Dense"])
+    assert len(body) == 2
+    mu, std = _latents()
+    got = linearised_sigma(dec, mu, std)
+    np.testing.assert_allclose(got, _fd_sigma(dec, mu, std), rtol=2e-3, atol=1e-6)
+    if fill:  # filled pixels interpolate their neighbours' sigma too, not left at 0
+        assert np.all(got[:, [0, 18, P - 1]] > 0)
+
+
+def test_nonlinear_output_falls_back_to_the_whole_decoder():
+    keras.utils.set_random_seed(2)
+    z = keras.Input((L,))
+    out = keras.layers.Dense(P, activation="softplus")(keras.layers.Dense(16, activation="gelu")(z))
+    dec = keras.Model(z, out)
+    assert inference._linear_split(dec) is None
+    mu, std = _latents()
+    np.testing.assert_allclose(linearised_sigma(dec, mu, std), _fd_sigma(dec, mu, std), rtol=2e-3, atol=1e-6)
+
+
+def test_linearised_agrees_with_sampling_for_small_latent_spread():
+    """For a narrow latent posterior the decoder is locally linear: both methods agree."""
+    dec = _decoder()
+    keras.utils.set_random_seed(3)
+    x = keras.Input((8, 8, 5))
+    flat = keras.layers.Flatten()(x)
+    head = keras.layers.Dense(2 * L)(flat)
+    cnn = keras.Model(x, head)
+    images = 0.01 * np.random.default_rng(4).normal(size=(5, 8, 8, 5)).astype(np.float32)
+    # Push the predicted log-variance very negative so the spread is small (std ~ 0.05).
+    cnn.layers[-1].bias.assign(np.r_[np.zeros(L), np.full(L, -6.0)].astype(np.float32))
+    lin = predict_spectra(cnn, dec, images, sigma_method="linearised")
+    smp = predict_spectra(cnn, dec, images, sigma_method="sampled", n_samples=4000, seed=0)
+    np.testing.assert_array_equal(lin.flux, smp.flux)
+    ratio = lin.sigma / smp.sigma
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.03)
+    assert np.all(np.abs(ratio - 1) < 0.08)  # Monte Carlo error of a std from 4000 draws: ~1%
+    none = predict_spectra(cnn, dec, images, sigma_method="none")
+    assert np.isnan(none.sigma).all()
+    np.testing.assert_array_equal(none.flux, lin.flux)
+
+
+def test_sigma_does_not_depend_on_batch_size_and_rejects_unknown_method():
+    dec = _decoder()
+    keras.utils.set_random_seed(5)
+    x = keras.Input((8, 8, 5))
+    cnn = keras.Model(x, keras.layers.Dense(2 * L)(keras.layers.Flatten()(x)))
+    images = np.random.default_rng(6).normal(size=(9, 8, 8, 5)).astype(np.float32)
+    a = predict_spectra(cnn, dec, images, batch_size=9)
+    b = predict_spectra(cnn, dec, images, batch_size=4)
+    np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-6)
+    with pytest.raises(ValueError, match="sigma_method"):
+        predict_spectra(cnn, dec, images, sigma_method="bootstrap")
+
+
+def test_fill_pixels_matches_interpolation_formula_bitwise():
+    trained = np.ones(50, bool)
+    trained[[0, 10, 11, 12, 30, 49]] = False
+    left, right, weight = fill_indices(trained)
+    layer = FillPixels(left, right, weight)
+    y = np.random.default_rng(7).normal(size=(13, 50)).astype(np.float32)
+    w = np.asarray(weight, np.float32)
+    expected = (np.float32(1) - w) * y[:, left] + w * y[:, right]
+    got = np.asarray(layer(y))
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    assert np.array_equal(got[:, trained], y[:, trained])
