@@ -71,6 +71,10 @@ def inference_worker(root: Path, batch_size: int, repeats: int, out: Path, sigma
                                "galaxies_per_s_runs": [r["galaxies_per_s"] for r in rows]}))
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
 def _sigma_label(r: dict[str, Any]) -> str:
     """How an inference row computed its uncertainty (old reports: sampled, n_samples draws)."""
     if r.get("sigma_method", "sampled") == "linearised":
@@ -220,8 +224,8 @@ def markdown(report: dict[str, Any]) -> str:
     p = m["packages"]
     lines = [f"Measured {report['generated'][:10]} by `{report['command']}` on {m['cpu_model']} "
              f"({m['cores_available']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; load average "
-             f"{m['load_average_1_5_15'][0]} at start, {report.get('load_average_end', ['?'])[0]} at end: "
-             f"other jobs shared the machine), Python {m['python']}, TensorFlow {p['tensorflow']}, "
+             f"{m['load_average_1_5_15'][0]} at start, {report.get('load_average_end', ['?'])[0]} at end, "
+             f"the benchmark's own processes included), Python {m['python']}, TensorFlow {p['tensorflow']}, "
              f"Keras {p['keras']}, numpy {p['numpy']}, astropy {p['astropy']}, bench at commit "
              f"`{m.get('git', {}).get('commit', '?')[:10]}`{_snapshot(report)}. Raw figures: `reports/bench.json`."]
     if report.get("quick"):
@@ -293,6 +297,19 @@ def markdown(report: dict[str, Any]) -> str:
         for name, r in sci["table"].items():
             lines.append(f"| {r['label']} | {_f(r['mean'])} ± {_f(r['sem'])} | {_f(r['median'])} | "
                          f"{_f(r['p16'])}-{_f(r['p84'])} | {_f(r['ratio_to_cnn'])} |")
+        cal, cal_s = sci.get("cnn_calibration"), sci.get("cnn_calibration_sampled")
+        if cal:
+            line = (f"\nUncertainty on these galaxies ({sci.get('cnn_sigma_method', 'sampled')} sigma): "
+                    f"{_pct(cal.get('within_1sigma'))} of good pixels within 1 sigma, {_pct(cal.get('within_2sigma'))} "
+                    "within 2 sigma of the observed spectrum (sigma = prediction and observation noise in "
+                    "quadrature; Gaussian: 68.3%, 95.4%)")
+            if cal_s:
+                r = sci.get("sigma_ratio_to_sampled") or {}
+                line += (f"; sampled sigma ({sci.get('sampled_n_samples', '?')} draws): "
+                         f"{_pct(cal_s.get('within_1sigma'))} and {_pct(cal_s.get('within_2sigma'))}; "
+                         f"linearised / sampled sigma per pixel: median {_f(r.get('p50'))} "
+                         f"(5-95%: {_f(r.get('p5'))}-{_f(r.get('p95'))})")
+            lines.append(line + ".")
     elif sci.get("error") or sci.get("skipped"):
         lines += ["", f"Science: not measured ({sci.get('skipped') or 'failed, see reports/bench.json'})."]
     return "\n".join(lines) + "\n"

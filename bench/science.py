@@ -139,6 +139,10 @@ def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params
     info["cnn_seconds"] = round(time.perf_counter() - t0, 2)
     out["cnn"] = pred.flux
     info["cnn_sigma"] = pred.sigma
+    info["cnn_sigma_method"] = predictor.sigma_method
+    if predictor.sigma_method != "sampled":  # the alternative, to compare calibration on the same objects
+        info["cnn_sigma_sampled"] = predictor.predict(images, sigma_method="sampled").sigma
+        info["sampled_n_samples"] = predictor.n_samples
     mean = mean_spectrum(train_data.flux[tr], train_data.ivar[tr])
     out["mean_spectrum"] = np.tile(mean, (len(fresh), 1))
     both, n_tr = _combined(train_data, fresh)
@@ -158,8 +162,13 @@ def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params
     return out, info
 
 
-def score(methods: dict[str, np.ndarray], fresh, keep: np.ndarray, sigma: np.ndarray | None) -> dict[str, Any]:
-    """metrics.summarise of D_i per method on the kept objects, ratio of each to the CNN."""
+SIGMA_RATIO_PERCENTILES = (5, 50, 95)
+
+
+def score(methods: dict[str, np.ndarray], fresh, keep: np.ndarray, sigma: np.ndarray | None,
+          sigma_sampled: np.ndarray | None = None) -> dict[str, Any]:
+    """metrics.summarise of D_i per method on the kept objects, ratio of each to the CNN;
+    calibration of the CNN's sigma (and of the sampled sigma, with their per-pixel ratio)."""
     from img2spec.evaluate.stage import paired_comparison
     from img2spec.metrics import calibration, deviation, summarise
 
@@ -176,6 +185,12 @@ def score(methods: dict[str, np.ndarray], fresh, keep: np.ndarray, sigma: np.nda
         f"cnn_vs_{b}": paired_comparison(d["cnn"], d[b]) for b in ("mean_spectrum", "knn_colour", "pca_cnn") if b in d}}
     if sigma is not None:
         out["cnn_calibration"] = calibration(methods["cnn"][keep], sigma[keep], obs, ivar)
+    if sigma is not None and sigma_sampled is not None:
+        out["cnn_calibration_sampled"] = calibration(methods["cnn"][keep], sigma_sampled[keep], obs, ivar)
+        a, b = sigma[keep], sigma_sampled[keep]
+        ok = np.isfinite(a) & np.isfinite(b) & (b > 0)
+        pct = np.percentile(a[ok] / b[ok], SIGMA_RATIO_PERCENTILES) if ok.any() else [float("nan")] * 3
+        out["sigma_ratio_to_sampled"] = {f"p{q}": round(float(v), 4) for q, v in zip(SIGMA_RATIO_PERCENTILES, pct)}
     return out
 
 
@@ -208,7 +223,7 @@ def run(trained_root: Path, workdir: Path, n: int = DEFAULT_N, seed: int | None 
     keep = np.ones(len(fresh), bool)
     keep[[i for i, _ in rejected]] = False
     methods, info = predictions(trained_root, fresh, predictor, images, params)
-    result = score(methods, fresh, keep, info.pop("cnn_sigma"))
+    result = score(methods, fresh, keep, info.pop("cnn_sigma"), info.pop("cnn_sigma_sampled", None))
     train_cat = ProcessedData.open(trained_root / "data" / "processed").catalog
     same = fresh.catalog.merge(train_cat[["objid", "z"]], on="objid", suffixes=("", "_train"))
     prep = json.loads((ws / "reports" / "prepare.json").read_text())

@@ -166,9 +166,19 @@ def test_report_markdown_and_readme(tmp_path):
                   "256": {"galaxies_per_s": 900.0, "peak_gib": 1.2, "n_samples": 32}}},
               "science": {"skipped": "no trained bundle"}, "load_average_end": [1.0, 1.0, 1.0]}
     md = run_all.markdown(report)
-    assert "| batch 256 (default) | 900.0 |" in md
+    assert "| batch 256 (default) | 900.0 |" in md and "sampled sigma, 32 latent draws" in md
     assert "N = 400 not run: over budget" in md and "Quick mode" in md
     assert md.count("| prepare |") == 1
+    # linearised default with the sampled reference row and the science calibration line
+    inf = report["inference"]
+    for r in inf["by_batch_size"].values():
+        r["sigma_method"] = "linearised"
+    inf["sampled_reference"] = {"galaxies_per_s": 450.0, "peak_gib": 1.3, "sigma_method": "sampled", "n_samples": 32}
+    report["science"] = _science_result()
+    md2 = run_all.markdown(report)
+    assert "(cutout arrays -> spectra, linearised sigma)" in md2
+    assert "| batch 256, sampled sigma, 32 latent draws (reference) | 450.0 | 1.30 |" in md2
+    assert "linearised / sampled sigma per pixel: median 0.83" in md2 and "sampled sigma (32 draws)" in md2
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# T\n\nbefore\n{run_all.MARK_START}\nold figures\n{run_all.MARK_END}\nafter\n")
@@ -179,6 +189,24 @@ def test_report_markdown_and_readme(tmp_path):
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
     assert not run_all.update_readme(plain, md) and plain.read_text() == "no markers\n"
+
+
+def _science_result() -> dict:
+    """science.score on synthetic spectra: a CNN prediction with known sigmas (linearised 0.5, sampled 0.6)."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(20, 30))
+    methods = {n: obs + rng.normal(size=obs.shape) for n in ("cnn", "mean_spectrum", "knn_colour")}
+    keep = np.ones(20, bool)
+    out = science.score(methods, SimpleNamespace(flux=obs, ivar=np.ones_like(obs)), keep,
+                        np.full(obs.shape, 0.5), np.full(obs.shape, 0.6))
+    # |N(0,1)| <= k sqrt(sigma^2 + 1): the wider sampled sigma holds more pixels
+    assert out["cnn_calibration"]["within_1sigma"] < out["cnn_calibration_sampled"]["within_1sigma"]
+    assert out["sigma_ratio_to_sampled"]["p50"] == pytest.approx(0.5 / 0.6, abs=1e-4)
+    return {"n_scored": 20, "fresh_seed": 1001, "training_seed": 1, "training_n_galaxies": 100,
+            "cnn_sigma_method": "linearised", "sampled_n_samples": 32, **out}
 
 
 def test_science_refuses_training_seed_and_finds_scripts(tmp_path):
