@@ -15,7 +15,7 @@ PREDICT_MODEL ?= models/img2spec
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-slow tune tune-apply tune-dashboard ui predict bench figures push pull clean
+.PHONY: help setup repro readme test test-slow tune tune-apply tune-dashboard ui predict bench figures push pull clean
 
 help:  ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,8 +30,12 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP)  ## create .venv and install the pinned dependencies (idempotent)
 
-repro: setup  ## run the whole DVC pipeline (default: offline mock survey)
+repro: setup  ## run the whole DVC pipeline (default: offline mock survey), then refresh the README's table
 	$(BIN)/dvc repro
+	$(BIN)/img2spec readme
+
+readme: setup  ## re-render the README's evaluation table from metrics/evaluate.json
+	$(BIN)/img2spec readme
 
 test: setup  ## run the fast test suite (offline, < 15 min on 2 cores; CI=true also installs PostgreSQL)
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ci_postgres.sh; fi

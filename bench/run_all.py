@@ -44,7 +44,7 @@ QUICK = {"sizes": (60, 120), "science_n": 40, "inference_repeats": 2,
 """--quick: a harness check in minutes. Its figures are not comparable with a full run."""
 OVERHEAD_SHARE = 0.5
 """A stage whose own reported seconds are below this share of its wall time is listed as overhead-bound."""
-MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"  # = img2spec.docs.markers("bench")
 PROJECTION_SAFETY = 1.2
 """A size is skipped when (previous size's time x size ratio x this) exceeds the remaining budget."""
 
@@ -317,19 +317,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 def update_readme(readme: Path, table: str) -> bool:
     """Replace the text between the bench markers; False (and untouched) if they are missing."""
-    text = readme.read_text()
-    if MARK_START not in text or MARK_END not in text:
-        return False
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    new = f"{head}{MARK_START}\n{table}{MARK_END}{tail}"
-    if new != text:
-        from img2spec.io.atomic import write_text
+    from img2spec.docs import replace_section
 
-        mode = readme.stat().st_mode & 0o777
-        write_text(readme, new)
-        readme.chmod(mode)  # the atomic temp file is created 0600
-    return True
+    return replace_section(readme, "bench", table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

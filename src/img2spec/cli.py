@@ -159,6 +159,26 @@ def mock_figure(
     typer.echo(str(path))
 
 
+@app.command("readme")
+def readme(
+    metrics: Path = typer.Option(Path("metrics/evaluate.json"), help="evaluate stage metrics to render"),
+    path: Path = typer.Option(Path("README.md"), "--readme", help="Markdown file with <!-- eval:start/end --> markers"),
+) -> None:
+    """Re-render the README's evaluation table from metrics/evaluate.json (run by `make repro`)."""
+    import json
+
+    from .docs import replace_section
+    from .evaluate.summary import markdown_table
+
+    if not metrics.is_file():
+        typer.echo(f"img2spec readme: {metrics}: not found; run `dvc repro evaluate` first", err=True)
+        raise typer.Exit(1)
+    if not replace_section(path, "eval", markdown_table(json.loads(metrics.read_text()))):
+        typer.echo(f"img2spec readme: {path}: no <!-- eval:start --> / <!-- eval:end --> markers", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{path}: evaluation table rendered from {metrics}")
+
+
 def main() -> None:  # pragma: no cover
     setup_logging()
     app()

@@ -1,0 +1,56 @@
+"""Generated README sections: the evaluation table from metrics, marker replacement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from img2spec.cli import app
+from img2spec.docs import markers, replace_section
+from img2spec.evaluate.summary import markdown_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _metrics(w1: float) -> dict:
+    row = {"mean": 2.1051, "sem": 0.0564, "median": 1.7555, "n": 472}
+    return {"mean_deviation": {"cnn": row, "knn_colour": {**row, "mean": 4.2}},
+            "calibration": {"cnn": {"within_1sigma": w1, "within_2sigma": 0.98}}}
+
+
+def test_markdown_table_rows_and_calibration_verdict():
+    md = markdown_table(_metrics(0.876))
+    assert "Test split: 472 galaxies" in md
+    assert "| CNN pipeline (images -> VAE latents -> decoder) | 2.105 +- 0.056 | 1.76 |" in md
+    assert "| kNN in PS1 colour space | 4.200 +- 0.056 |" in md and "PCA" not in md  # only methods present
+    assert "87.6% of good test pixels" in md and "conservative" in md
+    assert "close to Gaussian" in markdown_table(_metrics(0.70))
+    assert "overconfident" in markdown_table(_metrics(0.50))
+
+
+def test_replace_section_is_idempotent_and_leaves_other_files_alone(tmp_path):
+    start, end = markers("eval")
+    f = tmp_path / "R.md"
+    f.write_text(f"# T\n{start}\nold\n{end}\ntail\n")
+    f.chmod(0o644)
+    assert replace_section(f, "eval", "new\n")
+    text = f.read_text()
+    assert text == f"# T\n{start}\nnew\n{end}\ntail\n" and (f.stat().st_mode & 0o777) == 0o644
+    assert replace_section(f, "eval", "new\n") and f.read_text() == text
+    plain = tmp_path / "P.md"
+    plain.write_text("no markers\n")
+    assert not replace_section(plain, "eval", "x\n") and plain.read_text() == "no markers\n"
+
+
+def test_readme_command_renders_committed_metrics(tmp_path):
+    start, end = markers("eval")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{start}\n{end}\n")
+    metrics = REPO / "metrics" / "evaluate.json"
+    res = CliRunner().invoke(app, ["readme", "--metrics", str(metrics), "--readme", str(readme)])
+    assert res.exit_code == 0, res.output
+    assert markdown_table(json.loads(metrics.read_text())) in readme.read_text()
+    missing = CliRunner().invoke(app, ["readme", "--metrics", str(tmp_path / "none.json"), "--readme", str(readme)])
+    assert missing.exit_code == 1 and "none.json" in missing.output
