@@ -26,6 +26,12 @@ def test_markdown_table_rows_and_calibration_verdict():
     assert "| CNN pipeline (images -> VAE latents -> decoder) | 2.105 +- 0.056 | 1.76 |" in md
     assert "| kNN in PS1 colour space | 4.200 +- 0.056 |" in md and "PCA" not in md  # only methods present
     assert "87.6% of good test pixels" in md and "conservative" in md
+    m = _metrics(0.675)
+    m["sigma_scale"] = {"cnn": {"scale": 0.497, "sigma_method": "linearised", "fitted_on": "val",
+                                "test_calibration_unscaled": {"within_1sigma": 0.876, "within_2sigma": 0.983}}}
+    md = markdown_table(m)
+    assert "(linearised sigma times 0.497, the factor fitted on the val split; unscaled: 87.6% and 98.3%)" in md
+    assert "67.5% of good test pixels within 1 sigma" in md and "close to Gaussian" in md
     assert "close to Gaussian" in markdown_table(_metrics(0.70))
     assert "overconfident" in markdown_table(_metrics(0.50))
 

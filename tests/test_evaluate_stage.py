@@ -56,6 +56,10 @@ def test_stage_outputs(evaluated):
     assert set(metrics["galaxy_type"]) <= {"red", "green", "blue"}
     cal = metrics["calibration"]["cnn"]
     assert 0 <= cal["within_1sigma"] <= cal["within_2sigma"] <= 1
+    fit = metrics["sigma_scale"]["cnn"]  # fitted on val, reported with the unscaled test calibration
+    assert fit["fitted_on"] == "val" and fit["scale"] > 0 and fit["sigma_method"] == "linearised"
+    raw = fit["test_calibration_unscaled"]["within_1sigma"]
+    assert (cal["within_1sigma"] <= raw) == (fit["scale"] <= 1)  # shrinking sigma lowers coverage
     table = pd.read_csv(paths.reports / "evaluate_objects.csv")
     assert len(table) == metrics["mean_deviation"]["cnn"]["n"]
     assert np.isclose(table["D_cnn"].mean(), metrics["mean_deviation"]["cnn"]["mean"])

@@ -41,3 +41,31 @@ def test_calibration_of_gaussian_noise():
     cal = calibration(np.zeros_like(obs), np.zeros_like(obs), obs, ivar)
     assert cal["within_1sigma"] == pytest.approx(0.683, abs=0.01)
     assert cal["within_2sigma"] == pytest.approx(0.954, abs=0.01)
+
+
+def test_fit_sigma_scale_recovers_an_overestimate_and_reaches_the_target():
+    from img2spec.metrics import GAUSSIAN_WITHIN_1SIGMA, calibration, fit_sigma_scale
+
+    rng = np.random.default_rng(0)
+    shape = (400, 300)
+    ivar = np.full(shape, 4.0)                       # observation noise 0.5
+    true_sigma = rng.uniform(0.5, 2.0, shape)         # model error, varies per pixel
+    pred = rng.normal(size=shape)
+    obs = pred + rng.normal(size=shape) * np.sqrt(true_sigma**2 + 1 / ivar)
+    fit = fit_sigma_scale(pred, 2.0 * true_sigma, obs, ivar)   # sigma predicted twice too wide
+    assert fit["scale"] == pytest.approx(0.5, rel=0.03)
+    cal = calibration(pred, fit["scale"] * 2.0 * true_sigma, obs, ivar)
+    assert cal["within_1sigma"] == pytest.approx(GAUSSIAN_WITHIN_1SIGMA, abs=2e-3)
+    assert cal["within_2sigma"] == pytest.approx(0.954, abs=0.01)  # Gaussian errors: right at 2 sigma too
+    assert 0 < fit["floor_coverage"] < GAUSSIAN_WITHIN_1SIGMA
+
+
+def test_fit_sigma_scale_when_noise_alone_covers_the_target():
+    from img2spec.metrics import fit_sigma_scale
+
+    rng = np.random.default_rng(1)
+    obs = rng.normal(size=(50, 40)) * 0.1
+    fit = fit_sigma_scale(np.zeros_like(obs), np.ones_like(obs), obs, np.ones_like(obs))  # noise 1 >> residuals
+    assert fit["scale"] == 0.0 and fit["floor_coverage"] > 0.99
+    with pytest.raises(ValueError, match="no good pixel"):
+        fit_sigma_scale(obs, obs, obs, np.zeros_like(obs))

@@ -176,3 +176,30 @@ def test_publish_command_and_stage_script(project, tmp_path, repo_root):
     # nothing to publish from: a clear error, not a traceback
     empty = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(tmp_path)])
     assert empty.exit_code == 2 and "prepare stage" in empty.output
+
+
+def test_bundle_carries_the_sigma_calibration(project, tmp_path):
+    """metrics/evaluate.json's sigma_scale reaches the bundle and scales every predicted sigma."""
+    from img2spec.models.inference import load_models, predict_spectra
+    from img2spec.predict import Predictor
+    from img2spec.predict.bundle import build_bundle
+
+    root, facts = project
+    work = tmp_path / "proj"
+    shutil.copytree(root, work, ignore=shutil.ignore_patterns("mlruns", "mlartifacts", "*.db"))
+    metrics_file = work / "metrics" / "evaluate.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["sigma_scale"] = {"cnn": {"scale": 0.4, "sigma_method": "linearised", "fitted_on": "val"}}
+    metrics_file.write_text(json.dumps(metrics))
+    build_bundle(_params(registry=False), Paths(work))
+    p = Predictor.from_path(work / "models" / "img2spec")
+    assert p.sigma_scale == 0.4 and p.header()["SIGSCALE"][0] == 0.4
+    assert "times 0.400" in (work / "models" / "img2spec" / "README.md").read_text()
+    cnn, decoder = load_models(work / "models" / "vae", work / "models" / "cnn")[:2]
+    raw = predict_spectra(cnn, decoder, facts["images"], batch_size=4)
+    np.testing.assert_allclose(p.predict(facts["images"]).sigma, 0.4 * raw.sigma, rtol=1e-6)
+    # a scale fitted for another sigma method is not applied
+    metrics["sigma_scale"]["cnn"]["sigma_method"] = "sampled"
+    metrics_file.write_text(json.dumps(metrics))
+    build_bundle(_params(registry=False), Paths(work))
+    assert Predictor.from_path(work / "models" / "img2spec").sigma_scale == 1.0

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 PERCENTILES = (16.0, 84.0)
+GAUSSIAN_WITHIN_1SIGMA = 0.6827
+"""Fraction of a Gaussian within 1 sigma: the target coverage of the calibrated uncertainty."""
 
 
 def deviation(pred: np.ndarray, obs: np.ndarray, ivar: np.ndarray, pixel_mask: np.ndarray | None = None) -> np.ndarray:
@@ -58,3 +60,27 @@ def calibration(pred: np.ndarray, sigma: np.ndarray, obs: np.ndarray, ivar: np.n
     out = {f"within_{k:g}sigma": float(np.mean(resid <= k * total)) for k in levels}
     out["n_pixels"] = int(good.sum())
     return out
+
+
+def fit_sigma_scale(pred: np.ndarray, sigma: np.ndarray, obs: np.ndarray, ivar: np.ndarray,
+                    target: float = GAUSSIAN_WITHIN_1SIGMA) -> dict:
+    """The factor s on the predicted sigma that makes `calibration`'s 1-sigma coverage `target`.
+
+    Pixel p is covered at s when |pred - obs| <= sqrt((s sigma)^2 + 1/ivar), i.e. when
+    s >= s_p = sqrt(max(resid^2 - 1/ivar, 0)) / sigma; coverage(s) is the fraction of good
+    pixels with s_p <= s, so s is the `target` quantile of s_p (exact, no search).
+    `floor_coverage` is the coverage of the observation noise alone (s = 0): when it already
+    exceeds `target`, s is 0 and the predicted sigma cannot be calibrated by scaling.
+    """
+    ivar = np.asarray(ivar, np.float64)
+    sigma = np.asarray(sigma, np.float64)
+    good = np.isfinite(ivar) & (ivar > 0) & np.isfinite(obs) & np.isfinite(sigma)
+    if not good.any():
+        raise ValueError("fit_sigma_scale: no good pixel with a finite predicted sigma")
+    resid2 = (np.asarray(pred, np.float64) - np.asarray(obs, np.float64))[good] ** 2
+    excess = np.sqrt(np.maximum(resid2 - 1.0 / ivar[good], 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_p = np.where(excess == 0, 0.0, excess / sigma[good])  # sigma 0 with excess: never covered (inf)
+    scale = float(np.quantile(s_p, target))
+    return {"scale": scale if np.isfinite(scale) else float("nan"), "target_within_1sigma": target,
+            "floor_coverage": float(np.mean(s_p == 0)), "n_pixels": int(good.sum())}

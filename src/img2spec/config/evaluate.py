@@ -13,6 +13,7 @@ class EvaluateParams(Section):
     n_example_plots: int = Field(3, ge=0)
     sigma_method: Literal["linearised", "sampled"] = "linearised"  # predicted sigma (calibration), as publish
     n_samples: int = Field(32, ge=2)  # latent samples for sigma_method: sampled
+    calibrate_sigma: bool = True  # fit a factor on sigma (val split) so 68.3% of pixels fall within 1 sigma
     batch_size: int = Field(256, ge=1)
     seed: int = 0
     hist_bins: int = Field(40, ge=2)

@@ -18,7 +18,7 @@ from .. import tracking
 from ..config import Params
 from ..io.atomic import write_csv, write_json
 from ..io.processed import ProcessedData
-from ..metrics import calibration, deviation, summarise
+from ..metrics import calibration, deviation, fit_sigma_scale, summarise
 from ..paths import Paths
 from .baselines import knn_colour, mean_spectrum
 from .figures import examples_figure, histogram_figure, trend_figure
@@ -70,6 +70,26 @@ def paired_comparison(d_model: np.ndarray, d_base: np.ndarray) -> dict:
     return {"improvement": imp, "sem": sem, "significant": bool(imp > sem), "n": int(diff.size)}
 
 
+def _fit_sigma_scale(models, data, ep) -> dict | None:
+    """`metrics.fit_sigma_scale` of the CNN's sigma on the val split (None without val objects)."""
+    from ..models.inference import predict_spectra
+
+    val = data.indices("val")
+    if len(val) == 0:
+        log.warning("evaluate.calibrate_sigma: the val split is empty; sigma is left unscaled")
+        return None
+    pred = predict_spectra(models.cnn, models.decoder, RowView(data.images, val), n_samples=ep.n_samples,
+                           batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method)
+    fit = fit_sigma_scale(pred.flux, pred.sigma, _rows(data.flux, val), _rows(data.ivar, val))
+    fit.update(fitted_on="val", n_objects=int(len(val)), sigma_method=ep.sigma_method)
+    if not np.isfinite(fit["scale"]) or fit["scale"] <= 0:
+        log.warning("evaluate.calibrate_sigma: fitted scale %s (observation noise alone covers %.1f%% of val "
+                    "pixels); sigma is left unscaled", fit["scale"], 100 * fit["floor_coverage"])
+        return None
+    log.info("sigma calibration: x%.3f (fitted on %d val objects)", fit["scale"], len(val))
+    return fit
+
+
 def evaluate_stage(params: Params, paths: Paths) -> dict:
     from ..models.inference import decode, encode_spectra, load_encoder, load_models, predict_spectra
 
@@ -86,8 +106,10 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
     notes: dict[str, str] = {}
 
     models = load_models(paths.vae_dir, paths.cnn_dir)
+    sigma_fit = _fit_sigma_scale(models, data, ep) if ep.calibrate_sigma else None
     cnn = predict_spectra(models.cnn, models.decoder, images, n_samples=ep.n_samples,
-                          batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method)
+                          batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
+                          sigma_scale=sigma_fit["scale"] if sigma_fit else 1.0)
     preds["cnn"], sigmas["cnn"] = cnn.flux, cnn.sigma
 
     fallback = mean_spectrum(data.flux[train], data.ivar[train])
@@ -128,6 +150,11 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
 
     result["calibration"] = {name: calibration(preds[name], sigmas[name], obs, ivar, ep.calibration_levels)
                              for name in sigmas}
+    if sigma_fit:  # what the unscaled sigma would give on the same test pixels
+        raw = cnn.sigma / np.float32(sigma_fit["scale"]) if sigma_fit["scale"] > 0 else None
+        sigma_fit["test_calibration_unscaled"] = (calibration(preds["cnn"], raw, obs, ivar, ep.calibration_levels)
+                                                  if raw is not None else None)
+        result["sigma_scale"] = {"cnn": sigma_fit}
     result["comparison"] = {f"cnn_vs_{b}": paired_comparison(d["cnn"], d[b])
                             for b in ("knn_colour", "mean_spectrum", "pca_cnn") if b in d}
     result["notes"] = {"knn_colour": knn_info, "skipped_methods": notes, "n_test": int(len(test)),

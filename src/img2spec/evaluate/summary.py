@@ -35,6 +35,14 @@ def markdown_table(metrics: dict[str, Any]) -> str:
         w1, w2 = cal["within_1sigma"], cal["within_2sigma"]
         verdict = ("conservative (too wide)" if w1 > GAUSSIAN_WITHIN["1"] + 0.05 else
                    "overconfident (too narrow)" if w1 < GAUSSIAN_WITHIN["1"] - 0.05 else "close to Gaussian")
-        lines += ["", f"The CNN's predicted 1-sigma band, with the observation's noise in quadrature, holds "
-                      f"{_pct(w1)} of good test pixels (2-sigma: {_pct(w2)}; Gaussian: 68.3%, 95.4%): {verdict}."]
+        fit = (metrics.get("sigma_scale") or {}).get("cnn")
+        how = ""
+        if fit:
+            raw = fit.get("test_calibration_unscaled") or {}
+            how = (f" ({fit.get('sigma_method', '')} sigma times {fit['scale']:.3f}, the factor fitted on the "
+                   f"{fit.get('fitted_on', 'val')} split; unscaled: {_pct(raw['within_1sigma'])} and "
+                   f"{_pct(raw['within_2sigma'])})" if raw else "")
+        lines += ["", f"The CNN's predicted 1-sigma band{how}, with the observation's noise in quadrature, holds "
+                      f"{_pct(w1)} of good test pixels within 1 sigma and {_pct(w2)} within 2 sigma "
+                      f"(Gaussian: 68.3%, 95.4%): {verdict}."]
     return "\n".join(lines) + "\n"

@@ -238,11 +238,13 @@ def linearised_sigma(decoder, mu: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 
 def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, batch_size: int = 256,
-                    seed: int = 0, sigma_method: SigmaMethod = "linearised") -> PredictedSpectra:
+                    seed: int = 0, sigma_method: SigmaMethod = "linearised",
+                    sigma_scale: float = 1.0) -> PredictedSpectra:
     """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc).
 
     `n_samples` and `seed` only matter for `sigma_method="sampled"` (fewer than 2 samples:
-    no sigma, as for 'none').
+    no sigma, as for 'none'). `sigma_scale` multiplies the sigma: the calibration factor
+    the evaluate stage fits on the validation split (`metrics.fit_sigma_scale`).
     """
     if not (hasattr(images, "shape") and hasattr(images, "__getitem__")):
         images = np.asarray(images)  # sliceable arrays (memmaps, row views) stay lazy
@@ -252,6 +254,8 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
         raise ValueError(f"n_samples must be >= 0 and batch_size >= 1 (got {n_samples}, {batch_size})")
     if sigma_method not in SIGMA_METHODS:
         raise ValueError(f"sigma_method must be one of {SIGMA_METHODS}, got {sigma_method!r}")
+    if not (np.isfinite(sigma_scale) and sigma_scale >= 0):
+        raise ValueError(f"sigma_scale must be finite and >= 0, got {sigma_scale}")
     rng = np.random.default_rng(seed)
     mu, logvar = predict_latents(cnn, images, batch_size=batch_size)
     n, L = mu.shape
@@ -270,6 +274,8 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
             z = mu[sl, None, :] + std_all[sl, None, :] * eps
             draws = decode(decoder, z.reshape(b * n_samples, L), batch_size=max(batch_size, 1024))
             sigma[sl] = draws.reshape(b, n_samples, n_pix).std(axis=1, ddof=1)
+    if sigma_scale != 1.0:
+        sigma *= np.float32(sigma_scale)
     return PredictedSpectra(flux, sigma, mu, logvar)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,8 @@ from ..io.processed import ProcessedData
 from ..paths import Paths
 from ..tracking import git_commit
 from .card import model_card
+
+log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "img2spec-bundle/1"
 MANIFEST = "bundle.json"
@@ -209,6 +212,18 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def sigma_scale(metrics: dict[str, Any], method: str) -> float:
+    """The evaluate stage's calibration factor for `method` (1.0 if not fitted or fitted for another)."""
+    fit = (metrics.get("sigma_scale") or {}).get("cnn") or {}
+    if not fit:
+        return 1.0
+    if fit.get("sigma_method") != method:
+        log.warning("metrics/evaluate.json calibrated the %s sigma, publish uses %s: sigma left unscaled",
+                    fit.get("sigma_method"), method)
+        return 1.0
+    return float(fit["scale"])
+
+
 def _manifest(
     params: Params, paths: Paths, data: ProcessedData, files: dict[str, dict[str, Any]], metrics: dict[str, Any]
 ) -> dict[str, Any]:
@@ -248,6 +263,7 @@ def _manifest(
         "normalisation": normalisation(params, data),
         "inference": {
             "sigma_method": params.publish.sigma_method,
+            "sigma_scale": sigma_scale(metrics, params.publish.sigma_method),
             "n_samples": params.publish.n_samples,
             "batch_size": params.publish.batch_size,
             "seed": params.publish.seed,

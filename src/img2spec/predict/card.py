@@ -44,9 +44,15 @@ def _range_text(r: dict[str, float] | None, spec: str) -> str:
 
 def _uncertainty_text(inference: dict[str, Any]) -> str:
     if inference.get("sigma_method", "sampled") == "linearised":
-        return ("The 1-sigma band propagates the predicted latent variance through the decoder to first "
-                "order (exact Jacobian at the latent mean).")
-    return f"The 1-sigma band is the std of {inference['n_samples']} decoded latent samples."
+        text = ("The 1-sigma band propagates the predicted latent variance through the decoder to first "
+                "order (exact Jacobian at the latent mean)")
+    else:
+        text = f"The 1-sigma band is the std of {inference['n_samples']} decoded latent samples"
+    scale = float(inference.get("sigma_scale", 1.0))
+    if scale != 1.0:
+        text += (f", times {scale:.3f}: the factor that puts 68.3% of validation pixels within 1 sigma "
+                 "(prediction and observation noise in quadrature)")
+    return text + "."
 
 
 def model_card(m: dict[str, Any]) -> str:

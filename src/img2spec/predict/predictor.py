@@ -127,6 +127,11 @@ class Predictor:
         return str(self.manifest["inference"].get("sigma_method", "sampled"))
 
     @property
+    def sigma_scale(self) -> float:
+        """Calibration factor on sigma fitted by the evaluate stage (1.0 for older bundles)."""
+        return float(self.manifest["inference"].get("sigma_scale", 1.0))
+
+    @property
     def n_samples(self) -> int:
         return int(self.manifest["inference"]["n_samples"])
 
@@ -209,6 +214,7 @@ class Predictor:
             batch_size=self.batch_size if batch_size is None else int(batch_size),
             seed=self.seed if seed is None else int(seed),
             sigma_method=self.sigma_method if sigma_method is None else sigma_method,
+            sigma_scale=self.sigma_scale,
         )
 
     def predict_counts(self, stack: np.ndarray, magzp: Sequence[float], **kwargs):
@@ -224,6 +230,7 @@ class Predictor:
             "MODELHSH": (self.bundle_hash[:16], "bundle payload sha256 (first 16 hex)"),
             "MODELSRC": (self.provenance.get("source", "path"), "bundle loaded from: path | dvc | mlflow"),
             "SIGMETH": (self.sigma_method, "uncertainty: linearised | sampled"),
+            "SIGSCALE": (round(self.sigma_scale, 6), "calibration factor applied to sigma (val fit)"),
             "NSAMPLE": (self.n_samples, "latent samples (SIGMETH = sampled)"),
             "FRAME": (self.frame, "wavelength frame of the prediction"),
         }
