@@ -17,6 +17,7 @@ per-pixel `sigma` by one of the `SIGMA_METHODS`:
 
 from __future__ import annotations
 
+import functools
 import json
 import weakref
 from dataclasses import dataclass
@@ -102,12 +103,17 @@ def _compiled(model, kind: str, build) -> Any:
     return fn
 
 
+def _call(ref, x):
+    return ref()(x, training=False)
+
+
 def _forward(model):
     """model(x, training=False) as a compiled function (any batch size, one retrace)."""
     import tensorflow as tf
 
-    return _compiled(model, "forward", lambda ref: tf.function(
-        lambda x: ref()(x, training=False), reduce_retracing=True))
+    # A partial per model, not a shared lambda: TensorFlow's retracing detector keys on the
+    # function's code object and would otherwise warn once a few models were traced.
+    return _compiled(model, "forward", lambda ref: tf.function(functools.partial(_call, ref), reduce_retracing=True))
 
 
 def predict_latents(cnn, images: np.ndarray, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -193,29 +199,31 @@ def _linear_split(decoder) -> tuple[list, list] | None:
     return split
 
 
+def _sigma(ref, split, L: int, z, tangents):
+    """(z, tangents) -> sigma for the decoder behind `ref` (traced by `_sigma_graph`)."""
+    import tensorflow as tf
+
+    if split is None:
+        with tf.autodiff.ForwardAccumulator(z, tangents) as acc:
+            out = ref()(z, training=False)
+        jvp = acc.jvp(out)
+    else:
+        body, tail = split
+        if body:
+            with tf.autodiff.ForwardAccumulator(z, tangents) as acc:
+                hidden = _apply(body, z)
+            tangents = acc.jvp(hidden)
+        jvp = _tail_tangent(tail, tangents)
+    jvp = tf.reshape(jvp, (-1, L, tf.shape(jvp)[-1]))
+    return tf.sqrt(tf.reduce_sum(tf.square(jvp), axis=1))
+
+
 def _sigma_graph(decoder):
     """Compiled (z, tangents) -> sigma for the decoder (see `linearised_sigma`)."""
     import tensorflow as tf
 
     def build(ref):
-        split = _linear_split(ref())
-        L = int(ref().input_shape[-1])
-
-        def sigma(z, tangents):
-            if split is None:
-                with tf.autodiff.ForwardAccumulator(z, tangents) as acc:
-                    out = ref()(z, training=False)
-                jvp = acc.jvp(out)
-            else:
-                body, tail = split
-                if body:
-                    with tf.autodiff.ForwardAccumulator(z, tangents) as acc:
-                        hidden = _apply(body, z)
-                    tangents = acc.jvp(hidden)
-                jvp = _tail_tangent(tail, tangents)
-            jvp = tf.reshape(jvp, (-1, L, tf.shape(jvp)[-1]))
-            return tf.sqrt(tf.reduce_sum(tf.square(jvp), axis=1))
-
+        sigma = functools.partial(_sigma, ref, _linear_split(ref()), int(ref().input_shape[-1]))
         return tf.function(sigma, reduce_retracing=True)
 
     return _compiled(decoder, "linearised_sigma", build)
