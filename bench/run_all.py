@@ -299,13 +299,15 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{_f(r['p16'])}-{_f(r['p84'])} | {_f(r['ratio_to_cnn'])} |")
         cal, cal_s = sci.get("cnn_calibration"), sci.get("cnn_calibration_sampled")
         if cal:
-            line = (f"\nUncertainty on these galaxies ({sci.get('cnn_sigma_method', 'sampled')} sigma): "
+            scale = sci.get("cnn_sigma_scale", 1.0)
+            calibrated = f" x {scale:.3f}, the bundle's calibration factor" if scale != 1.0 else ""
+            line = (f"\nUncertainty on these galaxies ({sci.get('cnn_sigma_method', 'sampled')} sigma{calibrated}): "
                     f"{_pct(cal.get('within_1sigma'))} of good pixels within 1 sigma, {_pct(cal.get('within_2sigma'))} "
                     "within 2 sigma of the observed spectrum (sigma = prediction and observation noise in "
                     "quadrature; Gaussian: 68.3%, 95.4%)")
             if cal_s:
                 r = sci.get("sigma_ratio_to_sampled") or {}
-                line += (f"; sampled sigma ({sci.get('sampled_n_samples', '?')} draws): "
+                line += (f"; sampled sigma ({sci.get('sampled_n_samples', '?')} draws{', uncalibrated' if calibrated else ''}): "
                          f"{_pct(cal_s.get('within_1sigma'))} and {_pct(cal_s.get('within_2sigma'))}; "
                          f"linearised / sampled sigma per pixel: median {_f(r.get('p50'))} "
                          f"(5-95%: {_f(r.get('p5'))}-{_f(r.get('p95'))})")

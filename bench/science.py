@@ -140,6 +140,7 @@ def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params
     out["cnn"] = pred.flux
     info["cnn_sigma"] = pred.sigma
     info["cnn_sigma_method"] = predictor.sigma_method
+    info["cnn_sigma_scale"] = predictor.sigma_scale  # the bundle's calibration (not applied to the other method)
     if predictor.sigma_method != "sampled":  # the alternative, to compare calibration on the same objects
         info["cnn_sigma_sampled"] = predictor.predict(images, sigma_method="sampled").sigma
         info["sampled_n_samples"] = predictor.n_samples

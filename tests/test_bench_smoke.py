@@ -178,7 +178,9 @@ def test_report_markdown_and_readme(tmp_path):
     md2 = run_all.markdown(report)
     assert "(cutout arrays -> spectra, linearised sigma)" in md2
     assert "| batch 256, sampled sigma, 32 latent draws (reference) | 450.0 | 1.30 |" in md2
-    assert "linearised / sampled sigma per pixel: median 0.83" in md2 and "sampled sigma (32 draws)" in md2
+    assert "linearised / sampled sigma per pixel: median 0.83" in md2
+    assert "(linearised sigma x 0.500, the bundle's calibration factor)" in md2
+    assert "sampled sigma (32 draws, uncalibrated)" in md2
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# T\n\nbefore\n{run_all.MARK_START}\nold figures\n{run_all.MARK_END}\nafter\n")
@@ -206,7 +208,7 @@ def _science_result() -> dict:
     assert out["cnn_calibration"]["within_1sigma"] < out["cnn_calibration_sampled"]["within_1sigma"]
     assert out["sigma_ratio_to_sampled"]["p50"] == pytest.approx(0.5 / 0.6, abs=1e-4)
     return {"n_scored": 20, "fresh_seed": 1001, "training_seed": 1, "training_n_galaxies": 100,
-            "cnn_sigma_method": "linearised", "sampled_n_samples": 32, **out}
+            "cnn_sigma_method": "linearised", "cnn_sigma_scale": 0.5, "sampled_n_samples": 32, **out}
 
 
 def test_science_refuses_training_seed_and_finds_scripts(tmp_path):

@@ -191,6 +191,14 @@ def test_csv_table_and_cli(env, tmp_path):
     table = pd.read_csv(tmp_path / "all.csv")
     assert len(table) == len(facts["files"])
     assert sum(c.startswith("flux_") for c in table.columns) == N_PIX
+    # --sigma sampled: the per-object FITS say which uncertainty they carry
+    sampled = CliRunner().invoke(app, [
+        "predict", str(facts["files"][0]), "--model", str(root / "models" / "img2spec"), "--out", str(tmp_path / "s"),
+        "--sigma", "sampled", "--n-samples", "5", "--params", str(tmp_path / "absent.yaml"),
+    ])
+    assert sampled.exit_code == 0, sampled.output
+    head = fits.getheader(next((tmp_path / "s").glob("*.fits")))
+    assert head["SIGMETH"] == "sampled" and head["NSAMPLE"] == 5 and head["SIGSCALE"] == 1.0
     # a bundle that is not one: a clear error, exit 2
     bad = CliRunner().invoke(app, ["predict", str(root / "data" / "raw" / "images"), "--model", str(tmp_path)])
     assert bad.exit_code == 2 and "bundle.json" in bad.output

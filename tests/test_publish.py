@@ -198,6 +198,12 @@ def test_bundle_carries_the_sigma_calibration(project, tmp_path):
     cnn, decoder = load_models(work / "models" / "vae", work / "models" / "cnn")[:2]
     raw = predict_spectra(cnn, decoder, facts["images"], batch_size=4)
     np.testing.assert_allclose(p.predict(facts["images"]).sigma, 0.4 * raw.sigma, rtol=1e-6)
+    # another method gets no factor (it was fitted for linearised), per call or as the default
+    sampled = predict_spectra(cnn, decoder, facts["images"], batch_size=4, sigma_method="sampled", n_samples=8)
+    np.testing.assert_array_equal(p.predict(facts["images"], sigma_method="sampled").sigma, sampled.sigma)
+    q = p.with_options(sigma_method="sampled")
+    assert q.header()["SIGMETH"][0] == "sampled" and q.header()["SIGSCALE"][0] == 1.0 and p.sigma_scale == 0.4
+    np.testing.assert_array_equal(q.predict(facts["images"]).sigma, sampled.sigma)
     # a scale fitted for another sigma method is not applied
     metrics["sigma_scale"]["cnn"]["sigma_method"] = "sampled"
     metrics_file.write_text(json.dumps(metrics))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -128,8 +128,21 @@ class Predictor:
 
     @property
     def sigma_scale(self) -> float:
-        """Calibration factor on sigma fitted by the evaluate stage (1.0 for older bundles)."""
+        """Calibration factor on sigma fitted by the evaluate stage for `sigma_method` (1.0 for older bundles)."""
         return float(self.manifest["inference"].get("sigma_scale", 1.0))
+
+    def with_options(self, *, sigma_method: str | None = None, n_samples: int | None = None) -> "Predictor":
+        """A copy whose defaults (and FITS header) use these inference options.
+
+        The calibration factor belongs to the method it was fitted for: switching method
+        drops it (sigma_scale 1.0, uncalibrated).
+        """
+        inference = dict(self.manifest["inference"])
+        if sigma_method is not None and sigma_method != self.sigma_method:
+            inference.update(sigma_method=sigma_method, sigma_scale=1.0)
+        if n_samples is not None:
+            inference["n_samples"] = int(n_samples)
+        return replace(self, manifest={**self.manifest, "inference": inference})
 
     @property
     def n_samples(self) -> int:
@@ -214,7 +227,8 @@ class Predictor:
             batch_size=self.batch_size if batch_size is None else int(batch_size),
             seed=self.seed if seed is None else int(seed),
             sigma_method=self.sigma_method if sigma_method is None else sigma_method,
-            sigma_scale=self.sigma_scale,
+            # the factor was fitted for the bundle's method only
+            sigma_scale=self.sigma_scale if sigma_method in (None, self.sigma_method) else 1.0,
         )
 
     def predict_counts(self, stack: np.ndarray, magzp: Sequence[float], **kwargs):

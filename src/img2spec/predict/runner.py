@@ -99,6 +99,8 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     out_dir.mkdir(parents=True, exist_ok=True)
     if not opts.per_object and opts.table is None and not opts.plot:
         raise ValueError("nothing to write: --no-per-object needs --table (or --plot)")
+    # Overrides become the predictor's defaults, so the FITS headers state what was used.
+    predictor = predictor.with_options(sigma_method=opts.sigma_method, n_samples=opts.n_samples)
     files, tables, skipped = expand_inputs(inputs)
     summary = Summary(skipped=list(skipped))
     meta = _load_meta(predictor, opts)
@@ -213,8 +215,7 @@ def _flush(
     """Predict one batch and write it; with a pool, writes run while the next batch is predicted."""
     run = (lambda fn, *a, **k: pool.submit(fn, *a, **k)) if pool is not None else (lambda fn, *a, **k: fn(*a, **k))
     images = np.stack([img for _, img in batch])
-    pred = predictor.predict(images, n_samples=opts.n_samples, batch_size=opts.batch_size, seed=opts.seed,
-                             sigma_method=opts.sigma_method)
+    pred = predictor.predict(images, batch_size=opts.batch_size, seed=opts.seed)
     _wait(pending or [])  # at most one batch of writes in flight: bounded memory
     futures: list = []
     infos, scaled, outs = [], [], []
