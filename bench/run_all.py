@@ -309,7 +309,7 @@ def markdown(report: dict[str, Any]) -> str:
                 r = sci.get("sigma_ratio_to_sampled") or {}
                 line += (f"; sampled sigma ({sci.get('sampled_n_samples', '?')} draws{', uncalibrated' if calibrated else ''}): "
                          f"{_pct(cal_s.get('within_1sigma'))} and {_pct(cal_s.get('within_2sigma'))}; "
-                         f"linearised / sampled sigma per pixel: median {_f(r.get('p50'))} "
+                         f"linearised / sampled sigma per pixel, both before calibration: median {_f(r.get('p50'))} "
                          f"(5-95%: {_f(r.get('p5'))}-{_f(r.get('p95'))})")
             lines.append(line + ".")
     elif sci.get("error") or sci.get("skipped"):

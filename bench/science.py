@@ -167,9 +167,10 @@ SIGMA_RATIO_PERCENTILES = (5, 50, 95)
 
 
 def score(methods: dict[str, np.ndarray], fresh, keep: np.ndarray, sigma: np.ndarray | None,
-          sigma_sampled: np.ndarray | None = None) -> dict[str, Any]:
+          sigma_sampled: np.ndarray | None = None, sigma_scale: float = 1.0) -> dict[str, Any]:
     """metrics.summarise of D_i per method on the kept objects, ratio of each to the CNN;
-    calibration of the CNN's sigma (and of the sampled sigma, with their per-pixel ratio)."""
+    calibration of the CNN's sigma (and of the sampled sigma, with the per-pixel ratio of the
+    two methods before `sigma_scale`, the bundle's calibration factor on `sigma`)."""
     from img2spec.evaluate.stage import paired_comparison
     from img2spec.metrics import calibration, deviation, summarise
 
@@ -188,7 +189,7 @@ def score(methods: dict[str, np.ndarray], fresh, keep: np.ndarray, sigma: np.nda
         out["cnn_calibration"] = calibration(methods["cnn"][keep], sigma[keep], obs, ivar)
     if sigma is not None and sigma_sampled is not None:
         out["cnn_calibration_sampled"] = calibration(methods["cnn"][keep], sigma_sampled[keep], obs, ivar)
-        a, b = sigma[keep], sigma_sampled[keep]
+        a, b = sigma[keep] / np.float32(sigma_scale or 1.0), sigma_sampled[keep]
         ok = np.isfinite(a) & np.isfinite(b) & (b > 0)
         pct = np.percentile(a[ok] / b[ok], SIGMA_RATIO_PERCENTILES) if ok.any() else [float("nan")] * 3
         out["sigma_ratio_to_sampled"] = {f"p{q}": round(float(v), 4) for q, v in zip(SIGMA_RATIO_PERCENTILES, pct)}
@@ -224,7 +225,8 @@ def run(trained_root: Path, workdir: Path, n: int = DEFAULT_N, seed: int | None 
     keep = np.ones(len(fresh), bool)
     keep[[i for i, _ in rejected]] = False
     methods, info = predictions(trained_root, fresh, predictor, images, params)
-    result = score(methods, fresh, keep, info.pop("cnn_sigma"), info.pop("cnn_sigma_sampled", None))
+    result = score(methods, fresh, keep, info.pop("cnn_sigma"), info.pop("cnn_sigma_sampled", None),
+                   info.get("cnn_sigma_scale", 1.0))
     train_cat = ProcessedData.open(trained_root / "data" / "processed").catalog
     same = fresh.catalog.merge(train_cat[["objid", "z"]], on="objid", suffixes=("", "_train"))
     prep = json.loads((ws / "reports" / "prepare.json").read_text())

@@ -178,7 +178,7 @@ def test_report_markdown_and_readme(tmp_path):
     md2 = run_all.markdown(report)
     assert "(cutout arrays -> spectra, linearised sigma)" in md2
     assert "| batch 256, sampled sigma, 32 latent draws (reference) | 450.0 | 1.30 |" in md2
-    assert "linearised / sampled sigma per pixel: median 0.83" in md2
+    assert "linearised / sampled sigma per pixel, both before calibration: median 0.83" in md2
     assert "(linearised sigma x 0.500, the bundle's calibration factor)" in md2
     assert "sampled sigma (32 draws, uncalibrated)" in md2
 
@@ -204,6 +204,10 @@ def _science_result() -> dict:
     keep = np.ones(20, bool)
     out = science.score(methods, SimpleNamespace(flux=obs, ivar=np.ones_like(obs)), keep,
                         np.full(obs.shape, 0.5), np.full(obs.shape, 0.6))
+    # the ratio compares the methods before the calibration factor on the first
+    scaled = science.score(methods, SimpleNamespace(flux=obs, ivar=np.ones_like(obs)), keep,
+                           np.full(obs.shape, 0.25), np.full(obs.shape, 0.6), sigma_scale=0.5)
+    assert scaled["sigma_ratio_to_sampled"] == out["sigma_ratio_to_sampled"]
     # |N(0,1)| <= k sqrt(sigma^2 + 1): the wider sampled sigma holds more pixels
     assert out["cnn_calibration"]["within_1sigma"] < out["cnn_calibration_sampled"]["within_1sigma"]
     assert out["sigma_ratio_to_sampled"]["p50"] == pytest.approx(0.5 / 0.6, abs=1e-4)
