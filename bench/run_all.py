@@ -71,6 +71,20 @@ def inference_worker(root: Path, batch_size: int, repeats: int, out: Path, sigma
                                "galaxies_per_s_runs": [r["galaxies_per_s"] for r in rows]}))
 
 
+def _epoch_line(by_size: dict[str, dict[str, Any]]) -> str:
+    """Training stops early, so epochs differ by size: say so with the per-epoch throughput."""
+    parts = []
+    for key, name in (("vae_training", "VAE"), ("cnn_training", "CNN")):
+        rows = [(n, t[key]) for n, t in by_size.items() if key in t and t[key].get("epochs")]
+        if rows:
+            parts.append(f"{name} " + ", ".join(f"{r['epochs']} epochs at {r['objects_per_s']:.0f}/s (N = {n})"
+                                               for n, r in rows))
+    if not parts:
+        return ""
+    return ("\nTraining stops early on the validation loss, so the epoch count differs by size; per epoch the "
+            "throughput (train objects x epochs per fit second) is what to compare: " + "; ".join(parts) + ".")
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -288,6 +302,9 @@ def markdown(report: dict[str, Any]) -> str:
         if nonlin:
             lines.append("\nNot linear in CPU time: " + ", ".join(nonlin) + " (b < 1: fixed start-up costs dominate "
                          "at these sizes; b > 1: cost grows faster than the survey).")
+        epochs = _epoch_line(scal.get("throughput_by_size") or {})
+        if epochs:
+            lines.append(epochs)
     sci = report.get("science") or {}
     if sci.get("table"):
         lines += ["", f"Science: {sci['n_scored']} galaxies of a fresh mock survey (seed {sci['fresh_seed']}; training "

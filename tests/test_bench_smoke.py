@@ -169,6 +169,10 @@ def test_report_markdown_and_readme(tmp_path):
     assert "| batch 256 (default) | 900.0 |" in md and "sampled sigma, 32 latent draws" in md
     assert "N = 400 not run: over budget" in md and "Quick mode" in md
     assert md.count("| prepare |") == 1
+    if any("epochs" in t.get("cnn_training", {}) for t in scal["throughput_by_size"].values()):
+        assert "Training stops early" in md
+    assert "CNN 30 epochs at 1000/s (N = 100)" in run_all._epoch_line(
+        {"100": {"cnn_training": {"epochs": 30, "objects_per_s": 1000.0}}})
     # linearised default with the sampled reference row and the science calibration line
     inf = report["inference"]
     for r in inf["by_batch_size"].values():
