@@ -314,6 +314,8 @@ def markdown(report: dict[str, Any]) -> str:
         for name, r in sci["table"].items():
             lines.append(f"| {r['label']} | {_f(r['mean'])} ± {_f(r['sem'])} | {_f(r['median'])} | "
                          f"{_f(r['p16'])}-{_f(r['p84'])} | {_f(r['ratio_to_cnn'])} |")
+        from img2spec.metrics import GAUSSIAN_WITHIN_1SIGMA, GAUSSIAN_WITHIN_2SIGMA
+
         cal, cal_s = sci.get("cnn_calibration"), sci.get("cnn_calibration_sampled")
         if cal:
             scale = sci.get("cnn_sigma_scale", 1.0)
@@ -321,7 +323,7 @@ def markdown(report: dict[str, Any]) -> str:
             line = (f"\nUncertainty on these galaxies ({sci.get('cnn_sigma_method', 'sampled')} sigma{calibrated}): "
                     f"{_pct(cal.get('within_1sigma'))} of good pixels within 1 sigma, {_pct(cal.get('within_2sigma'))} "
                     "within 2 sigma of the observed spectrum (sigma = prediction and observation noise in "
-                    "quadrature; Gaussian: 68.3%, 95.4%)")
+                    f"quadrature; Gaussian: {_pct(GAUSSIAN_WITHIN_1SIGMA)}, {_pct(GAUSSIAN_WITHIN_2SIGMA)})")
             if cal_s:
                 r = sci.get("sigma_ratio_to_sampled") or {}
                 line += (f"; sampled sigma ({sci.get('sampled_n_samples', '?')} draws{', uncalibrated' if calibrated else ''}): "

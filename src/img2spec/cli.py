@@ -90,10 +90,13 @@ def predict(
     from .predict.predictor import Predictor
     from .predict.runner import RunOptions, run_predict
 
-    from .models.inference import SIGMA_METHODS
+    from typing import get_args
 
-    if sigma_method is not None and sigma_method not in SIGMA_METHODS[:2]:
-        raise typer.BadParameter(f"{sigma_method!r}: choose linearised or sampled", param_hint="--sigma")
+    from .config.publish import SigmaMethodParam
+
+    if sigma_method is not None and sigma_method not in get_args(SigmaMethodParam):
+        raise typer.BadParameter(f"{sigma_method!r}: choose {' or '.join(get_args(SigmaMethodParam))}",
+                                 param_hint="--sigma")
     setup_logging()
     try:
         cfg = load_params(params) if params.is_file() else Params()

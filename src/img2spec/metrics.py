@@ -13,6 +13,7 @@ import numpy as np
 PERCENTILES = (16.0, 84.0)
 GAUSSIAN_WITHIN_1SIGMA = 0.6827
 """Fraction of a Gaussian within 1 sigma: the target coverage of the calibrated uncertainty."""
+GAUSSIAN_WITHIN_2SIGMA = 0.9545
 
 
 def deviation(pred: np.ndarray, obs: np.ndarray, ivar: np.ndarray, pixel_mask: np.ndarray | None = None) -> np.ndarray:

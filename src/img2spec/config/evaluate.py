@@ -1,17 +1,16 @@
 """`evaluate`: metric, baselines and figures (owned by evaluate/)."""
 
-from typing import Literal
-
 from pydantic import Field, field_validator
 
 from .base import Section
+from .publish import SigmaMethodParam
 
 
 class EvaluateParams(Section):
     knn_neighbours: int = Field(10, ge=1)
     knn_use_magnitude: bool = True    # r magnitude as a fifth kNN feature besides the 4 colours
     n_example_plots: int = Field(3, ge=0)
-    sigma_method: Literal["linearised", "sampled"] = "linearised"  # predicted sigma (calibration), as publish
+    sigma_method: SigmaMethodParam = "linearised"  # predicted sigma (calibration), as publish
     n_samples: int = Field(32, ge=2)  # latent samples for sigma_method: sampled
     calibrate_sigma: bool = True  # fit a factor on sigma (val split) so 68.3% of pixels fall within 1 sigma
     batch_size: int = Field(256, ge=1)

@@ -6,6 +6,9 @@ from pydantic import Field
 
 from .base import Section
 
+SigmaMethodParam = Literal["linearised", "sampled"]
+"""Uncertainty methods a user can choose (models.inference.SIGMA_METHODS adds 'none')."""
+
 
 class PublishParams(Section):
     model_name: str = Field("img2spec", min_length=1)
@@ -14,7 +17,7 @@ class PublishParams(Section):
     """Registry alias moved to each newly published version (`models:/<name>@<alias>`)."""
     registry: bool = True
     """Log the bundle to MLflow and register it; False only builds models/img2spec/."""
-    sigma_method: Literal["linearised", "sampled"] = "linearised"
+    sigma_method: SigmaMethodParam = "linearised"
     """Per-pixel uncertainty: first-order propagation of the latent variance through the
     decoder (exact Jacobian, deterministic, fast) or the std of `n_samples` decoded draws."""
     n_samples: int = Field(32, ge=1)

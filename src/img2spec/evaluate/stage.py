@@ -150,10 +150,9 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
 
     result["calibration"] = {name: calibration(preds[name], sigmas[name], obs, ivar, ep.calibration_levels)
                              for name in sigmas}
-    if sigma_fit:  # what the unscaled sigma would give on the same test pixels
-        raw = cnn.sigma / np.float32(sigma_fit["scale"]) if sigma_fit["scale"] > 0 else None
-        sigma_fit["test_calibration_unscaled"] = (calibration(preds["cnn"], raw, obs, ivar, ep.calibration_levels)
-                                                  if raw is not None else None)
+    if sigma_fit:  # what the unscaled sigma would give on the same test pixels (the fitted scale is > 0)
+        raw = cnn.sigma / np.float32(sigma_fit["scale"])
+        sigma_fit["test_calibration_unscaled"] = calibration(preds["cnn"], raw, obs, ivar, ep.calibration_levels)
         result["sigma_scale"] = {"cnn": sigma_fit}
     result["comparison"] = {f"cnn_vs_{b}": paired_comparison(d["cnn"], d[b])
                             for b in ("knn_colour", "mean_spectrum", "pca_cnn") if b in d}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..metrics import GAUSSIAN_WITHIN_1SIGMA, GAUSSIAN_WITHIN_2SIGMA
+
 METHOD_LABELS = {
     "cnn": "CNN pipeline (images -> VAE latents -> decoder)",
     "pca_cnn": "same CNN on PCA coefficients",
@@ -13,7 +15,8 @@ METHOD_LABELS = {
     "noise_floor": "noiseless truth (noise floor)",
 }
 """Methods in table order, as named in metrics/evaluate.json."""
-GAUSSIAN_WITHIN = {"1": 0.683, "2": 0.954}
+CALIBRATED_TOLERANCE = 0.05
+"""1-sigma coverage within this of the Gaussian value counts as calibrated in the verdict."""
 
 
 def _pct(x: float) -> str:
@@ -33,8 +36,9 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     cal = (metrics.get("calibration") or {}).get("cnn")
     if cal:
         w1, w2 = cal["within_1sigma"], cal["within_2sigma"]
-        verdict = ("conservative (too wide)" if w1 > GAUSSIAN_WITHIN["1"] + 0.05 else
-                   "overconfident (too narrow)" if w1 < GAUSSIAN_WITHIN["1"] - 0.05 else "close to Gaussian")
+        verdict = ("conservative (too wide)" if w1 > GAUSSIAN_WITHIN_1SIGMA + CALIBRATED_TOLERANCE else
+                   "overconfident (too narrow)" if w1 < GAUSSIAN_WITHIN_1SIGMA - CALIBRATED_TOLERANCE
+                   else "close to Gaussian")
         fit = (metrics.get("sigma_scale") or {}).get("cnn")
         how = ""
         if fit:
@@ -44,5 +48,5 @@ def markdown_table(metrics: dict[str, Any]) -> str:
                    f"{_pct(raw['within_2sigma'])})" if raw else "")
         lines += ["", f"The CNN's predicted 1-sigma band{how}, with the observation's noise in quadrature, holds "
                       f"{_pct(w1)} of good test pixels within 1 sigma and {_pct(w2)} within 2 sigma "
-                      f"(Gaussian: 68.3%, 95.4%): {verdict}."]
+                      f"(Gaussian: {_pct(GAUSSIAN_WITHIN_1SIGMA)}, {_pct(GAUSSIAN_WITHIN_2SIGMA)}): {verdict}."]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ import json
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .losses import LOGVAR_CLIP  # noqa: E402
 
 
 SigmaMethod = Literal["linearised", "sampled", "none"]
-SIGMA_METHODS: tuple[str, ...] = ("linearised", "sampled", "none")
+SIGMA_METHODS: tuple[str, ...] = get_args(SigmaMethod)
 
 
 @dataclass
@@ -138,8 +138,6 @@ def decode(decoder, latents: np.ndarray, *, batch_size: int = 1024) -> np.ndarra
 LINEAR_SPLIT_RTOL = 1e-4
 """The layer chain found by `_linear_split` must reproduce the decoder to this tolerance."""
 
-_SPLITS: dict[int, tuple[list, list] | None] = {}
-
 
 def _chain(layer) -> list:
     """Layers of a (possibly nested) model in call order, InputLayers dropped."""
@@ -176,12 +174,10 @@ def _linear_split(decoder) -> tuple[list, list] | None:
 
     Our decoder is Dense(gelu)... -> Dense(linear) -> FillPixels: the wide output layer
     and the pixel filling are linear, so their Jacobian-vector products are the layers'
-    kernels applied to the body's tangents. The split is checked numerically once per
-    decoder (a non-sequential graph falls back to differentiating the whole decoder).
+    kernels applied to the body's tangents. The split is checked numerically (a
+    non-sequential graph falls back to differentiating the whole decoder); `_sigma_graph`
+    does this once per decoder.
     """
-    key = id(decoder)
-    if key in _SPLITS:
-        return _SPLITS[key]
     layers = _chain(decoder)
     k = len(layers)
     while k > 0 and _is_linear(layers[k - 1]):
@@ -194,8 +190,6 @@ def _linear_split(decoder) -> tuple[list, list] | None:
         if got.shape != ref.shape or not np.allclose(got, ref, rtol=LINEAR_SPLIT_RTOL,
                                                      atol=LINEAR_SPLIT_RTOL * float(np.abs(ref).max())):
             split = None
-    _SPLITS[key] = split
-    weakref.finalize(decoder, _SPLITS.pop, key, None)
     return split
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..metrics import GAUSSIAN_WITHIN_1SIGMA
+
 METHOD_LABELS = {
     "cnn": "img2spec (CNN -> VAE decoder)",
     "knn_colour": "kNN in PS1 colour space",
@@ -50,7 +52,8 @@ def _uncertainty_text(inference: dict[str, Any]) -> str:
         text = f"The 1-sigma band is the std of {inference['n_samples']} decoded latent samples"
     scale = float(inference.get("sigma_scale", 1.0))
     if scale != 1.0:
-        text += (f", times {scale:.3f}: the factor that puts 68.3% of validation pixels within 1 sigma "
+        text += (f", times {scale:.3f}: the factor that puts {100 * GAUSSIAN_WITHIN_1SIGMA:.1f}% of validation "
+                 "pixels within 1 sigma "
                  "(prediction and observation noise in quadrature)")
     return text + "."
 
