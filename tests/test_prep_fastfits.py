@@ -9,7 +9,7 @@ import ppxf
 
 from img2spec.io.ps1_cutout import read_cutout, write_cutout
 from img2spec.io.sdss_spectrum import read_spectrum, write_spectrum
-from img2spec.prep.fastfits import fast_read_cutout, fast_read_spectrum
+from img2spec.io.fastfits import fast_read_cutout, fast_read_spectrum
 from img2spec.prep.synthetic import make_cutout, make_spectrum, synthetic_objects
 
 NGC3522 = Path(ppxf.__file__).parent / "spectra" / "NGC3522_SDSS_DR18.fits"

@@ -22,7 +22,7 @@ from ..config import Params
 from ..io.atomic import write_json
 from ..io.ps1_cutout import CutoutFormatError, read_cutout
 from ..logs import progress
-from ..prep.fastfits import fast_read_cutout
+from ..io.fastfits import fast_read_cutout
 from .inputs import ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, read_object_meta
 from .plot import plot_prediction
 from .predictor import InputError, Predictor

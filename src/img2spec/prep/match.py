@@ -24,7 +24,7 @@ from ..config import Params
 from ..io.atomic import write_parquet
 from ..io.sdss_spectrum import SpectrumFormatError, read_spectrum
 from ..paths import Paths
-from .fastfits import fast_read_spectrum
+from ..io.fastfits import fast_read_spectrum
 from .report import DropLog
 from .spectra import spectrum_snr
 

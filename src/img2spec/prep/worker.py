@@ -18,7 +18,7 @@ import numpy as np
 from ..config.prepare import PrepareParams
 from ..io.ps1_cutout import Cutout, CutoutFormatError, read_cutout
 from ..io.sdss_spectrum import SDSSSpectrum, SpectrumFormatError, read_spectrum
-from .fastfits import fast_read_cutout, fast_read_spectrum
+from ..io.fastfits import fast_read_cutout, fast_read_spectrum
 from .images import check_image, sky_level_and_sigma, to_nanomaggies
 from .spectra import LogGrid, prepare_spectrum, prepare_truth
 
