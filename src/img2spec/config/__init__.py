@@ -22,6 +22,7 @@ from .models import CNNParams, VAEParams
 from .prepare import PrepareParams
 from .publish import PublishParams
 from .sdss import SDSSParams
+from .survey import SurveyParams
 from .tune import TuneParams
 
 DEFAULT_PARAMS_FILE = "params.yaml"
@@ -41,6 +42,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     tune: TuneParams = TuneParams()
     publish: PublishParams = PublishParams()
+    survey: SurveyParams = SurveyParams()
 
 
 def _valid_keys(model: type[Section], loc: tuple[Any, ...]) -> list[str]:

@@ -1,0 +1,34 @@
+"""`survey`: packing cutouts into HEALPix shards and predicting them on Dask (owned by survey/)."""
+
+from pydantic import Field
+
+from .base import Section
+
+
+class SurveyParams(Section):
+    healpix_order: int = Field(6, ge=0, le=29)
+    """HEALPix order of the shard partition (nside = 2**order, nested). Order 6 gives
+    49,152 pixels of ~0.84 deg^2: a few hundred to thousands of galaxies each at SDSS
+    Main Galaxy Sample densities, so a pixel is one to a few parts."""
+    objects_per_part: int = Field(4096, ge=1)
+    """Cap on the objects of one shard file (`healpix=<N>/<part>.hdf5`): one Dask task,
+    ~330 MB of 5x64x64 float32 images at most in a worker at a time."""
+    group_radius_arcsec: float = Field(1.0, gt=0)
+    """Single-band files whose image centres lie within this distance (and that share a
+    name stem) are bands of one object."""
+    n_workers: int = Field(2, ge=1)
+    """Dask worker processes of the default LocalCluster."""
+    threads_per_worker: int = Field(1, ge=1)
+    """Dask threads per worker, and TensorFlow's intra-op threads in each worker
+    (n_workers * threads_per_worker should not exceed the cores)."""
+    tf_inter_op_threads: int = Field(1, ge=1)
+    """TensorFlow inter-op threads per worker: inference is one op chain, so 1 keeps
+    workers from oversubscribing the cores."""
+    memory_limit: str = "auto"
+    """Dask memory limit per worker ('auto' = machine memory / n_workers, or e.g. '2GB')."""
+    dashboard_port: int = Field(0, ge=0, le=65535)
+    """Port of the Dask dashboard, always bound to 127.0.0.1 (0: any free port)."""
+    retries: int = Field(2, ge=0)
+    """Dask retries of a failed shard task before it is reported as failed."""
+    batch_size: int | None = Field(None, ge=1)
+    """Objects per forward pass (None: the bundle's inference batch size)."""
