@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from ...io.processes import guarded_initializer
 from ...logs import progress
 
 _STATE: dict[str, Any] = {}
@@ -41,7 +42,9 @@ def run_chunks(fn: Callable[[Any, Sequence[int]], Any], n_items: int, chunk_size
                 bar.update(len(part))
             return
         ctx = mp.get_context("fork")
-        with ctx.Pool(min(n_workers, len(parts)), initializer=_init, initargs=(init, init_args)) as pool:
+        # Workers die with this process: a kill -9 of the stage leaves no orphan blocked on its queue.
+        initializer, initargs = guarded_initializer(_init, (init, init_args))
+        with ctx.Pool(min(n_workers, len(parts)), initializer=initializer, initargs=initargs) as pool:
             payloads: Iterable = ((fn, part) for part in parts)
             for part, result in zip(parts, pool.imap(_call, payloads)):
                 yield part, result
