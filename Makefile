@@ -60,8 +60,9 @@ ui: setup  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)
 predict: setup  ## predict spectra: make predict PREDICT_INPUT=dir PREDICT_OUT=dir
 	$(BIN)/img2spec predict $(PREDICT_INPUT) --model $(PREDICT_MODEL) --out $(PREDICT_OUT) --plot
 
-figures: setup  ## figure of a few mock galaxies (grizy composite + spectrum) for the README
+figures: setup  ## figure of a few mock galaxies for the README; mock realism report vs SDSS (reports/mock_realism.json)
 	$(BIN)/img2spec mock-figure --out docs/mock_galaxies.png
+	$(BIN)/img2spec mock-realism --out reports/mock_realism.json --figures reports/figures/realism
 
 bench: setup  ## benchmarks: speed, memory, scaling, science (writes reports/bench.json)
 	$(BIN)/python bench/run_all.py

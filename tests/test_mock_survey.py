@@ -154,7 +154,7 @@ def test_4000a_break_moves_with_redshift():
             "bulge_metallicity": 1.0, "bulge_av": 0.1, "log_u": -3.0}
     breaks = []
     for z in (0.03, 0.2):
-        spec, _, _ = synth.sps.component({**base, "z": z}, "bulge")
+        spec, *_ = synth.sps.component({**base, "z": z}, "bulge")
         # The strongest blue-to-red jump of the smoothed spectrum sits at 4000 (1 + z).
         smooth = np.convolve(spec, np.ones(41) / 41, mode="same")
         ratio = smooth[60:] / smooth[:-60]

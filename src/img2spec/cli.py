@@ -162,6 +162,30 @@ def mock_figure(
     typer.echo(str(path))
 
 
+@app.command("mock-realism")
+def mock_realism(
+    out: Path = typer.Option(Path("reports/mock_realism.json"), help="JSON report to write"),
+    figures: Path = typer.Option(Path("reports/figures/realism"), help="directory for one figure per comparison"),
+    truth_dir: Path = typer.Option(Path("data/raw/truth"), help="mock truth to assess; generated if missing"),
+    n: int = typer.Option(300, min=20, help="galaxies to generate when TRUTH_DIR does not exist"),
+    params: Path = typer.Option(Path("params.yaml"), help="parameter file (sections mock, measure)"),
+) -> None:
+    """The mock survey beside published SDSS Main Galaxy Sample distributions (reports/mock_realism.json)."""
+    from .config import ConfigError, load_params
+    from .sources.mock.realism import run_realism
+
+    setup_logging()
+    try:
+        report = run_realism(load_params(params), out, figures, truth_dir=truth_dir, n_generate=n)
+    except ConfigError as exc:
+        typer.echo(f"img2spec mock-realism: {exc}", err=True)
+        raise typer.Exit(2)
+    for c in report["checks"].values():
+        typer.echo(f"{c['name']:<40} mock {c['mock']!s:>8}  SDSS {c['reference']!s:>7}  "
+                   f"{'agrees' if c['agrees'] else 'DISAGREES'}")
+    typer.echo(f"{report['n_agree']}/{report['n_checks']} within tolerance; {out}")
+
+
 @app.command("readme")
 def readme(
     metrics: Path = typer.Option(Path("metrics/evaluate.json"), help="evaluate stage metrics to render"),

@@ -54,6 +54,8 @@ class GalaxyTypeParams(RangeSection):
     """Nebular ionisation parameter (Cloudy grid of bagpipes)."""
     veldisp_kms: Range
     """Stellar velocity dispersion (bagpipes `veldisp`, km/s)."""
+    agn_fraction: float = Field(0.0, ge=0, le=1)
+    """Probability that a galaxy of this type hosts a narrow-line AGN (see `AGNParams`)."""
 
 
 def _red() -> GalaxyTypeParams:
@@ -72,6 +74,51 @@ def _blue() -> GalaxyTypeParams:
     return GalaxyTypeParams(
         fraction=0.45, bulge_to_total=(0.0, 0.3), disk_age_gyr=(3.0, 9.0),
         disk_tau_gyr=(3.0, 12.0), disk_av=(0.2, 1.2), veldisp_kms=(50.0, 130.0))
+
+
+class AGNClassParams(RangeSection):
+    """Narrow-line ratios of one AGN class (log10, drawn uniformly in each range).
+
+    Ranges sit inside the regions the BPT diagrams separate: Seyferts above the
+    Kewley et al. (2001) line and above the Schawinski et al. (2007) Seyfert/LINER
+    line, LINERs above Kewley et al. (2001) and below Schawinski et al. (2007);
+    [OII]/[OIII], [OI]/Halpha and [SII]/Halpha as in Kewley et al. (2006, MNRAS 372, 961).
+    """
+
+    log_oiii_hbeta: Range
+    """log10 [OIII] 5007 / Hbeta."""
+    log_nii_halpha: Range
+    """log10 [NII] 6584 / Halpha."""
+    log_oii_oiii: Range
+    """log10 [OII] 3726+3729 / [OIII] 5007."""
+    log_oi_halpha: Range
+    """log10 [OI] 6300 / Halpha."""
+    log_sii_halpha: Range
+    """log10 [SII] 6717+6731 / Halpha."""
+    halpha_ew_a: Range
+    """Rest-frame EW (A) of the AGN's own Halpha against the fibre continuum (drawn log-uniformly)."""
+
+
+def _seyfert() -> AGNClassParams:
+    return AGNClassParams(log_oiii_hbeta=(0.6, 1.1), log_nii_halpha=(-0.3, 0.1), log_oii_oiii=(-0.7, -0.1),
+                          log_oi_halpha=(-1.3, -0.7), log_sii_halpha=(-0.5, -0.1), halpha_ew_a=(3.0, 30.0))
+
+
+def _liner() -> AGNClassParams:
+    return AGNClassParams(log_oiii_hbeta=(-0.1, 0.35), log_nii_halpha=(0.02, 0.35), log_oii_oiii=(0.1, 0.6),
+                          log_oi_halpha=(-1.0, -0.5), log_sii_halpha=(-0.4, 0.1), halpha_ew_a=(1.0, 5.0))
+
+
+class AGNParams(RangeSection):
+    """The narrow-line AGN population: nuclear lines added to the host's fibre spectrum."""
+
+    seyfert_share: float = Field(0.29, ge=0, le=1)
+    """Share of AGN that are Seyferts (rest LINERs): Kewley et al. (2006) SDSS DR4,
+    2,411 Seyferts and 6,005 LINERs among 85,224 emission-line galaxies."""
+    balmer_decrement: Range = (3.1, 4.5)
+    """Observed Halpha/Hbeta of the narrow lines (case B for AGN, 3.1, plus reddening)."""
+    seyfert: AGNClassParams = Field(default_factory=_seyfert)
+    liner: AGNClassParams = Field(default_factory=_liner)
 
 
 class PopulationParams(RangeSection):
@@ -93,6 +140,10 @@ class PopulationParams(RangeSection):
     red: GalaxyTypeParams = Field(default_factory=_red)
     green: GalaxyTypeParams = Field(default_factory=_green)
     blue: GalaxyTypeParams = Field(default_factory=_blue)
+    birth_cloud_eta: float = Field(1.0, ge=1)
+    """bagpipes dust `eta`: stars younger than 10 Myr and their nebular lines see eta * Av
+    (Charlot & Fall 2000 birth clouds; Calzetti's 0.44 stellar/gas ratio is eta ~ 2.3)."""
+    agn: AGNParams = Field(default_factory=AGNParams)
 
     @model_validator(mode="after")
     def _check(self) -> "PopulationParams":

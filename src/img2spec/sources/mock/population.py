@@ -15,6 +15,7 @@ from .cosmology import age_gyr
 
 GALAXY_TYPES = ("red", "green", "blue")
 STAGE_SELECT, STAGE_SPECTRA, STAGE_IMAGES, STAGE_PHOTOMETRY, STAGE_SURVEY, STAGE_PLATE = 11, 12, 13, 14, 15, 16
+STAGE_AGN = 17
 """Sub-seed per stage so that each stage's randomness is independent."""
 AGE_MARGIN_GYR = 0.2
 """Stellar populations start at least this long after the Big Bang."""

@@ -72,11 +72,12 @@ def broaden(loglam_in: np.ndarray, flux: np.ndarray, sigma_kms: float) -> np.nda
     return np.convolve(np.pad(flux, half, mode="edge"), kernel, mode="valid")
 
 
-def _components(z: float, age: float, tau: float, metallicity: float, av: float, log_u: float) -> dict:
+def _components(z: float, age: float, tau: float, metallicity: float, av: float, log_u: float,
+                eta: float = 1.0) -> dict:
     return {
         "redshift": z,
         "delayed": {"age": age, "tau": tau, "massformed": REF_LOG_MASS, "metallicity": metallicity},
-        "dust": {"type": "Calzetti", "Av": av},
+        "dust": {"type": "Calzetti", "Av": av, "eta": eta},
         "nebular": {"logU": log_u},
     }
 
@@ -107,12 +108,13 @@ class SPS:
         if self._model.sfh.unphysical:
             raise ValueError(f"bagpipes: unphysical SFH for {comps}")
 
-    def component(self, g: dict, which: str) -> tuple[np.ndarray, float, float]:
-        """(observed-frame spectrum in erg/s/cm^2/A, SFR in Msun/yr, H-alpha flux in erg/s/cm^2)
-        of the bulge or disk of galaxy parameters `g`, at REF_LOG_MASS."""
+    def component(self, g: dict, which: str) -> tuple[np.ndarray, float, float, float]:
+        """(observed-frame spectrum in erg/s/cm^2/A, SFR in Msun/yr, H-alpha flux in erg/s/cm^2,
+        log10 living stellar mass) of the bulge or disk of galaxy parameters `g`, at REF_LOG_MASS formed."""
         z = g["z"]
         comps = _components(z, g[f"{which}_age_gyr"], g[f"{which}_tau_gyr"],
-                            g[f"{which}_metallicity"], g[f"{which}_av"], g["log_u"])
+                            g[f"{which}_metallicity"], g[f"{which}_av"], g["log_u"],
+                            self.mp.population.birth_cloud_eta)
         self._ensure(comps)
         rest = np.asarray(self._model.wavelengths, np.float64)
         obs = rest * (1.0 + z)
@@ -126,4 +128,4 @@ class SPS:
         if not np.all(np.isfinite(spec)):
             raise FloatingPointError(f"bagpipes returned non-finite flux for galaxy {g['index']} ({which})")
         halpha = float(self._model.line_fluxes.get(HALPHA_KEY, 0.0))
-        return spec, float(self._model.sfh.sfr), halpha
+        return spec, float(self._model.sfh.sfr), halpha, float(self._model.sfh.stellar_mass)

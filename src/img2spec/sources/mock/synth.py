@@ -12,6 +12,7 @@ from ... import BANDS
 from ...config.mock import MockParams
 from .cosmology import kpc_per_arcsec
 from .filters import band_weights, maggies_to_mag
+from .agn import add_agn, draw_agn
 from .population import draw_galaxy
 from .sersic import fibre_fraction
 from .sps import SPS, REF_LOG_MASS, model_loglam, sdss_slice
@@ -32,9 +33,10 @@ class GalaxySynth:
     def galaxy(self, index: int) -> tuple[dict, np.ndarray]:
         mp, st = self.mp, self.mp.structure
         g = draw_galaxy(index, mp)
-        spec, maggies, sfr, halpha = {}, {}, {}, {}
+        g.update(draw_agn(index, getattr(mp.population, g["galaxy_type"]).agn_fraction, mp))
+        spec, maggies, sfr, halpha, living = {}, {}, {}, {}, {}
         for comp in COMPONENTS:
-            spec[comp], sfr[comp], halpha[comp] = self.sps.component(g, comp)
+            spec[comp], sfr[comp], halpha[comp], living[comp] = self.sps.component(g, comp)
             maggies[comp] = self.weights @ spec[comp]
         r, gb = BANDS.index("r"), BANDS.index("g")
         bt = g["bulge_to_total"]
@@ -49,6 +51,7 @@ class GalaxySynth:
             s = scale[comp]
             log_m = REF_LOG_MASS + np.log10(s) if s > 0 else -np.inf
             g[f"{comp}_log_mass_formed"] = float(log_m)
+            g[f"{comp}_log_stellar_mass"] = float(living[comp] + np.log10(s)) if s > 0 else float("-inf")
             g[f"{comp}_sfr"] = float(sfr[comp] * s)
             re0 = st.bulge_re_kpc_at_1e10 if comp == "bulge" else st.disk_re_kpc_at_1e10
             slope = st.bulge_size_slope if comp == "bulge" else st.disk_size_slope
@@ -66,9 +69,19 @@ class GalaxySynth:
             fibre += spec[comp] * (s * ff)
             g[f"{comp}_halpha_flux"] = float(halpha[comp] * s)
         g["fibre_halpha_flux"] = float(sum(g[f"{c}_halpha_flux"] * g[f"{c}_fibre_fraction"] for c in COMPONENTS))
+        # The unresolved nucleus: all of its line light is in the fibre; in the images it rides on the bulge.
+        sigma_gas = float(np.hypot(g["veldisp_kms"], mp.instrument_sigma_kms))
+        agn = add_agn(g, fibre, self.sps.edges, sigma_gas)
+        if g["agn_class"] != "none":
+            fibre = fibre + agn
+            agn_maggies = self.weights @ agn
+            total += agn_maggies
+            for k, band in enumerate(BANDS):
+                g[f"bulge_maggies_{band}"] += float(agn_maggies[k])
         fibre_maggies = self.weights @ fibre
         for k, band in enumerate(BANDS):
             g[f"total_mag_{band}"] = float(maggies_to_mag(total[k]))
             g[f"fibre_mag_{band}"] = float(maggies_to_mag(fibre_maggies[k]))
         g["log_mass_formed"] = float(np.log10(10 ** g["bulge_log_mass_formed"] + 10 ** g["disk_log_mass_formed"]))
+        g["log_stellar_mass"] = float(np.log10(10 ** g["bulge_log_stellar_mass"] + 10 ** g["disk_log_stellar_mass"]))
         return g, (fibre[self.sdss] / SDSS_FLUX_UNIT).astype(np.float32)
