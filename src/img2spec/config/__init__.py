@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from .base import Section
 from .data import DataParams
 from .evaluate import EvaluateParams
+from .measure import MeasureParams
 from .mock import MockParams
 from .models import CNNParams, VAEParams
 from .prepare import PrepareParams
@@ -39,6 +40,7 @@ class Params(Section):
     prepare: PrepareParams = PrepareParams()
     vae: VAEParams = VAEParams()
     cnn: CNNParams = CNNParams()
+    measure: MeasureParams = MeasureParams()
     evaluate: EvaluateParams = EvaluateParams()
     tune: TuneParams = TuneParams()
     publish: PublishParams = PublishParams()

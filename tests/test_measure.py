@@ -1,0 +1,204 @@
+"""measure/: lines, Dn4000, Hdelta_A and classes on synthetic spectra with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import erf
+
+from img2spec.config import Params
+from img2spec.config.measure import MeasureParams
+from img2spec.config.prepare import PrepareParams
+from img2spec.measure import (BAD_CONTINUUM, MASKED, NO_REDSHIFT, OFF_GRID, air_to_vacuum, bpt_region,
+                              classify, column_names, measure_spectra)
+from img2spec.prep.spectra import make_grid
+
+MP = Params().measure
+GRID = make_grid(PrepareParams())
+WAVE, EDGES = GRID.centres, GRID.edges
+HALPHA, OIII, HBETA, NII, OII = 6564.61, 5008.24, 4862.68, 6585.27, 3728.5   # vacuum, A
+
+
+def gaussian_bins(edges: np.ndarray, centre: np.ndarray, sigma: np.ndarray, flux: np.ndarray) -> np.ndarray:
+    """Mean f_lambda per pixel of Gaussian lines (exact bin integrals / bin widths): (N, P)."""
+    c, s, f = (np.asarray(a, float)[:, None] for a in (centre, sigma, flux))
+    cdf = 0.5 * (1 + erf((edges[None, :] - c) / (np.sqrt(2) * s)))
+    return f * np.diff(cdf, axis=1) / np.diff(edges)[None, :]
+
+
+def observed(z, lines, cont=lambda lam: np.full_like(lam, 2.0), sigma_rest=2.0):
+    """Observed-frame spectra (N, P): continuum + lines {rest centre: observed line flux}."""
+    z = np.atleast_1d(np.asarray(z, float))
+    flux = np.broadcast_to(cont(WAVE), (len(z), len(WAVE))).copy()
+    for lam, f in lines.items():
+        flux += gaussian_bins(EDGES, lam * (1 + z), sigma_rest * (1 + z), np.full(len(z), f))
+    return flux
+
+
+def test_columns_match_output_and_params_validate():
+    out = measure_spectra(observed(0.05, {}), WAVE, 0.05, MP)
+    assert list(out) == column_names(MP)
+    assert all(v.shape == (1,) for v in out.values())
+    with pytest.raises(ValueError, match="BPT"):
+        MeasureParams(lines={"halpha": MP.lines["halpha"]})
+    with pytest.raises(ValueError, match="lower bound"):
+        MeasureParams(dn4000={"blue": [3950.0, 3850.0], "red": [4000.0, 4100.0]})
+
+
+@pytest.mark.parametrize("z", [0.02, 0.1, 0.2])
+def test_gaussian_line_on_flat_continuum(z):
+    f_line, cont = 100.0, 2.0
+    flux = observed(z, {HALPHA: f_line, OIII: 40.0})
+    out = measure_spectra(flux, WAVE, z, MP)
+    assert out["halpha_flux"][0] == pytest.approx(f_line, rel=2e-3)
+    # rest-frame EW = observed EW / (1+z) = F / (C (1+z))
+    assert out["halpha_ew"][0] == pytest.approx(f_line / cont / (1 + z), rel=2e-3)
+    assert out["oiii_5007_flux"][0] == pytest.approx(40.0, rel=2e-3)
+    assert out["hbeta_flux"][0] == pytest.approx(0.0, abs=1e-6)
+    assert out["halpha_flag"][0] == 0
+    assert np.isnan(out["halpha_flux_err"][0])   # no sigma/ivar given -> unknown error, never 0
+
+
+def test_sloped_continuum_is_interpolated_between_side_bands():
+    z = 0.07
+    cont = lambda lam: 1.0 + 4e-4 * (lam - 5000.0)  # noqa: E731
+    flux = observed(z, {HALPHA: 60.0, NII: 20.0}, cont=cont)
+    out = measure_spectra(flux, WAVE, z, MP)
+    assert out["halpha_flux"][0] == pytest.approx(60.0, rel=3e-3)
+    assert out["nii_6584_flux"][0] == pytest.approx(20.0, rel=1e-2)
+    c_line = cont(HALPHA * (1 + z))
+    assert out["halpha_ew"][0] == pytest.approx(60.0 / c_line / (1 + z), rel=3e-3)
+
+
+def test_dn4000_known_break_ratio():
+    """F_nu = 1 blue of 3975 A (rest), F_nu = 1.8 red of it: Dn4000 = 1.8 exactly."""
+    z = np.array([0.03, 0.12])
+    rest = WAVE[None, :] / (1 + z[:, None])
+    fnu = np.where(rest < 3975.0, 1.0, 1.8)
+    flux = fnu / WAVE[None, :] ** 2 * 1e8           # f_lambda = c F_nu / lambda^2 (constant irrelevant)
+    out = measure_spectra(flux, WAVE, z, MP)
+    np.testing.assert_allclose(out["dn4000"], 1.8, rtol=1e-6)
+    # a flat f_lambda has Dn4000 = <lambda^2>_red / <lambda^2>_blue ~ (4050/3900)^2, not 1
+    flat = measure_spectra(np.ones((1, WAVE.size)), WAVE, 0.05, MP)
+    assert flat["dn4000"][0] == pytest.approx((4050.0 / 3900.0) ** 2, rel=2e-3)
+
+
+def test_hdelta_a_absorption_positive():
+    z, ew = 0.05, 4.0
+    hd = air_to_vacuum(4101.74)
+    flux = observed(z, {hd: -ew * 2.0 * (1 + z)})   # observed EW = rest EW (1+z), continuum 2
+    out = measure_spectra(flux, WAVE, z, MP)
+    assert out["hdelta_a"][0] == pytest.approx(ew, rel=2e-3)
+
+
+def test_air_to_vacuum_halpha():
+    assert air_to_vacuum(6562.80) == pytest.approx(6564.61, abs=0.01)
+    assert air_to_vacuum(5006.84) == pytest.approx(5008.24, abs=0.01)
+
+
+def test_errors_match_monte_carlo_scatter_and_ivar_equals_sigma():
+    rng = np.random.default_rng(3)
+    n, z, noise = 3000, 0.08, 0.15
+    clean = observed(np.full(n, z), {HALPHA: 30.0, HBETA: 8.0})
+    flux = clean + rng.normal(0, noise, clean.shape)
+    sig = np.full(clean.shape, noise)
+    out = measure_spectra(flux, WAVE, np.full(n, z), MP, sigma=sig)
+    for q in ("halpha_flux", "halpha_ew", "hbeta_flux", "dn4000", "hdelta_a"):
+        assert np.std(out[q]) == pytest.approx(np.median(out[f"{q}_err"]), rel=0.08), q
+    assert np.mean(out["halpha_flux"]) == pytest.approx(30.0, abs=3 * np.std(out["halpha_flux"]) / np.sqrt(n))
+    via_ivar = measure_spectra(flux[:5], WAVE, np.full(5, z), MP, ivar=1.0 / sig[:5] ** 2)
+    np.testing.assert_allclose(via_ivar["halpha_flux_err"], out["halpha_flux_err"][:5], rtol=1e-10)
+    with pytest.raises(ValueError, match="not both"):
+        measure_spectra(flux[:2], WAVE, z, MP, sigma=sig[:2], ivar=sig[:2])
+
+
+def test_masked_line_pixel_is_nan_with_flag_and_continuum_tolerates_some():
+    z = 0.05
+    flux = observed([z, z, z, z], {HALPHA: 50.0})
+    ivar = np.full(flux.shape, 100.0)
+    pix = np.argmin(np.abs(WAVE - HALPHA * (1 + z)))
+    ivar[0, pix] = 0.0                               # one masked pixel in the Halpha line band
+    flux[0, pix] = 1e6                               # whatever a masked pixel holds is never used
+    blue = (WAVE / (1 + z) > 6483.0) & (WAVE / (1 + z) < 6513.0)
+    ivar[1, np.flatnonzero(blue)[:3]] = 0.0          # a third of the blue side band masked: still measured
+    ivar[2, blue] = 0.0                              # whole side band masked: NaN
+    out = measure_spectra(flux, WAVE, np.full(4, z), MP, ivar=ivar)
+    assert np.isnan(out["halpha_flux"][0]) and np.isnan(out["halpha_ew"][0])
+    assert out["halpha_flag"][0] & MASKED
+    assert out["halpha_flux"][1] == pytest.approx(50.0, rel=3e-3) and out["halpha_flag"][1] == 0
+    assert np.isnan(out["halpha_flux"][2]) and out["halpha_flag"][2] & MASKED
+    assert out["nii_6584_flag"][2] & MASKED          # shares the side band
+    assert out["halpha_flag"][3] == 0 and out["hbeta_flag"][0] == 0   # other rows / lines untouched
+    nan_flux = flux.copy()
+    nan_flux[3, pix] = np.nan                        # a NaN flux is a masked pixel, not a NaN leak elsewhere
+    out2 = measure_spectra(nan_flux, WAVE, np.full(4, z), MP)
+    assert out2["halpha_flag"][3] & MASKED and np.isfinite(out2["oiii_5007_flux"][3])
+
+
+def test_off_grid_and_missing_redshift_are_nan_with_flags():
+    z = np.array([0.005, 0.45, np.nan, 0.1])
+    out = measure_spectra(observed(np.nan_to_num(z), {HALPHA: 10.0}), WAVE, z, MP)
+    assert out["oii_3727_flag"][0] & OFF_GRID and np.isnan(out["oii_3727_flux"][0])      # 3716 A below 3800
+    assert out["halpha_flag"][1] & OFF_GRID and np.isnan(out["halpha_ew"][1])           # 6653*1.45 > 9200
+    assert out["dn4000_flag"][2] & NO_REDSHIFT and np.isnan(out["dn4000"][2])
+    assert out["bpt_class"][2] == -1 and out["sf_class"][2] == -1
+    assert out["halpha_flag"][3] == 0 and np.isfinite(out["dn4000"][3])
+    for name in column_names(MP):
+        if name.endswith("_flag"):
+            q = name[:-5]
+            v = out[q if q in out else f"{q}_flux"]
+            assert np.all(np.isnan(v[(out[name] & (OFF_GRID | MASKED | NO_REDSHIFT)) > 0])), name
+
+
+def test_non_positive_continuum_gives_flux_but_no_ew():
+    flux = observed(0.05, {HALPHA: 10.0}, cont=lambda lam: np.zeros_like(lam))
+    out = measure_spectra(flux, WAVE, 0.05, MP)
+    assert out["halpha_flux"][0] == pytest.approx(10.0, rel=3e-3)
+    assert np.isnan(out["halpha_ew"][0]) and out["halpha_flag"][0] & BAD_CONTINUUM
+    assert np.isnan(out["dn4000"][0]) and out["dn4000_flag"][0] & BAD_CONTINUUM
+
+
+def test_rest_frame_grid_gives_the_same_measurements():
+    """prepare's rest frame: lambda / (1+z), f_lambda (1+z) on a rest grid."""
+    z = 0.1
+    flux_obs = observed(z, {HALPHA: 50.0, HBETA: 12.0})
+    out_obs = measure_spectra(flux_obs, WAVE, z, MP)
+    out_rest = measure_spectra(flux_obs * (1 + z), WAVE / (1 + z), None, MP, frame="rest")
+    for q in ("halpha_flux", "halpha_ew", "hbeta_flux", "dn4000", "hdelta_a"):
+        assert out_rest[q][0] == pytest.approx(out_obs[q][0], rel=1e-9), q
+
+
+def test_bpt_regions_and_classes():
+    x = np.array([-0.6, -0.2, 0.0, 0.6, np.nan])
+    y = np.array([-0.3, 0.1, 1.0, -0.5, 0.0])
+    np.testing.assert_array_equal(bpt_region(x, y), [0, 1, 2, 2, -1])
+
+    def table(fluxes, err=1.0, ew=10.0):
+        cols = {}
+        for (name, f) in zip(("hbeta", "oiii_5007", "halpha", "nii_6584"), fluxes):
+            cols[f"{name}_flux"] = np.atleast_1d(np.asarray(f, float))
+            cols[f"{name}_flux_err"] = np.full(cols[f"{name}_flux"].shape, err)
+        cols["halpha_ew"] = np.full(cols["hbeta_flux"].shape, ew)
+        cols["dn4000"] = np.full(cols["hbeta_flux"].shape, 1.2)
+        return cols
+    # per line (Hbeta, [OIII], Halpha, [NII]) for 4 objects: star-forming (x -0.6, y -0.3),
+    # Seyfert (0, 1), composite (-0.22, 0.18), LINER-like far right (0.6, 1)
+    c = classify(table([[40, 20, 100, 100], [20, 200, 150, 1000], [100, 100, 100, 25], [25, 100, 60, 100]]),
+                 MP.classes)
+    np.testing.assert_array_equal(c["bpt_class"], [0, 2, 1, 2])
+    np.testing.assert_array_equal(c["agn_class"], [0, 1, 0, 1])
+    weak = classify(table([[2.0], [20.0], [100.0], [25.0]], err=1.0), MP.classes)   # Hbeta at S/N 2
+    assert weak["bpt_class"][0] == -1 and weak["agn_class"][0] == -1
+    no_err = classify(table([[40.0], [20.0], [100.0], [25.0]], err=np.nan), MP.classes)
+    assert no_err["bpt_class"][0] == -1                      # an unknown error fails the S/N cut
+    q = classify(table([[40.0], [20.0], [100.0], [25.0]], ew=1.0), MP.classes)
+    assert q["sf_class"][0] == 0 and classify(table([[40.0], [20.0], [100.0], [25.0]], ew=5.0), MP.classes)["sf_class"][0] == 1
+
+
+def test_measure_only_reads_band_pixels_of_float32_memmaps(tmp_path):
+    flux = observed(np.full(3, 0.05), {HALPHA: 50.0}).astype(np.float32)
+    np.save(tmp_path / "f.npy", flux)
+    mm = np.load(tmp_path / "f.npy", mmap_mode="r")
+    out = measure_spectra(mm, WAVE, np.full(3, 0.05), MP, sigma=np.full(WAVE.size, 0.1, np.float32))
+    np.testing.assert_allclose(out["halpha_flux"], 50.0, rtol=3e-3)
+    assert np.all(np.isfinite(out["halpha_flux_err"]))
