@@ -6,10 +6,11 @@ from .base import Section
 
 
 class SurveyParams(Section):
-    healpix_order: int = Field(6, ge=0, le=29)
-    """HEALPix order of the shard partition (nside = 2**order, nested). Order 6 gives
-    49,152 pixels of ~0.84 deg^2: a few hundred to thousands of galaxies each at SDSS
-    Main Galaxy Sample densities, so a pixel is one to a few parts."""
+    healpix_order: int = Field(4, ge=0, le=29)
+    """HEALPix order of the shard partition (nside = 2**order, nested). Order 4 (nside 16,
+    3,072 pixels of ~13.4 deg^2) is the Multimodal Universe's partition: ~1,000 SDSS Main
+    Galaxy Sample galaxies per pixel, so tasks are large enough that Dask's per-task cost
+    vanishes, while a deep survey's pixel splits into parts of `objects_per_part`."""
     objects_per_part: int = Field(4096, ge=1)
     """Cap on the objects of one shard file (`healpix=<N>/<part>.hdf5`): one Dask task,
     ~330 MB of 5x64x64 float32 images at most in a worker at a time."""

@@ -14,6 +14,7 @@ never accept a file that `img2spec.io` would reject for its layout.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,29 +40,60 @@ class _Unsupported(Exception):
     """Not a plain file this module handles: use the astropy reader instead."""
 
 
+_FALLBACK = (_Unsupported, KeyError, ValueError, TypeError, OSError, IndexError, OverflowError, MemoryError)
+"""Anything a damaged or foreign file can make the parser raise: the astropy reader decides instead."""
+
+
 @dataclass
 class _HDU:
     header: _Header
     data: bytes | None  # unpadded data bytes; None when the HDU was skipped
 
 
-def _value(raw: str) -> object:
+_CONTINUED = "\n"
+"""Joins the raw text of a long string's CONTINUE cards to its keyword's (a card never holds a newline)."""
+
+
+def _string(raw: str) -> str | None:
+    """The content of a quoted FITS string (quotes doubled inside), blanks kept; None if not a string."""
     raw = raw.strip()
-    if raw.startswith("'"):
-        # FITS strings: quotes doubled inside; trailing blanks are not significant.
-        end = 1
-        out = []
-        while end < len(raw):
-            ch = raw[end]
-            if ch == "'":
-                if end + 1 < len(raw) and raw[end + 1] == "'":
-                    out.append("'")
-                    end += 2
-                    continue
-                break
-            out.append(ch)
-            end += 1
-        return "".join(out).rstrip()
+    if not raw.startswith("'"):
+        return None
+    end = 1
+    out = []
+    while end < len(raw):
+        ch = raw[end]
+        if ch == "'":
+            if end + 1 < len(raw) and raw[end + 1] == "'":
+                out.append("'")
+                end += 2
+                continue
+            break
+        out.append(ch)
+        end += 1
+    return "".join(out)
+
+
+def _long_string(raw: str) -> str | None:
+    """A string value with its CONTINUE cards (the FITS long-string convention: each part but
+    the last ends with '&'), or None if the value is not a string."""
+    parts = raw.split(_CONTINUED)
+    text = _string(parts[0])
+    if text is None:
+        return None
+    for part in parts[1:]:
+        more = _string(part)
+        if not text.endswith("&") or more is None:
+            break
+        text = text[:-1] + more
+    return text
+
+
+def _value(raw: str) -> object:
+    text = _long_string(raw)
+    if text is not None:
+        return text.rstrip()  # trailing blanks are not significant in FITS strings
+    raw = raw.split(_CONTINUED, 1)[0].strip()
     raw = raw.split("/", 1)[0].strip()
     if raw == "T":
         return True
@@ -98,6 +130,7 @@ def _read_header(fh: BinaryIO) -> _Header | None:
     """Parse the header at the file position; None at a clean end of file."""
     header = _Header()
     first = True
+    last: str | None = None  # keyword a CONTINUE card extends
     while True:
         block = fh.read(BLOCK)
         if first and not block:
@@ -110,8 +143,20 @@ def _read_header(fh: BinaryIO) -> _Header | None:
             key = text[i:i + 8].rstrip()
             if key == "END":
                 return header
+            if key == "CONTINUE" and last is not None:
+                # a long string (e.g. a 300-character OBJID) goes on: keep all of it, never truncate
+                dict.__setitem__(header, last, dict.__getitem__(header, last) + _CONTINUED + text[i + 8:i + CARD])
+                continue
+            last = None
             if text[i + 8:i + 10] == "= " and key not in header:
                 dict.__setitem__(header, key, text[i + 10:i + CARD])
+                last = key
+            elif key == "HIERARCH" and "=" in text[i + 9:i + CARD]:
+                # ESO HIERARCH convention (PS1's FPA.FILTER): keyed without the prefix, as astropy does
+                name, raw = text[i + 9:i + CARD].split("=", 1)
+                name = name.strip().upper()
+                if name and name not in header:
+                    dict.__setitem__(header, name, raw)
 
 
 def _data_size(h: dict[str, object]) -> int:
@@ -125,7 +170,7 @@ def _data_size(h: dict[str, object]) -> int:
     return abs(bitpix) // 8 * int(h.get("GCOUNT", 1)) * (int(h.get("PCOUNT", 0)) + n)
 
 
-def _hdus(fh: BinaryIO, wanted: set[str]) -> list[_HDU]:
+def _hdus(fh: BinaryIO, wanted: set[str], stop_when_found: bool = True) -> list[_HDU]:
     """Walk the HDUs; read the data of the primary and of extensions named in `wanted`.
 
     Stops once every wanted extension is read (real SDSS files carry many
@@ -143,6 +188,8 @@ def _hdus(fh: BinaryIO, wanted: set[str]) -> list[_HDU]:
         padded = -(-nbytes // BLOCK) * BLOCK
         name = str(header.get("EXTNAME", "")).strip().upper()
         if name in missing:
+            if nbytes > _remaining(fh):  # a garbage NAXIS must not allocate gigabytes
+                raise _Unsupported("truncated data")
             data = fh.read(padded)
             if len(data) < nbytes:
                 raise _Unsupported("truncated data")
@@ -151,8 +198,12 @@ def _hdus(fh: BinaryIO, wanted: set[str]) -> list[_HDU]:
             data = None
             fh.seek(padded, 1)
         hdus.append(_HDU(header, data))
-        if not missing:
+        if not missing and stop_when_found:
             return hdus
+
+
+def _remaining(fh: BinaryIO) -> int:
+    return os.fstat(fh.fileno()).st_size - fh.tell()
 
 
 def _table(hdu: _HDU) -> dict[str, np.ndarray]:
@@ -212,6 +263,8 @@ def fast_read_spectrum(path: str | Path) -> SDSSSpectrum | None:
         specobj = _table(named["SPECOBJ"])
         if any(c not in coadd for c in COADD_COLUMNS) or any(c.lower() not in specobj for c in SPECOBJ_COLUMNS):
             return None
+        if any(coadd[c].ndim != 1 for c in COADD_COLUMNS) or any(specobj[c.lower()].ndim != 1 for c in SPECOBJ_COLUMNS):
+            return None  # vector columns: another product's layout
         if len(specobj["z"]) < 1:
             return None
         cls = specobj["class"][0]
@@ -228,7 +281,7 @@ def fast_read_spectrum(path: str | Path) -> SDSSSpectrum | None:
             dec=float(specobj["plug_dec"][0]),
             cls=(cls.decode("ascii", "replace") if isinstance(cls, bytes) else str(cls)).strip(),
         )
-    except (_Unsupported, KeyError, ValueError, TypeError, OSError):
+    except _FALLBACK:
         return None
 
 
@@ -269,5 +322,51 @@ def fast_read_cutout(path: str | Path, bands: tuple[str, ...] = BANDS) -> Cutout
             dec=float(head.get("DEC", np.nan)),
             data=data, magzp=magzp, exptime=exptime, seeing=seeing, pixel_scale=scale,
         )
+    except _FALLBACK:
+        return None
+
+
+def fast_read_image(path: str | Path) -> tuple[dict[str, object], np.ndarray] | None:
+    """(header, float32 2-D pixels) of a plain single-image FITS file, or None.
+
+    The image is the primary HDU's, or else the first 2-D IMAGE extension's (what the
+    PS1 cutout service returns for one band); the header is that HDU's, with the primary
+    header's cards filled in underneath. None for anything else (then use astropy).
+    """
+    try:
+        with open(path, "rb") as fh:
+            primary = _read_header(fh)
+            if primary is None or primary.get("SIMPLE") is not True:
+                return None
+            hdu_header = primary
+            while int(hdu_header.get("NAXIS", 0)) != 2:
+                fh.seek(-(-_data_size(hdu_header) // BLOCK) * BLOCK, 1)
+                hdu_header = _read_header(fh)
+                if hdu_header is None:
+                    return None
+                if hdu_header.get("XTENSION") != "IMAGE":
+                    return None
+            if any(k in hdu_header for k in _SCALING) or "GROUPS" in hdu_header:
+                return None
+            ny, nx = int(hdu_header["NAXIS2"]), int(hdu_header["NAXIS1"])
+            dtype = np.dtype(_BITPIX_DTYPE[int(hdu_header["BITPIX"])])
+            raw = fh.read(nx * ny * dtype.itemsize)
+            if len(raw) < nx * ny * dtype.itemsize:
+                return None
+        header: dict[str, object] = {}
+        for source in (primary, hdu_header):
+            for key in dict.keys(source):
+                header[key] = source[key]
+        return header, np.frombuffer(raw, dtype=dtype).reshape(ny, nx).astype(np.float32)
+    except (_Unsupported, KeyError, ValueError, TypeError, OSError):
+        return None
+
+
+def fast_read_headers(path: str | Path) -> list[dict[str, object]] | None:
+    """The header of every HDU of a plain FITS file (no data read), or None (then use astropy)."""
+    try:
+        with open(path, "rb") as fh:
+            hdus = _hdus(fh, set(), stop_when_found=False)
+        return [{key: h.header[key] for key in dict.keys(h.header)} for h in hdus]
     except (_Unsupported, KeyError, ValueError, TypeError, OSError):
         return None

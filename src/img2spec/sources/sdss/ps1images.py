@@ -11,7 +11,6 @@ per band. Cutouts come back as linear fluxes with EXPTIME in the header (zero po
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +19,10 @@ from astropy.io import fits
 from ... import BANDS
 from ...config.sdss import SDSSParams
 from ...io.ps1_cutout import Cutout, CutoutFormatError, magzp_for_exptime, read_cutout, write_cutout
+from ...io.ps1_single import ASINH_ALPHA, linearise  # noqa: F401  (one asinh undo, shared with pack)
 from .http import BadContent, FetchError, Fetcher
 
 FILENAME_COLUMNS = ("projcell", "subcell", "ra", "dec", "filter", "mjd", "type", "filename", "shortname", "badflag")
-ASINH_ALPHA = 2.5 / math.log(10.0)
-"""alpha = 2.5 log10(e) = 1.0857 of the PS1 asinh compression."""
-
-
-def linearise(pixels: np.ndarray, header: fits.Header) -> np.ndarray:
-    """Undo PS1 stack asinh compression if the header says it was applied.
-
-    PS1 IPP "asinh_compression" (Pan-STARRS IPP wiki) and the STScI "PS1 Image Cutout
-    Service"/"PS1 images" notes: C = alpha asinh((L - BOFFSET) / (2 BSOFTEN)), alpha =
-    2.5 log10(e), hence L = BOFFSET + BSOFTEN (exp(C/alpha) - exp(-C/alpha))
-    = BOFFSET + 2 BSOFTEN sinh(C ln(10) / 2.5). Only skycell stack files carry the
-    keywords; fitscut cutouts are already linear, so without them pixels pass unchanged.
-    """
-    if "BSOFTEN" not in header or "BOFFSET" not in header:
-        return pixels
-    c = np.asarray(pixels, np.float64) / ASINH_ALPHA
-    return (float(header["BOFFSET"]) + 2.0 * float(header["BSOFTEN"]) * np.sinh(c)).astype(np.float32)
 
 
 def parse_filenames(text: str, bands: tuple[str, ...]) -> dict[str, str]:

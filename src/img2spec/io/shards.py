@@ -1,0 +1,245 @@
+"""HDF5 shards: cutouts packed per HEALPix pixel (`img2spec pack`) and their predicted spectra (`img2spec survey`).
+
+Layout `<root>/healpix=<N>/<part>.hdf5` (hive-style, so the Parquet catalogue beside the
+spectra reads as one partitioned dataset). Field names follow the Multimodal Universe
+data set: `object_id`, `ra`, `dec`, `image_flux` (N, bands, H, W) float32, per-band
+`magzp`, the band names, optional `z` and `rKronMag`.
+
+Every shard carries a `content_hash` attribute (sha256 of what it holds), computed when
+it is written; a spectra shard records the content hash of the cutout shard it came from
+and the bundle hash, which is how `survey` knows an output is already done. Writes are
+atomic (`io.atomic.atomic_path`): a killed writer never leaves a partial shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .atomic import atomic_path
+from .ps1_cutout import Cutout
+
+CUTOUT_FORMAT = "img2spec-cutout-shard"
+SPECTRA_FORMAT = "img2spec-spectra-shard"
+FORMAT_VERSION = 1
+SHARD_SUFFIX = ".hdf5"
+PARTITION_PREFIX = "healpix="
+_PARTITION = re.compile(r"^healpix=(\d+)$")
+
+
+class ShardFormatError(ValueError):
+    """A shard file is unreadable or not the layout this module writes."""
+
+
+def part_path(root: str | Path, healpix: int, part: str) -> Path:
+    """`<root>/healpix=<N>/<part>.hdf5`."""
+    return Path(root) / f"{PARTITION_PREFIX}{int(healpix)}" / f"{part}{SHARD_SUFFIX}"
+
+
+def list_parts(root: str | Path) -> list[tuple[int, Path]]:
+    """(healpix, path) of every shard under `root`, sorted (temporaries excluded)."""
+    out = []
+    for pdir in sorted(Path(root).glob(f"{PARTITION_PREFIX}*")):
+        m = _PARTITION.match(pdir.name)
+        if not (m and pdir.is_dir()):
+            continue
+        for path in sorted(pdir.glob(f"*{SHARD_SUFFIX}")):
+            if not path.name.startswith("."):
+                out.append((int(m.group(1)), path))
+    return out
+
+
+def _str_array(values) -> np.ndarray:
+    return np.asarray([str(v) for v in values], dtype=object)
+
+
+def _hash_arrays(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    for arr in arrays:
+        if arr is None:
+            h.update(b"\0none")
+            continue
+        arr = np.asarray(arr)
+        if arr.dtype == object:
+            h.update("\0".join(map(str, arr.tolist())).encode())
+        else:
+            h.update(str(arr.dtype).encode() + str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class CutoutShard:
+    """The cutouts of one shard (row i = object i)."""
+
+    object_id: np.ndarray
+    """(N,) object ids as str."""
+    ra: np.ndarray
+    dec: np.ndarray
+    image_flux: np.ndarray
+    """(N, bands, H, W) float32 linear counts."""
+    magzp: np.ndarray
+    """(N, bands) AB zero points: mag = -2.5 log10(counts) + magzp."""
+    bands: tuple[str, ...]
+    pixel_scale: np.ndarray
+    """(N,) arcsec per pixel."""
+    z: np.ndarray | None = None
+    rKronMag: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.object_id)
+
+    def cutout(self, i: int) -> Cutout:
+        """Object i as a `Cutout` (views on the shard's arrays)."""
+        return Cutout(
+            objid=str(self.object_id[i]), ra=float(self.ra[i]), dec=float(self.dec[i]),
+            data={b: self.image_flux[i, k] for k, b in enumerate(self.bands)},
+            magzp={b: float(self.magzp[i, k]) for k, b in enumerate(self.bands)},
+            pixel_scale=float(self.pixel_scale[i]),
+        )
+
+    def content_hash(self) -> str:
+        return _hash_arrays(self.object_id, self.ra, self.dec, self.image_flux, self.magzp,
+                            np.asarray(self.bands, dtype=object), self.pixel_scale, self.z, self.rKronMag)
+
+
+def write_cutout_shard(path: str | Path, shard: CutoutShard, attrs: dict[str, Any] | None = None) -> str:
+    """Write `shard` atomically; returns its content hash (also stored as an attribute)."""
+    import h5py
+
+    n = len(shard)
+    if shard.image_flux.shape[:2] != (n, len(shard.bands)):
+        raise ValueError(f"image_flux shape {shard.image_flux.shape} does not match {n} objects x {len(shard.bands)} bands")
+    digest = shard.content_hash()
+    text = h5py.string_dtype()
+    with atomic_path(path, suffix=f"{SHARD_SUFFIX}.tmp") as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("object_id", data=_str_array(shard.object_id), dtype=text)
+        f.create_dataset("ra", data=np.asarray(shard.ra, np.float64))
+        f.create_dataset("dec", data=np.asarray(shard.dec, np.float64))
+        # contiguous and uncompressed: a survey task reads the whole part at disk speed
+        f.create_dataset("image_flux", data=np.asarray(shard.image_flux, np.float32))
+        f.create_dataset("magzp", data=np.asarray(shard.magzp, np.float32))
+        f.create_dataset("bands", data=_str_array(shard.bands), dtype=text)
+        f.create_dataset("pixel_scale", data=np.asarray(shard.pixel_scale, np.float32))
+        if shard.z is not None:
+            f.create_dataset("z", data=np.asarray(shard.z, np.float64))
+        if shard.rKronMag is not None:
+            f.create_dataset("rKronMag", data=np.asarray(shard.rKronMag, np.float32))
+        f.attrs.update({**(attrs or {}), **shard.attrs, "format": CUTOUT_FORMAT,
+                        "format_version": FORMAT_VERSION, "content_hash": digest, "n_objects": n})
+    return digest
+
+
+def _strings(ds) -> np.ndarray:
+    return np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
+
+
+def read_cutout_shard(path: str | Path) -> CutoutShard:
+    """Read a cutout shard; ShardFormatError names the file when it is not one."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != CUTOUT_FORMAT:
+                raise ShardFormatError(f"{path}: not an img2spec cutout shard (format {f.attrs.get('format')!r})")
+            shard = CutoutShard(
+                object_id=_strings(f["object_id"]), ra=f["ra"][()], dec=f["dec"][()],
+                image_flux=f["image_flux"][()], magzp=f["magzp"][()],
+                bands=tuple(_strings(f["bands"])), pixel_scale=f["pixel_scale"][()],
+                z=f["z"][()] if "z" in f else None,
+                rKronMag=f["rKronMag"][()] if "rKronMag" in f else None,
+                attrs=dict(f.attrs),
+            )
+    except ShardFormatError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ShardFormatError(f"{path}: unreadable cutout shard ({exc})") from exc
+    n = len(shard)
+    if not (len(shard.ra) == len(shard.dec) == len(shard.magzp) == len(shard.image_flux) == n) \
+            or shard.image_flux.ndim != 4 or shard.image_flux.shape[1] != len(shard.bands):
+        raise ShardFormatError(f"{path}: inconsistent field lengths or image_flux shape {shard.image_flux.shape}")
+    return shard
+
+
+@dataclass
+class SpectraShard:
+    """Predicted spectra of one shard (row i = object i)."""
+
+    object_id: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    flux: np.ndarray
+    """(N, P) float32 normalised flux."""
+    sigma: np.ndarray
+    wave: np.ndarray
+    """(P,) wavelength grid [Angstrom], stored once."""
+    z: np.ndarray | None = None
+    """(N,) predicted redshift, when the model gives one."""
+    z_err: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.object_id)
+
+
+def write_spectra_shard(path: str | Path, shard: SpectraShard) -> None:
+    """Write predicted spectra atomically (the file under its final name is complete)."""
+    import h5py
+
+    text = h5py.string_dtype()
+    with atomic_path(path, suffix=f"{SHARD_SUFFIX}.tmp") as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("object_id", data=_str_array(shard.object_id), dtype=text)
+        f.create_dataset("ra", data=np.asarray(shard.ra, np.float64))
+        f.create_dataset("dec", data=np.asarray(shard.dec, np.float64))
+        f.create_dataset("flux", data=np.asarray(shard.flux, np.float32))
+        f.create_dataset("sigma", data=np.asarray(shard.sigma, np.float32))
+        f.create_dataset("wave", data=np.asarray(shard.wave, np.float64))
+        if shard.z is not None:
+            f.create_dataset("z_pred", data=np.asarray(shard.z, np.float32))
+        if shard.z_err is not None:
+            f.create_dataset("z_pred_err", data=np.asarray(shard.z_err, np.float32))
+        f.attrs.update({**shard.attrs, "format": SPECTRA_FORMAT, "format_version": FORMAT_VERSION,
+                        "n_objects": len(shard)})
+
+
+def read_spectra_shard(path: str | Path) -> SpectraShard:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != SPECTRA_FORMAT:
+                raise ShardFormatError(f"{path}: not an img2spec spectra shard")
+            return SpectraShard(
+                object_id=_strings(f["object_id"]), ra=f["ra"][()], dec=f["dec"][()],
+                flux=f["flux"][()], sigma=f["sigma"][()], wave=f["wave"][()],
+                z=f["z_pred"][()] if "z_pred" in f else None,
+                z_err=f["z_pred_err"][()] if "z_pred_err" in f else None,
+                attrs=dict(f.attrs),
+            )
+    except ShardFormatError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ShardFormatError(f"{path}: unreadable spectra shard ({exc})") from exc
+
+
+def read_attrs(path: str | Path) -> dict[str, Any] | None:
+    """A shard's attributes, or None when the file is missing or unreadable (cheap: no data read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    except (OSError, ValueError):
+        return None
+
+
+def iter_parts(root: str | Path) -> Iterator[tuple[int, Path, str]]:
+    """(healpix, path, path relative to root) for every shard under root."""
+    for healpix, path in list_parts(root):
+        yield healpix, path, path.relative_to(root).as_posix()
