@@ -75,3 +75,129 @@ def test_cutout_missing_band_is_named(tmp_path):
     write_cutout(path, Cutout(objid=7, ra=0, dec=0, data=data, magzp={b: 30.0 for b in "griz"}))
     with pytest.raises(CutoutFormatError, match="band y missing"):
         read_cutout(path)
+
+
+# --- issue 14 item 2: every damaged or foreign file is one FileFormatError with a stable reason ---
+
+def _hdul_bytes(*hdus) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(buf)
+    return buf.getvalue()
+
+
+def _good_spectrum(tmp_path):
+    grid = sdss_loglam_grid()
+    spec = SDSSSpectrum(loglam=grid, flux=np.ones(grid.size), ivar=np.ones(grid.size),
+                        and_mask=np.zeros(grid.size, int), z=0.07, plate=1, mjd=2, fiberid=3, ra=1.0, dec=2.0)
+    return write_spectrum(tmp_path / "good.fits", spec)
+
+
+def _bad_spectra(tmp_path) -> dict[str, tuple[bytes, str]]:
+    good = _good_spectrum(tmp_path).read_bytes()
+    with fits.open(tmp_path / "good.fits") as h:
+        specobj = h["SPECOBJ"].copy()
+        no_ivar = fits.BinTableHDU.from_columns([c for c in h["COADD"].columns if c.name != "ivar"], name="COADD")
+        vector = fits.BinTableHDU.from_columns(
+            [fits.Column(n, "100E", array=np.ones((1, 100))) for n in ("flux", "loglam", "ivar", "and_mask")], name="COADD")
+        text_z = fits.BinTableHDU.from_columns(
+            [fits.Column(c.name, "3A", array=np.array(["abc"])) if c.name == "Z" else c for c in h["SPECOBJ"].columns],
+            name="SPECOBJ")
+        coadd = h["COADD"].copy()
+    other = (fits.BinTableHDU.from_columns([fits.Column("WAVELENGTH", "E", array=np.ones(4)),
+                                            fits.Column("FLUX", "E", array=np.ones(4))]),
+             fits.BinTableHDU.from_columns([fits.Column("REDSHIFT", "E", array=np.ones(1))]))
+    return {
+        "truncated": (good[: len(good) // 3], "corrupt_spectrum"),
+        "truncated_in_header": (good[:4000], "corrupt_spectrum"),
+        "garbage": (b"SIMPLE  = garbage" * 200, "corrupt_spectrum"),
+        "empty": (b"", "corrupt_spectrum"),
+        "image_hdus": (_hdul_bytes(fits.ImageHDU(np.ones((3, 3))), fits.ImageHDU(np.ones((3, 3)))), "spectrum_wrong_layout"),
+        "image_hdus_named": (_hdul_bytes(fits.ImageHDU(np.ones((3, 3)), name="COADD"),
+                                         fits.ImageHDU(np.ones((3, 3)), name="SPECOBJ")), "spectrum_wrong_layout"),
+        "primary_only": (_hdul_bytes(), "spectrum_wrong_layout"),
+        "other_survey_columns": (_hdul_bytes(*other), "spectrum_missing_columns"),
+        "coadd_lacks_ivar": (_hdul_bytes(no_ivar, specobj), "spectrum_missing_columns"),
+        "vector_columns": (_hdul_bytes(vector, specobj), "spectrum_wrong_layout"),
+        "z_as_text": (_hdul_bytes(coadd, text_z), "spectrum_wrong_layout"),
+    }
+
+
+def test_every_bad_spectrum_is_a_format_error_with_a_reason(tmp_path):
+    from img2spec.io.errors import FileFormatError
+    from img2spec.io.fastfits import fast_read_spectrum
+
+    for name, (body, reason) in _bad_spectra(tmp_path).items():
+        path = tmp_path / f"spec-{name}.fits"
+        path.write_bytes(body)
+        assert fast_read_spectrum(path) is None, name  # the fast path never accepts what io rejects
+        with pytest.raises(FileFormatError) as info:
+            read_spectrum(path)
+        assert isinstance(info.value, SpectrumFormatError) and isinstance(info.value, ValueError)
+        assert (name, info.value.reason) == (name, reason) and path.name in str(info.value)
+
+
+def test_fast_reader_survives_a_garbage_size(tmp_path):
+    from img2spec.io.fastfits import fast_read_spectrum
+
+    body = bytearray(_good_spectrum(tmp_path).read_bytes())
+    at = body.find(b"NAXIS2  =", 2880)  # COADD's row count
+    body[at:at + 80] = b"NAXIS2  = " + b"999999999999999999".rjust(20) + b" " * 50
+    (tmp_path / "huge.fits").write_bytes(bytes(body))
+    assert fast_read_spectrum(tmp_path / "huge.fits") is None
+    with pytest.raises(SpectrumFormatError) as info:
+        read_spectrum(tmp_path / "huge.fits")
+    assert info.value.reason == "corrupt_spectrum"
+
+
+def test_every_bad_cutout_is_a_format_error_with_a_reason(tmp_path):
+    from img2spec.io.fastfits import fast_read_cutout
+
+    data = {b: np.ones((8, 8), np.float32) for b in "grizy"}
+    good = write_cutout(tmp_path / "1.fits", Cutout(objid=1, ra=0, dec=0, data=data, magzp={b: 30.0 for b in "grizy"}))
+    body = good.read_bytes()
+
+    def bands(**cards):
+        hdus = []
+        for b in "grizy":
+            hdu = fits.ImageHDU(np.ones((8, 8), np.float32), name=b.upper())
+            hdu.header.update(cards)
+            hdus.append(hdu)
+        return _hdul_bytes(*hdus)
+
+    def _single_band():
+        import io
+
+        buf = io.BytesIO()
+        fits.PrimaryHDU(np.ones((8, 8), np.float32)).writeto(buf)
+        return buf.getvalue()
+
+    cases = {
+        "truncated": (body[: len(body) // 2], "corrupt_image"),
+        "garbage": (b"\x00garbage" * 300, "corrupt_image"),
+        "tables": (_hdul_bytes(*[fits.BinTableHDU.from_columns([fits.Column("x", "E", array=np.ones(2))], name=b.upper())
+                                 for b in "grizy"]), "image_wrong_layout"),
+        "cube": (_hdul_bytes(*[fits.ImageHDU(np.ones((2, 4, 4), np.float32), name=b.upper()) for b in "grizy"]),
+                 "image_wrong_layout"),
+        "single_band_service_file": (_single_band(), "missing_band"),  # what the PS1 cutout service returns
+        "exptime_zero": (bands(EXPTIME=0.0), "bad_image_header"),
+        "exptime_text": (bands(EXPTIME="long"), "bad_image_header"),
+        "magzp_nan": (bands(MAGZP="nan"), "bad_image_header"),
+    }
+    for name, (content, reason) in cases.items():
+        path = tmp_path / f"{name}.fits"
+        path.write_bytes(content)
+        assert fast_read_cutout(path) is None, name
+        with pytest.raises(CutoutFormatError) as info:
+            read_cutout(path)
+        assert (name, info.value.reason) == (name, reason) and path.name in str(info.value)
+
+
+def test_format_error_keeps_reason_across_processes():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(SpectrumFormatError("x.fits: COADD lacks columns ['ivar']",
+                                                        "spectrum_missing_columns", "x.fits")))
+    assert err.reason == "spectrum_missing_columns" and str(err).startswith("x.fits") and err.path.name == "x.fits"
+    assert SpectrumFormatError("legacy message").reason == "spectrum_wrong_layout"

@@ -19,7 +19,6 @@ from img2spec.prep.match import match
 from img2spec.prep.npy import create_npy, shrink_npy, write_rows
 from img2spec.prep.prepare import prepare
 from img2spec.prep.synthetic import SyntheticObject, synthetic_objects, write_files, write_tables, write_truth
-from img2spec.prep.worker import PrepareFormatError
 from img2spec.paths import Paths
 
 N = 30
@@ -159,17 +158,67 @@ def test_every_bad_input_kind_is_counted_and_listed(clean_raw, tmp_path, params)
     assert len(ProcessedData.open(paths.processed)) == N - 8
 
 
-def test_unexpected_format_stops_naming_the_file(clean_raw, tmp_path, params):
+def _fits_bytes(hdus) -> bytes:
+    import io
+
+    from astropy.io import fits
+
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(buf)
+    return buf.getvalue()
+
+
+def test_foreign_and_damaged_files_are_counted_skips(clean_raw, tmp_path, params):
+    """Issue 14 item 2: other layouts and damage never stop prepare; each is a skip with a stable reason."""
+    from astropy.io import fits
+
     paths, objects = _copy(clean_raw, tmp_path)
-    bad = paths.image_file(objects[2].objid)
-    c = read_cutout(bad)
-    c.data = {b: v[:32, :32] for b, v in c.data.items()}
-    write_cutout(bad, c)
-    match(params, paths)
-    with pytest.raises(PrepareFormatError, match=str(bad.name)):
-        prepare(params, paths)
-    assert not paths.processed.exists()  # nothing half-written
-    assert not [p for p in paths.processed.parent.iterdir() if p.name.startswith(".processed")]
+    spec = lambda o: paths.spectrum_file(o.plate, o.mjd, o.fiberid)  # noqa: E731
+    img = lambda o: paths.image_file(o.objid)  # noqa: E731
+    # 0: a 10x10 cutout
+    c = read_cutout(img(objects[0]))
+    c.data = {b: v[:10, :10] for b, v in c.data.items()}
+    write_cutout(img(objects[0]), c)
+    # 1: COADD without ivar
+    with fits.open(spec(objects[1])) as h:
+        cols = [col for col in h["COADD"].columns if col.name != "ivar"]
+        body = _fits_bytes([fits.BinTableHDU.from_columns(cols, name="COADD"), h["SPECOBJ"].copy()])
+    spec(objects[1]).write_bytes(body)
+    # 2: a spectrum file holding only image HDUs (read as AttributeError before)
+    spec(objects[2]).write_bytes(_fits_bytes([fits.ImageHDU(np.ones((5, 5)), name="FLUX"),
+                                              fits.ImageHDU(np.ones((5, 5)), name="IVAR")]))
+    # 3: another survey's tables (other column names)
+    spec(objects[3]).write_bytes(_fits_bytes([
+        fits.BinTableHDU.from_columns([fits.Column("WAVELENGTH", "E", array=np.ones(9)),
+                                       fits.Column("FLUX", "E", array=np.ones(9))]),
+        fits.BinTableHDU.from_columns([fits.Column("REDSHIFT", "E", array=np.ones(1))])]))
+    # 4: a cutout whose bands are tables; 5: a truncated cutout; 6: EXPTIME = 0; 7: garbage
+    img(objects[4]).write_bytes(_fits_bytes([fits.BinTableHDU.from_columns(
+        [fits.Column("x", "E", array=np.ones(3))], name=b.upper()) for b in "grizy"]))
+    data = img(objects[5]).read_bytes()
+    img(objects[5]).write_bytes(data[: len(data) // 2])
+    c = read_cutout(img(objects[6]))
+    c.exptime, c.magzp = {b: 0.0 for b in c.data}, {b: 25.0 for b in c.data}
+    write_cutout(img(objects[6]), c)
+    with fits.open(img(objects[6])) as h:  # the writer keeps MAGZP; an EXPTIME-only file computes it
+        for hdu in h[1:]:
+            del hdu.header["MAGZP"]
+        body = _fits_bytes(h[1:])
+    img(objects[6]).write_bytes(body)
+    img(objects[7]).write_bytes(b"\x00garbage" * 500)
+
+    mrep, prep = _run(params, paths, n_workers=2, chunk_size=3)
+    assert mrep["n_matched"] == N
+    expected = {"wrong_image_shape": 1, "spectrum_missing_columns": 2, "spectrum_wrong_layout": 1,
+                "image_wrong_layout": 1, "corrupt_image": 2, "bad_image_header": 1}
+    assert prep["dropped_by_reason"] == expected
+    assert prep["n_out"] == N - 8 and len(ProcessedData.open(paths.processed)) == N - 8
+    by_obj = {d["objid"]: d for d in prep["dropped"]}
+    assert by_obj[objects[0].objid]["file"] == paths.image_file(objects[0].objid).relative_to(tmp_path).as_posix()
+    assert by_obj[objects[1].objid]["file"].endswith(spec(objects[1]).name)
+    assert "ivar" in by_obj[objects[1].objid]["detail"] and "(10, 10)" in by_obj[objects[0].objid]["detail"]
+    assert by_obj[objects[2].objid]["reason"] == "spectrum_wrong_layout"
+    assert by_obj[objects[6].objid]["reason"] == "bad_image_header"
 
 
 def test_missing_candidate_columns_name_the_file(clean_raw, tmp_path, params):

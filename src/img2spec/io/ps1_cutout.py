@@ -21,14 +21,27 @@ from astropy.wcs import WCS
 
 from .. import BANDS
 from .atomic import atomic_path
+from .errors import FileFormatError, fits_truncated
 
 PS1_ZP_BASE = 25.0
 """PS1 stack zero point in counts per second: ZP = 25 + 2.5 log10(EXPTIME)."""
 AB_ZERO_JY = 3631.0
 
 
-class CutoutFormatError(ValueError):
+CORRUPT_IMAGE = "corrupt_image"
+"""Reason code: the bytes are not a readable FITS file (truncated, garbage)."""
+MISSING_BAND = "missing_band"
+"""Reason code: no image HDU named after a requested band."""
+IMAGE_WRONG_LAYOUT = "image_wrong_layout"
+"""Reason code: a band HDU is not a 2-D image (a table, a cube, no data)."""
+BAD_IMAGE_HEADER = "bad_image_header"
+"""Reason code: EXPTIME or MAGZP missing their meaning (non-numeric, EXPTIME <= 0, non-finite)."""
+
+
+class CutoutFormatError(FileFormatError):
     """A cutout file is unreadable or lacks a band; the message names the file and band."""
+
+    default_reason = IMAGE_WRONG_LAYOUT
 
 
 @dataclass
@@ -63,10 +76,19 @@ def band_header_values(h: Mapping[str, Any]) -> tuple[float, float, float | None
     Shared by `read_cutout` and the fast plain-FITS reader in prep, so both interpret
     headers the same way (MAGZP defaults to 25 + 2.5 log10 EXPTIME, PS1's convention).
     """
-    exptime = float(h.get("EXPTIME", 1.0))
-    magzp = float(h["MAGZP"]) if "MAGZP" in h else magzp_for_exptime(exptime)
-    seeing = float(h["SEEING"]) if "SEEING" in h else None
-    scale = abs(float(h["CDELT2"])) * 3600.0 if "CDELT2" in h else None
+    try:
+        exptime = float(h.get("EXPTIME", 1.0))
+        magzp = float(h["MAGZP"]) if "MAGZP" in h else None
+        seeing = float(h["SEEING"]) if "SEEING" in h else None
+        scale = abs(float(h["CDELT2"])) * 3600.0 if "CDELT2" in h else None
+    except (TypeError, ValueError) as exc:
+        raise CutoutFormatError(f"non-numeric header value ({exc})", BAD_IMAGE_HEADER) from None
+    if not (np.isfinite(exptime) and exptime > 0):
+        # log10 of it would give an infinite zero point and an all-zero or infinite image
+        raise CutoutFormatError(f"EXPTIME={h.get('EXPTIME')!r} is not a positive exposure time", BAD_IMAGE_HEADER)
+    magzp = magzp_for_exptime(exptime) if magzp is None else magzp
+    if not np.isfinite(magzp):
+        raise CutoutFormatError(f"MAGZP={h.get('MAGZP')!r} is not finite", BAD_IMAGE_HEADER)
     return exptime, magzp, seeing, scale
 
 
@@ -129,11 +151,19 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] = BANDS) -> Cutout:
                 try:
                     hdu = hdul[band.upper()]
                 except KeyError:
-                    raise CutoutFormatError(f"{path}: band {band} missing") from None
-                if hdu.data is None or hdu.data.ndim != 2:
-                    raise CutoutFormatError(f"{path}: band {band} is not a 2-D image")
+                    if fits_truncated(hdul, path):  # the band was cut off, not left out
+                        raise CutoutFormatError(f"{path}: truncated FITS file (band {band} missing)",
+                                                CORRUPT_IMAGE, path) from None
+                    raise CutoutFormatError(f"{path}: band {band} missing", MISSING_BAND, path) from None
+                if not isinstance(hdu, (fits.ImageHDU, fits.PrimaryHDU, fits.CompImageHDU)) \
+                        or hdu.data is None or hdu.data.ndim != 2:
+                    raise CutoutFormatError(f"{path}: band {band} is not a 2-D image ({type(hdu).__name__})",
+                                            IMAGE_WRONG_LAYOUT, path)
                 data[band] = np.asarray(hdu.data, np.float32)
-                exptime[band], magzp[band], band_seeing, band_scale = band_header_values(hdu.header)
+                try:
+                    exptime[band], magzp[band], band_seeing, band_scale = band_header_values(hdu.header)
+                except CutoutFormatError as exc:
+                    raise CutoutFormatError(f"{path}: band {band}: {exc}", exc.reason, path) from None
                 if band_seeing is not None:
                     seeing[band] = band_seeing
                 if band_scale is not None:
@@ -146,5 +176,9 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] = BANDS) -> Cutout:
             )
     except CutoutFormatError:
         raise
-    except (OSError, TypeError, ValueError, IndexError) as exc:
-        raise CutoutFormatError(f"{path}: not a readable cutout ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise CutoutFormatError(f"{path}: not a readable FITS file ({exc})", CORRUPT_IMAGE, path) from exc
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        # astropy raises these for damaged headers and for values of the wrong kind
+        raise CutoutFormatError(f"{path}: not a readable cutout ({type(exc).__name__}: {exc})",
+                                CORRUPT_IMAGE, path) from exc

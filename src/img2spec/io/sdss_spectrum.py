@@ -16,14 +16,25 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_path
+from .errors import FileFormatError, fits_truncated
 
 FLUX_UNIT = "1e-17 erg/s/cm^2/Angstrom"
 COADD_COLUMNS = ("flux", "loglam", "ivar", "and_mask")
 SPECOBJ_COLUMNS = ("Z", "CLASS", "PLATE", "MJD", "FIBERID", "PLUG_RA", "PLUG_DEC")
 
 
-class SpectrumFormatError(ValueError):
+CORRUPT_SPECTRUM = "corrupt_spectrum"
+"""Reason code: the bytes are not a readable FITS file (truncated, garbage)."""
+SPECTRUM_WRONG_LAYOUT = "spectrum_wrong_layout"
+"""Reason code: FITS, but not SDSS's HDUs (no COADD/SPECOBJ tables, image HDUs, empty or ragged tables)."""
+SPECTRUM_MISSING_COLUMNS = "spectrum_missing_columns"
+"""Reason code: COADD or SPECOBJ lacks a required column (e.g. another survey's column names)."""
+
+
+class SpectrumFormatError(FileFormatError):
     """A file is not an SDSS spectrum in the expected layout; the message names the file."""
+
+    default_reason = SPECTRUM_WRONG_LAYOUT
 
 
 @dataclass
@@ -45,6 +56,10 @@ class SDSSSpectrum:
     sky: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Further SPECOBJ columns to write (e.g. OBJID, SPECOBJID, ZWARNING, VDISP)."""
+    columns: dict[str, tuple[np.ndarray, str | None]] = field(default_factory=dict)
+    """Further COADD columns to write after the SDSS ones: name -> (values per pixel, unit or None)."""
+    observed: bool = True
+    """False for a spectrum nobody observed (a prediction): no telescope, plate, MJD or fibre cards."""
 
     @property
     def wavelength(self) -> np.ndarray:
@@ -75,6 +90,9 @@ def write_spectrum(
         fits.Column("sky", "E", array=zeros if spec.sky is None else np.asarray(spec.sky, np.float32)),
         fits.Column("model", "E", array=zeros if spec.model is None else np.asarray(spec.model, np.float32)),
     ]
+    for name, (values, unit) in spec.columns.items():
+        values = np.asarray(values)
+        cols.append(fits.Column(name, "D" if values.dtype == np.float64 else "E", array=values, unit=unit))
     coadd = fits.BinTableHDU.from_columns(cols, name="COADD")
     row: dict[str, Any] = {
         "PLATE": spec.plate, "MJD": spec.mjd, "FIBERID": spec.fiberid,
@@ -84,13 +102,14 @@ def write_spectrum(
     specobj = fits.BinTableHDU.from_columns([_column(k, v) for k, v in row.items()], name="SPECOBJ")
     primary = fits.PrimaryHDU()
     hdr = primary.header
-    hdr["TELESCOP"] = "SDSS 2.5-M"
-    hdr["PLATEID"] = (spec.plate, "Plate Id")
-    hdr["MJD"] = (spec.mjd, "MJD of observation")
-    hdr["FIBERID"] = (spec.fiberid, "Fiber Id")
-    hdr["PLUG_RA"] = (spec.ra, "RA of object [deg]")
-    hdr["PLUG_DEC"] = (spec.dec, "Dec of object [deg]")
-    hdr["BUNIT"] = FLUX_UNIT
+    if spec.observed:
+        hdr["TELESCOP"] = "SDSS 2.5-M"
+        hdr["PLATEID"] = (spec.plate, "Plate Id")
+        hdr["MJD"] = (spec.mjd, "MJD of observation")
+        hdr["FIBERID"] = (spec.fiberid, "Fiber Id")
+        hdr["PLUG_RA"] = (spec.ra, "RA of object [deg]")
+        hdr["PLUG_DEC"] = (spec.dec, "Dec of object [deg]")
+    hdr["BUNIT"] = flux_unit
     for key, value in (header or {}).items():
         hdr[key] = value
     with atomic_path(path) as tmp:
@@ -108,48 +127,81 @@ def _column(name: str, value: Any) -> fits.Column:
     return fits.Column(name, "D", array=np.array([value], np.float64))
 
 
+def _table(hdul: fits.HDUList, name: str, index: int, path: Path):
+    """The data of table extension `name` (older files: unnamed, at `index`); errors name the file."""
+    try:
+        hdu = hdul[name]
+    except KeyError:
+        if len(hdul) <= index:
+            raise SpectrumFormatError(f"{path}: no {name} extension (HDUs: {[h.name for h in hdul]})",
+                                      SPECTRUM_WRONG_LAYOUT, path) from None
+        hdu = hdul[index]
+    if not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+        raise SpectrumFormatError(f"{path}: HDU {hdu.name or index} is a {type(hdu).__name__}, not the {name} table",
+                                  SPECTRUM_WRONG_LAYOUT, path)
+    if hdu.data is None or len(hdu.data) < 1:
+        raise SpectrumFormatError(f"{path}: empty {name} table", SPECTRUM_WRONG_LAYOUT, path)
+    return hdu.data
+
+
+def _pixels(coadd, name: str, dtype, n: int, path: Path) -> np.ndarray:
+    values = np.asarray(coadd[name], dtype)
+    if values.shape != (n,):
+        raise SpectrumFormatError(f"{path}: COADD column {name} has shape {values.shape}, expected ({n},)",
+                                  SPECTRUM_WRONG_LAYOUT, path)
+    return values
+
+
 def read_spectrum(path: str | Path) -> SDSSSpectrum:
-    """Read an SDSS spec file (DR8-DR18 layout). Raises SpectrumFormatError naming the file."""
+    """Read an SDSS spec file (DR8-DR18 layout).
+
+    Any problem raises SpectrumFormatError naming the file, with `reason` one of
+    CORRUPT_SPECTRUM, SPECTRUM_WRONG_LAYOUT, SPECTRUM_MISSING_COLUMNS; never another type.
+    """
     path = Path(path)
     try:
         with fits.open(path, memmap=False) as hdul:
             try:
-                coadd = hdul["COADD"].data
-                specobj = hdul["SPECOBJ"].data
-            except KeyError:
-                # Older files have unnamed extensions in the same order.
-                if len(hdul) < 3:
-                    raise SpectrumFormatError(f"{path}: no COADD/SPECOBJ extensions") from None
-                coadd, specobj = hdul[1].data, hdul[2].data
-            if coadd is None or specobj is None or len(specobj) < 1:
-                raise SpectrumFormatError(f"{path}: empty COADD or SPECOBJ table")
+                coadd = _table(hdul, "COADD", 1, path)
+                specobj = _table(hdul, "SPECOBJ", 2, path)
+            except SpectrumFormatError as exc:
+                if fits_truncated(hdul, path):  # the missing extension was cut off, not left out
+                    detail = str(exc).removeprefix(f"{path}: ")
+                    raise SpectrumFormatError(f"{path}: truncated FITS file ({detail})", CORRUPT_SPECTRUM, path) from None
+                raise
             names = {n.lower() for n in coadd.columns.names}
             missing = [c for c in COADD_COLUMNS if c not in names]
             if missing:
-                raise SpectrumFormatError(f"{path}: COADD lacks columns {missing}")
+                raise SpectrumFormatError(f"{path}: COADD lacks columns {missing}", SPECTRUM_MISSING_COLUMNS, path)
             snames = {n.upper() for n in specobj.columns.names}
             smissing = [c for c in SPECOBJ_COLUMNS if c not in snames]
             if smissing:
-                raise SpectrumFormatError(f"{path}: SPECOBJ lacks columns {smissing}")
+                raise SpectrumFormatError(f"{path}: SPECOBJ lacks columns {smissing}", SPECTRUM_MISSING_COLUMNS, path)
+            n = len(coadd)
+            pixels = {
+                "loglam": _pixels(coadd, "loglam", np.float64, n, path),
+                "flux": _pixels(coadd, "flux", np.float32, n, path),
+                "ivar": _pixels(coadd, "ivar", np.float32, n, path),
+                "and_mask": _pixels(coadd, "and_mask", np.int32, n, path),
+                "model": _pixels(coadd, "model", np.float32, n, path) if "model" in names else None,
+            }
             row = specobj[0]
-            return SDSSSpectrum(
-                loglam=np.asarray(coadd["loglam"], np.float64),
-                flux=np.asarray(coadd["flux"], np.float32),
-                ivar=np.asarray(coadd["ivar"], np.float32),
-                and_mask=np.asarray(coadd["and_mask"], np.int32),
-                model=np.asarray(coadd["model"], np.float32) if "model" in names else None,
-                z=float(row["Z"]),
-                plate=int(row["PLATE"]),
-                mjd=int(row["MJD"]),
-                fiberid=int(row["FIBERID"]),
-                ra=float(row["PLUG_RA"]),
-                dec=float(row["PLUG_DEC"]),
-                cls=str(row["CLASS"]).strip(),
-            )
+            try:
+                ids = {"z": float(row["Z"]), "plate": int(row["PLATE"]), "mjd": int(row["MJD"]),
+                       "fiberid": int(row["FIBERID"]), "ra": float(row["PLUG_RA"]), "dec": float(row["PLUG_DEC"]),
+                       "cls": str(row["CLASS"]).strip()}
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise SpectrumFormatError(f"{path}: SPECOBJ values of the wrong kind ({exc})",
+                                          SPECTRUM_WRONG_LAYOUT, path) from None
+            return SDSSSpectrum(**pixels, **ids)
     except SpectrumFormatError:
         raise
-    except (OSError, TypeError, ValueError, IndexError) as exc:
-        raise SpectrumFormatError(f"{path}: not a readable SDSS spectrum ({exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise SpectrumFormatError(f"{path}: not a readable FITS file ({exc})", CORRUPT_SPECTRUM, path) from exc
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        # astropy raises these for damaged headers and for values of the wrong kind (e.g. Z as text)
+        raise SpectrumFormatError(f"{path}: not a readable SDSS spectrum ({type(exc).__name__}: {exc})",
+                                  CORRUPT_SPECTRUM, path) from exc
 
 
 def sdss_loglam_grid(wave_min: float = 3800.0, wave_max: float = 9200.0, step: float = 1e-4) -> np.ndarray:

@@ -2,31 +2,33 @@
 
 A chunk is a list of objects; for each the worker reads the spectrum and the
 cutout, prepares both, and either keeps the object or records one reason to
-drop it. A file in an unexpected layout raises `PrepareFormatError`, which stops
-the stage with the file named: that is a pipeline problem, not a bad object.
+drop it. Any failure to read or check one object, including a file in another
+product's layout (the io readers' `FileFormatError`, with its stable `reason`), is
+a `Skip`: one bad file never stops the stage.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..config.prepare import PrepareParams
-from ..io.ps1_cutout import Cutout, CutoutFormatError, read_cutout
-from ..io.sdss_spectrum import SDSSSpectrum, SpectrumFormatError, read_spectrum
+from ..io.errors import FileFormatError
 from ..io.fastfits import fast_read_cutout, fast_read_spectrum
+from ..io.ps1_cutout import BAD_IMAGE_HEADER, CORRUPT_IMAGE, IMAGE_WRONG_LAYOUT, MISSING_BAND, Cutout, read_cutout
+from ..io.sdss_spectrum import SDSSSpectrum, read_spectrum
 from .images import check_image, sky_level_and_sigma, to_nanomaggies
 from .spectra import LogGrid, prepare_spectrum, prepare_truth
 
-_MISSING_BAND = re.compile(r"band (\w+) missing")
+log = logging.getLogger(__name__)
 
-
-class PrepareFormatError(ValueError):
-    """A raw file is readable but not in the expected layout; the message names it."""
+WRONG_IMAGE_SHAPE = "wrong_image_shape"
+"""Reason code: a band is not data.cutout_size pixels square."""
+UNEXPECTED_ERROR = "unexpected_error"
+"""Reason code: reading or checking this object raised something no check anticipated (detail: type, message)."""
 
 
 class Skip(Exception):
@@ -71,7 +73,7 @@ class ChunkResult:
 
 
 def load_spectrum(path: str) -> SDSSSpectrum:
-    """Fast reader, else the io reader; damaged files are Skips, foreign layouts stop."""
+    """Fast reader, else the io reader; any unreadable or foreign file is a Skip with the reader's reason."""
     spec = fast_read_spectrum(path)
     if spec is not None:
         return spec
@@ -79,29 +81,24 @@ def load_spectrum(path: str) -> SDSSSpectrum:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # astropy's truncation warnings: we report the skip ourselves
             return read_spectrum(path)
-    except SpectrumFormatError as exc:
-        # A well-formed FITS file lacking SDSS columns is a different product, not damage.
-        if "lacks columns" in str(exc):
-            raise PrepareFormatError(str(exc)) from None
-        raise Skip("corrupt_spectrum", str(exc)) from None
+    except FileFormatError as exc:
+        raise Skip(exc.reason, str(exc)) from None
 
 
 def load_cutout(path: str, bands: tuple[str, ...], size: int) -> Cutout:
-    """Fast reader, else the io reader; a missing band or damage is a Skip, a wrong size stops."""
+    """Fast reader, else the io reader; an unreadable file, a missing band or a wrong size is a Skip."""
     cut = fast_read_cutout(path, bands)
     if cut is None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cut = read_cutout(path, bands)
-        except CutoutFormatError as exc:
-            reason = "missing_band" if _MISSING_BAND.search(str(exc)) else "corrupt_image"
-            raise Skip(reason, str(exc)) from None
+        except FileFormatError as exc:
+            raise Skip(exc.reason, str(exc)) from None
     for band in bands:
         if cut.data[band].shape != (size, size):
-            raise PrepareFormatError(
-                f"{path}: band {band} is {cut.data[band].shape}, expected data.cutout_size={size} square"
-            )
+            raise Skip(WRONG_IMAGE_SHAPE, f"{path}: band {band} is {cut.data[band].shape}, "
+                                          f"expected data.cutout_size={size} square")
     return cut
 
 
@@ -147,7 +144,7 @@ def process_object(cfg: WorkerConfig, task: ObjectTask, truth: np.ndarray | None
 
 
 def process_chunk(cfg: WorkerConfig, tasks: list[ObjectTask]) -> ChunkResult:
-    """Prepare every object of a chunk; Skips are recorded, format errors propagate."""
+    """Prepare every object of a chunk; every failure of one object is a recorded Skip."""
     truth = np.load(cfg.truth_path, mmap_mode="r") if cfg.truth_path else None
     out = ChunkResult()
     for pos, task in enumerate(tasks):
@@ -156,6 +153,12 @@ def process_chunk(cfg: WorkerConfig, tasks: list[ObjectTask]) -> ChunkResult:
         except Skip as skip:
             file = task.imagepath if skip.reason in _IMAGE_REASONS else task.specpath
             out.dropped.append((pos, file, skip.reason, skip.detail))
+            continue
+        except (ArithmeticError, LookupError, ValueError, TypeError, AttributeError, OSError) as exc:
+            # The contract: one object never stops the stage. Counted and listed with the
+            # exception, so a systematic bug shows as a wall of identical skips, not as silence.
+            log.warning("objid %s: unexpected %s while preparing it", task.objid, type(exc).__name__, exc_info=True)
+            out.dropped.append((pos, task.specpath, UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}"))
             continue
         out.keep.append(pos)
         out.flux.append(flux)
@@ -167,4 +170,5 @@ def process_chunk(cfg: WorkerConfig, tasks: list[ObjectTask]) -> ChunkResult:
     return out
 
 
-_IMAGE_REASONS = {"corrupt_image", "missing_band", "nan_centre", "saturated_centre", "off_centre"}
+_IMAGE_REASONS = {CORRUPT_IMAGE, MISSING_BAND, IMAGE_WRONG_LAYOUT, BAD_IMAGE_HEADER, WRONG_IMAGE_SHAPE,
+                  "nan_centre", "saturated_centre", "off_centre"}
