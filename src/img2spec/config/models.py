@@ -38,4 +38,10 @@ class CNNParams(Section):
     loss: Literal["latent", "spectrum"] = "latent"
     shift_pixels: float = Field(0.0, ge=0, le=1)  # max sub-pixel shift of the augmentation (0: off)
     train_pca: bool = True    # also train the PCA + same-CNN baseline in the train_cnn stage
+    architecture: Literal["plain", "resnet"] = "plain"
+    """plain: conv-BN-ReLU-pool blocks; resnet: residual blocks (two convs + projection shortcut)."""
+    bn_momentum: float = Field(0.99, gt=0, lt=1)
+    """Momentum of the BatchNormalization moving statistics (inference-time mean/variance)."""
+    redshift_weight: float = Field(0.0, ge=0)
+    """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
     seed: int = 0

@@ -22,6 +22,7 @@ from ..metrics import calibration, deviation, fit_sigma_scale, summarise
 from ..paths import Paths
 from .baselines import knn_colour, mean_spectrum
 from .figures import examples_figure, histogram_figure, trend_figure
+from .redshift import redshift_metrics
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
         raw = cnn.sigma / np.float32(sigma_fit["scale"])
         sigma_fit["test_calibration_unscaled"] = calibration(preds["cnn"], raw, obs, ivar, ep.calibration_levels)
         result["sigma_scale"] = {"cnn": sigma_fit}
+    result["redshift"] = redshift_metrics(cnn.z, cat, train, test, ep.knn_neighbours, ep.knn_use_magnitude)
     result["comparison"] = {f"cnn_vs_{b}": paired_comparison(d["cnn"], d[b])
                             for b in ("knn_colour", "mean_spectrum", "pca_cnn") if b in d}
     result["notes"] = {"knn_colour": knn_info, "skipped_methods": notes, "n_test": int(len(test)),
@@ -169,6 +171,8 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
 
         mlflow.log_metrics({f"{name}.{k}": float(v) for name, s in result["mean_deviation"].items()
                             for k, v in s.items() if k in ("mean", "sem", "median") and np.isfinite(v)})
+        mlflow.log_metrics({f"photoz.{name}.{k}": float(v) for name, m in result["redshift"].items() if name != "notes"
+                            for k, v in m.items() if k != "n" and np.isfinite(v)})
         for fig in sorted(paths.figures.glob("*.png")):
             mlflow.log_artifact(str(fig), artifact_path="figures")
         mlflow.log_artifact(str(paths.metrics / "evaluate.json"))

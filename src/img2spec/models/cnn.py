@@ -1,5 +1,6 @@
 """The image CNN: (H, W, bands) stretched cutouts -> (2L,) = concat(latent mean, log-variance)
-in the target's own units (VAE latents or PCA coefficients).
+in the target's own units (VAE latents or PCA coefficients), or (2L + 2,) with a redshift
+head: concat(latent mean, latent log-variance, z mean, z log-variance).
 
 The network predicts standardised targets; the standardisation (train-split mean and
 std of the target means) is folded into the model as two built-in `Normalization(invert=True)`
@@ -17,13 +18,56 @@ from ..config.models import CNNParams
 
 LOGVAR_INIT_BIAS = 0.0
 """Initial predicted log-variance in standardised units (variance = target variance)."""
+REDSHIFT_LAYER = "redshift_mean_logvar"
+"""Name of the redshift head's output layer: its presence marks a CNN that predicts z."""
+N_REDSHIFT_OUTPUTS = 2
+"""(z mean, z log-variance) appended to the latent outputs."""
+
+
+def _plain_blocks(x, params: CNNParams, size: int):
+    """conv-BN-ReLU-maxpool per entry of `params.filters`."""
+    for i, n in enumerate(params.filters):
+        x = layers.Conv2D(n, params.kernel_size, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(momentum=params.bn_momentum, name=f"bn{i}")(x)
+        x = layers.Activation("relu", name=f"relu{i}")(x)
+        if params.pool > 1 and size // params.pool >= 1:
+            x = layers.MaxPooling2D(params.pool, name=f"pool{i}")(x)
+            size //= params.pool
+    return x
+
+
+def _residual_blocks(x, params: CNNParams, size: int):
+    """Per entry of `params.filters`: a pre-pooled residual block (ResNet "basic block":
+    conv-BN-ReLU-conv-BN plus a 1x1 projection shortcut, then ReLU). Pooling comes first so
+    the two convs run at the reduced resolution: about the CPU cost of the plain blocks with
+    one conv at full resolution."""
+    for i, n in enumerate(params.filters):
+        if params.pool > 1 and size // params.pool >= 1 and i > 0:
+            x = layers.MaxPooling2D(params.pool, name=f"pool{i}")(x)
+            size //= params.pool
+        short = layers.Conv2D(n, 1, use_bias=False, name=f"res{i}_proj")(x)
+        short = layers.BatchNormalization(momentum=params.bn_momentum, name=f"res{i}_proj_bn")(short)
+        y = layers.Conv2D(n, params.kernel_size, padding="same", use_bias=False, name=f"res{i}_conv_a")(x)
+        y = layers.BatchNormalization(momentum=params.bn_momentum, name=f"res{i}_bn_a")(y)
+        y = layers.Activation("relu", name=f"res{i}_relu_a")(y)
+        y = layers.Conv2D(n, params.kernel_size, padding="same", use_bias=False, name=f"res{i}_conv_b")(y)
+        y = layers.BatchNormalization(momentum=params.bn_momentum, name=f"res{i}_bn_b", gamma_initializer="zeros")(y)
+        x = layers.Activation("relu", name=f"res{i}_relu")(layers.Add(name=f"res{i}_add")([short, y]))
+    if params.pool > 1 and size // params.pool >= 1:
+        x = layers.MaxPooling2D(params.pool, name="pool_last")(x)
+    return x
 
 
 def build_cnn(
     input_shape: tuple[int, int, int], latent_dim: int, params: CNNParams,
     target_mean: np.ndarray, target_std: np.ndarray,
+    redshift_mean: float | None = None, redshift_std: float | None = None,
 ) -> keras.Model:
-    """Conv blocks (conv-BN-ReLU-pool per entry of `params.filters`) -> dense -> mean, logvar."""
+    """Conv blocks (`params.architecture`) -> dense -> latent mean, logvar [-> z mean, logvar].
+
+    The redshift head is built when `redshift_mean` and `redshift_std` (train-split z statistics, folded
+    into the model like the latent standardisation) are given.
+    """
     target_mean = np.asarray(target_mean, np.float32).reshape(latent_dim)
     target_std = np.asarray(target_std, np.float32).reshape(latent_dim)
     images = keras.Input(input_shape, name="images")
@@ -34,13 +78,10 @@ def build_cnn(
         # resolves the 3" fibre); the bulk of the conv cost is at full resolution.
         x = layers.AveragePooling2D(params.input_pool, name="input_pool")(x)
         size //= params.input_pool
-    for i, n in enumerate(params.filters):
-        x = layers.Conv2D(n, params.kernel_size, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
-        x = layers.Activation("relu", name=f"relu{i}")(x)
-        if params.pool > 1 and size // params.pool >= 1:
-            x = layers.MaxPooling2D(params.pool, name=f"pool{i}")(x)
-            size //= params.pool
+    if params.architecture == "resnet":
+        x = _residual_blocks(x, params, size)
+    else:
+        x = _plain_blocks(x, params, size)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(params.dropout, name="dropout0")(x)
     x = layers.Dense(params.dense_units, activation="relu", name="dense")(x)
@@ -52,11 +93,29 @@ def build_cnn(
     mean_out = layers.Normalization(mean=target_mean, variance=target_std**2, invert=True, name="z_mean")(z_mean)
     logvar_out = layers.Normalization(mean=np.log(target_std**2), variance=np.ones(latent_dim, np.float32),
                                       invert=True, name="z_logvar")(z_logvar)
-    out = layers.Concatenate(name="latent_mean_logvar")([mean_out, logvar_out])
+    outputs = [mean_out, logvar_out]
+    if redshift_mean is not None and redshift_std is not None:
+        z_std = float(max(redshift_std, 1e-6))
+        z_raw = layers.Dense(N_REDSHIFT_OUTPUTS, name="z_std", kernel_initializer="zeros",
+                             bias_initializer=keras.initializers.Constant([0.0, LOGVAR_INIT_BIAS]))(x)
+        # Back to redshift units: mean*std + z_mean; logvar + log(std^2).
+        shift = np.array([redshift_mean, np.log(z_std**2)], np.float32)
+        scale = np.array([z_std**2, 1.0], np.float32)
+        outputs.append(layers.Normalization(mean=shift, variance=scale, invert=True, name=REDSHIFT_LAYER)(z_raw))
+    out = layers.Concatenate(name="latent_mean_logvar")(outputs)
     return keras.Model(images, out, name="cnn")
 
 
-def split_output(out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2L) CNN output -> (mean (N, L), logvar (N, L))."""
-    half = out.shape[-1] // 2
-    return out[..., :half], out[..., half:]
+def has_redshift_head(cnn: keras.Model) -> bool:
+    """True for a CNN built with a redshift head (older models have none)."""
+    return any(layer.name == REDSHIFT_LAYER for layer in cnn.layers)
+
+
+def split_output(out: np.ndarray, redshift: bool = False) -> tuple[np.ndarray, ...]:
+    """(N, 2L) CNN output -> (mean (N, L), logvar (N, L)); with `redshift` the (N, 2L + 2)
+    output -> (mean, logvar, z mean (N,), z logvar (N,))."""
+    if not redshift:
+        half = out.shape[-1] // 2
+        return out[..., :half], out[..., half:]
+    half = (out.shape[-1] - N_REDSHIFT_OUTPUTS) // 2
+    return out[..., :half], out[..., half:2 * half], out[..., 2 * half], out[..., 2 * half + 1]

@@ -33,7 +33,7 @@ quiet_tensorflow()
 import keras  # noqa: E402
 
 from . import layers as _layers  # noqa: E402,F401  (registers custom layers for loading)
-from .cnn import split_output  # noqa: E402
+from .cnn import has_redshift_head, split_output  # noqa: E402
 from .losses import LOGVAR_CLIP  # noqa: E402
 
 
@@ -49,6 +49,10 @@ class PredictedSpectra:
     """(N, P) per-pixel 1-sigma of the prediction (see `SIGMA_METHODS`; NaN for 'none')."""
     latent_mu: np.ndarray
     latent_logvar: np.ndarray
+    z: np.ndarray | None = None
+    """(N,) predicted redshift (mean of the CNN's redshift head); None for a CNN without one."""
+    z_err: np.ndarray | None = None
+    """(N,) predicted 1-sigma of z (sqrt(exp(z logvar))); None for a CNN without a redshift head."""
 
 
 class LoadedModels(NamedTuple):
@@ -116,16 +120,28 @@ def _forward(model):
     return _compiled(model, "forward", lambda ref: tf.function(functools.partial(_call, ref), reduce_retracing=True))
 
 
-def predict_latents(cnn, images: np.ndarray, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """CNN in batches -> (latent mean, latent logvar), each (N, L)."""
+def predict_outputs(cnn, images: np.ndarray, *, batch_size: int = 256) -> tuple[np.ndarray, ...]:
+    """CNN in batches -> (latent mean, latent logvar, z, z_err); z and z_err are (N,) arrays
+    for a CNN with a redshift head, None otherwise."""
+    redshift = has_redshift_head(cnn)
     outs = []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size], np.float32)
         outs.append(_to_numpy(_forward(cnn)(batch)))
     if not outs:
-        n_out = int(cnn.output_shape[-1])
-        return np.zeros((0, n_out // 2), np.float32), np.zeros((0, n_out // 2), np.float32)
-    return split_output(np.concatenate(outs))
+        outs = [np.zeros((0, int(cnn.output_shape[-1])), np.float32)]
+    parts = split_output(np.concatenate(outs), redshift)
+    if not redshift:
+        return parts[0], parts[1], None, None
+    mu, logvar, z, z_logvar = parts
+    z_err = np.exp(0.5 * np.clip(z_logvar, -LOGVAR_CLIP, LOGVAR_CLIP)).astype(np.float32)
+    return mu, logvar, np.asarray(z, np.float32), z_err
+
+
+def predict_latents(cnn, images: np.ndarray, *, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """CNN in batches -> (latent mean, latent logvar), each (N, L)."""
+    mu, logvar, _, _ = predict_outputs(cnn, images, batch_size=batch_size)
+    return mu, logvar
 
 
 def decode(decoder, latents: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
@@ -259,7 +275,7 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     if not (np.isfinite(sigma_scale) and sigma_scale >= 0):
         raise ValueError(f"sigma_scale must be finite and >= 0, got {sigma_scale}")
     rng = np.random.default_rng(seed)
-    mu, logvar = predict_latents(cnn, images, batch_size=batch_size)
+    mu, logvar, z, z_err = predict_outputs(cnn, images, batch_size=batch_size)
     n, L = mu.shape
     n_pix = int(decoder.output_shape[-1])
     flux = np.empty((n, n_pix), np.float32)
@@ -278,7 +294,7 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
             sigma[sl] = draws.reshape(b, n_samples, n_pix).std(axis=1, ddof=1)
     if sigma_scale != 1.0:
         sigma *= np.float32(sigma_scale)
-    return PredictedSpectra(flux, sigma, mu, logvar)
+    return PredictedSpectra(flux, sigma, mu, logvar, z, z_err)
 
 
 def encode_spectra(encoder, flux: np.ndarray, ivar: np.ndarray, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:

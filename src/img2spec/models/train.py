@@ -148,7 +148,7 @@ def save_vae(result: TrainResult, p: VAEParams, data, out_dir: str | Path) -> No
         np.save(tmp, np.asarray(data.wave, np.float64))
     write_json(out / "vae.json", {
         "latent_dim": p.latent_dim, "n_pix": int(result.info["n_pix"]), "wave_file": "wave.npy",
-        "frame": data.meta.get("frame"), "params": p.model_dump(mode="json"),
+        "frame": data.frame, "params": p.model_dump(mode="json"),
         "n_interpolated_pixels": int((~np.asarray(result.info["trained_pixels"], bool)).sum()),
         "training": {"best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 1),
                      **{k: v for k, v in result.info.items() if k != "trained_pixels"}, "history": result.history},
@@ -157,6 +157,28 @@ def save_vae(result: TrainResult, p: VAEParams, data, out_dir: str | Path) -> No
 
 
 # ----------------------------------------------------------------------------- CNN
+REDSHIFT_COLUMN = "z"
+"""Catalogue column of the spectroscopic redshift (the redshift head's training target)."""
+
+
+def redshift_targets(data, train: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """(N, 2) [z, has_z] targets in catalogue order and the train-split z mean/std.
+
+    Objects without a finite z get has_z = 0 (their redshift loss is zero), never a guess.
+    """
+    if REDSHIFT_COLUMN not in data.catalog:
+        raise KeyError(f"{data.root}: catalog.parquet has no {REDSHIFT_COLUMN!r} column; "
+                       "set cnn.redshift_weight: 0 to train without the redshift head")
+    z = data.catalog[REDSHIFT_COLUMN].to_numpy(np.float64)
+    ok = np.isfinite(z)
+    if not ok[train].any():
+        raise ValueError(f"{data.root}: no train object has a finite redshift")
+    z_mean = float(z[train][ok[train]].mean())
+    z_std = float(max(z[train][ok[train]].std(), MIN_TARGET_STD))
+    target = np.column_stack([np.where(ok, z, z_mean), ok]).astype(np.float32)
+    return target, {"z_mean": z_mean, "z_std": z_std, "n_train_with_z": int(ok[train].sum())}
+
+
 def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: keras.Model | None = None, *,
               callbacks: Sequence[keras.callbacks.Callback] = (), out_dir: str | Path | None = None,
               verbose: int = 0, name: str = "cnn") -> TrainResult:
@@ -177,12 +199,16 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     mean = lat.mu[tr].mean(axis=0)
     std = np.maximum(lat.mu[tr].std(axis=0), MIN_TARGET_STD)
     images = data.images
-    cnn = build_cnn(tuple(images.shape[1:]), L, p, mean, std)
-    trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None)
+    z_target, z_stats = redshift_targets(data, tr) if p.redshift_weight > 0 else (None, {})
+    cnn = build_cnn(tuple(images.shape[1:]), L, p, mean, std, z_stats.get("z_mean"), z_stats.get("z_std"))
+    trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,
+                         redshift_weight=p.redshift_weight)
     trainer.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
     targets = {"mu": lat.mu, "var": np.exp(lat.logvar)}
     if p.loss == "spectrum":
         targets.update(flux=data.flux, ivar=data.ivar)
+    if z_target is not None:
+        targets["z"] = z_target
     train_ds = image_dataset(images, tr, targets, batch_size=p.batch_size, training=True, seed=p.seed,
                              shift_pixels=p.shift_pixels)
     val_ds = image_dataset(images, va, targets, batch_size=p.batch_size, training=False)
@@ -194,7 +220,8 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     seconds = time.perf_counter() - start
     result = TrainResult(cnn, history, _best(history), seconds,
                          {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
-                          "latent_dim": L, "loss": p.loss, "input_shape": list(images.shape[1:])})
+                          "latent_dim": L, "loss": p.loss, "input_shape": list(images.shape[1:]),
+                          "redshift_head": z_target is not None, **z_stats})
     log.info("%s: %d epochs in %.0f s, best val loss %.4f", name, result.info["epochs_run"], seconds,
              result.best_val_loss)
     if out_dir is not None:

@@ -5,6 +5,9 @@
 - loss = spectrum: ivar-weighted chi-square of decoder(predicted mean) against the observed
   spectrum through the frozen decoder (what the metric measures), plus the latent NLL with
   the mean held fixed, so the variance head still learns its calibration.
+- redshift head (`redshift_weight` > 0): plus redshift_weight x the Gaussian NLL of the
+  spectroscopic z under the predicted N(z mean, exp(z logvar)); objects without a finite z
+  (target column 1 = 0) contribute nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from .losses import chi2_per_pixel, gaussian_nll
 
 class CNNTrainer(keras.Model):
     def __init__(self, cnn: keras.Model, latent_dim: int, loss_mode: str = "latent",
-                 decoder: keras.Model | None = None, **kwargs):
+                 decoder: keras.Model | None = None, redshift_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if loss_mode not in ("latent", "spectrum"):
             raise ValueError(f"cnn.loss: expected 'latent' or 'spectrum', got {loss_mode!r}")
@@ -32,24 +35,40 @@ class CNNTrainer(keras.Model):
         self.nll_tracker = keras.metrics.Mean(name="latent_nll")
         # Only tracked in spectrum mode, so the latent mode's history has no dead column.
         self.chi2_tracker = keras.metrics.Mean(name="chi2") if loss_mode == "spectrum" else None
+        self.redshift_weight = float(redshift_weight)
+        self.z_tracker = keras.metrics.Mean(name="z_nll") if self.redshift_weight > 0 else None
 
     def call(self, images, training=False):
         return self.cnn(images, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         L = self.latent_dim
-        mean, logvar = y_pred[:, :L], y_pred[:, L:]
+        mean, logvar = y_pred[:, :L], y_pred[:, L:2 * L]
         if self.loss_mode == "latent":
             nll = gaussian_nll(mean, logvar, y["mu"], y["var"])
             self.nll_tracker.update_state(nll)
-            return ops.mean(nll)
-        nll = gaussian_nll(ops.stop_gradient(mean), logvar, y["mu"], y["var"])
-        chi2 = chi2_per_pixel(self.decoder(mean, training=False), y["flux"], y["ivar"])
-        self.nll_tracker.update_state(nll)
-        self.chi2_tracker.update_state(chi2)
-        return ops.mean(chi2 + nll)
+            total = nll
+        else:
+            nll = gaussian_nll(ops.stop_gradient(mean), logvar, y["mu"], y["var"])
+            chi2 = chi2_per_pixel(self.decoder(mean, training=False), y["flux"], y["ivar"])
+            self.nll_tracker.update_state(nll)
+            self.chi2_tracker.update_state(chi2)
+            total = chi2 + nll
+        if self.z_tracker is not None:
+            z_nll = self._redshift_nll(y_pred[:, 2 * L:2 * L + 2], y["z"])
+            self.z_tracker.update_state(z_nll)
+            total = total + self.redshift_weight * z_nll
+        return ops.mean(total)
+
+    @staticmethod
+    def _redshift_nll(z_pred, z_target):
+        """Per-object Gaussian NLL of z (0 where the target has no finite z)."""
+        ok = z_target[:, 1:2]
+        nll = gaussian_nll(z_pred[:, 0:1], z_pred[:, 1:2], z_target[:, 0:1])
+        return nll * ok[:, 0]
 
     @property
     def metrics(self):
         extra = [self.nll_tracker] + ([self.chi2_tracker] if self.chi2_tracker is not None else [])
+        extra += [self.z_tracker] if self.z_tracker is not None else []
         return [*super().metrics, *extra]
