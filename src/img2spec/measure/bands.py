@@ -96,6 +96,8 @@ class Spectra:
             raise ValueError(f"measure: flux must be (N, P) or (P,), got shape {flux.shape}")
         n, p = self.flux.shape
         self.ln_edges = log_edges(wave)
+        self._lam_edges = np.exp(self.ln_edges)
+        self._lam_centres = np.exp(0.5 * (self.ln_edges[1:] + self.ln_edges[:-1]))
         if self.ln_edges.size != p + 1:
             raise ValueError(f"measure: flux has {p} pixels but the grid {self.ln_edges.size - 1}")
         if sigma is not None and ivar is not None:
@@ -170,10 +172,12 @@ class Spectra:
         idx = np.clip(np.floor(ua).astype(np.int64), 0, p - 1)[:, None] + np.arange(k)[None, :]
         inside = idx < p
         idx = np.minimum(idx, p - 1)
-        e0 = e[idx] - self.shift[:, None]                 # rest-frame ln edges of each gathered pixel
-        e1 = e[idx + 1] - self.shift[:, None]
-        lo_ln, hi_ln = np.log(lo), np.log(hi)
-        width = np.exp(np.minimum(e1, hi_ln)) - np.exp(np.maximum(e0, lo_ln))
-        width = np.where(inside, np.clip(width, 0.0, None), 0.0)
+        # Overlap of each pixel with the band in observed A, then / (1+z): exp is monotonic, so
+        # min/max of the precomputed edge wavelengths replace exp of (N, K) arrays.
+        stretch = np.exp(self.shift)[:, None]
+        lam_edges = self._lam_edges
+        width = np.minimum(lam_edges[idx + 1], hi * stretch) - np.maximum(lam_edges[idx], lo * stretch)
+        width = np.where(inside, np.clip(width, 0.0, None), 0.0) / stretch
+        centre = self._lam_centres[idx] / stretch
         flux, var, bad = self._gather(idx)
-        return Band(flux=flux, var=var, bad=bad, width=width, wave=np.exp(0.5 * (e0 + e1)), off_grid=off)
+        return Band(flux=flux, var=var, bad=bad, width=width, wave=centre, off_grid=off)
