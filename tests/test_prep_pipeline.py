@@ -131,10 +131,11 @@ def test_every_bad_input_kind_is_counted_and_listed(clean_raw, tmp_path, params)
     s6.fiberid = 999
     write_spectrum(spec(twin), s6)
     # 7: coordinates that match nothing (photometry row moved 1 deg away)
-    # 8: photometry without the normalisation band
+    # 8: photometry without the normalisation band (PS1's -999); 9-11: impossible or implausible magnitudes
     far = SyntheticObject(**{**objects[7].__dict__, "ra": objects[7].ra + 1.0})
-    nomag = SyntheticObject(**{**objects[8].__dict__, "mags": {**objects[8].mags, "r": -999.0}})
-    phot_objects = [far if o is objects[7] else nomag if o is objects[8] else o for o in objects]
+    badmag = {8: ("r", -999.0), 9: ("r", 0.0), 10: ("g", -5.0), 11: ("z", 31.0)}
+    changed = {k: SyntheticObject(**{**objects[k].__dict__, "mags": {**objects[k].mags, b: m}}) for k, (b, m) in badmag.items()}
+    phot_objects = [far if o is objects[7] else changed.get(k, o) for k, o in enumerate(objects)]
     write_tables(paths, phot_objects)
     cand = pd.read_csv(paths.candidates)
     cand.loc[cand["objid"] == objects[7].objid, "ra"] = objects[7].ra  # candidate stays where the spectrum is
@@ -142,20 +143,24 @@ def test_every_bad_input_kind_is_counted_and_listed(clean_raw, tmp_path, params)
     cand.to_csv(paths.candidates, index=False)
 
     mrep, prep = _run(params, paths, n_workers=1, chunk_size=8)
-    assert mrep["dropped_by_reason"] == {"duplicate_object": 1, "missing_spectrum": 1, "no_photometry_match": 1}
-    assert mrep["n_matched"] == N - 2  # 5 and 7 gone; the duplicate of 6 resolved to one spectrum
-    expected = {"corrupt_spectrum": 2, "no_good_pixels": 1, "missing_band": 1, "missing_image": 1,
-                "bad_photometry": 1}
+    assert mrep["dropped_by_reason"] == {"duplicate_object": 1, "missing_spectrum": 1, "no_photometry_match": 1,
+                                         "missing_magnitude": 1, "nonpositive_magnitude": 2, "implausible_magnitude": 1}
+    assert mrep["n_matched"] == N - 6  # 5, 7 and 8-11 gone; the duplicate of 6 resolved to one spectrum
+    expected = {"corrupt_spectrum": 2, "no_good_pixels": 1, "missing_band": 1, "missing_image": 1}
     assert prep["dropped_by_reason"] == expected
-    assert prep["n_in"] == N - 2 and prep["n_out"] == N - 2 - 6
+    assert prep["n_in"] == N - 6 and prep["n_out"] == N - 6 - 5
     listed = {(d["objid"], d["reason"]) for d in prep["dropped"]}
     assert (objects[3].objid, "missing_band") in listed and (objects[0].objid, "corrupt_spectrum") in listed
     csv = pd.read_csv(paths.reports / "prepare_dropped.csv")
-    assert len(csv) == 6 and set(csv["reason"]) == set(expected)
+    assert len(csv) == 5 and set(csv["reason"]) == set(expected)
     mcsv = pd.read_csv(paths.reports / "match_dropped.csv")
     dup = mcsv[mcsv["reason"] == "duplicate_object"]
     assert dup["file"].iloc[0].endswith("-0999.fits")  # the noisier twin lost on S/N
-    assert len(ProcessedData.open(paths.processed)) == N - 8
+    mags = mcsv.set_index("objid").loc[[objects[k].objid for k in badmag]]
+    assert list(mags["reason"]) == ["missing_magnitude", "nonpositive_magnitude", "nonpositive_magnitude",
+                                    "implausible_magnitude"]
+    assert list(mags["detail"]) == ["rKronMag=-999.0", "rKronMag=0.0", "gKronMag=-5.0", "zKronMag=31.0"]
+    assert len(ProcessedData.open(paths.processed)) == N - 11
 
 
 def _fits_bytes(hdus) -> bytes:

@@ -37,6 +37,12 @@ class PrepareParams(Section):
     velocity_step_kms: float = Field(150.0, gt=0)
     """Log-grid step; 150 km/s over 3800-9200 A gives 1,767 pixels."""
     norm_band: str = "r"
+    mag_min: float = Field(10.0, gt=0)
+    """Brightest plausible PS1 Kron AB magnitude: PS1 stacks saturate at 12-14 mag for point sources
+    and a galaxy brighter than this spans arcminutes (shredded, far larger than any cutout)."""
+    mag_max: float = Field(25.0, gt=0)
+    """Faintest plausible magnitude: ~1.5 mag beyond the PS1 3pi stack 5-sigma depths (21.4-23.3,
+    Chambers et al. 2016); fainter Kron values are noise, not galaxies with SDSS spectra."""
     train_fraction: float = Field(0.8, gt=0, lt=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     n_workers: int = Field(2, ge=1)
@@ -57,6 +63,8 @@ class PrepareParams(Section):
             raise ValueError("wave_min must be below wave_max")
         if self.train_fraction + self.val_fraction >= 1:
             raise ValueError("train_fraction + val_fraction must leave a test split")
+        if self.mag_min >= self.mag_max:
+            raise ValueError("mag_min must be below mag_max")
         if self.norm_band not in ("g", "r", "i", "z", "y"):
             raise ValueError(f"norm_band must be one of g, r, i, z, y (got {self.norm_band!r})")
         return self

@@ -6,7 +6,11 @@
 - each candidate is matched to its nearest PS1 row with astropy
   `SkyCoord.match_to_catalog_sky`; beyond `match_tolerance_arcsec` it is dropped
   ('no_photometry_match'); two candidates on one PS1 row -> best S/N kept
-  ('duplicate_match').
+  ('duplicate_match');
+- a matched object with an impossible or implausible Kron magnitude in any band
+  (`normalise.check_magnitudes`: missing/-999, <= 0, outside prepare.mag_min..mag_max)
+  is dropped with that reason code: every band feeds the normalisation or the
+  colour baselines, and a garbage value there is worse than no object.
 Output: `data/interim/matched.parquet` sorted by objid, plus `reports/match.json`.
 """
 
@@ -22,9 +26,10 @@ import pandas as pd
 from .. import BANDS
 from ..config import Params
 from ..io.atomic import write_parquet
+from ..io.fastfits import fast_read_spectrum
 from ..io.sdss_spectrum import SpectrumFormatError, read_spectrum
 from ..paths import Paths
-from ..io.fastfits import fast_read_spectrum
+from .normalise import check_magnitudes
 from .report import DropLog
 from .spectra import spectrum_snr
 
@@ -145,9 +150,16 @@ def match(params: Params, paths: Paths) -> dict:
     out = cand.drop(columns=["_specpath", "_phot"]).reset_index(drop=True)
     out["ps1_objid"] = ph["ps1_objid"].to_numpy()
     agree = int((ph["objid"].to_numpy() == out["objid"].to_numpy()).sum())
+    bad = np.zeros(len(out), bool)
     for b in BANDS:
         out[f"mag_{b}"] = ph[f"{b}KronMag"].to_numpy(np.float64)
         out[f"magerr_{b}"] = ph[f"{b}KronMagErr"].to_numpy(np.float64)
+        problem = check_magnitudes(out[f"mag_{b}"].to_numpy(), params.prepare.mag_min, params.prepare.mag_max)
+        for i in np.flatnonzero((problem != "") & ~bad):  # one drop per object: its first bad band
+            drops.add(out.at[i, "objid"], out.at[i, "specfile"], problem[i], f"{b}KronMag={out.at[i, f'mag_{b}']}")
+        bad |= problem != ""
+    agree -= int((ph["objid"].to_numpy()[bad] == out["objid"].to_numpy()[bad]).sum())
+    out = out[~bad]
     out = out.sort_values("objid", kind="stable").reset_index(drop=True)
     write_parquet(paths.matched, out)
 

@@ -39,3 +39,45 @@ def mag_to_flambda(mag: np.ndarray | float, band: str) -> np.ndarray:
     fnu = AB_ZERO_FNU_CGS * 10.0 ** (-0.4 * np.where(valid, mag, 0.0))
     flam = fnu * C_ANGSTROM_PER_S / lam**2 / SDSS_FLUX_UNIT
     return np.where(valid, flam, np.nan)
+
+
+MAG_MISSING = "missing_magnitude"
+"""Reason code: no measurement (NaN, infinite, or PS1's -999 flag)."""
+MAG_NONPOSITIVE = "nonpositive_magnitude"
+"""Reason code: mag <= 0 (brighter than Vega from a galaxy survey): physically impossible here."""
+MAG_IMPLAUSIBLE = "implausible_magnitude"
+"""Reason code: finite and positive, but outside [mag_min, mag_max] (params: prepare.mag_min/mag_max)."""
+
+
+def _default_range() -> tuple[float, float]:
+    from ..config.prepare import PrepareParams
+
+    defaults = PrepareParams()
+    return defaults.mag_min, defaults.mag_max
+
+
+def check_magnitudes(mag: np.ndarray | float, mag_min: float | None = None,
+                     mag_max: float | None = None) -> np.ndarray:
+    """Reason code per magnitude ('' when plausible): THE plausibility check of AB magnitudes.
+
+    MAG_MISSING for non-finite values and PS1's -999 flag, MAG_NONPOSITIVE for other
+    values <= 0, MAG_IMPLAUSIBLE outside [mag_min, mag_max] (defaults: the
+    `prepare.mag_min`/`mag_max` defaults). A normalisation from any of them would be
+    off by orders of magnitude (mag 0 -> 2.8e8 in 1e-17 units), so callers drop or skip
+    the object with the code. Used by match, prepare, predict (--mags) and survey.
+    """
+    lo, hi = _default_range() if mag_min is None or mag_max is None else (mag_min, mag_max)
+    mag = np.asarray(mag, dtype=np.float64)
+    out = np.full(mag.shape, "", dtype=object)
+    finite = np.isfinite(mag)
+    missing = ~finite | (mag <= MISSING_MAG)
+    out[finite & ~missing & ((mag < lo) | (mag > hi))] = MAG_IMPLAUSIBLE
+    out[finite & ~missing & (mag <= 0)] = MAG_NONPOSITIVE
+    out[missing] = MAG_MISSING
+    return out
+
+
+def magnitude_problem(mag: float, mag_min: float | None = None, mag_max: float | None = None) -> str | None:
+    """`check_magnitudes` for one value: None when plausible, else its reason code."""
+    code = check_magnitudes(np.float64(mag), mag_min, mag_max).item()
+    return code or None

@@ -37,12 +37,13 @@ import pandas as pd
 
 from .. import BANDS
 from ..config import Params
-from ..io.atomic import write_json, write_parquet
+from ..io.atomic import remove_stale_temps, temp_path, write_json, write_parquet
+from ..io.processes import guarded_initializer
 from ..io.sdss_spectrum import sdss_loglam_grid
 from ..logs import progress
 from ..paths import Paths
 from .images import StretchStats, make_scaling, softening_from_sky, stretch_nanomaggies
-from .normalise import effective_wavelength, mag_to_flambda
+from .normalise import check_magnitudes, effective_wavelength, mag_to_flambda
 from .npy import create_npy, shrink_npy, write_rows
 from .report import DropLog
 from .spectra import make_grid
@@ -83,7 +84,9 @@ def _ordered_results(cfg: WorkerConfig, chunks: list[list[ObjectTask]], n_worker
         for chunk in chunks:
             yield process_chunk(cfg, chunk)
         return
-    ex = ProcessPoolExecutor(n_workers, mp_context=get_context("fork"))
+    # Workers die with this process: a kill -9 of the stage leaves no orphan blocked on its queue.
+    initializer, initargs = guarded_initializer()
+    ex = ProcessPoolExecutor(n_workers, mp_context=get_context("fork"), initializer=initializer, initargs=initargs)
     try:
         it: Iterable[list[ObjectTask]] = iter(chunks)
         pending = deque(ex.submit(process_chunk, cfg, c) for c in islice(it, n_workers * INFLIGHT_PER_WORKER))
@@ -133,7 +136,7 @@ def _fit_and_apply_stretch(images: Path, is_train: np.ndarray, sky: np.ndarray, 
 
 def _swap_dir(tmp: Path, final: Path) -> None:
     """Replace `final` by `tmp` with renames (a reader never sees a half-written directory)."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    old = temp_path(final).with_name(f"{temp_path(final).name}-old")  # a kill -9 here: the next run sweeps it
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
@@ -166,7 +169,8 @@ def prepare(params: Params, paths: Paths, track: bool = False) -> dict:
         cat["galaxy_type"] = tframe["galaxy_type"].to_numpy()[np.maximum(truth_rows, 0)]
 
     keep = np.ones(n_in, bool)
-    norm_mag = cat[f"mag_{p.norm_band}"].to_numpy()
+    norm_mag = cat[f"mag_{p.norm_band}"].to_numpy(np.float64)
+    mag_problem = check_magnitudes(norm_mag, p.mag_min, p.mag_max)
     for i, (objid, specfile, imagefile, norm) in enumerate(
         zip(cat["objid"], cat["specfile"], cat["imagefile"], cat["norm"])
     ):
@@ -174,8 +178,8 @@ def prepare(params: Params, paths: Paths, track: bool = False) -> dict:
             drops.add(objid, specfile, "missing_spectrum")
         elif not (root / imagefile).is_file():
             drops.add(objid, imagefile, "missing_image")
-        elif not (np.isfinite(norm) and norm > 0):
-            drops.add(objid, specfile, "bad_photometry", f"mag_{p.norm_band}={norm_mag[i]}")
+        elif mag_problem[i] or not (np.isfinite(norm) and norm > 0):
+            drops.add(objid, specfile, mag_problem[i] or "bad_photometry", f"mag_{p.norm_band}={norm_mag[i]}")
         else:
             continue
         keep[i] = False
@@ -195,7 +199,9 @@ def prepare(params: Params, paths: Paths, track: bool = False) -> dict:
 
     final = paths.processed
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    # Leftovers of killed runs (staging directory, half-written reports) go first.
+    stale = remove_stale_temps(final.parent, prefix=f".{final.name}") + remove_stale_temps(paths.reports, ".prepare")
+    tmp = temp_path(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -250,6 +256,7 @@ def prepare(params: Params, paths: Paths, track: bool = False) -> dict:
         raise
     seconds = time.perf_counter() - t0
     report["seconds"] = round(seconds, 2)
+    report["stale_temporaries_removed"] = len(stale)
     report["objects_per_second"] = round(n_in / seconds, 1) if seconds > 0 else None
     report = drops.write(paths.reports / "prepare.json", paths.reports / "prepare_dropped.csv", report)
     log.info("prepare: %d in -> %d out in %.1f s; dropped %s", n_in, n_out, seconds, report["dropped_by_reason"])
