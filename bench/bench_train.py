@@ -33,7 +33,7 @@ def main() -> None:
     from img2spec.io.processed import ProcessedData
     from img2spec.models.inference import encode_spectra, predict_spectra
     from img2spec.models.latents import Latents
-    from img2spec.models.synthetic import write_synthetic_processed
+    from img2spec.prep.synthetic import write_synthetic_processed
     from img2spec.models.train import train_cnn, train_vae
 
     import keras

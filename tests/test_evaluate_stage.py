@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from img2spec.config import params_from_dict
-from img2spec.models.synthetic import write_synthetic_processed
+from img2spec.prep.synthetic import write_synthetic_processed
 from img2spec.paths import Paths
 
 METHODS = ("cnn", "knn_colour", "mean_spectrum", "pca_cnn", "vae_ceiling", "noise_floor")

@@ -7,7 +7,7 @@ import pytest
 
 from img2spec.config.models import CNNParams, VAEParams
 from img2spec.io.processed import ProcessedData
-from img2spec.models.synthetic import write_synthetic_processed
+from img2spec.prep.synthetic import write_synthetic_processed
 
 TINY_VAE = VAEParams(latent_dim=3, encoder_units=(32,), decoder_units=(32,), epochs=3, kl_warmup_epochs=1,
                      patience=2, batch_size=32)

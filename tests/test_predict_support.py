@@ -1,7 +1,7 @@
 """Builders shared by the predict/publish tests: a tiny project that follows the artefact contracts.
 
-A project root with data/processed (wave, flux, ivar, stretched images, catalogue,
-meta.json, image_scaling.json from the real prep functions), raw 5-band cutouts,
+A project root with data/processed (the one synthetic data set, written by the real
+writer, with these cutouts stretched by the real prep functions as its images), raw 5-band cutouts,
 tiny Keras models in models/vae/decoder.keras and models/cnn/cnn.keras (the
 contract shapes: (H, W, 5) -> 2L, L -> P) and metrics/evaluate.json. No tests here.
 """
@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from img2spec import BANDS
 from img2spec.io.ps1_cutout import Cutout, magzp_for_exptime, write_cutout
+from img2spec.prep.synthetic import write_synthetic_processed
 
 SIZE = 16
 N_PIX = 40
@@ -78,23 +78,9 @@ def build_project(root: Path, n: int = N_OBJ, seed: int = 0) -> dict:
     scaling = make_scaling(BANDS, np.nanmedian(sky, axis=0), np.zeros(5), np.full(5, 2.0), n)
     images = np.stack([preprocess_cutout(c, scaling) for c in cutouts]).astype(np.float32)
 
-    proc = root / "data" / "processed"
-    proc.mkdir(parents=True, exist_ok=True)
-    wave = np.geomspace(3800.0, 9200.0, N_PIX)
-    np.save(proc / "wave.npy", wave)
-    np.save(proc / "flux.npy", np.ones((n, N_PIX), np.float32))
-    np.save(proc / "ivar.npy", np.ones((n, N_PIX), np.float32))
-    np.save(proc / "images.npy", images)
-    split = np.array(["train"] * (n - 4) + ["val"] * 2 + ["test"] * 2)
-    cat = pd.DataFrame({
-        "objid": np.array([c.objid for c in cutouts], np.int64), "split": split,
-        "z": np.linspace(0.02, 0.15, n), "ra": [c.ra for c in cutouts], "dec": [c.dec for c in cutouts],
-        "norm": np.full(n, 10.0),
-        **{f"mag_{b}": np.linspace(15.0, 17.8, n) + 0.1 * k for k, b in enumerate(BANDS)},
-    })
-    cat.to_parquet(proc / "catalog.parquet", index=False)
-    (proc / "meta.json").write_text(json.dumps({"frame": "observed", "norm_band": "r", "n_pix": N_PIX}))
-    (proc / "image_scaling.json").write_text(json.dumps(scaling))
+    proc = write_synthetic_processed(root / "data" / "processed", n=n, n_pix=N_PIX, size=SIZE, seed=seed,
+                                     images=images, image_scaling=scaling)
+    wave = np.load(proc / "wave.npy")
 
     build_models(root, seed)
     (root / "metrics").mkdir(exist_ok=True)

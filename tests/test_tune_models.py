@@ -1,6 +1,8 @@
 """Real objectives on a tiny synthetic data set: the VAE study (val -ELBO) and the CNN
-study (val mean D_i through the decoder). The test split is NaN-poisoned, so any read of
-it during tuning would turn the objective non-finite and fail the trial."""
+study (val mean D_i through the decoder). The test split is poisoned with a huge finite
+value (NaN would be absorbed by the masked-pixel cleaning and nanmean), so a test row in any
+training, early-stopping or objective batch makes a loss or objective astronomically large;
+`test_leak_check_catches_test_rows` shows the check failing when test rows are used on purpose."""
 
 from __future__ import annotations
 
@@ -15,9 +17,16 @@ from img2spec.config import params_from_dict
 from img2spec.paths import Paths
 from test_tune_support import mlflow_template  # noqa: F401  (fixture)
 from test_tune_support import isolated_mlflow_uri  # noqa: F401  (fixture)
-from test_tune_support import tiny_params, write_processed
+from test_tune_support import SANE_LOSS, tiny_params, write_processed
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def assert_no_test_rows(values, what: str) -> None:
+    """Every loss/objective finite and sane: none of them saw a poisoned test row."""
+    values = np.asarray(list(values), float)
+    assert values.size and np.isfinite(values).all() and (values < SANE_LOSS).all(), (
+        f"{what}: {values.max()} (>= {SANE_LOSS:g} or non-finite): test rows leaked in")
 
 
 @pytest.fixture
@@ -42,6 +51,8 @@ def test_vae_study_real_objective(tiny_root, tmp_path, mlflow_uri):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     for trial in study.trials:
         assert math.isfinite(trial.value) and trial.value > 0
+        assert_no_test_rows([trial.value, trial.user_attrs["val_loss"], *trial.intermediate_values.values()],
+                            f"VAE trial {trial.number}")
         assert len(trial.intermediate_values) == trial.user_attrs["epochs"] <= params.tune.vae.max_epochs
         section = trial.user_attrs["section_params"]
         assert section["encoder_units"] == section["decoder_units"][::-1]
@@ -75,5 +86,30 @@ def test_cnn_study_real_objective(tiny_root, tmp_path, mlflow_uri):
         assert math.isfinite(trial.value) and trial.value > 0  # val mean D_i in SDSS error units
         assert math.isfinite(trial.user_attrs["val_loss"])
         assert len(trial.user_attrs["decoder_sha1"]) == 40
-        assert all(math.isfinite(v) for v in trial.intermediate_values.values())
+        assert_no_test_rows([trial.value, trial.user_attrs["val_loss"], *trial.intermediate_values.values()],
+                            f"CNN trial {trial.number}")
     assert report["best_section"]["filters"][0] == 4
+
+
+@pytest.mark.parametrize("leak", ["train", "val"])
+def test_leak_check_catches_test_rows(tiny_root, leak, monkeypatch):
+    """Deliberately mix the test rows into the train (or val) split: the VAE's losses and the
+    check above must then fail (the poison is finite, so nothing absorbs it)."""
+    from img2spec.io.processed import ProcessedData
+    from img2spec.models.train import train_vae
+
+    data = ProcessedData.open(Paths(tiny_root).processed)
+    params = tiny_params("sqlite://")
+    history = train_vae(params.vae, data).history
+    assert_no_test_rows([*history["loss"], *history["val_loss"]], "clean VAE")
+
+    honest = ProcessedData.indices
+
+    def leaky(self, split):
+        rows = honest(self, split)
+        return np.sort(np.concatenate([rows, honest(self, "test")])) if split == leak else rows
+
+    monkeypatch.setattr(ProcessedData, "indices", leaky)
+    history = train_vae(params.vae, data).history
+    with pytest.raises(AssertionError, match="test rows leaked"):
+        assert_no_test_rows([*history["loss"], *history["val_loss"]], f"VAE with test rows in {leak}")

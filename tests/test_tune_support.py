@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from img2spec.config import Params, params_from_dict
@@ -36,45 +34,19 @@ def tiny_params(storage: str, *, n_trials: int = 3, pruner: str = "none", **tune
     return params_from_dict(raw, "tiny tune params")
 
 
+POISON = 1e4
+"""Flux and image value of the test rows (finite, with normal ivar): one test row in a training,
+validation or calibration batch makes that loss astronomically large (see test_tune_models)."""
+SANE_LOSS = 1e3
+"""Losses and objectives of these tiny runs stay far below this unless test rows leak in."""
+
+
 def write_processed(root: Path, n: int = 48, n_pix: int = 40, size: int = 16, seed: int = 0) -> Path:
-    """A tiny `data/processed/` following io.processed's documented files. The test split
-    is poisoned with NaN: anything that reads it during tuning turns a trial into NaN."""
-    rng = np.random.default_rng(seed)
-    out = root / "data" / "processed"
-    out.mkdir(parents=True, exist_ok=True)
-    wave = np.geomspace(3800.0, 9200.0, n_pix)
-    amp = rng.uniform(0.5, 1.5, n)
-    slope = rng.uniform(-0.5, 0.5, n)
-    x = (wave - wave.mean()) / np.ptp(wave)
-    truth = (amp[:, None] * (1 + slope[:, None] * x[None, :])).astype(np.float32)
-    ivar = np.full((n, n_pix), 100.0, np.float32)
-    ivar[:, :3] = 0.0  # masked pixels
-    flux = (truth + rng.normal(0, 0.1, truth.shape)).astype(np.float32)
-    images = (amp[:, None, None, None] * rng.uniform(0.5, 1.5, (n, size, size, 5))).astype(np.float32)
-    split = np.array(["train"] * (n - 16) + ["val"] * 8 + ["test"] * 8)
-    test = split == "test"
-    flux[test] = np.nan
-    images[test] = np.nan
-    np.save(out / "wave.npy", wave)
-    np.save(out / "flux.npy", flux)
-    np.save(out / "ivar.npy", ivar)
-    np.save(out / "images.npy", images)
-    np.save(out / "truth_flux.npy", truth)
-    mags = {f"mag_{b}": 17 + rng.normal(0, 0.3, n) for b in "grizy"}
-    errs = {f"magerr_{b}": np.full(n, 0.01) for b in "grizy"}
-    catalog = pd.DataFrame({
-        "objid": np.arange(1000, 1000 + n, dtype=np.int64), "split": split, "z": rng.uniform(0.05, 0.1, n),
-        "ra": rng.uniform(0, 10, n), "dec": rng.uniform(0, 10, n), "norm": amp * 10.0, **mags, **errs,
-        "specfile": [f"spec-{i}.fits" for i in range(n)], "imagefile": [f"{i}.fits" for i in range(n)],
-        "galaxy_type": rng.choice(["red", "green", "blue"], n),
-    })
-    catalog.to_parquet(out / "catalog.parquet", index=False)
-    (out / "image_scaling.json").write_text(json.dumps({"stretch": "asinh", "bands": list("grizy"),
-                                                        "scale": [1.0] * 5, "offset": [0.0] * 5}))
-    (out / "meta.json").write_text(json.dumps({"frame": "observed", "n_pix": n_pix, "n_objects": n,
-                                               "bands": list("grizy"), "cutout_size": size,
-                                               "counts": {s: int((split == s).sum()) for s in ("train", "val", "test")}}))
-    return out
+    """A tiny `data/processed/` (the one synthetic data set) with its test split poisoned."""
+    from img2spec.prep.synthetic import write_synthetic_processed
+
+    return write_synthetic_processed(root / "data" / "processed", n=n, n_pix=n_pix, size=size, seed=seed,
+                                     poison_test=POISON)
 
 
 def toy_objective(study_name: str, *, fail: bool = False, epochs: int = 3):

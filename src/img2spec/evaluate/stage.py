@@ -22,6 +22,7 @@ from ..metrics import calibration, deviation, fit_sigma_scale, summarise
 from ..paths import Paths
 from .baselines import knn_colour, mean_spectrum
 from .figures import examples_figure, histogram_figure, trend_figure
+from .regions import region_summaries
 from .redshift import redshift_metrics
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,6 @@ class RowView:
 def _rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(array[rows[s:s + LOAD_CHUNK]], np.float32)
                            for s in range(0, len(rows), LOAD_CHUNK)]) if len(rows) else np.zeros((0, *array.shape[1:]), np.float32)
-
-
-def rest_wave(wave: np.ndarray, z: np.ndarray, frame: str) -> np.ndarray:
-    """(N, P) rest-frame wavelengths of every pixel of every object."""
-    if frame == "rest":
-        return np.broadcast_to(wave[None, :], (len(z), len(wave)))
-    return wave[None, :] / (1.0 + np.asarray(z, float)[:, None])
 
 
 def paired_comparison(d_model: np.ndarray, d_base: np.ndarray) -> dict:
@@ -137,12 +131,7 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
     result: dict = {"mean_deviation": {name: summarise(v) for name, v in d.items()}}
 
     # Per rest-frame region: the same objects, only the region's pixels.
-    rw = rest_wave(data.wave, cat["z"].to_numpy()[test], data.meta.get("frame", "observed"))
-    result["regions"] = {}
-    for region, (lo, hi) in ep.regions.items():
-        mask = (rw >= lo) & (rw < hi)
-        result["regions"][region] = {"rest_wave": [lo, hi], **{
-            name: summarise(deviation(pred, obs, ivar, mask)) for name, pred in preds.items()}}
+    result["regions"] = region_summaries(data, test, ep.regions, preds, obs, ivar)
 
     if "galaxy_type" in cat:
         types = cat["galaxy_type"].to_numpy()[test].astype(str)

@@ -124,6 +124,7 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
     from .pca import PCA_FLOOR_LOGVAR, fit_pca
     from .tracking_cb import MlflowMetrics
     from .train import train_cnn
+    from .validation import validation_deviation
 
     data = ProcessedData.open(paths.processed)
     latents = load_latents(paths.latents)
@@ -137,8 +138,6 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
         import mlflow
 
         result = train_cnn(params.cnn, data, latents, decoder, callbacks=[MlflowMetrics()], out_dir=out)
-        from ..evaluate.deviation import validation_deviation
-
         val_dev = validation_deviation(result.model, decoder, data)
         summary["cnn"] = {"best_val_loss": result.best_val_loss, "val_mean_deviation": val_dev,
                           "epochs_run": result.info["epochs_run"], "train_seconds": round(result.seconds, 1)}

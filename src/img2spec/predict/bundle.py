@@ -124,13 +124,10 @@ def validity(data: ProcessedData) -> dict[str, Any]:
 
 def normalisation(params: Params, data: ProcessedData) -> dict[str, Any]:
     """The flux convention of the predictions, with the band and wavelength of the PS1 norm."""
-    meta = data.meta
-    band = str(meta.get("norm_band", params.prepare.norm_band))
-    wavelength = _find_norm_wavelength(meta, band)
-    if wavelength is None:
-        raise BundleError(
-            f"{data.root / 'meta.json'}: no effective wavelength recorded for norm band {band!r}"
-        )
+    try:  # what prepare recorded for these data (params may have changed since)
+        band, wavelength = data.norm_band, data.norm_wavelength_A
+    except (KeyError, ValueError) as exc:
+        raise BundleError(str(exc)) from None
     return {
         "output": "normalised",
         "band": band,
@@ -139,22 +136,6 @@ def normalisation(params: Params, data: ProcessedData) -> dict[str, Any]:
         "to_sdss_units": "flux_1e-17 = flux_normalised * norm, sigma likewise; "
         "norm = 3631 Jy * 10**(-0.4 mag) * c / wavelength**2 in 1e-17 erg/s/cm^2/A",
     }
-
-
-def _find_norm_wavelength(meta: dict[str, Any], band: str) -> float | None:
-    """Look up the normalisation wavelength the prepare stage recorded (several spellings)."""
-    for key in ("norm_wavelength", "norm_wavelength_A", "norm_wave", "norm_lambda"):
-        if key in meta:
-            return float(meta[key])
-    for key in ("normalisation", "normalization", "norm"):
-        sub = meta.get(key)
-        if isinstance(sub, dict):
-            for k in ("wavelength", "wavelength_A", "wave", "lambda_eff", "effective_wavelength"):
-                if k in sub:
-                    return float(sub[k])
-    from ..prep.normalise import effective_wavelength
-
-    return float(effective_wavelength(band))
 
 
 def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict[str, Any]:
@@ -253,7 +234,7 @@ def _manifest(
             "n_pix": int(wave.size),
             "wave_min_A": float(wave.min()),
             "wave_max_A": float(wave.max()),
-            "frame": str(data.meta.get("frame", params.prepare.frame)),
+            "frame": data.frame,
             "grid": "wave.npy",
             "velocity_step_kms": params.prepare.velocity_step_kms,
             "uncertainty": ("first-order propagation of the predicted latent variance through the decoder"

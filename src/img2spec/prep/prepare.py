@@ -37,7 +37,8 @@ import pandas as pd
 
 from .. import BANDS
 from ..config import Params
-from ..io.atomic import remove_stale_temps, temp_path, write_json, write_parquet
+from ..io.atomic import remove_stale_temps, temp_path
+from ..io.processed import write_processed_tables
 from ..io.processes import guarded_initializer
 from ..io.sdss_spectrum import sdss_loglam_grid
 from ..logs import progress
@@ -246,10 +247,8 @@ def prepare(params: Params, paths: Paths, track: bool = False) -> dict:
         scaling = _fit_and_apply_stretch(
             tmp / "images.npy", out["split"].to_numpy() == "train", sky, p.images.asinh_softening, bands
         )
-        np.save(tmp / "wave.npy", grid.centres)
-        write_parquet(tmp / "catalog.parquet", out)
-        write_json(tmp / "image_scaling.json", scaling)
-        write_json(tmp / "meta.json", _meta(params, grid, out, scaling, truth is not None))
+        write_processed_tables(tmp, wave=grid.centres, catalog=out, image_scaling=scaling,
+                               meta=processed_meta(params, grid, out, truth is not None))
         _swap_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -281,7 +280,9 @@ def _report_head(params: Params, n_in: int, n_out: int, out: pd.DataFrame, drops
     }
 
 
-def _meta(params: Params, grid, out: pd.DataFrame, scaling: dict, has_truth: bool) -> dict:
+def processed_meta(params: Params, grid, out: pd.DataFrame, has_truth: bool) -> dict:
+    """meta.json of data/processed (the keys `io.processed` reads: wave.frame, norm.band,
+    norm.effective_wavelength_angstrom); also used by the synthetic test data set."""
     p = params.prepare
     return {
         "n_objects": len(out),

@@ -1,9 +1,14 @@
-"""Small synthetic raw data sets in the raw contract, for tests and the benchmark.
+"""Small synthetic data sets for tests and the benchmark, written by the real writers.
 
 Not the mock survey (that lives in `sources/mock` and does real population
-synthesis): these are quick, analytic galaxies (a continuum with a 4000 A break
-and an H-alpha line; a round exponential blob) written through the same io
-writers, so that `match` and `prepare` can be exercised in seconds.
+synthesis): these are quick, analytic galaxies.
+- raw contract (`write_raw` ...): a continuum with a 4000 A break and an H-alpha
+  line, a round exponential blob, written through the io FITS writers, so that
+  `match` and `prepare` can be exercised in seconds;
+- `write_synthetic_processed`: THE fake of `data/processed/` (the only one: tests and
+  benchmarks that need prepared data without running prepare use it). Its grid,
+  meta.json and files come from the prepare stage's own `make_grid`,
+  `processed_meta` and `io.processed` writer, so readers see exactly what prepare writes.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from .. import BANDS
 from ..io.atomic import write_csv
 from ..io.ps1_cutout import Cutout, magzp_for_exptime, write_cutout
 from ..io.sdss_spectrum import SDSSSpectrum, sdss_loglam_grid, write_spectrum
+from ..io.processed import SPLITS, write_processed
 from ..paths import Paths
 from .normalise import effective_wavelength, mag_to_flambda
+from .spectra import C_KMS
 
 EXPTIME_S = 600.0
 SKY_SIGMA_COUNTS = 30.0
@@ -150,5 +157,99 @@ def write_truth(paths: Paths, objects: list[SyntheticObject]) -> None:
             np.stack([model_flux(o, loglam) for o in objects]).astype(np.float32))
 
 
+# ------------------------------------------------------------------ data/processed
+SYN_WAVE = (3800.0, 9200.0)
+"""Grid range (Angstrom) of the synthetic processed set, in its frame."""
+LINE_REST = 6563.0
+LINE_WIDTH_A = 30.0
+
+
+def synthetic_params(n_pix: int, size: int, frame: str = "observed", norm_band: str = "r"):
+    """Params whose prepare grid has exactly `n_pix` pixels over SYN_WAVE (and `size` cutouts)."""
+    from ..config import params_from_dict
+
+    step = C_KMS * float(np.log(SYN_WAVE[1] / SYN_WAVE[0])) / n_pix
+    return params_from_dict({
+        "data": {"cutout_size": size},
+        "prepare": {"frame": frame, "norm_band": norm_band, "wave_min": SYN_WAVE[0],
+                    "wave_max": SYN_WAVE[1] * (1 + 1e-9), "velocity_step_kms": step},
+    }, "synthetic processed params")
+
+
+def write_synthetic_processed(root: str | Path, n: int = 120, n_pix: int = 96, size: int = 16, seed: int = 0,
+                              mask_fraction: float = 0.05, *, frame: str = "observed", norm_band: str = "r",
+                              split_fractions: tuple[float, float] = (0.6, 0.2), poison_test: float | None = None,
+                              images: np.ndarray | None = None, image_scaling: dict | None = None) -> Path:
+    """Write a `data/processed/` directory with `n` objects into `root`; returns `root`.
+
+    Two hidden parameters per galaxy (a colour-like slope `a` and an emission-line
+    strength `b`) drive both the spectrum and the 5-band image, so a CNN can learn the
+    mapping. Noise, masked pixels (garbage flux under ivar = 0) and a noiseless
+    `truth_flux` follow the contract. `frame="rest"` puts every object on one rest grid
+    (the line at LINE_REST for all); observed puts the line at LINE_REST (1 + z).
+    `poison_test` replaces the test rows' flux and images by that (finite) value with
+    normal ivar: any training, tuning or calibration that reads them blows up its loss.
+    `images` / `image_scaling` replace the analytic images (e.g. real preprocessed cutouts).
+    """
+    from .prepare import processed_meta
+    from .spectra import make_grid
+
+    params = synthetic_params(n_pix, size, frame, norm_band)
+    grid = make_grid(params.prepare)
+    if grid.n_pixels != n_pix:
+        raise RuntimeError(f"synthetic grid has {grid.n_pixels} pixels, asked for {n_pix}")
+    wave = grid.centres
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-1, 1, n)
+    b = rng.uniform(0, 1, n)
+    z = rng.uniform(0.05, 0.1, n)
+    x = (wave - wave.mean()) / np.ptp(wave)
+    line_at = LINE_REST * (np.ones(n) if frame == "rest" else 1 + z)
+    line = np.exp(-0.5 * ((wave[None, :] - line_at[:, None]) / LINE_WIDTH_A) ** 2)
+    truth = (1.0 + 0.8 * a[:, None] * x[None, :] + 2.0 * b[:, None] * line).astype(np.float32)
+    sigma = rng.uniform(0.03, 0.08, (n, 1)) * np.ones((1, n_pix))
+    flux = (truth + sigma * rng.standard_normal((n, n_pix))).astype(np.float32)
+    ivar = (1.0 / sigma**2).astype(np.float32)
+    ivar[rng.random((n, n_pix)) < mask_fraction] = 0.0
+    # Garbage under masks (NaN and huge values); prepare itself interpolates there, so
+    # this is stricter than real data: nothing may read flux where ivar = 0.
+    flux[ivar == 0] = np.where(rng.random(int((ivar == 0).sum())) < 0.5, np.nan, 1e6)
+    if images is None:
+        yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+        r2 = (xx**2 + yy**2)[None, :, :, None]
+        width = (1.5 + b)[:, None, None, None] * size / 16
+        colour = np.linspace(-1, 1, 5)[None, None, None, :] * a[:, None, None, None]
+        images = (np.exp(-0.5 * r2 / width**2) * (1 + 0.5 * colour)
+                  + 0.02 * rng.standard_normal((n, size, size, 5))).astype(np.float32)
+        image_scaling = image_scaling or {"stretch": "synthetic (already stretched)", "bands": list(BANDS)}
+    elif image_scaling is None:
+        raise ValueError("write_synthetic_processed: `images` needs its `image_scaling`")
+    images = np.array(images, np.float32)
+    f_train, f_val = split_fractions
+    split = np.array([SPLITS[0]] * n, dtype=object)
+    order = rng.permutation(n)
+    n_val, n_test = round(f_val * n), n - round(f_train * n) - round(f_val * n)
+    split[order[:n_val]] = "val"
+    split[order[n_val:n_val + n_test]] = "test"
+    mags = 17.0 - 0.3 * a[:, None] * np.linspace(-1, 1, 5)[None, :] + rng.normal(0, 0.02, (n, 5))
+    cat = pd.DataFrame({"objid": np.arange(n, dtype=np.int64) + 1000, "split": split.astype(str), "z": z,
+                        "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-10, 10, n)})
+    for i, band in enumerate(BANDS):
+        cat[f"mag_{band}"] = mags[:, i]
+        cat[f"magerr_{band}"] = 0.01
+    cat["norm"] = mag_to_flambda(cat[f"mag_{norm_band}"].to_numpy(), norm_band)
+    cat["specfile"] = [f"spec-{i}.fits" for i in range(n)]
+    cat["imagefile"] = [f"{o}.fits" for o in cat["objid"]]
+    cat["galaxy_type"] = np.where(a > 0.3, "red", np.where(a < -0.3, "blue", "green"))
+    if poison_test is not None:
+        test = split == "test"
+        flux[test] = poison_test
+        images[test] = poison_test
+    return write_processed(root, wave=wave, flux=flux, ivar=ivar, images=images, catalog=cat,
+                           image_scaling=image_scaling, meta=processed_meta(params, grid, cat, True),
+                           truth_flux=truth)
+
+
 __all__ = ["SyntheticObject", "synthetic_objects", "write_raw", "write_files", "write_tables", "write_truth",
-           "make_spectrum", "make_cutout", "model_flux", "effective_wavelength"]
+           "make_spectrum", "make_cutout", "model_flux", "effective_wavelength", "write_synthetic_processed",
+           "synthetic_params"]

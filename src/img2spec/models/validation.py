@@ -1,10 +1,15 @@
-"""Mean D_i of a CNN + decoder on one split (the Optuna objective and a quick check)."""
+"""Mean D_i of a CNN + decoder on one split: train_cnn's val figure and the Optuna objective.
+
+In models/ (not evaluate/) because training stages report it; it is `metrics.deviation` of
+exactly what `predict_spectra` predicts, the same function evaluate scores the test split with.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..metrics import deviation
+from .inference import predict_spectra
 
 VALIDATION_BATCH = 256
 
@@ -12,8 +17,6 @@ VALIDATION_BATCH = 256
 def split_deviation(cnn, decoder, data, split: str = "val", *, batch_size: int = VALIDATION_BATCH) -> np.ndarray:
     """D_i of every object of `split`, predicted exactly as `predict_spectra` does (the point
     prediction decoder(latent mean) does not depend on sampling, so none is drawn)."""
-    from ..models.inference import predict_spectra
-
     idx = data.indices(split)
     if len(idx) == 0:
         raise ValueError(f"{data.root}: the {split} split is empty")
