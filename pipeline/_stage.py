@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Callable
@@ -17,8 +18,11 @@ from img2spec.paths import Paths
 _USER_ERRORS = (FileNotFoundError, SpectrumFormatError, CutoutFormatError)
 
 
-def run_stage(name: str, body: Callable[[Params, Paths], None], doc: str = "") -> None:
+def run_stage(name: str, body: Callable[[Params, Paths], None], doc: str = "", *, tracked: bool = False) -> None:
     """Parse `--params/--root`, load validated params and run `body`.
+
+    A `tracked` stage's MLflow run (nested in this pipeline execution's parent run) is
+    opened before `body` starts, so the run spans the stage's work.
 
     Exit 2 on invalid params, 1 on an input error (message names the file); anything
     else propagates with its traceback.
@@ -30,13 +34,21 @@ def run_stage(name: str, body: Callable[[Params, Paths], None], doc: str = "") -
     log = setup_logging()
     try:
         params = load_params(args.params)
-        body(params, Paths(Path(args.root)))
+        paths = Paths(Path(args.root))
+        with _tracked_run(name, params, paths) if tracked else contextlib.nullcontext():
+            body(params, paths)
     except ConfigError as exc:
         log.error("%s", exc)
         sys.exit(2)
     except _USER_ERRORS as exc:
         log.error("stage %s: %s", name, exc)
         sys.exit(1)
+
+
+def _tracked_run(name: str, params: Params, paths: Paths):
+    from img2spec.tracking import start_run
+
+    return start_run(name, params, root=paths.root)
 
 
 __all__ = ["run_stage"]

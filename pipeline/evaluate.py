@@ -10,4 +10,4 @@ def body(params, paths) -> None:
 
 
 if __name__ == "__main__":
-    run_stage("evaluate", body, __doc__)
+    run_stage("evaluate", body, __doc__, tracked=True)

@@ -7,4 +7,4 @@ from _stage import run_stage
 from img2spec.prep.prepare import prepare
 
 if __name__ == "__main__":
-    run_stage("prepare", partial(prepare, track=True), __doc__)
+    run_stage("prepare", partial(prepare, track=True), __doc__, tracked=True)

@@ -5,4 +5,4 @@ from _stage import run_stage
 from img2spec.predict.publish import publish
 
 if __name__ == "__main__":
-    run_stage("publish", publish, __doc__)
+    run_stage("publish", publish, __doc__, tracked=True)

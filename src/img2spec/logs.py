@@ -4,9 +4,62 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+MASK = "***"
+# user:password@ in any scheme://... URL (SQLAlchemy, http, s3, ...); the user name is kept.
+# The password runs to the last "@" before the host's "/" (an unescaped "@" in it is masked too).
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*):(?P<secret>[^\s'\"/?#]*)@")
+# secrets passed as URL query or DSN parameters (?password=..., &token=..., password=... in a libpq DSN).
+_KEY_SECRET = re.compile(
+    r"(?P<head>(?:^|[?&;\s,(])(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|"
+    r"secret[_-]?key|sig|signature)=)(?P<secret>[^&;\s'\",)]*)",
+    re.IGNORECASE,
+)
+
+
+def redact_text(text: str) -> str:
+    """`text` with every credential inside URLs masked: `postgresql://u:***@host/db`.
+
+    The one redaction used for MLflow params and tags, tuning's storage tag and every
+    log line (see `setup_logging`). Text without credentials is returned unchanged.
+    """
+    if not isinstance(text, str) or ("://" not in text and "=" not in text):
+        return text
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@" if m["secret"] else m[0], text)
+    return _KEY_SECRET.sub(lambda m: f"{m['head']}{MASK}" if m["secret"] else m[0], text)
+
+
+def _redacting_factory(base):
+    """A LogRecord factory masking credentials in the message and traceback of every record,
+    whichever handler (ours, MLflow's, pytest's) later writes it."""
+
+    def make(*args, **kwargs):
+        record = base(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is reported by logging itself
+            return record
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[0] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact_text(text)
+        return record
+
+    make._img2spec_redacting = True  # type: ignore[attr-defined]
+    return make
+
+
+def install_redaction() -> None:
+    """Mask credentials in every log record of this process (idempotent)."""
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "_img2spec_redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(current))
 
 
 def quiet_tensorflow() -> None:
@@ -28,6 +81,7 @@ def setup_logging(level: str | int | None = None) -> logging.Logger:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     else:
         root.setLevel(level)
+    install_redaction()
     quiet_tensorflow()
     return logging.getLogger("img2spec")
 

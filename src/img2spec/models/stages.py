@@ -1,7 +1,8 @@
 """The DVC stages train_vae, encode and train_cnn (called by the thin pipeline/ scripts).
 
-Each training stage is one MLflow run (`img2spec.tracking.start_run`): all params, the DVC
-hashes of its inputs, per-epoch metrics, the loss-curve figure and the `.keras` files.
+Each training stage is one MLflow run (`img2spec.tracking.start_run`): the params sections
+it depends on, the DVC hashes of its inputs, per-epoch metrics, the loss-curve figure and the
+`.keras` files; train_cnn's validation mean deviations also go on the pipeline's parent run.
 """
 
 from __future__ import annotations
@@ -160,8 +161,10 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
             summary["pca_cnn"] = {"best_val_loss": pres.best_val_loss, "val_mean_deviation": pca_dev,
                                   "epochs_run": pres.info["epochs_run"], "train_seconds": round(pres.seconds, 1)}
             load_models(pca_dir, pca_dir)  # fail here, not in evaluate, if the pair does not load
-        flat = {f"{m}.{k}": float(v) for m, vals in summary.items() for k, v in vals.items()}
-        mlflow.log_metrics(flat)
+        flat = {f"{k}_{m}": float(v) for m, vals in summary.items() for k, v in vals.items()}
+        headline = {k: v for k, v in flat.items() if k.startswith("val_mean_deviation_")}
+        mlflow.log_metrics({k: v for k, v in flat.items() if k not in headline})
+        tracking.log_metrics(headline)  # val_mean_deviation_cnn, ..._pca_cnn: also on the pipeline row
         write_json(paths.metrics / "train_cnn.json", summary)
         summary["mlflow_run_id"] = run.info.run_id
     return summary

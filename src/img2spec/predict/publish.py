@@ -14,7 +14,20 @@ log = logging.getLogger(__name__)
 
 
 def publish(params: Params, paths: Paths) -> dict[str, Any]:
-    """Build the bundle; if `publish.registry`, log it to MLflow and move the alias. Writes reports/publish.json."""
+    """Build the bundle; if `publish.registry`, log it to MLflow and move the alias. Writes reports/publish.json.
+
+    With the registry on, the publish run is opened before the bundle is built (it spans the work).
+    """
+    if not params.publish.registry:
+        return _publish(params, paths)
+    from .. import tracking
+    from .registry import REGISTRY_INPUTS
+
+    with tracking.start_run("publish", params, inputs=list(REGISTRY_INPUTS), root=paths.root):
+        return _publish(params, paths)
+
+
+def _publish(params: Params, paths: Paths) -> dict[str, Any]:
     manifest = build_bundle(params, paths)
     log.info("bundle %s written (hash %s)", paths.bundle_dir, manifest["bundle_hash"][:16])
     report: dict[str, Any] = {

@@ -9,8 +9,10 @@ from typing import Any
 from .. import __version__
 from ..config import Params
 from ..paths import Paths
+from .. import tracking
 from ..tracking import start_run
 from .loaders import MLFLOW_BUNDLE_ARTIFACT
+from .version_notes import previous_version, version_description
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +33,6 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-def _metric_values(manifest: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for method, m in (manifest.get("metrics") or {}).items():
-        if isinstance(m, dict):
-            for k in ("mean", "sem", "median"):
-                if isinstance(m.get(k), (int, float)):
-                    out[f"{method}.{k}"] = float(m[k])
-    return out
-
-
 def log_and_register(bundle_dir: Path, manifest: dict[str, Any], params: Params, paths: Paths) -> dict[str, Any]:
     """Log `bundle_dir` as a pyfunc model, register it under `publish.model_name`, point `publish.alias` at it."""
     import mlflow
@@ -56,7 +48,7 @@ def log_and_register(bundle_dir: Path, manifest: dict[str, Any], params: Params,
         "publish", params, inputs=list(REGISTRY_INPUTS), root=paths.root,
         tags={"img2spec.bundle_hash": manifest["bundle_hash"]},
     ) as run:
-        mlflow.log_metrics(_metric_values(manifest))
+        mlflow.log_metrics(tracking.deviation_metrics(manifest.get("metrics") or {}))
         mlflow.log_dict(manifest, "bundle.json")
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -73,6 +65,10 @@ def log_and_register(bundle_dir: Path, manifest: dict[str, Any], params: Params,
     client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "bundle_hash", manifest["bundle_hash"])
     client.set_model_version_tag(name, version, "git_commit", manifest.get("git_commit", "unknown"))
+    published = client.get_run(run_id).data
+    description = version_description(manifest, published.params, published.tags,
+                                      previous_version(client, name, version))
+    client.update_model_version(name, version, description=description)
     log.info("registered %s version %s (alias %s) from run %s", name, version, alias, run_id)
     return {
         "model_name": name, "version": version, "alias": alias, "run_id": run_id,

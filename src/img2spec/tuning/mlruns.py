@@ -13,11 +13,15 @@ from typing import Any, Iterator
 import optuna
 
 from .. import tracking
+from ..logs import redact_text
 from ..config import Params
 
 log = logging.getLogger(__name__)
 
 STAGE = "tune"
+EXPERIMENT = f"{tracking.EXPERIMENT_PREFIX}/{STAGE}"
+SECTIONS = ("tune", "data", "vae", "cnn")
+"""Params a study depends on (logged to its parent run, credentials masked)."""
 TAG_STUDY = "img2spec.tune.study"
 TAG_STORAGE = "img2spec.tune.storage"
 TAG_ROLE = "img2spec.tune.role"
@@ -28,14 +32,8 @@ TAG_BEST_RUN = "img2spec.tune.best_run_id"
 ATTR_RUN_ID = "mlflow_run_id"
 
 
-def redact(url: str) -> str:
-    """A storage URL without its password (safe for tags and logs)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: keep only the scheme
-        return url.split("://", 1)[0] + "://***"
+redact = redact_text
+"""Storage URLs without their password (the project's one redaction, `logs.redact_text`)."""
 
 
 def _find_parent(exp_id: str, study_name: str, storage: str) -> str | None:
@@ -58,7 +56,7 @@ def study_run(study_name: str, storage_url: str, params: Params, root: str | Pat
     import mlflow
 
     storage = redact(storage_url)
-    exp_id = tracking.experiment(STAGE, root)
+    exp_id = tracking.experiment(EXPERIMENT, root)
     parent = _find_parent(exp_id, study_name, storage)
     if parent is not None:
         log.info("tune: resuming MLflow parent run %s of study %s", parent, study_name)
@@ -66,7 +64,8 @@ def study_run(study_name: str, storage_url: str, params: Params, root: str | Pat
             yield run
         return
     tags = {TAG_STUDY: study_name, TAG_STORAGE: storage, TAG_ROLE: "study"}
-    with tracking.start_run(STAGE, params, run_name=study_name, root=root, tags=tags) as run:
+    with tracking.start_run(STAGE, params, run_name=study_name, root=root, tags=tags,
+                            sections=SECTIONS, experiment_name=EXPERIMENT) as run:
         yield run
 
 
@@ -92,7 +91,7 @@ def trial_run(trial: optuna.Trial, study_name: str, section_params: dict[str, An
     except BaseException as exc:
         status = "FAILED"
         mlflow.set_tag(TAG_STATE, "FAIL")
-        mlflow.set_tag("img2spec.tune.error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.set_tag("img2spec.tune.error", redact_text(f"{type(exc).__name__}: {exc}")[:5000])
         raise
     else:
         mlflow.set_tag(TAG_STATE, "COMPLETE")
