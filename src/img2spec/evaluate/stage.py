@@ -86,6 +86,14 @@ def _fit_sigma_scale(models, data, ep) -> dict | None:
 
 
 def evaluate_stage(params: Params, paths: Paths) -> dict:
+    """The evaluate stage inside its MLflow run (opened before the work, so it spans it)."""
+    inputs = [str(p.relative_to(paths.root)) if p.is_relative_to(paths.root) else str(p)
+              for p in (paths.processed, paths.vae_dir, paths.cnn_dir)]
+    with tracking.start_run("evaluate", params, root=paths.root, inputs=inputs):
+        return _evaluate(params, paths)
+
+
+def _evaluate(params: Params, paths: Paths) -> dict:
     from ..models.inference import decode, encode_spectra, load_encoder, load_models, predict_spectra
 
     ep = params.evaluate
@@ -153,18 +161,15 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
 
     _write_tables(paths, cat, test, d, ep.hist_bins)
     _write_figures(paths, data, test, obs, ivar, preds, sigmas, d, images, ep.n_example_plots, ep.hist_bins)
-    with tracking.start_run("evaluate", params, root=paths.root,
-                            inputs=[str(p.relative_to(paths.root)) if p.is_relative_to(paths.root) else str(p)
-                                    for p in (paths.processed, paths.vae_dir, paths.cnn_dir)]):
-        import mlflow
+    import mlflow
 
-        mlflow.log_metrics({f"{name}.{k}": float(v) for name, s in result["mean_deviation"].items()
-                            for k, v in s.items() if k in ("mean", "sem", "median") and np.isfinite(v)})
-        mlflow.log_metrics({f"photoz.{name}.{k}": float(v) for name, m in result["redshift"].items() if name != "notes"
-                            for k, v in m.items() if k != "n" and np.isfinite(v)})
-        for fig in sorted(paths.figures.glob("*.png")):
-            mlflow.log_artifact(str(fig), artifact_path="figures")
-        mlflow.log_artifact(str(paths.metrics / "evaluate.json"))
+    # The stage's MLflow run is active (evaluate_stage); the headline metrics also go on the pipeline row.
+    tracking.log_metrics(tracking.deviation_metrics(result["mean_deviation"]))
+    mlflow.log_metrics({f"photoz.{name}.{k}": float(v) for name, m in result["redshift"].items() if name != "notes"
+                        for k, v in m.items() if k != "n" and np.isfinite(v)})
+    for fig in sorted(paths.figures.glob("*.png")):
+        mlflow.log_artifact(str(fig), artifact_path="figures")
+    mlflow.log_artifact(str(paths.metrics / "evaluate.json"))
     for name, s in result["mean_deviation"].items():
         log.info("%-14s mean D = %.3f +- %.3f (median %.3f, n=%d)", name, s["mean"], s["sem"], s["median"], s["n"])
     return result
