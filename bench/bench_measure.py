@@ -47,7 +47,7 @@ def main() -> None:
         d = ProcessedData.open(a.processed)
         n = min(a.n, len(d))
         flux, err, wave, z = d.flux[:n], d.ivar[:n], d.wave, d.catalog["z"].to_numpy()[:n]
-        kw = {"ivar": err, "frame": d.meta.get("frame", "observed")}
+        kw = {"ivar": err, "frame": d.frame}
     else:
         flux, err, wave, z = synthetic(a.n)
         kw = {"sigma": err}
