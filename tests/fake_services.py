@@ -6,7 +6,8 @@ img2spec's `write_spectrum`), ps1filenames.py whitespace tables, fitscut FITS cu
 MAST catalogue CSV. Faults are injected per URL substring, consumed in order:
 
     "500", "503", "404", "429" (Retry-After: 1), "sleep" (answer after `sleep_s`),
-    "truncate" (full Content-Length, half the body, then close), "wronghdu" (a FITS
+    "truncate" (full Content-Length, half the body, then close), "trickle" (full
+    Content-Length, then one byte every `trickle_s`: each read is quick, the whole is not), "wronghdu" (a FITS
     without the expected HDUs), "html" (200 with an HTML error page), "empty" (an empty
     result in the service's format). A kind ending in "*" never runs out.
 
@@ -111,11 +112,14 @@ class _Server(ThreadingHTTPServer):
 class FakeServices:
     """The fake services on 127.0.0.1; use as a context manager."""
 
-    def __init__(self, objects: list[FakeObject], latency_s: float = 0.0, sleep_s: float = 1.5):
+    def __init__(self, objects: list[FakeObject], latency_s: float = 0.0, sleep_s: float = 1.5,
+                 trickle_s: float = 0.3):
         self.objects = sorted(objects, key=lambda o: o.specobjid)
         self.by_file = {spec_filename(o.plate, o.mjd, o.fiberid): o for o in objects}
         self.latency_s = latency_s
         self.sleep_s = sleep_s
+        self.trickle_s = trickle_s
+        self.stopping = threading.Event()
         self.hits: Counter = Counter()
         self.rules: list[tuple[str, deque]] = []
         self._lock = threading.Lock()
@@ -135,6 +139,7 @@ class FakeServices:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stopping.set()  # ends trickling answers
         self.server.shutdown()
         self.server.server_close()
         self._tmp.cleanup()
@@ -293,6 +298,18 @@ def _make_handler(svc: FakeServices):
                 if fault == "sleep":
                     time.sleep(svc.sleep_s)
                 status, ctype, body = svc.answer(parts.path, query, fault)
+                if fault == "trickle" and status == 200:
+                    self.send_response(200)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    for i in range(len(body)):
+                        if svc.stopping.wait(svc.trickle_s):
+                            break
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                    self.close_connection = True
+                    return
                 if fault == "truncate" and status == 200:
                     self.send_response(200)
                     self.send_header("Content-Type", ctype)

@@ -19,6 +19,10 @@ class HTTPParams(Section):
     """Maximum requests started per second, over all threads."""
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(60.0, gt=0)
+    """Longest wait for the next bytes of an answer."""
+    total_timeout_s: float = Field(300.0, gt=0)
+    """Deadline of one try, connect to last byte: a server trickling bytes inside read_timeout_s
+    cannot hold a fetch longer (checked between reads, so it may overrun by one read wait)."""
     max_tries: int = Field(5, ge=1)
     backoff_base_s: float = Field(1.0, ge=0)
     """Back-off before try k+1 is uniform in [0, min(backoff_max_s, base * 2**k)] (full jitter)."""

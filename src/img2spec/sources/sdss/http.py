@@ -4,6 +4,11 @@ One `Fetcher` is shared by all worker threads of a stage; each thread gets its o
 `requests.Session` (sessions are not thread-safe). A response body is handed to a
 `check` callable before it counts as a success, so a truncated or malformed body is
 retried like a 5xx instead of being written.
+
+`read_timeout_s` bounds each wait for bytes; a server that trickles a byte just
+inside it could hold a request for ever, so the body is streamed and each try
+also has a total deadline (`total_timeout_s`, checked between reads: a try ends
+at most one read wait after it). An expired deadline is retried like a timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import requests
+import urllib3.exceptions
 
 from ...config.sdss import HTTPParams
 
@@ -24,6 +30,36 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Statuses worth another try; any other non-2xx is final (404: the file does not exist)."""
+READ_CHUNK = 1 << 16
+"""Bytes asked for per read of a streamed body (a read returns whatever has arrived)."""
+
+
+class DeadlineExceeded(requests.Timeout):
+    """A try took longer than `total_timeout_s` in all (connect, headers and body)."""
+
+
+def read_body(resp: requests.Response, deadline: float) -> bytes:
+    """The whole (decoded) body of a `stream=True` response, or DeadlineExceeded at `deadline` (monotonic).
+
+    `read1` returns as soon as any bytes arrive, so the deadline is checked after
+    every arrival however slowly the server sends.
+    """
+    parts: list[bytes] = []
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"total deadline passed after {sum(map(len, parts))} bytes")
+            chunk = resp.raw.read1(READ_CHUNK, decode_content=True)
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+    except DeadlineExceeded:
+        raise  # a requests.Timeout, hence an OSError: keep it from the clause below
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(str(exc)) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        # read through resp.raw, urllib3's errors arrive unwrapped: a short body, a reset
+        raise requests.exceptions.ChunkedEncodingError(str(exc)) from exc
 
 
 class FetchError(RuntimeError):
@@ -131,9 +167,14 @@ class Fetcher:
             wait: float | None = None
             self.limiter.wait()
             self.count("requests")
+            resp = None
             try:
-                resp = self.session().get(url, params=params, timeout=(p.connect_timeout_s, p.read_timeout_s))
-                body = resp.content
+                deadline = time.monotonic() + p.total_timeout_s
+                resp = self.session().get(url, params=params, timeout=(p.connect_timeout_s, p.read_timeout_s),
+                                          stream=True)
+                body = read_body(resp, deadline)
+            except DeadlineExceeded as exc:
+                last_status, last_reason = 0, f"deadline: no complete answer within total_timeout_s={p.total_timeout_s} ({exc})"
             except requests.Timeout as exc:
                 last_status, last_reason = 0, f"timeout ({type(exc).__name__})"
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -160,6 +201,11 @@ class Fetcher:
                             wait = min(wait, p.max_retry_after_s)
                 else:
                     raise FetchError(resp.url or url, resp.status_code, f"HTTP {resp.status_code} {resp.reason}")
+            finally:
+                if resp is not None:
+                    # a body read to the end has already gone back to the pool (keep-alive);
+                    # an unfinished one (deadline, error) closes its connection here
+                    resp.close()
             if attempt + 1 < p.max_tries:
                 self.count("retries")
                 delay = wait if wait is not None else self.backoff(attempt)
