@@ -14,10 +14,11 @@ from img2spec.evaluate.summary import markdown_table
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _metrics(w1: float) -> dict:
+def _metrics(w1: float, w2: float = 0.98, tail: float = 0.003) -> dict:
     row = {"mean": 2.1051, "sem": 0.0564, "median": 1.7555, "n": 472}
-    return {"mean_deviation": {"cnn": row, "knn_colour": {**row, "mean": 4.2}},
-            "calibration": {"cnn": {"within_1sigma": w1, "within_2sigma": 0.98}}}
+    cal = {"within_1sigma": w1, "within_2sigma": w2, "within_2sigma_sem": 0.004,
+           "beyond_3sigma": tail, "beyond_3sigma_sem": 0.0006}
+    return {"mean_deviation": {"cnn": row, "knn_colour": {**row, "mean": 4.2}}, "calibration": {"cnn": cal}}
 
 
 def test_markdown_table_rows_and_calibration_verdict():
@@ -25,15 +26,18 @@ def test_markdown_table_rows_and_calibration_verdict():
     assert "Test split: 472 galaxies" in md
     assert "| CNN pipeline (images -> VAE latents -> decoder) | 2.105 +- 0.056 | 1.76 |" in md
     assert "| kNN in PS1 colour space | 4.200 +- 0.056 |" in md and "PCA" not in md  # only methods present
-    assert "87.6% of good test pixels" in md and "conservative" in md
-    m = _metrics(0.675)
+    assert "87.6% of good test pixels" in md and "98.0% +- 0.4 within 2 sigma" in md
+    assert "0.30% +- 0.06 beyond 3 sigma" in md and "conservative at 2 sigma" in md
+    m = _metrics(0.675, 0.951)
     m["sigma_scale"] = {"cnn": {"scale": 0.497, "sigma_method": "linearised", "fitted_on": "val",
                                 "test_calibration_unscaled": {"within_1sigma": 0.876, "within_2sigma": 0.983}}}
     md = markdown_table(m)
     assert "(linearised sigma times 0.497, the factor fitted on the val split; unscaled: 87.6% and 98.3%)" in md
     assert "67.5% of good test pixels within 1 sigma" in md and "close to Gaussian" in md
-    assert "close to Gaussian" in markdown_table(_metrics(0.70))
-    assert "overconfident" in markdown_table(_metrics(0.50))
+    # The verdict reads the 2-sigma coverage and the tails, not the fitted 1-sigma coverage.
+    assert "close to Gaussian" in markdown_table(_metrics(0.50, 0.951))
+    assert "overconfident at 2 sigma" in markdown_table(_metrics(0.683, 0.90))
+    assert "heavier tails" in markdown_table(_metrics(0.683, 0.951, 0.02))
 
 
 def test_replace_section_is_idempotent_and_leaves_other_files_alone(tmp_path):

@@ -69,3 +69,59 @@ def test_fit_sigma_scale_when_noise_alone_covers_the_target():
     assert fit["scale"] == 0.0 and fit["floor_coverage"] > 0.99
     with pytest.raises(ValueError, match="no good pixel"):
         fit_sigma_scale(obs, obs, obs, np.zeros_like(obs))
+
+
+def _objects(rng, n_obj: int, n_pix: int, scale_spread: float):
+    """Residuals of objects whose true error scale differs per object (pixels of one spectrum
+    share it, as they share a mis-predicted continuum), predicted sigma = 1 for all."""
+    scale = np.exp(rng.normal(0.0, scale_spread, (n_obj, 1)))
+    obs = rng.standard_normal((n_obj, n_pix)) * scale
+    return np.zeros_like(obs), np.ones_like(obs), obs, np.full_like(obs, 1e12)  # obs noise negligible
+
+
+def test_calibration_sem_counts_objects_not_pixels():
+    """The reported standard error of a coverage matches its scatter over repeated surveys;
+    a binomial error over pixels (what treating pixels as independent gives) is far smaller."""
+    rng = np.random.default_rng(3)
+    n_obj, n_pix = 60, 100
+    runs = [calibration(*_objects(rng, n_obj, n_pix, 0.4)) for _ in range(300)]
+    for key in ("within_2sigma", "beyond_3sigma"):
+        spread = np.std([r[key] for r in runs], ddof=1)
+        reported = np.mean([r[f"{key}_sem"] for r in runs])
+        assert 0.8 < reported / spread < 1.25, (key, reported, spread)
+    p = np.mean([r["within_2sigma"] for r in runs])
+    binomial = np.sqrt(p * (1 - p) / (n_obj * n_pix))
+    assert binomial < 0.5 * np.std([r["within_2sigma"] for r in runs], ddof=1)
+    assert runs[0]["n_objects"] == n_obj and runs[0]["n_pixels"] == n_obj * n_pix
+
+
+def test_verdict_judges_2sigma_and_tails_not_the_fitted_1sigma():
+    """Heavy-tailed errors calibrated to 68.3% within 1 sigma (what fit_sigma_scale does) are
+    not 'close to Gaussian'; Gaussian errors calibrated the same way are."""
+    from img2spec.evaluate.summary import calibration_verdict
+    from img2spec.metrics import GAUSSIAN_WITHIN_1SIGMA, fit_sigma_scale
+
+    rng = np.random.default_rng(5)
+    shape = (300, 200)
+    ivar = np.full(shape, 1e12)
+    for noise, gaussian in ((rng.standard_normal(shape), True), (rng.standard_t(3, shape), False)):
+        pred, sigma = np.zeros(shape), np.ones(shape)
+        scale = fit_sigma_scale(pred, sigma, noise, ivar)["scale"]
+        cal = calibration(pred, scale * sigma, noise, ivar)
+        assert cal["within_1sigma"] == pytest.approx(GAUSSIAN_WITHIN_1SIGMA, abs=2e-3)  # fitted: says nothing
+        verdict = calibration_verdict(cal)
+        if gaussian:
+            assert verdict.startswith("close to Gaussian"), (verdict, cal)
+        else:
+            assert "overconfident at 2 sigma" in verdict and "heavier tails" in verdict, (verdict, cal)
+
+
+def test_verdict_needs_two_standard_errors():
+    from img2spec.evaluate.summary import calibration_verdict
+
+    base = {"within_2sigma": 0.94, "within_2sigma_sem": 0.01, "beyond_3sigma": 0.004, "beyond_3sigma_sem": 0.001}
+    assert calibration_verdict(base).startswith("close to Gaussian")  # 1.5 and 1.3 standard errors off
+    assert calibration_verdict({**base, "within_2sigma": 0.93}).startswith("overconfident at 2 sigma")
+    assert calibration_verdict({**base, "within_2sigma": 0.98}).startswith("conservative at 2 sigma")
+    assert calibration_verdict({**base, "beyond_3sigma": 0.0001}).startswith("lighter tails")
+    assert calibration_verdict({"within_1sigma": 0.683, "within_2sigma": 0.95}).startswith("not judged")

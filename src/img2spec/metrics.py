@@ -14,6 +14,10 @@ PERCENTILES = (16.0, 84.0)
 GAUSSIAN_WITHIN_1SIGMA = 0.6827
 """Fraction of a Gaussian within 1 sigma: the target coverage of the calibrated uncertainty."""
 GAUSSIAN_WITHIN_2SIGMA = 0.9545
+TAIL_SIGMA = 3.0
+"""`calibration` also reports the fraction of pixels beyond this many sigma (the tails)."""
+GAUSSIAN_BEYOND_3SIGMA = 0.0027
+"""Fraction of a Gaussian beyond 3 sigma."""
 
 
 def deviation(pred: np.ndarray, obs: np.ndarray, ivar: np.ndarray, pixel_mask: np.ndarray | None = None) -> np.ndarray:
@@ -48,18 +52,44 @@ def summarise(d: np.ndarray) -> dict:
     return out
 
 
+def clustered_sem(counts: np.ndarray, totals: np.ndarray) -> float:
+    """Standard error of the pooled fraction sum(counts) / sum(totals) with objects as the
+    independent units (ratio estimator): pixels of one spectrum share its errors, so a
+    binomial error over pixels would be far too small. NaN with fewer than 2 objects."""
+    counts = np.asarray(counts, np.float64)
+    totals = np.asarray(totals, np.float64)
+    keep = totals > 0
+    counts, totals = counts[keep], totals[keep]
+    m = counts.size
+    if m < 2:
+        return float("nan")
+    ratio = counts.sum() / totals.sum()
+    return float(np.sqrt(m / (m - 1) * np.sum((counts - ratio * totals) ** 2)) / totals.sum())
+
+
 def calibration(pred: np.ndarray, sigma: np.ndarray, obs: np.ndarray, ivar: np.ndarray,
                 levels: tuple[float, ...] = (1.0, 2.0)) -> dict:
     """Fraction of good pixels with |pred - obs| <= k * sqrt(sigma^2 + 1/ivar): the predicted
-    model spread and the observation's own noise together (Gaussian: 0.683, 0.954)."""
+    model spread and the observation's own noise together (Gaussian: 0.683, 0.954), and the
+    fraction beyond TAIL_SIGMA (Gaussian 0.0027). Each fraction comes with `<name>_sem`, its
+    standard error with objects (rows) as the independent units (`clustered_sem`)."""
     ivar = np.asarray(ivar, np.float64)
     good = np.isfinite(ivar) & (ivar > 0) & np.isfinite(obs) & np.isfinite(sigma)
+    names = [f"within_{k:g}sigma" for k in levels] + [f"beyond_{TAIL_SIGMA:g}sigma"]
     if not good.any():
-        return {f"within_{k:g}sigma": float("nan") for k in levels} | {"n_pixels": 0}
-    resid = np.abs(np.asarray(pred, np.float64) - obs)[good]
-    total = np.sqrt(np.asarray(sigma, np.float64)[good] ** 2 + 1.0 / ivar[good])
-    out = {f"within_{k:g}sigma": float(np.mean(resid <= k * total)) for k in levels}
-    out["n_pixels"] = int(good.sum())
+        return {n: float("nan") for n in names} | {f"{n}_sem": float("nan") for n in names} | {
+            "n_pixels": 0, "n_objects": 0}
+    with np.errstate(invalid="ignore"):
+        pull = np.abs(np.asarray(pred, np.float64) - obs) / np.sqrt(np.asarray(sigma, np.float64) ** 2 + 1.0 / ivar)
+    pull = np.where(good, pull, np.nan).reshape(-1, good.shape[-1])
+    n_good = good.reshape(-1, good.shape[-1]).sum(axis=1)
+    counts = [(pull <= k).sum(axis=1) for k in levels] + [(pull > TAIL_SIGMA).sum(axis=1)]
+    out: dict = {}
+    for name, c in zip(names, counts):
+        out[name] = float(c.sum() / n_good.sum())
+        out[f"{name}_sem"] = clustered_sem(c, n_good)
+    out["n_pixels"] = int(n_good.sum())
+    out["n_objects"] = int((n_good > 0).sum())
     return out
 
 
