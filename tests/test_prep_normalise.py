@@ -52,3 +52,24 @@ def test_prepare_drops_impossible_norm_magnitudes(tmp_path):
     out = pd.read_parquet(paths.processed / "catalog.parquet")
     assert set(cat["objid"][:3]).isdisjoint(out["objid"]) and len(out) == 9
     assert out["norm"].max() < 1e3  # 1e-17 erg/s/cm^2/A: g < 18 galaxies sit at tens to hundreds
+
+
+def test_match_counts_bad_table_rows_instead_of_stopping(tmp_path):
+    """A text cell in candidates.csv or photometry.csv is one counted drop, not a traceback."""
+    params = Params().model_copy(update={"data": DataParams(cutout_size=32)})
+    paths = Paths(tmp_path)
+    objects = synthetic_objects(8, seed=6)
+    write_files(paths, objects, size=32, seed=6)
+    write_tables(paths, objects)
+    cand = pd.read_csv(paths.candidates, dtype=str)
+    cand.loc[0, "plate"] = "abc"
+    cand.loc[1, "ra"] = "n/a"
+    cand.to_csv(paths.candidates, index=False)
+    phot = pd.read_csv(paths.photometry, dtype=str)
+    phot.loc[phot["objid"] == str(objects[2].objid), "iKronMag"] = "--"
+    phot.to_csv(paths.photometry, index=False)
+    report = match(params, paths)
+    assert report["dropped_by_reason"] == {"bad_candidate_row": 1, "bad_coordinates": 1, "missing_magnitude": 1}
+    assert report["n_matched"] == 5
+    out = pd.read_parquet(paths.matched)
+    assert out["objid"].dtype == np.int64 and set(out["objid"]) == {o.objid for o in objects[3:]}

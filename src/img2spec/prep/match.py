@@ -17,6 +17,7 @@ Output: `data/interim/matched.parquet` sorted by objid, plus `reports/match.json
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pandas as pd
 from .. import BANDS
 from ..config import Params
 from ..io.atomic import write_parquet
+from ..io.errors import FileFormatError
 from ..io.fastfits import fast_read_spectrum
 from ..io.sdss_spectrum import SpectrumFormatError, read_spectrum
 from ..paths import Paths
@@ -41,22 +43,46 @@ PHOTOMETRY_COLUMNS = ("objid", "ps1_objid", "ra", "dec") + tuple(
 )
 
 
-class InputFormatError(ValueError):
-    """A raw input has an unexpected format; the message names the file."""
+ID_COLUMNS = ("objid", "plate", "mjd", "fiberid")
+"""Integer columns of candidates.csv, read as text first: a bad cell must not turn 19-digit ids into floats."""
+_INTEGER = r"\s*-?\d+\s*"
 
 
-def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+class InputFormatError(FileFormatError):
+    """A raw input table has an unexpected format; the message names the file."""
+
+    default_reason = "bad_table"
+
+
+def read_table(path: Path, required: tuple[str, ...], dtype: dict | None = None) -> pd.DataFrame:
     """Read a raw CSV and check its columns; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run the source stages first")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype=dtype)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputFormatError(f"{path}: not a readable CSV ({exc})") from exc
+        raise InputFormatError(f"{path}: not a readable CSV ({exc})", path=path) from exc
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise InputFormatError(f"{path}: missing columns {missing}")
+        raise InputFormatError(f"{path}: missing columns {missing}", path=path)
     return frame
+
+
+def _parse_candidates(cand: pd.DataFrame, file: str, drops: DropLog) -> pd.DataFrame:
+    """Integer ids and float coordinates; a row whose ids are not integers is a counted drop.
+
+    Text in ra/dec becomes NaN (then 'bad_coordinates'): one bad row never stops the stage.
+    """
+    text = cand[list(ID_COLUMNS)].astype(str)
+    ok = text.apply(lambda col: col.str.fullmatch(_INTEGER)).all(axis=1).to_numpy()
+    for i in np.flatnonzero(~ok):
+        raw = text.iloc[i]
+        objid = int(raw["objid"]) if re.fullmatch(_INTEGER, raw["objid"]) else -1
+        drops.add(objid, file, "bad_candidate_row", ", ".join(f"{c}={raw[c]!r}" for c in ID_COLUMNS))
+    cand = cand[ok].astype({c: "int64" for c in ID_COLUMNS})
+    for col in ("ra", "dec"):
+        cand[col] = pd.to_numeric(cand[col], errors="coerce")
+    return cand
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -103,12 +129,14 @@ def match(params: Params, paths: Paths) -> dict:
     from astropy.coordinates import SkyCoord
 
     root = Path(paths.root)
-    cand = read_table(paths.candidates, CANDIDATE_COLUMNS)
+    cand = read_table(paths.candidates, CANDIDATE_COLUMNS, dtype={c: str for c in ID_COLUMNS})
     phot = read_table(paths.photometry, PHOTOMETRY_COLUMNS)
     drops = DropLog()
     n_candidates, n_photometry = len(cand), len(phot)
 
-    cand = cand.astype({"objid": "int64", "plate": "int64", "mjd": "int64", "fiberid": "int64"})
+    cand = _parse_candidates(cand, _rel(paths.candidates, root), drops)
+    numeric = ["ra", "dec"] + [c for c in PHOTOMETRY_COLUMNS if "KronMag" in c]
+    phot[numeric] = phot[numeric].apply(pd.to_numeric, errors="coerce")  # text -> NaN -> counted below
     specpaths = [paths.spectrum_file(p, m, f) for p, m, f in zip(cand["plate"], cand["mjd"], cand["fiberid"])]
     cand["_specpath"] = [str(p) for p in specpaths]
     cand["specfile"] = [_rel(p, root) for p in specpaths]
