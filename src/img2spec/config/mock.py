@@ -52,6 +52,8 @@ class GalaxyTypeParams(RangeSection):
     """Calzetti V-band attenuation (mag) of the disk."""
     log_u: Range = (-3.5, -2.5)
     """Nebular ionisation parameter (Cloudy grid of bagpipes)."""
+    gas_metallicity: Range | None = None
+    """Z / Z_sun of the nebular (Cloudy) grid; None = that of each component's stars."""
     veldisp_kms: Range
     """Stellar velocity dispersion (bagpipes `veldisp`, km/s)."""
     agn_fraction: float = Field(0.0, ge=0, le=1)
@@ -140,6 +142,10 @@ class PopulationParams(RangeSection):
     red: GalaxyTypeParams = Field(default_factory=_red)
     green: GalaxyTypeParams = Field(default_factory=_green)
     blue: GalaxyTypeParams = Field(default_factory=_blue)
+    type_mag_slope: float = Field(0.0, ge=0)
+    type_pivot_abs_mag: float = -20.5
+    """Red and green weights scale by exp(type_mag_slope * (pivot - M_g)), M_g = g - distance modulus:
+    the red fraction rises with luminosity (0 = types independent of luminosity)."""
     birth_cloud_eta: float = Field(1.0, ge=1)
     """bagpipes dust `eta`: stars younger than 10 Myr and their nebular lines see eta * Av
     (Charlot & Fall 2000 birth clouds; Calzetti's 0.44 stellar/gas ratio is eta ~ 2.3)."""

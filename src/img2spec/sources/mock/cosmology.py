@@ -12,13 +12,13 @@ _Z_GRID = np.linspace(0.001, 1.0, 2000)
 
 
 @lru_cache(maxsize=1)
-def _tables() -> tuple[np.ndarray, np.ndarray]:
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from astropy.cosmology import FlatLambdaCDM
 
     cosmo = FlatLambdaCDM(H0=H0, Om0=OM0)
     kpc_per_arcsec = cosmo.kpc_proper_per_arcmin(_Z_GRID).value / 60.0
     age = cosmo.age(_Z_GRID).value
-    return kpc_per_arcsec, age
+    return kpc_per_arcsec, age, cosmo.distmod(_Z_GRID).value
 
 
 def kpc_per_arcsec(z: float) -> float:
@@ -29,3 +29,8 @@ def kpc_per_arcsec(z: float) -> float:
 def age_gyr(z: float) -> float:
     """Age of the universe at z in Gyr."""
     return float(np.interp(z, _Z_GRID, _tables()[1]))
+
+
+def distance_modulus(z: float | np.ndarray) -> float | np.ndarray:
+    """Distance modulus (mag) at redshift z."""
+    return np.interp(z, _Z_GRID, _tables()[2])

@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 
 from ...config.mock import GalaxyTypeParams, MockParams, PopulationParams
-from .cosmology import age_gyr
+from .cosmology import age_gyr, distance_modulus
 
 GALAXY_TYPES = ("red", "green", "blue")
 STAGE_SELECT, STAGE_SPECTRA, STAGE_IMAGES, STAGE_PHOTOMETRY, STAGE_SURVEY, STAGE_PLATE = 11, 12, 13, 14, 15, 16
@@ -50,8 +50,10 @@ def draw_g_mag(rng: np.random.Generator, pop: PopulationParams) -> float:
     return float(np.log(lo + u * (hi - lo)) / a)
 
 
-def draw_type(rng: np.random.Generator, pop: PopulationParams) -> str:
-    w = np.array([getattr(pop, t).fraction for t in GALAXY_TYPES], float)
+def draw_type(rng: np.random.Generator, pop: PopulationParams, abs_mag_g: float) -> str:
+    """Galaxy type; red and green weights grow by exp(slope * (pivot - M_g)) (brighter = redder)."""
+    boost = float(np.exp(np.clip(pop.type_mag_slope * (pop.type_pivot_abs_mag - abs_mag_g), -20.0, 20.0)))
+    w = np.array([getattr(pop, t).fraction * (boost if t != "blue" else 1.0) for t in GALAXY_TYPES], float)
     return GALAXY_TYPES[int(rng.choice(3, p=w / w.sum()))]
 
 
@@ -64,7 +66,8 @@ def draw_galaxy(index: int, mp: MockParams) -> dict:
     rng = galaxy_rng(mp.seed, STAGE_SELECT, index)
     pop = mp.population
     z = draw_redshift(rng, pop)
-    gtype = draw_type(rng, pop)
+    g_target = draw_g_mag(rng, pop)
+    gtype = draw_type(rng, pop, g_target - float(distance_modulus(z)))
     tp: GalaxyTypeParams = getattr(pop, gtype)
     max_age = age_gyr(z) - AGE_MARGIN_GYR
     st = mp.structure
@@ -73,7 +76,7 @@ def draw_galaxy(index: int, mp: MockParams) -> dict:
         "index": index,
         "z": z,
         "galaxy_type": gtype,
-        "g_target": draw_g_mag(rng, pop),
+        "g_target": g_target,
         "bulge_to_total": _u(rng, tp.bulge_to_total),
         "veldisp_kms": _u(rng, tp.veldisp_kms),
         "bulge_age_gyr": min(_u(rng, tp.bulge_age_gyr), max_age),
@@ -97,4 +100,6 @@ def draw_galaxy(index: int, mp: MockParams) -> dict:
             float(rng.normal(mp.fibre.seeing_fwhm_arcsec, mp.fibre.seeing_scatter_arcsec)),
             mp.fibre.min_seeing_arcsec),
     }
+    if tp.gas_metallicity is not None:  # drawn last: the other draws do not depend on it
+        g["gas_metallicity"] = _u(rng, tp.gas_metallicity)
     return g

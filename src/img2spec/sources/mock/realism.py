@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -29,7 +28,7 @@ from ...io.atomic import write_json
 from ...measure import measure_spectra
 from ...paths import Paths
 from . import truth
-from .cosmology import H0, OM0
+from .cosmology import distance_modulus
 from .noise import observe
 from .population import STAGE_SPECTRA, galaxy_rng
 from .sersic import sersic_b
@@ -55,19 +54,10 @@ def load_reference(path: Path | None = None) -> dict:
 
 
 # ---------------------------------------------------------------- per-galaxy table
-@lru_cache(maxsize=1)
-def _distance_modulus_table() -> tuple[np.ndarray, np.ndarray]:
-    from astropy.cosmology import FlatLambdaCDM
-
-    z = np.linspace(0.001, 1.0, 2000)
-    return z, FlatLambdaCDM(H0=H0, Om0=OM0).distmod(z).value
-
-
 def abs_mag_01(mag: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Absolute magnitude in the band shifted to z = 0.1 (^{0.1}M): the observed band is close to it
     for 0.05 < z < 0.15, so K = -2.5 log10(1 + z) (the bandwidth term) is the main correction."""
-    zz, dm = _distance_modulus_table()
-    return mag - np.interp(z, zz, dm) + 2.5 * np.log10(1.0 + z)
+    return mag - distance_modulus(z) + 2.5 * np.log10(1.0 + z)
 
 
 def _enclosed(r: float, comps: list[tuple[float, float, float]]) -> float:

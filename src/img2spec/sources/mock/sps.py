@@ -73,12 +73,15 @@ def broaden(loglam_in: np.ndarray, flux: np.ndarray, sigma_kms: float) -> np.nda
 
 
 def _components(z: float, age: float, tau: float, metallicity: float, av: float, log_u: float,
-                eta: float = 1.0) -> dict:
+                eta: float = 1.0, gas_metallicity: float | None = None) -> dict:
+    # Always explicit: bagpipes sets up its separate nebular SFH only if the first model has one.
+    gas = metallicity if gas_metallicity is None or not np.isfinite(gas_metallicity) else gas_metallicity
+    nebular = {"logU": log_u, "metallicity": gas}
     return {
         "redshift": z,
         "delayed": {"age": age, "tau": tau, "massformed": REF_LOG_MASS, "metallicity": metallicity},
         "dust": {"type": "Calzetti", "Av": av, "eta": eta},
-        "nebular": {"logU": log_u},
+        "nebular": nebular,
     }
 
 
@@ -114,7 +117,7 @@ class SPS:
         z = g["z"]
         comps = _components(z, g[f"{which}_age_gyr"], g[f"{which}_tau_gyr"],
                             g[f"{which}_metallicity"], g[f"{which}_av"], g["log_u"],
-                            self.mp.population.birth_cloud_eta)
+                            self.mp.population.birth_cloud_eta, g.get("gas_metallicity"))
         self._ensure(comps)
         rest = np.asarray(self._model.wavelengths, np.float64)
         obs = rest * (1.0 + z)
