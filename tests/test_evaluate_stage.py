@@ -71,3 +71,18 @@ def test_stage_outputs(evaluated):
         assert (paths.metrics / name).exists()
     lat = np.load(paths.latents / "mu.npy")
     assert lat.shape == (90, 3)
+
+
+def test_stage_scores_measurements_against_the_truth(evaluated):
+    """evaluate/measurements.py through the stage: sections, methods and the figure."""
+    paths, _ = evaluated
+    metrics = json.loads((paths.metrics / "evaluate.json").read_text())
+    assert metrics["notes"]["measurements"]["reference"] == "truth"   # the synthetic survey has truth_flux
+    for q in ("dn4000", "halpha_ew", "hdelta_a", "oiii_hbeta", "nii_halpha"):
+        assert {"cnn", "knn_colour", "observed"} <= set(metrics["measurements"][q])
+    dn = metrics["measurements"]["dn4000"]
+    assert dn["observed"]["n"] > 0 and dn["observed"]["nmad"] < dn["knn_colour"]["nmad"] + 1.0
+    for scheme in ("sf_quiescent", "bpt", "agn"):
+        s = metrics["classes"][scheme]["cnn"]
+        assert s["n"] == sum(sum(row.values()) for row in s["confusion"].values())
+    assert (paths.figures / "measurements.png").stat().st_size > 0

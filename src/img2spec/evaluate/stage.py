@@ -22,6 +22,8 @@ from ..metrics import calibration, deviation, fit_sigma_scale, summarise
 from ..paths import Paths
 from .baselines import knn_colour, mean_spectrum
 from .figures import examples_figure, histogram_figure, trend_figure
+from .measure_figures import measurements_figure
+from .measurements import measure_methods, score_measurements
 from .regions import region_summaries
 from .redshift import redshift_metrics
 
@@ -157,10 +159,17 @@ def _evaluate(params: Params, paths: Paths) -> dict:
                             for b in ("knn_colour", "mean_spectrum", "pca_cnn") if b in d}
     result["notes"] = {"knn_colour": knn_info, "skipped_methods": notes, "n_test": int(len(test)),
                        "metric": "D_i = mean over good pixels of |pred - obs| sqrt(ivar)"}
+    # Lines, Dn4000, Hdelta_A and classes of every spectrum against the truth (evaluate/measurements.py).
+    m_tables = measure_methods(data.wave, cat["z"].to_numpy()[test], data.frame, obs, ivar,
+                               preds, preds.get("noise_floor"), params.measure)
+    scored = score_measurements(m_tables, params.measure)
+    result["measurements"], result["classes"] = scored["measurements"], scored["classes"]
+    result["notes"]["measurements"] = scored["notes"]
     write_json(paths.metrics / "evaluate.json", result)
 
     _write_tables(paths, cat, test, d, ep.hist_bins)
     _write_figures(paths, data, test, obs, ivar, preds, sigmas, d, images, ep.n_example_plots, ep.hist_bins)
+    measurements_figure(paths.figures / "measurements.png", m_tables, scored["notes"]["reference"])
     import mlflow
 
     # The stage's MLflow run is active (evaluate_stage); the headline metrics also go on the pipeline row.
