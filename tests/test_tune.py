@@ -14,6 +14,7 @@ from img2spec.paths import Paths
 from img2spec.tuning import apply_tuned, mlruns
 from img2spec.tuning.factories import storage_url
 from img2spec.tuning.runner import run_study
+from img2spec.tuning.space import DEFAULT_ATTR
 from test_tune_support import mlflow_template  # noqa: F401  (fixture)
 from test_tune_support import isolated_mlflow_uri  # noqa: F401  (fixture)
 from test_tune_support import tiny_params, toy_objective
@@ -126,6 +127,8 @@ def _seed_study(storage: str, name: str, section: dict, values=(2.0, 1.0, 3.0)) 
         attrs = {"section_params": {**section, "marker": i}} if i == 1 else {"section_params": {}}
         if i == 1:
             attrs["section_params"].pop("marker")
+        if i == 0:  # the params.yaml configuration: what --apply measures an improvement against
+            attrs[DEFAULT_ATTR] = True
         study.add_trial(optuna.trial.create_trial(params={"x": float(i)}, distributions=dist, value=value, user_attrs=attrs))
 
 

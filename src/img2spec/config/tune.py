@@ -8,7 +8,7 @@ A search dimension is written in params.yaml as one of
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -64,7 +64,8 @@ class VAESpace(Section):
 
 
 class CNNSpace(Section):
-    """CNN search space. Block b has base_filters * 2**b filters."""
+    """CNN search space. Block b has base_filters * 2**b filters. `architecture` and
+    `input_pool` are searched only when given (default: the params.yaml value)."""
 
     n_blocks: Dimension = Range(low=2, high=4)
     base_filters: Dimension = Choice(choices=(16, 32))
@@ -73,6 +74,8 @@ class CNNSpace(Section):
     dropout: Dimension = Range(low=0.0, high=0.4)
     learning_rate: Dimension = Range(low=3.0e-4, high=3.0e-3, log=True)
     loss: Dimension = Choice(choices=("latent", "spectrum"))
+    architecture: Optional[Dimension] = None
+    input_pool: Optional[Dimension] = None
 
 
 class StudyParams(Section):
@@ -83,20 +86,30 @@ class StudyParams(Section):
     """Total trials of the study over all workers and reruns (a rerun only tops it up)."""
     timeout_s: float = Field(450, gt=0)
     """No new trial starts after this many seconds of one invocation."""
-    max_epochs: int = Field(8, ge=1)
-    """Epoch cap per trial (min with the section's own `epochs`)."""
-    max_patience: int = Field(3, ge=1)
-    """Early-stopping patience cap per trial."""
+    max_epochs: Optional[int] = Field(None, ge=1)
+    """Epoch cap per trial (min with the section's own `epochs`); None: the section's own
+    epochs, i.e. trials are judged at the fidelity the default is trained at."""
+    max_patience: Optional[int] = Field(None, ge=1)
+    """Early-stopping patience cap per trial; None: the section's own patience."""
+    min_improvement: float = Field(0.01, ge=0, lt=1)
+    """`tune --apply` writes a study's best trial only if its value is below the default
+    trial's by more than this fraction (smaller differences are within trial-to-trial noise)."""
+    gpu_n_trials: Optional[int] = Field(None, ge=1)
+    """Total trials when GPUs are present (one trial per GPU in parallel); None: n_trials."""
 
 
 class VAEStudyParams(StudyParams):
     study_name: str = "img2spec-vae"
     space: VAESpace = VAESpace()
+    gpu_space: Optional[VAESpace] = None
+    """Search space on GPU machines (larger networks are affordable there); None: `space`."""
 
 
 class CNNStudyParams(StudyParams):
     study_name: str = "img2spec-cnn"
     space: CNNSpace = CNNSpace()
+    gpu_space: Optional[CNNSpace] = None
+    """Search space on GPU machines; None: `space`."""
 
 
 class TuneParams(Section):
@@ -115,5 +128,12 @@ class TuneParams(Section):
     heartbeat_s: int = Field(60, ge=1)
     """Worker heartbeat; a trial silent for 2x this is marked FAIL and replaced."""
     max_consecutive_failures: int = Field(3, ge=1)
+    hyperband_min_epochs: int = Field(5, ge=1)
+    """Hyperband pruner: epochs of the first rung (the maximum is the section's full epochs)."""
+    hyperband_reduction_factor: int = Field(3, ge=2)
+    """Hyperband pruner: 1/this of the trials of a rung go on to the next one."""
+    gpu_workers: int = Field(0, ge=0)
+    """Parallel trial workers on a GPU machine, one per GPU (CUDA_VISIBLE_DEVICES pinning);
+    0: one per visible GPU. Without GPUs one worker runs in this process."""
     vae: VAEStudyParams = VAEStudyParams()
     cnn: CNNStudyParams = CNNStudyParams()

@@ -104,14 +104,35 @@ def apply_updates(params_file: str | Path, updates: dict[str, dict[str, Any]]) -
     return validated, changes
 
 
-def apply_best(params_file: str | Path, studies: dict[str, optuna.Study]) -> dict[str, Any]:
-    """Apply the best trial of each study ({"vae": study, ...}) to `params_file`."""
+def apply_best(params_file: str | Path, studies: dict[str, optuna.Study],
+               min_improvement: dict[str, float] | None = None) -> dict[str, Any]:
+    """Apply the best trial of each study ({"vae": study, ...}) to `params_file`, but only
+    where it is a measured improvement: its value is below the study's default trial (the
+    params.yaml configuration, trained under the same budget) by more than
+    `min_improvement[part]` (a fraction). Otherwise the section is kept and the report says why."""
+    from .runner import default_vs_best
+
     updates, report = {}, {}
     for part, study in studies.items():
         number, value, section = best_section_params(study)
-        updates[part] = section
-        report[part] = {"study": study.study_name, "trial": number, "value": value}
-    _, changes = apply_updates(params_file, updates)
+        verdict = default_vs_best(study, (min_improvement or {}).get(part, 0.0))
+        entry = {"study": study.study_name, "trial": number, "value": value,
+                 "default_trial": verdict["default_trial"], "default_value": verdict["default_value"]}
+        if verdict["default_value"] is None:
+            entry["applied"] = False
+            entry["reason"] = ("the study has no completed default trial (params.yaml configuration): "
+                               "no measured improvement to apply; rerun `img2spec tune`")
+        elif not verdict["improved"]:
+            entry["applied"] = False
+            entry["reason"] = (f"best value {value:.4g} does not beat the default's {verdict['default_value']:.4g} "
+                               f"by more than {100 * (min_improvement or {}).get(part, 0.0):.1f}%: params.yaml kept")
+        else:
+            entry["applied"] = True
+            updates[part] = section
+        if not entry["applied"]:
+            log.info("tune --apply %s: %s", part, entry["reason"])
+        report[part] = entry
+    changes = apply_updates(params_file, updates)[1] if updates else {}  # nothing to apply: file untouched
     report["changed"] = {k: {"old": o, "new": n} for k, (o, n) in changes.items()}
     for key, (old, new) in changes.items():
         log.info("tune --apply: %s: %s -> %s", key, old, new)

@@ -75,7 +75,10 @@ def make_pruner(tune: TuneParams, max_epochs: int) -> optuna.pruners.BasePruner:
             n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_epochs
         )
     if tune.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+        # max_resource = the full epoch count: a surviving trial is judged where the default is.
+        return optuna.pruners.HyperbandPruner(min_resource=min(tune.hyperband_min_epochs, max_epochs),
+                                              max_resource=max_epochs,
+                                              reduction_factor=tune.hyperband_reduction_factor)
     if tune.pruner == "threshold":
         return optuna.pruners.ThresholdPruner(upper=tune.prune_above, n_warmup_steps=tune.warmup_epochs)
     if tune.pruner == "none":

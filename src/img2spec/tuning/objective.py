@@ -19,9 +19,18 @@ from ..config import Params
 from ..config.tune import CNNStudyParams, VAEStudyParams
 from . import mlruns
 from .callbacks import DEVIATION_KEY, NEG_ELBO_KEY, ValDeviation, ValNegElbo, trial_callbacks
-from .space import cnn_updates, trial_cnn_params, trial_vae_params, vae_updates
+from .space import DEFAULT_ATTR, cnn_updates, default_section, trial_cnn_params, trial_vae_params, vae_updates
 
 log = logging.getLogger(__name__)
+
+
+def _updates(part: str, trial: optuna.Trial, propose, base) -> dict[str, Any]:
+    """The trial's section keys: the sampler's proposal, or for the default trial exactly
+    the params.yaml values (the proposal still registers the parameters with the sampler)."""
+    updates = propose()
+    if trial.user_attrs.get(DEFAULT_ATTR):
+        updates = default_section(part, base)
+    return updates
 
 
 def _finite(value: float, what: str) -> float:
@@ -44,7 +53,7 @@ class VAEObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         from ..models.train import train_vae
 
-        updates = vae_updates(trial, self.study)
+        updates = _updates("vae", trial, lambda: vae_updates(trial, self.study), self.params.vae)
         trial.set_user_attr("section", "vae")
         trial.set_user_attr("section_params", updates)
         vae_params = trial_vae_params(self.params.vae, updates, self.study)
@@ -92,7 +101,7 @@ class CNNObjective:
         from ..models.validation import validation_deviation
         from ..models.train import train_cnn
 
-        updates = cnn_updates(trial, self.study)
+        updates = _updates("cnn", trial, lambda: cnn_updates(trial, self.study), self.params.cnn)
         trial.set_user_attr("section", "cnn")
         trial.set_user_attr("section_params", updates)
         for key, value in self.extra_attrs.items():

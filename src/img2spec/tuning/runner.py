@@ -15,6 +15,7 @@ from ..paths import Paths
 from . import mlruns
 from .budget import TrialBudget
 from .factories import make_pruner, make_sampler, make_storage, storage_url
+from .space import DEFAULT_ATTR, default_trial_params, trial_epochs
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,54 @@ def open_study(part: str, params: Params, url: str, worker: int = 0) -> optuna.S
         study_name=cfg.study_name,
         storage=make_storage(url, params.tune),
         sampler=make_sampler(params.tune, worker),
-        pruner=make_pruner(params.tune, cfg.max_epochs),
+        pruner=make_pruner(params.tune, trial_epochs(getattr(params, part), cfg)),
         direction="minimize",
         load_if_exists=True,
     )
+
+
+def default_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The trial of `study` that trains the params.yaml configuration (the latest, if re-enqueued)."""
+    found = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(DEFAULT_ATTR)]
+    return found[-1] if found else None
+
+
+def enqueue_default(study: optuna.Study, part: str, params: Params, budget: TrialBudget) -> bool:
+    """Make the params.yaml configuration the study's next trial unless it already has one
+    (a failed one is retried). Under the budget lock, so parallel workers enqueue it once."""
+    budget._acquire()
+    try:
+        existing = default_trial(study)
+        if existing is not None and existing.state != TrialState.FAIL:
+            return False
+        space = getattr(params.tune, part).space
+        study.enqueue_trial(default_trial_params(part, getattr(params, part), space),
+                            user_attrs={DEFAULT_ATTR: True}, skip_if_exists=False)
+        log.info("tune %s: the params.yaml configuration is enqueued as the next trial", part)
+        return True
+    finally:
+        budget.release()
+
+
+def default_vs_best(study: optuna.Study, min_improvement: float) -> dict[str, Any]:
+    """`default_value` and `best_value` on the study's objective, and whether the best is a
+    measured improvement (below the default's value by more than `min_improvement`)."""
+    out: dict[str, Any] = {"default_trial": None, "default_value": None, "best_value": None, "improved": False}
+    default = default_trial(study)
+    if default is not None and default.state == TrialState.COMPLETE:
+        out.update(default_trial=default.number, default_value=float(default.value))
+    try:
+        best = study.best_trial
+    except ValueError:
+        return out
+    out.update(best_trial=best.number, best_value=float(best.value))
+    if out["default_value"] is not None:
+        dv = out["default_value"]
+        out["improvement"] = dv - out["best_value"]
+        out["relative_improvement"] = (dv - out["best_value"]) / abs(dv) if dv else float("nan")
+        out["improved"] = bool(best.number != out["default_trial"]
+                               and out["best_value"] < dv - min_improvement * abs(dv))
+    return out
 
 
 def build_objective(part: str, params: Params, paths: Paths) -> Callable[[optuna.Trial], float]:
@@ -78,6 +123,8 @@ def run_study(
 
         warn_if_other_decoder(study, fingerprint)
     budget = TrialBudget(url, cfg.study_name, total)
+    if budget.used(study) < total:
+        enqueue_default(study, part, params, budget)
     log.info("tune %s: study %s on %s, %d/%d trials used", part, cfg.study_name,
              mlruns.redact(url), budget.used(study), total)
 
@@ -119,6 +166,8 @@ def run_study(
         ran_numbers=[t.number for t in ran],
         seconds=round(time.monotonic() - start, 1),
         mlflow_parent_run=parent.info.run_id,
+        trial_epochs=trial_epochs(getattr(params, part), cfg),
+        **default_vs_best(study, cfg.min_improvement),
     )
     if summary["ran_here"]["FAIL"]:
         log.warning("tune %s: %d trial(s) failed here (see the FAIL runs in MLflow)", part, summary["ran_here"]["FAIL"])
