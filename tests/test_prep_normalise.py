@@ -73,3 +73,21 @@ def test_match_counts_bad_table_rows_instead_of_stopping(tmp_path):
     assert report["n_matched"] == 5
     out = pd.read_parquet(paths.matched)
     assert out["objid"].dtype == np.int64 and set(out["objid"]) == {o.objid for o in objects[3:]}
+
+
+def test_match_sweeps_temporaries_of_a_killed_run(tmp_path):
+    import subprocess
+    import sys
+
+    params = Params().model_copy(update={"data": DataParams(cutout_size=32)})
+    paths = Paths(tmp_path)
+    objects = synthetic_objects(4, seed=7)
+    write_files(paths, objects, size=32, seed=7)
+    write_tables(paths, objects)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    paths.matched.parent.mkdir(parents=True, exist_ok=True)
+    left = paths.matched.parent / f".{paths.matched.name}.tmp-{dead.pid}-x1y2.parquet.tmp"
+    left.write_bytes(b"half a parquet file")
+    report = match(params, paths)
+    assert report["stale_temporaries_removed"] == 1 and not left.exists()

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .. import BANDS
 from ..config import Params
-from ..io.atomic import write_parquet
+from ..io.atomic import remove_stale_temps, write_parquet
 from ..io.errors import FileFormatError
 from ..io.fastfits import fast_read_spectrum
 from ..io.sdss_spectrum import SpectrumFormatError, read_spectrum
@@ -129,6 +129,8 @@ def match(params: Params, paths: Paths) -> dict:
     from astropy.coordinates import SkyCoord
 
     root = Path(paths.root)
+    # half-written outputs of a killed run (atomic temporaries carry the dead writer's pid)
+    stale = remove_stale_temps(paths.matched.parent, f".{paths.matched.name}") + remove_stale_temps(paths.reports, ".match")
     cand = read_table(paths.candidates, CANDIDATE_COLUMNS, dtype={c: str for c in ID_COLUMNS})
     phot = read_table(paths.photometry, PHOTOMETRY_COLUMNS)
     drops = DropLog()
@@ -201,6 +203,7 @@ def match(params: Params, paths: Paths) -> dict:
         "tolerance_arcsec": tol,
         "median_separation_arcsec": float(np.median(out["match_sep_arcsec"])) if len(out) else None,
         "n_photometry_objid_agrees": agree,
+        "stale_temporaries_removed": len(stale),
     }
     report = drops.write(paths.reports / "match.json", paths.reports / "match_dropped.csv", report)
     log.info("match: %d candidates -> %d matched; dropped %s", n_candidates, len(out), report["dropped_by_reason"])
