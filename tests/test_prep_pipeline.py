@@ -254,3 +254,22 @@ def test_prepare_logs_counts_to_mlflow(clean_raw, tmp_path, params, mlflow_uri):
     exp = mlflow.get_experiment_by_name("img2spec/prepare")
     runs = mlflow.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs["metrics.n_out"].iloc[0] == report["n_out"] == N
+
+
+def test_an_unexpected_error_in_one_object_is_a_counted_skip(clean_raw, tmp_path, params, monkeypatch):
+    from img2spec.prep import worker
+
+    paths, objects = _copy(clean_raw, tmp_path)
+    victim = paths.spectrum_file(objects[4].plate, objects[4].mjd, objects[4].fiberid)
+    real = worker.load_spectrum
+
+    def load_spectrum(path):
+        if path == str(victim):
+            raise ZeroDivisionError("a bug that only this object triggers")
+        return real(path)
+
+    monkeypatch.setattr(worker, "load_spectrum", load_spectrum)
+    _, prep = _run(params, paths, n_workers=1, chunk_size=8)
+    assert prep["dropped_by_reason"] == {"unexpected_error": 1} and prep["n_out"] == N - 1
+    (row,) = prep["dropped"]
+    assert row["objid"] == objects[4].objid and row["detail"].startswith("ZeroDivisionError: a bug")

@@ -154,7 +154,9 @@ def process_chunk(cfg: WorkerConfig, tasks: list[ObjectTask]) -> ChunkResult:
             file = task.imagepath if skip.reason in _IMAGE_REASONS else task.specpath
             out.dropped.append((pos, file, skip.reason, skip.detail))
             continue
-        except (ArithmeticError, LookupError, ValueError, TypeError, AttributeError, OSError) as exc:
+        except MemoryError:
+            raise  # the machine's problem, not this object's
+        except Exception as exc:  # noqa: BLE001
             # The contract: one object never stops the stage. Counted and listed with the
             # exception, so a systematic bug shows as a wall of identical skips, not as silence.
             log.warning("objid %s: unexpected %s while preparing it", task.objid, type(exc).__name__, exc_info=True)
