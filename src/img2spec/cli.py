@@ -206,6 +206,69 @@ def readme(
     typer.echo(f"{path}: evaluation table rendered from {metrics}")
 
 
+@app.command("pack")
+def pack_cmd(
+    inputs: list[Path] = typer.Argument(..., help="5-band cutout FITS files, single-band PS1 cutout-service files, or directories of them"),
+    out: Path = typer.Option(..., "--out", "-o", help="shard directory: healpix=<N>/part-<k>.hdf5 and pack.json"),
+    catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="CSV objid[,ra,dec][,z][,rKronMag] packed beside the images"),
+    params: Path = typer.Option(Path("params.yaml"), help="parameter file (survey.healpix_order, survey.objects_per_part, data.bands)"),
+) -> None:
+    """Pack cutouts into HDF5 shards partitioned by HEALPix pixel, for `img2spec survey`."""
+    import json
+
+    from .config import ConfigError, Params, load_params
+    from .survey.pack import pack
+
+    setup_logging()
+    try:
+        cfg = load_params(params) if params.is_file() else Params()
+        report = pack(inputs, out, cfg, catalogue=catalogue)
+    except (ConfigError, ValueError, OSError) as exc:
+        typer.echo(f"img2spec pack: {exc}", err=True)
+        raise typer.Exit(2)
+    report = {k: v for k, v in report.items() if k not in ("parts", "skipped")}  # in pack.json
+    typer.echo(json.dumps(report, indent=2))
+    if report["n_objects_packed"] == 0:
+        raise typer.Exit(1)
+
+
+@app.command("survey")
+def survey_cmd(
+    shards: Path = typer.Argument(..., help="shard directory written by `img2spec pack`"),
+    model: str = typer.Option("models/img2spec", "--model", "-m", help="bundle directory, DVC path (with --rev) or MLflow URI models:/img2spec@champion"),
+    out: Path = typer.Option(..., "--out", "-o", help="output: healpix=<N>/<part>.hdf5 spectra, catalogue/ (Parquet), survey.json"),
+    rev: Optional[str] = typer.Option(None, "--rev", help="git revision of the DVC repo holding the bundle"),
+    repo: Optional[str] = typer.Option(None, "--repo", help="DVC repo URL or path for --rev (default: this repo)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler (default: a LocalCluster from params)"),
+    params: Path = typer.Option(Path("params.yaml"), help="parameter file (survey: workers, threads, retries)"),
+) -> None:
+    """Predict every shard on Dask: spectra shards, a Parquet catalogue and survey.json."""
+    import json
+
+    from .config import ConfigError, Params, load_params
+    from .predict.bundle import BundleError
+    from .predict.predictor import Predictor
+    from .survey.run import SurveyError, run_survey
+
+    setup_logging()
+    try:
+        cfg = load_params(params) if params.is_file() else Params()
+        try:
+            predictor = Predictor.load(model, rev=rev, repo=repo)
+        except (ConfigError, BundleError, OSError):
+            raise
+        except Exception as exc:  # MLflow/DVC errors (unknown alias, revision, unreachable remote)
+            raise RuntimeError(f"cannot load model {model!r}{f' at {rev}' if rev else ''}: {exc}") from exc
+        report = run_survey(shards, predictor, out, cfg, scheduler=scheduler)
+    except (ConfigError, BundleError, SurveyError, ValueError, RuntimeError, OSError) as exc:
+        typer.echo(f"img2spec survey: {exc}", err=True)
+        raise typer.Exit(2)
+    report = {k: v for k, v in report.items() if k != "skipped"}  # in survey.json
+    typer.echo(json.dumps(report, indent=2, default=str))
+    if report["shards"]["failed"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:  # pragma: no cover
     setup_logging()
     app()

@@ -3,6 +3,11 @@
 The prediction itself is `img2spec.models.inference.predict_spectra` and the image
 scaling is `img2spec.prep.images.preprocess_cutout/preprocess_stack`: the same
 functions the evaluate stage uses, so a bundle predicts exactly what was evaluated.
+
+`Predictor.predict_batch` is the one per-batch inference function of `img2spec predict`
+and `img2spec survey`: stretched images in, a `BatchResult` (flux, sigma and, for a CNN
+with a redshift head, z and z_err) out. `Predictor.prepare_cutouts` turns raw cutouts
+into those images with the prepare stage's checks, one reason per rejected cutout.
 """
 
 from __future__ import annotations
@@ -24,6 +29,35 @@ log = logging.getLogger(__name__)
 
 class InputError(ValueError):
     """An image or cutout does not fit the bundle (shape, bands, non-finite pixels)."""
+
+
+@dataclass
+class BatchResult:
+    """Predictions for one batch of images (row i <-> image i), as predict and survey write them."""
+
+    flux: np.ndarray
+    """(N, P) float32 normalised flux on `Predictor.wave`."""
+    sigma: np.ndarray
+    """(N, P) float32 1-sigma of the flux (calibrated with the bundle's sigma_scale)."""
+    z: np.ndarray | None = None
+    """(N,) float32 predicted redshift; None when the model predicts none."""
+    z_err: np.ndarray | None = None
+    """(N,) float32 1-sigma of `z`; None when the model predicts no redshift."""
+
+    def __len__(self) -> int:
+        return len(self.flux)
+
+
+@dataclass
+class PreparedCutouts:
+    """`Predictor.prepare_cutouts`: network inputs of the usable cutouts, a reason for each other one."""
+
+    images: np.ndarray
+    """(M, H, W, C) float32 stretched images of the kept cutouts."""
+    kept: np.ndarray
+    """(M,) indices into the input list of the cutouts in `images`."""
+    rejected: dict[int, str]
+    """input index -> reason (the wording of `img2spec predict`'s skips)."""
 
 
 @dataclass
@@ -230,6 +264,52 @@ class Predictor:
             # the factor was fitted for the bundle's method only
             sigma_scale=self.sigma_scale if sigma_method in (None, self.sigma_method) else 1.0,
         )
+
+    def predict_batch(self, images: np.ndarray, *, batch_size: int | None = None, seed: int | None = None) -> BatchResult:
+        """The per-batch inference shared by `img2spec predict` and `img2spec survey`.
+
+        Stretched images (N, H, W, C) -> `BatchResult` with the predictor's inference
+        options (`with_options`); z / z_err are filled when the CNN predicts redshift.
+        """
+        pred = self.predict(images, batch_size=batch_size, seed=seed)
+        z, z_err = getattr(pred, "z", None), getattr(pred, "z_err", None)
+        return BatchResult(
+            flux=np.asarray(pred.flux, np.float32), sigma=np.asarray(pred.sigma, np.float32),
+            z=None if z is None else np.asarray(z, np.float32),
+            z_err=None if z_err is None else np.asarray(z_err, np.float32),
+        )
+
+    def prepare_cutouts(self, cutouts: Sequence[Cutout]) -> PreparedCutouts:
+        """Raw cutouts -> stretched images of those that pass the prepare stage's checks.
+
+        A cutout is rejected (with the reason `img2spec predict` reports) when a band is
+        missing, its shape differs from the bundle's, a band has no finite pixel, the
+        image checks fail (NaN or saturated centre, off-centre), or it has NaN/inf
+        pixels after the stretch. The stretch runs once on the stack of kept cutouts:
+        the same arithmetic as `preprocess_cutout`, element by element.
+        """
+        from ..prep.images import preprocess_stack
+
+        bands = tuple(self.manifest["input"]["bands"])
+        rejected: dict[int, str] = {}
+        keep: list[int] = []
+        for i, cutout in enumerate(cutouts):
+            reason = self.check_cutout(cutout)
+            if reason is None:
+                keep.append(i)
+            else:
+                rejected[i] = f"rejected by image checks: {reason}"
+        h, w, c = self.input_shape
+        if not keep:
+            return PreparedCutouts(np.zeros((0, h, w, c), np.float32), np.zeros(0, np.int64), rejected)
+        stack = np.stack([cutouts[i].stack(bands) for i in keep])
+        magzp = np.array([[cutouts[i].magzp[b] for b in bands] for i in keep], np.float64)
+        images = np.asarray(preprocess_stack(stack, magzp, self.scaling), np.float32)
+        n_bad = (~np.isfinite(images)).reshape(len(images), -1).sum(axis=1)
+        for k in np.flatnonzero(n_bad):
+            rejected[keep[k]] = f"cutout {cutouts[keep[k]].objid}: {int(n_bad[k])} NaN/inf pixels after preprocessing"
+        good = n_bad == 0
+        return PreparedCutouts(images[good], np.asarray(keep, np.int64)[good], dict(sorted(rejected.items())))
 
     def predict_counts(self, stack: np.ndarray, magzp: Sequence[float], **kwargs):
         """Raw linear-count cutouts (N, H, W, C) and their MAGZP -> `PredictedSpectra`."""

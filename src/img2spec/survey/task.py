@@ -1,0 +1,148 @@
+"""One survey task: a cutout shard in, its spectra shard and catalogue part out (runs on a Dask worker).
+
+A worker loads the bundle once (`worker_predictor`, cached per process and keyed on the
+bundle hash and inference options) with TensorFlow's thread pools sized before its first
+op, so `n_workers` workers of `threads_per_worker` threads use the cores without
+oversubscribing them. The task writes the catalogue part first and the spectra shard last,
+both atomically: the spectra shard, stamped with the bundle hash and the input shard's
+content hash, is the marker that the shard is done (`is_done`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.atomic import write_parquet
+from ..io.shards import SpectraShard, read_attrs, read_cutout_shard, write_spectra_shard
+from ..predict.predictor import Predictor
+from .catalogue import catalogue_frame
+
+log = logging.getLogger(__name__)
+CATALOGUE_DIR = "catalogue"
+CATALOGUE_SUFFIX = ".parquet"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker needs to load the client's bundle and predict as the client would."""
+
+    path: str
+    bundle_hash: str
+    sigma_method: str
+    n_samples: int
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+
+    @classmethod
+    def of(cls, predictor: Predictor, intra_op_threads: int = 1, inter_op_threads: int = 1) -> "ModelSpec":
+        return cls(str(Path(predictor.bundle_dir).resolve()), predictor.bundle_hash, predictor.sigma_method,
+                   predictor.n_samples, intra_op_threads, inter_op_threads)
+
+
+_PREDICTORS: dict[ModelSpec, Predictor] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def _size_tensorflow(intra: int, inter: int) -> None:
+    """TensorFlow thread pools of this process (only possible before TensorFlow runs an op)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(intra))
+        tf.config.threading.set_inter_op_parallelism_threads(int(inter))
+    except RuntimeError:  # already initialised in this process (e.g. the client ran a model)
+        log.debug("TensorFlow thread pools already fixed in process %d", os.getpid())
+
+
+def worker_predictor(spec: ModelSpec) -> Predictor:
+    """The bundle of `spec`, loaded once per process and checked against the client's hash."""
+    with _LOAD_LOCK:
+        pred = _PREDICTORS.get(spec)
+        if pred is None:
+            from ..logs import quiet_tensorflow
+            from ..predict.bundle import BundleError
+
+            quiet_tensorflow()
+            _size_tensorflow(spec.intra_op_threads, spec.inter_op_threads)
+            pred = Predictor.from_path(spec.path)
+            if pred.bundle_hash != spec.bundle_hash:
+                raise BundleError(f"{spec.path}: bundle hash {pred.bundle_hash[:16]} on this worker, "
+                                  f"{spec.bundle_hash[:16]} on the client (a different bundle at that path)")
+            pred = pred.with_options(sigma_method=spec.sigma_method, n_samples=spec.n_samples)
+            _PREDICTORS[spec] = pred
+        return pred
+
+
+def output_paths(out_dir: str | Path, rel: str) -> tuple[Path, Path]:
+    """(spectra shard, catalogue part) of the cutout shard at `rel` (e.g. 'healpix=12/part-00000.hdf5')."""
+    out_dir = Path(out_dir)
+    spectra = out_dir / rel
+    catalogue = (out_dir / CATALOGUE_DIR / rel).with_suffix(CATALOGUE_SUFFIX)
+    return spectra, catalogue
+
+
+def is_done(out_dir: str | Path, rel: str, bundle_hash: str, input_hash: str | None) -> dict[str, Any] | None:
+    """The attributes of a finished output of `rel` by this bundle from this input, else None."""
+    spectra, catalogue = output_paths(out_dir, rel)
+    attrs = read_attrs(spectra) if spectra.exists() else None
+    if attrs is None or not catalogue.exists():
+        return None
+    if attrs.get("bundle_hash") != bundle_hash or input_hash is None or attrs.get("input_hash") != input_hash:
+        return None
+    return attrs
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batch_size: int | None = None) -> dict[str, Any]:
+    """Predict every usable cutout of one shard; returns the task's counts (for survey.json)."""
+    t0 = time.perf_counter()
+    base = {"shard": rel, "pid": os.getpid()}
+    input_attrs = read_attrs(shard_path) or {}
+    done = is_done(out_dir, rel, spec.bundle_hash, input_attrs.get("content_hash"))
+    if done is not None:
+        return {**base, "status": "skipped_done", "n_objects": int(done.get("n_input_objects", 0)),
+                "n_predicted": int(done.get("n_objects", 0)), "skipped": [], "seconds": 0.0,
+                "peak_rss_mb": _peak_rss_mb()}
+    predictor = worker_predictor(spec)
+    shard = read_cutout_shard(shard_path)
+    prepared = predictor.prepare_cutouts([shard.cutout(i) for i in range(len(shard))])
+    result = predictor.predict_batch(prepared.images, batch_size=batch_size)
+    kept = prepared.kept
+    predicted = np.zeros(len(shard), bool)
+    predicted[kept] = True
+    reasons = [prepared.rejected.get(i, "") for i in range(len(shard))]
+    norm = np.full(len(shard), np.nan)
+    if shard.rKronMag is not None and predictor.manifest["normalisation"]["band"] == "r":
+        norm = np.asarray(predictor.norm_from_mag(shard.rKronMag), np.float64)
+    frame = catalogue_frame(
+        object_id=shard.object_id, ra=shard.ra, dec=shard.dec, shard=rel, norm=norm,
+        skip_reason=reasons, predicted=predicted, wave=predictor.wave, flux=result.flux, sigma=result.sigma,
+        z_input=shard.z, z_pred=result.z, z_pred_err=result.z_err,
+    )
+    spectra_path, catalogue_path = output_paths(out_dir, rel)
+    write_parquet(catalogue_path, frame)
+    attrs = {
+        "bundle_hash": spec.bundle_hash, "input_hash": str(input_attrs.get("content_hash")),
+        "input_shard": rel, "n_input_objects": len(shard), "model_name": predictor.name,
+        "model_version": predictor.version, "sigma_method": predictor.sigma_method,
+        "sigma_scale": predictor.sigma_scale, "flux_unit": "normalised (multiply by catalogue norm for 1e-17 erg/s/cm2/A)",
+    }
+    write_spectra_shard(spectra_path, SpectraShard(
+        object_id=shard.object_id[kept], ra=shard.ra[kept], dec=shard.dec[kept],
+        flux=result.flux, sigma=result.sigma, wave=predictor.wave, z=result.z, z_err=result.z_err, attrs=attrs,
+    ))
+    skipped = [{"file": f"{rel}#{shard.object_id[i]}", "reason": r} for i, r in sorted(prepared.rejected.items())]
+    return {**base, "status": "done", "n_objects": len(shard), "n_predicted": len(kept), "skipped": skipped,
+            "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}

@@ -1,0 +1,170 @@
+"""img2spec survey on a Dask LocalCluster (2 worker processes): spectra equal the Predictor's, reruns
+skip every shard, a corrupt part is reported while the rest finish, a killed worker changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from img2spec import BANDS
+from img2spec.config import params_from_dict
+from img2spec.io.ps1_cutout import write_cutout
+from img2spec.io.shards import CutoutShard, list_parts, read_spectra_shard, write_cutout_shard
+from img2spec.paths import Paths
+from test_predict_support import build_project, galaxy_cutout
+
+N_EXTRA = 10
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The tiny bundle of test_predict, its cutouts plus more (two sky pixels, one NaN centre), packed."""
+    from img2spec.predict import Predictor
+    from img2spec.predict.bundle import build_bundle
+    from img2spec.survey.pack import pack
+
+    root = tmp_path_factory.mktemp("proj")
+    facts = build_project(root)
+    build_bundle(params_from_dict({"publish": {"batch_size": 5, "registry": False}}), Paths(root))
+    predictor = Predictor.from_path(root / "models" / "img2spec")
+    rng = np.random.default_rng(9)
+    extra = root / "extra"
+    cutouts = list(facts["cutouts"])
+    for i in range(N_EXTRA):
+        c = galaxy_cutout(2000 + i, rng)
+        c.ra += 40.0  # another HEALPix pixel
+        cutouts.append(c)
+        write_cutout(extra / f"{c.objid}.fits", c)
+    bad = galaxy_cutout(3000, rng)
+    bad.data["r"][4:12, 4:12] = np.nan  # the whole 8x8 centre box
+    write_cutout(extra / "nan_centre.fits", bad)
+    params = params_from_dict({"survey": {"healpix_order": 3, "objects_per_part": 4, "n_workers": 2,
+                                          "threads_per_worker": 1, "retries": 1, "batch_size": 3}})
+    shards = root / "shards"
+    pack([root / "data" / "raw" / "images", extra], shards, params)
+    # what the Predictor gives for every good cutout, one call on all of them
+    images = np.stack([predictor.preprocess_cutout(c) for c in cutouts])
+    ref = predictor.predict(images)
+    expected = {str(c.objid): (ref.flux[k], ref.sigma[k]) for k, c in enumerate(cutouts)}
+    return {"root": root, "predictor": predictor, "params": params, "shards": shards, "expected": expected,
+            "n_good": len(cutouts), "bad_id": str(bad.objid)}
+
+
+def _outputs(out):
+    got = {}
+    for _, path in list_parts(out):
+        sp = read_spectra_shard(path)
+        for k, oid in enumerate(sp.object_id):
+            got[oid] = (sp.flux[k], sp.sigma[k])
+    return got
+
+
+def _check_outputs(env, out, *, skip_parts=()):
+    got = _outputs(out)
+    expected = {k: v for k, v in env["expected"].items()}
+    for oid, (flux, sigma) in got.items():
+        np.testing.assert_allclose(flux, expected[oid][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sigma, expected[oid][1], rtol=1e-5, atol=1e-6)
+    return got
+
+
+def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
+    from img2spec.survey.run import run_survey
+
+    out = tmp_path / "out"
+    report = run_survey(env["shards"], env["predictor"], out, env["params"])
+    n_parts = len(list_parts(env["shards"]))
+    assert n_parts >= 4 and report["shards"] == {"total": n_parts, "done": n_parts, "skipped_already_done": 0,
+                                                 "failed": 0}
+    assert report["cluster"]["n_workers"] == 2
+    got = _check_outputs(env, out)
+    assert len(got) == env["n_good"] == report["objects"]["predicted"]
+    assert report["objects"]["skipped_by_reason"] == {"rejected by image checks": 1}
+    assert env["bad_id"] in report["skipped"][0]["file"] and "nan_centre" in report["skipped"][0]["reason"]
+    cat = pd.read_parquet(out / "catalogue")
+    assert len(cat) == env["n_good"] + 1 and set(cat["healpix"].astype(int)) == {h for h, _ in list_parts(out)}
+    row = cat.set_index("object_id").loc[env["bad_id"]]
+    assert not row["predicted"] and row["quality_flags"] & 1 and "nan_centre" in row["skip_reason"]
+    assert cat["predicted"].sum() == env["n_good"]
+    assert not [p for p in out.rglob(".*")]  # no temporaries
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.hdf5")}
+    again = run_survey(env["shards"], env["predictor"], out, env["params"])
+    assert again["shards"]["skipped_already_done"] == n_parts and again["shards"]["done"] == 0
+    assert again["cluster"]["n_workers"] == 0  # nothing to do: no cluster started
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.hdf5")} == mtimes
+
+
+def _worker_pids() -> list[int]:
+    """Dask worker processes of the LocalCluster (spawned children of this process)."""
+    pids = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                pids.append(p.pid)
+        except psutil.Error:  # exited meanwhile
+            continue
+    return pids
+
+
+def test_corrupt_part_reported_and_killed_worker_changes_nothing(env, tmp_path):
+    from img2spec.survey.run import run_survey
+
+    shards = tmp_path / "shards"
+    shutil.copytree(env["shards"], shards)
+    parts = list_parts(shards)
+    corrupt = parts[1][1]
+    corrupt.write_bytes(b"\x89HDF\r\n garbage" * 100)
+    # a shard whose images lack a band: every object is a counted skip, as in predict
+    src = parts[0][1]
+    from img2spec.io.shards import read_cutout_shard
+
+    full = read_cutout_shard(src)
+    four = CutoutShard(full.object_id, full.ra, full.dec, full.image_flux[:, :4], full.magzp[:, :4], BANDS[:4],
+                       full.pixel_scale)
+    write_cutout_shard(shards / "healpix=999" / "part-00000.hdf5", four)
+    out = tmp_path / "out"
+    killed: list[tuple[int, int]] = []
+
+    def kill_one_worker():
+        # once the first shard is written, kill -9 a worker while the others are still to do
+        while not finished.is_set():
+            done = len(list(out.glob("healpix=*/*.hdf5")))
+            pids = _worker_pids()
+            if done >= 1 and pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append((pids[0], done))
+                return
+            time.sleep(0.005)
+
+    finished = threading.Event()
+    killer = threading.Thread(target=kill_one_worker, daemon=True)
+    killer.start()
+    try:
+        report = run_survey(shards, env["predictor"], out, env["params"])
+    finally:
+        finished.set()
+        killer.join(5)
+    n_parts = len(parts) + 1
+    assert killed and killed[0][1] < n_parts - 1  # the kill happened mid-run
+    assert report["shards"]["failed"] == 1 and report["failed"][0]["shard"] == corrupt.relative_to(shards).as_posix()
+    assert "ShardFormatError" in report["failed"][0]["reason"]
+    assert report["shards"]["done"] == n_parts - 1
+    reasons = report["objects"]["skipped_by_reason"]
+    assert reasons["rejected by image checks"] >= len(full)  # the 4-band shard: band missing
+    assert any("band(s) ['y'] missing" in s["reason"] for s in report["skipped"])
+    got = _check_outputs(env, out)
+    corrupt_ids = set(read_cutout_shard(env["shards"] / corrupt.relative_to(shards)).object_id)
+    assert set(got) == set(env["expected"]) - corrupt_ids
+    assert not [p for p in out.rglob(".*")]  # the killed worker's temporary was cleaned up
+    saved = json.loads((out / "survey.json").read_text())
+    assert saved["failed"] == report["failed"]
