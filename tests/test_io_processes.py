@@ -71,21 +71,23 @@ _POOL_SCRIPT = textwrap.dedent("""
     from img2spec.io.processes import die_with_parent, guarded_initializer
     import os
     mode = sys.argv[1]
-    if mode == "guarded":
+    ctx = get_context("forkserver" if mode == "forkserver" else "fork")
+    if mode in ("guarded", "forkserver"):
         init, args = guarded_initializer()
     elif mode == "watchdog":  # the fallback alone (no prctl), as on non-Linux systems
         init, args = die_with_parent, (os.getpid(), False, 0.1)
     else:
         init, args = None, ()
-    with ProcessPoolExecutor(2, mp_context=get_context("fork"), initializer=init, initargs=args) as ex:
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=init, initargs=args) as ex:
         list(ex.map(time.sleep, [60] * 4))
 """)
 
 
-@pytest.mark.parametrize("mode", ["guarded", "watchdog"])
+@pytest.mark.parametrize("mode", ["guarded", "watchdog", "forkserver"])
 def test_pool_workers_die_with_a_killed_parent(mode):
     proc = subprocess.Popen([sys.executable, "-c", _POOL_SCRIPT, mode], stderr=subprocess.PIPE)
-    pids, survivors = kill_and_check_orphans(proc, min_children=2)
+    # forkserver: the fork server and its 2 workers (children of the server, not of the stage)
+    pids, survivors = kill_and_check_orphans(proc, min_children=3 if mode == "forkserver" else 2)
     assert survivors == [], f"orphaned workers {survivors} of {pids}"
 
 

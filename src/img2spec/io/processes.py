@@ -53,21 +53,33 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
         return False
 
 
-def _watch_parent(parent_pid: int, poll_s: float) -> None:
-    while True:
-        if os.getppid() != parent_pid:
-            os._exit(ORPHAN_EXIT_CODE)  # no cleanup: the parent's state is gone, so is ours
+def _owner_gone(owner: int, direct: bool, started: float | None) -> bool:
+    if direct:
+        return os.getppid() != owner  # re-parented: the parent is dead
+    # dead, or its pid reused by a younger process (start times unknown off Linux: pid only)
+    return not pid_alive(owner) or (started is not None and process_start_time(owner) != started)
+
+
+def _watch(owner: int, direct: bool, started: float | None, poll_s: float) -> None:
+    while not _owner_gone(owner, direct, started):
         time.sleep(poll_s)
+    os._exit(ORPHAN_EXIT_CODE)  # no cleanup: the owner's state is gone, so is ours
 
 
 def die_with_parent(parent_pid: int | None = None, use_prctl: bool = True, poll_s: float = WATCHDOG_POLL_S) -> None:
-    """Make the calling (child) process exit when `parent_pid` (default: its current parent) dies."""
-    parent_pid = os.getppid() if parent_pid is None else int(parent_pid)
-    if use_prctl:
+    """Make the calling (child) process exit when process `parent_pid` (default: its parent) dies.
+
+    `parent_pid` need not be the direct parent (a "forkserver" pool's workers are children
+    of the fork server): then only the watchdog, polling that pid, protects.
+    """
+    owner = os.getppid() if parent_pid is None else int(parent_pid)
+    direct = os.getppid() == owner
+    if direct and use_prctl:
         set_parent_death_signal()
-    if os.getppid() != parent_pid:  # the parent died before the guard was in place
-        os._exit(ORPHAN_EXIT_CODE)
-    threading.Thread(target=_watch_parent, args=(parent_pid, poll_s), name="parent-watchdog", daemon=True).start()
+    started = None if direct else process_start_time(owner)
+    if _owner_gone(owner, direct, started):
+        os._exit(ORPHAN_EXIT_CODE)  # the owner died before the guard was in place
+    threading.Thread(target=_watch, args=(owner, direct, started, poll_s), name="parent-watchdog", daemon=True).start()
 
 
 def _guarded_init(parent_pid: int, init: Callable[..., Any] | None, args: tuple) -> None:
