@@ -11,7 +11,8 @@ pipe itself, so it never sees end-of-file). Two guards, both installed by
   (normally the main thread), as every stage here does.
 - a daemon watchdog thread that polls `os.getppid()` and exits when the child has
   been re-parented (any POSIX system; also catches a parent that died between
-  the fork and the prctl call).
+  the fork and the prctl call), or polls the owner's pid when the worker is not
+  its direct child (forkserver pools).
 
 Use `guarded_initializer()` for `multiprocessing.Pool` / `ProcessPoolExecutor`,
 or `set_parent_death_signal` as a `subprocess.Popen(preexec_fn=...)`.
