@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import astropy.units as u
 from astropy.io import fits
 
 from img2spec import BANDS
@@ -104,16 +105,20 @@ def test_batch_over_files_with_bad_inputs(env, tmp_path):
     summary = run_predict(predictor, inputs, RunOptions(out_dir=out, batch_size=5))
     n_good = len(facts["files"])
     assert summary.n_predicted == n_good + 1  # + the first of the duplicate pair
-    reasons = {s.file.split("/")[-1]: s.reason for s in summary.skipped}
-    assert "band z missing" in reasons["missing_band.fits"]
-    assert "shape" in reasons["wrong_shape.fits"]
-    assert "nan_centre" in reasons["nan.fits"] or "no finite" in reasons["nan.fits"]
-    assert "off_centre" in reasons["off_centre.fits"]
-    assert "truncated.fits" in reasons
-    assert "duplicate" in reasons["dup_b.fits"]
-    assert "no such file" in reasons["does_not_exist.fits"]
+    reasons = {s.file.split("/")[-1]: (s.reason, s.detail) for s in summary.skipped}
+    # a stable code per skip, and the detail naming what was wrong
+    assert reasons["missing_band.fits"][0] == "missing_band" and "band z" in reasons["missing_band.fits"][1]
+    assert reasons["wrong_shape.fits"][0] == "wrong_shape" and "(20, 20)" in reasons["wrong_shape.fits"][1]
+    assert reasons["nan.fits"][0] in ("nan_centre", "no_finite_pixels")
+    assert reasons["off_centre.fits"][0] == "off_centre"
+    assert reasons["truncated.fits"][0] in ("unreadable_cutout", "corrupt_image")
+    assert reasons["dup_b.fits"][0] == "duplicate_objid" and "7" in reasons["dup_b.fits"][1]
+    assert reasons["does_not_exist.fits"][0] == "not_found"
     report = json.loads((out / "summary.json").read_text())
     assert report["n_skipped"] == len(summary.skipped) == 7
+    assert sum(report["skipped_by_reason"].values()) == 7
+    assert report["skipped_by_reason"]["duplicate_objid"] == 1 and report["skipped_by_reason"]["not_found"] == 1
+    assert all(set(s) == {"file", "reason", "detail"} for s in report["skipped"])
     assert report["n_inputs"] == report["n_predicted"] + report["n_skipped"]
 
     # the same spectra as one direct call on the same objects, batched identically
@@ -128,7 +133,7 @@ def test_batch_over_files_with_bad_inputs(env, tmp_path):
         assert head["MODELHSH"] == predictor.bundle_hash[:16]
         assert head["SIGMETH"] == "linearised"
         assert head["FLUXNORM"] == "NORMALISED"
-        assert hdul["COADD"].columns["flux"].unit != FLUX_UNIT
+        assert head["BUNIT"] == "" and not hdul["COADD"].columns["flux"].unit  # dimensionless
         assert hdul["SPECOBJ"].data["OBJID"][0] == str(facts["cutouts"][0].objid)
         assert np.isnan(hdul["SPECOBJ"].data["Z"][0])
 
@@ -141,7 +146,7 @@ def test_magnitudes_table_and_plot(env, tmp_path):
     mags = tmp_path / "phot.csv"
     pd.DataFrame({"objid": [cut0.objid, cut1.objid], "rKronMag": [16.0, -999.0], "z": [0.08, 0.05]}).to_csv(mags, index=False)
     out = tmp_path / "out"
-    opts = RunOptions(out_dir=out, mags=mags, table=tmp_path / "all.fits", plot=True, batch_size=5)
+    opts = RunOptions(out_dir=out, catalogue=mags, table=tmp_path / "all.fits", plot=True, batch_size=5)
     summary = run_predict(predictor, facts["files"][:3], opts)
     assert summary.n_predicted == 3 and summary.n_scaled == 1
     plain = read_spectrum(out / f"spec-pred-{cut1.objid}.fits")
@@ -154,11 +159,15 @@ def test_magnitudes_table_and_plot(env, tmp_path):
     with fits.open(out / f"spec-pred-{cut0.objid}.fits") as hdul:
         assert hdul[0].header["FLUXNORM"] == "PS1_KRON"
         assert hdul[0].header["NORMFAC"] == pytest.approx(norm)
-        assert hdul["COADD"].columns["flux"].unit == FLUX_UNIT
+        assert u.Unit(hdul["COADD"].columns["flux"].unit, format="fits") == u.Unit(FLUX_UNIT)
+        assert hdul[0].header["ZSOURCE"] == "catalogue"
     with fits.open(tmp_path / "all.fits") as hdul:
         tab = hdul["PREDICTIONS"].data
         assert len(tab) == 3 and tab["FLUX"].shape == (3, N_PIX)
+        # one unit per table: normalised spectra, NORM turns a row into 1e-17 erg/s/cm^2/A
         np.testing.assert_allclose(tab["FLUX"][1], direct.flux[1], rtol=1e-6)
+        np.testing.assert_allclose(tab["FLUX"][0] * tab["NORM"][0], direct.flux[0] * norm, rtol=1e-5)
+        assert np.isnan(tab["NORM"][1]) and list(tab["Z_SOURCE"]) == ["catalogue", "catalogue", "none"]
     for c in facts["cutouts"][:3]:
         png = out / f"spec-pred-{c.objid}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -226,7 +235,8 @@ def test_radec_table_goes_through_the_cutout_fetcher(env, tmp_path, monkeypatch)
     pd.DataFrame({"objid": [1, 2], "ra": [150.1, 150.2], "dec": [2.1, 2.2], "z": [0.07, 0.09]}).to_csv(table, index=False)
     summary = run_predict(predictor, [table], RunOptions(out_dir=tmp_path / "out", fetch_params=params_from_dict({})))
     assert calls == [(1, SIZE), (2, SIZE)]
-    assert summary.n_predicted == 1 and "cutout fetch failed" in summary.skipped[0].reason
+    assert summary.n_predicted == 1 and summary.skipped[0].reason == "fetch_failed"
+    assert "no PS1 stack image" in summary.skipped[0].detail
     assert read_spectrum(tmp_path / "out" / "spec-pred-1.fits").z == pytest.approx(0.07)
 
 
@@ -239,7 +249,7 @@ def test_table_only_run_with_str_paths(env, tmp_path):
                           RunOptions(out_dir=str(out), table=str(tmp_path / "t.csv"), per_object=False))
     assert summary.n_predicted == 4 and not list(out.glob("*.fits"))
     table = pd.read_csv(tmp_path / "t.csv")
-    np.testing.assert_allclose(table.filter(like="flux_").to_numpy()[0], predictor.predict(facts["images"][:1]).flux[0],
+    np.testing.assert_allclose(table.filter(regex=r"^flux_\d").to_numpy()[0], predictor.predict(facts["images"][:1]).flux[0],
                                rtol=1e-5, atol=1e-6)  # the CSV keeps 6 significant digits
     with pytest.raises(ValueError, match="nothing to write"):
         run_predict(predictor, facts["files"][:1], RunOptions(out_dir=out, per_object=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,8 +38,11 @@ def test_bundle_contents_hashes_and_card(project):
     for name in ("cnn.keras", "decoder.keras", "image_scaling.json", "wave.npy", "params.yaml",
                  "metrics.json", "bundle.json", "README.md", "vae.json", "cnn.json"):
         assert (bundle / name).is_file(), name
-    assert read_manifest(bundle) == manifest
-    verify_bundle(bundle)
+    # the bundle hash is the sha256 of bundle.json itself, recorded outside it (sidecar, sha256sum format)
+    assert read_manifest(bundle) == manifest and "bundle_hash" not in json.loads((bundle / "bundle.json").read_text())
+    assert manifest["bundle_hash"] == hashlib.sha256((bundle / "bundle.json").read_bytes()).hexdigest()
+    assert (bundle / "bundle.sha256").read_text() == f"{manifest['bundle_hash']}  bundle.json\n"
+    assert verify_bundle(bundle) == manifest["bundle_hash"]
     assert manifest["input"]["shape"] == [SIZE, SIZE, 5]
     assert manifest["output"]["n_pix"] == N_PIX
     assert manifest["normalisation"]["band"] == "r"
@@ -73,6 +77,36 @@ def test_rebuild_is_idempotent_and_corruption_is_caught(project, tmp_path):
         verify_bundle(tmp_path / "b")
 
 
+def test_edited_manifest_fails_to_load_and_changes_the_hash(project, tmp_path):
+    """Issue 14 item 7: editing inference.sigma_scale in bundle.json (0.496 -> 50) must not load silently."""
+    from img2spec.predict import Predictor
+    from img2spec.predict.bundle import BundleError, build_bundle
+
+    root, _ = project
+    built = build_bundle(_params(registry=False), Paths(root), tmp_path / "b")
+    manifest_file = tmp_path / "b" / "bundle.json"
+    ok = Predictor.from_path(tmp_path / "b")
+    assert ok.bundle_hash == built["bundle_hash"] and ok.header()["MODELHSH"][0] == built["bundle_hash"][:16]
+    edited = json.loads(manifest_file.read_text())
+    edited["inference"]["sigma_scale"] = 50.0
+    manifest_file.write_text(json.dumps(edited, indent=2) + "\n")
+    with pytest.raises(BundleError, match=r"bundle\.json.*bundle\.sha256"):
+        Predictor.from_path(tmp_path / "b")
+    # rewriting the sidecar too passes the local check, but the hash (MODELHSH) is no longer the published one
+    sidecar = tmp_path / "b" / "bundle.sha256"
+    sidecar.write_text(f"{hashlib.sha256(manifest_file.read_bytes()).hexdigest()}  bundle.json\n")
+    forged = Predictor.from_path(tmp_path / "b")
+    assert forged.bundle_hash != built["bundle_hash"] and forged.sigma_scale == 50.0
+    # ...which a check against the recorded hash catches
+    from img2spec.predict.bundle import verify_bundle
+
+    with pytest.raises(BundleError, match="registry tag"):
+        verify_bundle(tmp_path / "b", expected_hash=built["bundle_hash"], expected_from="registry tag")
+    sidecar.unlink()
+    with pytest.raises(BundleError, match="bundle.sha256: missing"):
+        Predictor.from_path(tmp_path / "b")
+
+
 def test_missing_model_names_the_file(project, tmp_path):
     from img2spec.predict.bundle import BundleError, build_bundle
 
@@ -105,6 +139,8 @@ def test_registry_alias_load_equals_local_bundle(project, mlflow_uri, tmp_path, 
     remote = Predictor.from_mlflow("models:/img2spec@champion")
     assert remote.provenance["registry_version"] == "2"
     assert remote.bundle_hash == local.bundle_hash
+    # the registry records the hash of bundle.json at registration ...
+    assert client.get_model_version("img2spec", "2").tags["bundle_hash"] == local.bundle_hash
     a, b = local.predict(facts["images"]), remote.predict(facts["images"])
     np.testing.assert_array_equal(a.flux, b.flux)
     np.testing.assert_array_equal(a.sigma, b.sigma)
@@ -122,6 +158,20 @@ def test_registry_alias_load_equals_local_bundle(project, mlflow_uri, tmp_path, 
     bad = CliRunner().invoke(app, ["predict", str(root / "data" / "raw" / "images"), "--model",
                                    "models:/img2spec@nope", "--out", str(tmp_path / "o")])
     assert bad.exit_code == 2 and "cannot load model" in bad.output
+
+    # ... and a bundle that does not match that record is refused, naming the record
+    from img2spec.predict.bundle import BundleError
+
+    client.set_model_version_tag("img2spec", "2", "bundle_hash", "0" * 64)
+    with pytest.raises(BundleError, match=r"bundle\.json.*differs from 000000.*img2spec/2 tag 'bundle_hash'"):
+        Predictor.from_mlflow("models:/img2spec@champion")
+    client.delete_model_version_tag("img2spec", "2", "bundle_hash")
+    with pytest.raises(BundleError, match="tag 'bundle_hash' is missing"):
+        Predictor.from_mlflow("models:/img2spec/2")
+    assert Predictor.from_mlflow("models:/img2spec/1").bundle_hash == local.bundle_hash  # untouched version
+    unreg = CliRunner().invoke(app, ["predict", str(root / "data" / "raw" / "images"), "--model",
+                                     "models:/img2spec/2", "--out", str(tmp_path / "o2")])
+    assert unreg.exit_code == 2 and "bundle_hash" in unreg.output and not (tmp_path / "o2").exists()
 
 
 def _git(cwd, *args):
@@ -153,6 +203,17 @@ def test_dvc_revision_load_equals_local_bundle(project, tmp_path):
     assert remote.provenance["source"] == "dvc" and remote.provenance["rev"] == "v0.1"
     assert remote.bundle_hash == local.bundle_hash
     np.testing.assert_array_equal(remote.predict(facts["images"]).flux, local.predict(facts["images"]).flux)
+
+    # a DVC cache whose bundle.json differs from what the revision's .dvc/dvc.lock md5 records is refused
+    from img2spec.predict.bundle import BundleError
+
+    manifest = (tmp_path / "local" / "bundle.json").read_bytes()
+    cached = repo / ".dvc" / "cache" / "files" / "md5"
+    target = next(p for p in cached.rglob("*") if p.is_file() and p.read_bytes() == manifest)
+    target.chmod(0o644)
+    target.write_bytes(manifest.replace(b'"sigma_scale": 1.0', b'"sigma_scale": 50.0'))
+    with pytest.raises(BundleError, match="dvc.lock at that revision records"):
+        Predictor.from_dvc("v0.1", repo=str(repo), cache_dir=tmp_path / "cache2")
 
 
 def test_publish_command_and_stage_script(project, tmp_path, repo_root):

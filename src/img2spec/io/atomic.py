@@ -72,6 +72,25 @@ def remove_stale_temps(directory: str | Path, prefix: str = ".") -> list[Path]:
     return removed
 
 
+FILE_MODE = 0o666
+"""Mode of a new file before the umask, as open() and every other tool use."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc), so no
+    other thread ever creates a file under a temporarily cleared umask."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` on success.
@@ -84,6 +103,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(
         prefix=f"{temp_path(path).name}-", suffix=suffix or f"{path.suffix}.tmp", dir=path.parent
     )
+    # mkstemp makes 0600 files; the result gets the usual permissions of a new file (0644 under umask 022)
+    os.fchmod(fd, FILE_MODE & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:

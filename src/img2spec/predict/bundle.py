@@ -8,11 +8,17 @@ Layout (all files flat, so `models.inference.load_models(bundle, bundle)` reads 
 - `params.yaml`: every parameter of the run that produced the models
 - `metrics.json`: the evaluation it reached (`metrics/evaluate.json`)
 - `bundle.json`: manifest (versions, sha256 of every file, input/output contract,
-  normalisation convention, limits of validity)
+  normalisation convention, inference defaults such as the sigma calibration, limits of validity)
+- `bundle.sha256`: the bundle hash, `sha256sum` format (`sha256sum -c bundle.sha256` checks it)
 - `README.md`: the model card
 
-The bundle hash is a sha256 over the payload files (everything except bundle.json and
-README.md), so an unchanged model gives the same hash on every rebuild.
+The bundle hash is the sha256 of bundle.json's bytes. The manifest lists the sha256 of
+every payload file, so this one hash covers the models, the constants *and* the
+manifest's own settings (editing `inference.sigma_scale` changes it). It is recorded
+outside bundle.json: in the sidecar, in the MLflow registry (model version tag
+`bundle_hash`) and, for a DVC revision, through the directory md5 in dvc.lock; loaders
+check the bundle against the record of the place it came from. An unchanged model built
+at the same commit gives the same hash on every rebuild.
 """
 
 from __future__ import annotations
@@ -38,8 +44,11 @@ from .card import model_card
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "img2spec-bundle/1"
+BUNDLE_FORMAT = "img2spec-bundle/2"
+LEGACY_FORMATS = ("img2spec-bundle/1",)
+"""Bundles from before the manifest was hashed: loaded with a warning (no sidecar to check)."""
 MANIFEST = "bundle.json"
+SIDECAR = "bundle.sha256"
 CARD = "README.md"
 REQUIRED_FROM_VAE = ("decoder.keras",)
 OPTIONAL_FROM_VAE = ("vae.json",)
@@ -141,8 +150,9 @@ def normalisation(params: Params, data: ProcessedData) -> dict[str, Any]:
 def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict[str, Any]:
     """Assemble the bundle from models/, data/processed and metrics/ into `dest` atomically.
 
-    Returns the manifest. The directory is built beside `dest` and renamed onto it,
-    so a failed build never leaves a half bundle under the final name.
+    Returns the manifest plus its `bundle_hash` (which is not in bundle.json: it is the
+    hash of that file). The directory is built beside `dest` and renamed onto it, so a
+    failed build never leaves a half bundle under the final name.
     """
     dest = Path(dest or paths.bundle_dir)
     data = ProcessedData.open(paths.processed)
@@ -172,6 +182,7 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
         }
         manifest = _manifest(params, paths, data, files, json.loads(metrics_file.read_text()))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest["bundle_hash"] = write_sidecar(tmp)
         (tmp / CARD).write_text(model_card(manifest))
         os.chmod(tmp, 0o755)
         _replace_dir(tmp, dest)
@@ -217,7 +228,7 @@ def _manifest(
         "format": BUNDLE_FORMAT,
         "name": params.publish.model_name,
         "version": __version__,
-        "bundle_hash": payload_hash(files),
+        "payload_hash": payload_hash(files),
         "git_commit": sha,
         "git_dirty": dirty,
         "libraries": library_versions(),
@@ -260,26 +271,87 @@ def _manifest(
 
 
 def read_manifest(bundle: str | Path) -> dict[str, Any]:
-    """Read bundle.json; BundleError naming the file if absent or not a bundle."""
+    """Read bundle.json, plus its `bundle_hash` (sha256 of the bytes read; not a field of the file).
+
+    BundleError naming the file if absent or not a bundle. `verify_bundle` checks the hash.
+    """
     path = Path(bundle) / MANIFEST
     if not path.is_file():
         raise BundleError(f"{path}: missing; not an img2spec bundle (expected {MANIFEST})")
+    raw = path.read_bytes()
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") not in (BUNDLE_FORMAT, *LEGACY_FORMATS):
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BundleError(f"{path}: format {got!r}, expected {BUNDLE_FORMAT!r}")
+    # (format /1 stored the payload hash under this name; the hash of the manifest replaces it)
+    manifest["bundle_hash"] = hashlib.sha256(raw).hexdigest()
     return manifest
 
 
-def verify_bundle(bundle: str | Path, manifest: dict[str, Any] | None = None) -> None:
-    """Check every payload file exists with the recorded sha256 (catches partial downloads)."""
+def bundle_hash(bundle: str | Path) -> str:
+    """The bundle hash: sha256 of bundle.json's bytes (covers the payload through its sha256 list)."""
+    return sha256_file(Path(bundle) / MANIFEST)
+
+
+def write_sidecar(bundle: str | Path) -> str:
+    """Record the bundle hash in `bundle.sha256` (sha256sum format); returns it."""
+    digest = bundle_hash(bundle)
+    (Path(bundle) / SIDECAR).write_text(f"{digest}  {MANIFEST}\n")
+    return digest
+
+
+def recorded_hash(bundle: str | Path) -> str | None:
+    """The hash in the bundle's sidecar, or None if there is none; BundleError if unreadable."""
+    path = Path(bundle) / SIDECAR
+    if not path.is_file():
+        return None
+    fields = path.read_text(errors="replace").split()
+    if len(fields) != 2 or fields[1] != MANIFEST or len(fields[0]) != 64:
+        raise BundleError(f"{path}: not a '<sha256>  {MANIFEST}' line")
+    return fields[0].lower()
+
+
+def verify_bundle(
+    bundle: str | Path, manifest: dict[str, Any] | None = None, *,
+    expected_hash: str | None = None, expected_from: str = "",
+) -> str:
+    """Check the bundle and return its hash.
+
+    - bundle.json against the sidecar `bundle.sha256` (catches an edited manifest);
+    - if `expected_hash` is given, against that record from where the bundle came from
+      (`expected_from`, e.g. the MLflow model version tag), which an edit inside the
+      bundle cannot forge;
+    - every payload file against the sha256 in the manifest (catches partial downloads).
+    BundleError names the file that fails.
+    """
     bundle = Path(bundle)
     manifest = manifest or read_manifest(bundle)
+    digest = bundle_hash(bundle)
+    if manifest.get("bundle_hash", digest) != digest:
+        raise BundleError(f"{bundle / MANIFEST}: changed since it was read (sha256 {digest[:16]}...)")
+    recorded = recorded_hash(bundle)
+    if recorded is None:
+        if manifest.get("format") not in LEGACY_FORMATS:
+            raise BundleError(f"{bundle / SIDECAR}: missing; cannot check {MANIFEST} (rebuild with `dvc repro publish`)")
+        log.warning("%s: bundle format %s has no %s; its manifest is not checked (rebuild with `dvc repro publish`)",
+                    bundle, manifest.get("format"), SIDECAR)
+    elif recorded != digest:
+        raise BundleError(
+            f"{bundle / MANIFEST}: sha256 {digest[:16]}... differs from {recorded[:16]}... recorded in {SIDECAR}; "
+            "the manifest was edited or is corrupt"
+        )
+    if expected_hash is not None and expected_hash.lower() != digest:
+        raise BundleError(
+            f"{bundle / MANIFEST}: bundle hash {digest[:16]}... differs from {expected_hash[:16]}... recorded in "
+            f"{expected_from or 'the source'}; the bundle is not the one that was registered"
+        )
     for name, meta in manifest["files"].items():
         path = bundle / name
         if not path.is_file():
             raise BundleError(f"{path}: missing from the bundle")
         if sha256_file(path) != meta["sha256"]:
             raise BundleError(f"{path}: sha256 differs from {MANIFEST}; the bundle is corrupt or edited")
+    return digest

@@ -72,7 +72,8 @@ Predicts an SDSS-like optical fibre spectrum ({out['wave_min_A']:.0f}-{out['wave
 variational autoencoder trained on spectra; the VAE decoder turns the latent mean into the
 predicted spectrum. {_uncertainty_text(m['inference'])}
 
-- bundle hash: `{m['bundle_hash']}` (sha256 over the payload files listed in bundle.json)
+- bundle hash: `{m['bundle_hash']}` (sha256 of bundle.json, which lists the sha256 of every payload file;
+  also in `bundle.sha256` and in the MLflow model version tag `bundle_hash`)
 - git commit: `{m['git_commit']}`{' (working tree had uncommitted changes)' if m.get('git_dirty') else ''}
 - libraries: {', '.join(f'{k} {v}' for k, v in m['libraries'].items())}
 

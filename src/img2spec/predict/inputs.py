@@ -11,36 +11,44 @@ import numpy as np
 import pandas as pd
 
 from ..config import Params
+from ..prep.normalise import MAG_MISSING, magnitude_problem
 
 log = logging.getLogger(__name__)
 
 CUTOUT_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
 TABLE_SUFFIXES = (".csv",)
-MISSING_MAG_BELOW = -900.0
-"""PS1 flags a missing magnitude with -999."""
 
 
 @dataclass
 class Skip:
-    """One input that produced no prediction, and why."""
+    """One input that produced no prediction: a stable reason code (counted in summary.json) and the detail."""
 
     file: str
     reason: str
+    """Stable code, e.g. 'not_found', 'unreadable_cutout', 'off_centre', 'duplicate_objid'."""
+    detail: str = ""
+    """The specific message (names the band, the shape, the exception text...)."""
 
     def as_dict(self) -> dict[str, str]:
-        return {"file": self.file, "reason": self.reason}
+        return {"file": self.file, "reason": self.reason, "detail": self.detail}
 
 
 @dataclass
 class ObjectMeta:
-    """Per-object extras from a table: redshift and normalisation magnitude."""
+    """Per-object extras from a catalogue: redshift and normalisation magnitude."""
 
     z: dict[str, float] = field(default_factory=dict)
     mag: dict[str, float] = field(default_factory=dict)
+    bad: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """objid -> (reason code, detail) for catalogue rows that make the object a skip (impossible magnitude)."""
 
     def update(self, other: "ObjectMeta") -> None:
         self.z.update(other.z)
         self.mag.update(other.mag)
+        self.bad.update(other.bad)
+        for objid in other.mag:  # a good value from `other` wins over a bad one from self
+            if objid not in other.bad:
+                self.bad.pop(objid, None)
 
 
 def _is_cutout(path: Path) -> bool:
@@ -57,16 +65,16 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Path],
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and _is_cutout(p))
             if not found:
-                skipped.append(Skip(str(path), "directory holds no cutout FITS files"))
+                skipped.append(Skip(str(path), "empty_directory", "directory holds no cutout FITS files"))
             cutouts.extend(found)
         elif not path.exists():
-            skipped.append(Skip(str(path), "no such file or directory"))
+            skipped.append(Skip(str(path), "not_found", "no such file or directory"))
         elif path.suffix.lower() in TABLE_SUFFIXES:
             tables.append(path)
         elif _is_cutout(path):
             cutouts.append(path)
         else:
-            skipped.append(Skip(str(path), "not a cutout FITS file or a .csv table of ra/dec"))
+            skipped.append(Skip(str(path), "not_a_cutout", "not a cutout FITS file or a .csv table of ra/dec"))
     return cutouts, tables, skipped
 
 
@@ -77,8 +85,13 @@ def _mag_column(frame: pd.DataFrame, band: str) -> str | None:
     return None
 
 
-def read_object_meta(path: str | Path, norm_band: str, *, require_mag: bool) -> ObjectMeta:
-    """objid -> z and norm-band Kron magnitude from a CSV (columns objid, [z], <band>KronMag | mag_<band>)."""
+def read_object_meta(path: str | Path, norm_band: str, *, require_mag: bool = False) -> ObjectMeta:
+    """A catalogue CSV: `objid` plus any of `z` and the norm band's Kron magnitude (`rKronMag` or `mag_r`).
+
+    Missing magnitudes (empty, NaN, PS1's -999) leave the object's flux normalised;
+    physically impossible or implausible ones (`prep.normalise.magnitude_problem`:
+    nonpositive_magnitude, implausible_magnitude) make the object a skip with that code. `require_mag`: the table must have a magnitude column.
+    """
     path = Path(path)
     try:
         frame = pd.read_csv(path)
@@ -89,15 +102,19 @@ def read_object_meta(path: str | Path, norm_band: str, *, require_mag: bool) -> 
     ids = frame["objid"].astype(str).str.strip()
     meta = ObjectMeta()
     col = _mag_column(frame, norm_band)
-    if col is None and require_mag:
+    if col is None and (require_mag or "z" not in frame.columns):
         raise ValueError(
-            f"{path}: no magnitude column for the norm band {norm_band!r} "
-            f"(expected {norm_band}KronMag or mag_{norm_band})"
+            f"{path}: needs a 'z' column or a magnitude column for the norm band {norm_band!r} "
+            f"({norm_band}KronMag or mag_{norm_band}); got {list(frame.columns)}"
         )
     if col is not None:
         mags = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
-        good = np.isfinite(mags) & (mags > MISSING_MAG_BELOW)
-        meta.mag = {i: float(m) for i, m, g in zip(ids, mags, good) if g}
+        for objid, mag in zip(ids, mags):
+            problem = magnitude_problem(mag)  # the prepare stage's check and reason codes
+            if problem is None:
+                meta.mag[objid] = float(mag)
+            elif problem != MAG_MISSING:
+                meta.bad[objid] = (problem, f"{col} = {mag:g} in {path.name}")
     if "z" in frame.columns:
         zs = pd.to_numeric(frame["z"], errors="coerce").to_numpy(np.float64)
         meta.z = {i: float(z) for i, z in zip(ids, zs) if np.isfinite(z)}
@@ -140,7 +157,7 @@ def fetch_table_cutouts(
                              size, pixel_scale, tuple(params.data.bands))
                 files.append(out)
             except (FetchError, CutoutFormatError, ValueError, OSError) as exc:
-                skipped.append(Skip(label, f"cutout fetch failed: {exc}"))
+                skipped.append(Skip(label, "fetch_failed", f"cutout fetch failed: {exc}"))
     finally:
         fetcher.close()
     meta = ObjectMeta()

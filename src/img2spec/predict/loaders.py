@@ -1,4 +1,5 @@
-"""Fetch a bundle from a DVC revision or the MLflow registry into a local directory."""
+"""Fetch a bundle from a DVC revision or the MLflow registry into a local directory, and check it
+against the hash recorded there (dvc.lock / .dvc md5 at that revision; the MLflow model version tag)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .bundle import MANIFEST, BundleError
+from .bundle import MANIFEST, BundleError, verify_bundle
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "IMG2SPEC_CACHE"
 MLFLOW_BUNDLE_ARTIFACT = "bundle"
 """Key of the bundle directory in the logged pyfunc model's artifacts."""
+_RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)(?:/.*)?$")
+REGISTRY_HASH_TAG = "bundle_hash"
+"""Model version tag holding the bundle hash, set at registration (`registry.log_and_register`)."""
+RUN_HASH_TAG = "img2spec.bundle_hash"
+"""The same hash as a tag of the publish run (for `runs:/` URIs)."""
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
@@ -69,6 +75,7 @@ def fetch_dvc_bundle(
             inner.rmdir()
         if not (tmp / MANIFEST).exists():
             raise BundleError(f"{label}: fetched, but it has no {MANIFEST}; not an img2spec bundle")
+        _check_dvc_md5(fs, path, tmp, label)
         _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -77,8 +84,41 @@ def fetch_dvc_bundle(
     return dest, {"source": "dvc", "uri": label, "rev": rev or "HEAD", "repo": str(repo)}
 
 
+def dvc_dir_md5(root: Path) -> str:
+    """DVC's md5 of a directory (`<md5>.dir`, as dvc.lock records it), computed with dvc-data's own tree."""
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.meta import Meta
+    from dvc_data.hashfile.tree import Tree
+
+    tree = Tree()
+    for file in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        h = hashlib.md5()
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        tree.add(file.relative_to(root).parts, Meta(size=file.stat().st_size), HashInfo("md5", h.hexdigest()))
+    tree.digest()
+    return str(tree.hash_info.value)
+
+
+def _check_dvc_md5(fs, path: str, local: Path, label: str) -> None:
+    """The fetched directory must have the md5 that dvc.lock (or `<path>.dvc`) records at that revision."""
+    info = fs.info(path)
+    recorded = info.get("md5") or (info.get("dvc_info") or {}).get("md5")
+    if not recorded:
+        # not a DVC output at that revision: the files came from git, which checks its own content
+        log.warning("%s: not tracked by DVC at that revision; no dvc.lock md5 to check it against", label)
+        return
+    got = dvc_dir_md5(local)
+    if got != recorded:
+        raise BundleError(
+            f"{label}: the fetched files hash to md5 {got}, but dvc.lock at that revision records {recorded}; "
+            "the DVC cache or remote holds a different or corrupt bundle"
+        )
+
+
 def resolve_registry_version(uri: str) -> dict[str, str]:
-    """For `models:/name@alias` or `models:/name/N`: the registered name and version number."""
+    """For `models:/name@alias` or `models:/name/N`: the registered name, version number and bundle hash tag."""
     import mlflow
 
     m = _MODELS_URI.match(uri)
@@ -89,7 +129,30 @@ def resolve_registry_version(uri: str) -> dict[str, str]:
         mv = client.get_model_version_by_alias(m["name"], m["alias"])
     else:
         mv = client.get_model_version(m["name"], m["version"])
-    return {"registry_name": mv.name, "registry_version": str(mv.version)}
+    out = {"registry_name": mv.name, "registry_version": str(mv.version)}
+    if (mv.tags or {}).get(REGISTRY_HASH_TAG):
+        out["registry_bundle_hash"] = str(mv.tags[REGISTRY_HASH_TAG])
+    return out
+
+
+def _recorded_mlflow_hash(uri: str, info: dict[str, str]) -> tuple[str | None, str]:
+    """(hash recorded where `uri` points, where it was recorded); BundleError if a registry entry lacks it."""
+    import mlflow
+
+    if info.get("registry_version"):
+        where = f"MLflow model version {info['registry_name']}/{info['registry_version']} tag {REGISTRY_HASH_TAG!r}"
+        if not info.get("registry_bundle_hash"):
+            raise BundleError(f"{uri}: {where} is missing; cannot verify the bundle (publish it again)")
+        return info["registry_bundle_hash"], where
+    m = _RUNS_URI.match(uri)
+    if m:
+        where = f"MLflow run {m['run_id']} tag {RUN_HASH_TAG!r}"
+        tag = mlflow.MlflowClient().get_run(m["run_id"]).data.tags.get(RUN_HASH_TAG)
+        if not tag:
+            raise BundleError(f"{uri}: {where} is missing; cannot verify the bundle")
+        return tag, where
+    log.warning("%s: no registry record to check the bundle against (use models:/NAME@ALIAS)", uri)
+    return None, ""
 
 
 def fetch_mlflow_bundle(uri: str, cache_dir: str | Path | None = None) -> tuple[Path, dict[str, str]]:
@@ -108,10 +171,13 @@ def fetch_mlflow_bundle(uri: str, cache_dir: str | Path | None = None) -> tuple[
         if not found:
             raise BundleError(f"{uri}: the logged model has no {MANIFEST}; not an img2spec bundle")
         bundle = found[0]
+        expected, where = _recorded_mlflow_hash(uri, info)
+        verify_bundle(bundle, expected_hash=expected, expected_from=where)
         rel = bundle.relative_to(tmp)
         _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("fetched %s into %s", uri, dest)
+    info.pop("registry_bundle_hash", None)
     return dest / rel, {"source": "mlflow", "uri": uri, **info}

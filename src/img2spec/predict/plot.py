@@ -47,9 +47,11 @@ def line_positions(z: float | None, frame: str, wave: np.ndarray) -> dict[str, f
 
 def plot_prediction(
     path: str | Path, image: np.ndarray, wave: np.ndarray, flux: np.ndarray, sigma: np.ndarray, *,
-    title: str, z: float | None, frame: str, flux_label: str, dpi: int,
+    title: str, z: float | None, frame: str, flux_label: str, dpi: int, z_err: float | None = None,
+    photoz: bool = False,
 ) -> Path:
-    """Write one PNG atomically."""
+    """Write one PNG atomically. `photoz`: `z` (+- `z_err`) is the CNN's predicted redshift,
+    used to place the line markers because the user gave none."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -73,6 +75,8 @@ def plot_prediction(
         ax_spec.set_xlabel(f"{'rest' if frame == 'rest' else 'observed'} wavelength [Å]")
         ax_spec.set_ylabel(flux_label)
         ztxt = f"z = {z:.4f}" if z is not None and np.isfinite(z) else "z unknown"
+        if photoz and z is not None and np.isfinite(z):
+            ztxt = f"photo-z = {z:.3f}" + (f" ± {z_err:.3f}" if z_err is not None and np.isfinite(z_err) else "")
         ax_spec.set_title(f"{title}  ({ztxt})", fontsize=9)
         ax_spec.legend(loc="upper right", fontsize=7, frameon=False)
         with atomic_path(path) as tmp:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import re
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -19,20 +20,25 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..config import Params
-from ..io.atomic import write_json
-from ..io.ps1_cutout import CutoutFormatError, read_cutout
-from ..logs import progress
+from ..io.atomic import remove_stale_temps, write_json
 from ..io.fastfits import fast_read_cutout
+from ..io.processes import guarded_initializer
+from ..io.ps1_cutout import CutoutFormatError, read_cutout
+from ..io.sdss_spectrum import write_spectrum
+from ..logs import progress
 from .inputs import ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, read_object_meta
 from .plot import plot_prediction
 from .predictor import InputError, Predictor
-from ..io.sdss_spectrum import write_spectrum
-from .writers import ObjectInfo, TableWriter, output_stem, prediction_record, scale
+from .measure_columns import batch_columns, choose_redshift
+from .writers import (Z_FROM_CATALOGUE, Z_FROM_PHOTOZ, Z_UNKNOWN, ObjectInfo, TableWriter, output_stem,
+                      prediction_record, redshift_columns, scale)
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 WRITER_POOL_MIN = 64
 """Below this many inputs, starting writer processes costs more than it saves."""
+TITLE_ID_CHARS = 40
+"""A plot title shows at most this much of an object id (the FITS header keeps it whole)."""
 
 
 @dataclass
@@ -46,7 +52,10 @@ class RunOptions:
     n_samples: int | None = None
     sigma_method: str | None = None
     seed: int | None = None
+    catalogue: Path | None = None
+    """CSV with objid and any of z, <band>KronMag: z places the lines, the magnitude gives 1e-17 units."""
     mags: Path | None = None
+    """Deprecated name of `catalogue`."""
     dpi: int = 110
     fetch_params: Params | None = None
     """Params for fetching cutouts of ra/dec tables (sdss.http, data.bands)."""
@@ -58,7 +67,9 @@ class RunOptions:
         # accept str paths from the Python API
         self.out_dir = Path(self.out_dir)
         self.table = Path(self.table) if self.table is not None else None
-        self.mags = Path(self.mags) if self.mags is not None else None
+        if self.catalogue is None and self.mags is not None:
+            self.catalogue = self.mags
+        self.catalogue = Path(self.catalogue) if self.catalogue is not None else None
 
 
 @dataclass
@@ -75,11 +86,11 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         reasons: dict[str, int] = {}
         for s in self.skipped:
-            key = s.reason.split(":")[0]
-            reasons[key] = reasons.get(key, 0) + 1
+            reasons[s.reason] = reasons.get(s.reason, 0) + 1
         return {
             "n_inputs": self.n_inputs, "n_predicted": self.n_predicted, "n_skipped": len(self.skipped),
-            "n_flux_calibrated": self.n_scaled, "skipped_by_reason": reasons,
+            "n_flux_calibrated": self.n_scaled,
+            "skipped_by_reason": dict(sorted(reasons.items())),
             "skipped": [s.as_dict() for s in self.skipped], "table": self.table,
             "seconds": round(self.seconds, 3),
             "objects_per_s": round(self.n_predicted / self.seconds, 2) if self.seconds > 0 else None,
@@ -87,9 +98,17 @@ class Summary:
 
 
 def _load_meta(predictor: Predictor, opts: RunOptions) -> ObjectMeta:
-    if opts.mags is None:
+    if opts.catalogue is None:
         return ObjectMeta()
-    return read_object_meta(opts.mags, predictor.manifest["normalisation"]["band"], require_mag=True)
+    return read_object_meta(opts.catalogue, predictor.manifest["normalisation"]["band"])
+
+
+def _remove_stale(opts: RunOptions) -> int:
+    """Temporaries that killed runs left in the output places (their writer pid is gone)."""
+    dirs = {opts.out_dir, opts.out_dir / "cutouts"}
+    if opts.table is not None:
+        dirs.add(opts.table.parent)
+    return sum(len(remove_stale_temps(d)) for d in dirs)
 
 
 def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOptions) -> Summary:
@@ -99,6 +118,7 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     out_dir.mkdir(parents=True, exist_ok=True)
     if not opts.per_object and opts.table is None and not opts.plot:
         raise ValueError("nothing to write: --no-per-object needs --table (or --plot)")
+    n_stale = _remove_stale(opts)
     # Overrides become the predictor's defaults, so the FITS headers state what was used.
     predictor = predictor.with_options(sigma_method=opts.sigma_method, n_samples=opts.n_samples)
     files, tables, skipped = expand_inputs(inputs)
@@ -106,7 +126,8 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     meta = _load_meta(predictor, opts)
     for table in tables:
         if opts.fetch_params is None:
-            summary.skipped.append(Skip(str(table), "ra/dec table given but no params to fetch cutouts with"))
+            summary.skipped.append(Skip(str(table), "table_without_params",
+                                        "ra/dec table given but no params to fetch cutouts with"))
             continue
         h, w, _ = predictor.input_shape
         try:
@@ -116,11 +137,11 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
                 predictor.manifest["normalisation"]["band"],
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            summary.skipped.append(Skip(str(table), f"ra/dec table unusable: {exc}"))
+            summary.skipped.append(Skip(str(table), "table_unusable", f"ra/dec table unusable: {exc}"))
             continue
         files.extend(fetched)
         summary.skipped.extend(tskips)
-        tmeta.update(meta)  # an explicit --mags table wins over the ra/dec table's columns
+        tmeta.update(meta)  # an explicit --catalogue wins over the ra/dec table's columns
         meta = tmeta
     summary.n_inputs = len(files) + len(summary.skipped)
 
@@ -129,24 +150,28 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     seen: set[str] = set()
     batch: list[tuple[ObjectInfo, np.ndarray]] = []
     pool = _writer_pool(opts, len(files))
-    pending: list[Future] = []
+    # The bar counts objects done (written or skipped), so it covers prediction and writing.
+    bar = progress(total=len(files), desc="predict", unit="obj")
+    writes = _Writes(bar)
     try:
-        for path in progress(files, desc="predict", unit="file"):
+        for path in files:
             item = _load_one(predictor, path, meta, seen, summary)
             if item is None:
+                bar.update(1)
                 continue
             batch.append(item)
             if len(batch) >= batch_size:
-                pending = _flush(predictor, batch, opts, summary, writer, pool, pending)
+                _flush(predictor, batch, opts, summary, writer, pool, writes)
                 batch = []
         if batch:
-            pending = _flush(predictor, batch, opts, summary, writer, pool, pending)
-        _wait(pending)
+            _flush(predictor, batch, opts, summary, writer, pool, writes)
+        writes.wait()
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     finally:
+        bar.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     if writer is not None:
@@ -154,11 +179,12 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
         summary.table = str(done) if done else None
     summary.seconds = time.perf_counter() - t0
     report = summary.as_dict()
+    report["stale_temporaries_removed"] = n_stale
     report["model"] = {"name": predictor.name, "version": predictor.version,
                        "bundle_hash": predictor.bundle_hash, **predictor.provenance}
     write_json(out_dir / SUMMARY_FILE, report)
     for s in summary.skipped:
-        log.warning("skipped %s: %s", s.file, s.reason)
+        log.warning("skipped %s: %s%s", s.file, s.reason, f" ({s.detail})" if s.detail else "")
     log.info(
         "predicted %d of %d inputs (%d skipped) in %.1f s -> %s",
         summary.n_predicted, summary.n_inputs, len(summary.skipped), summary.seconds, out_dir,
@@ -166,61 +192,111 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     return summary
 
 
+_IMAGE_CHECK_CODES = (("band(s)", "missing_band"), ("band shapes", "wrong_shape"), ("a band has no finite", "no_finite_pixels"))
+_CODE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _image_check_code(reason: str) -> str:
+    """Stable code of a `Predictor.check_cutout` reason (the prepare stage's codes pass through)."""
+    if _CODE.match(reason):
+        return reason
+    for prefix, code in _IMAGE_CHECK_CODES:
+        if reason.startswith(prefix):
+            return code
+    return "rejected_by_image_checks"
+
+
 def _load_one(
     predictor: Predictor, path: Path, meta: ObjectMeta, seen: set[str], summary: Summary
 ) -> tuple[ObjectInfo, np.ndarray] | None:
     """Read, check and preprocess one cutout; None (and a recorded skip) if it is unusable."""
+    def skip(code: str, detail: str) -> None:
+        summary.skipped.append(Skip(str(path), code, detail.replace(f"{path}: ", "")))
+
     try:
         bands = tuple(predictor.manifest["input"]["bands"])
-        # the prepare stage's fast plain-FITS reader; astropy for anything else (and its errors)
+        # the fast plain-FITS reader; astropy for anything else (and its errors)
         cutout = fast_read_cutout(path, bands) or read_cutout(path, bands)
         reason = predictor.check_cutout(cutout)
         if reason is not None:
-            summary.skipped.append(Skip(str(path), f"rejected by image checks: {reason}"))
+            skip(_image_check_code(reason), f"rejected by image checks: {reason}")
             return None
         image = predictor.preprocess_cutout(cutout)
-    except (CutoutFormatError, InputError) as exc:
-        summary.skipped.append(Skip(str(path), str(exc).replace(f"{path}: ", "")))
+    except CutoutFormatError as exc:
+        skip(getattr(exc, "reason", None) or "unreadable_cutout", str(exc))
+        return None
+    except InputError as exc:
+        skip("preprocessing_failed", str(exc))
         return None
     except (ValueError, OSError, KeyError) as exc:  # anything else a malformed file can raise
-        summary.skipped.append(Skip(str(path), f"unusable cutout: {exc}"))
+        skip("unreadable_cutout", f"unusable cutout: {exc}")
         return None
     objid = str(cutout.objid)
     if objid in seen:
-        summary.skipped.append(Skip(str(path), f"duplicate object id {objid} (already predicted)"))
+        skip("duplicate_objid", f"duplicate object id {objid} (already predicted)")
+        return None
+    if objid in meta.bad:
+        skip(*meta.bad[objid])
         return None
     seen.add(objid)
-    info = ObjectInfo(objid=objid, source=str(path), ra=cutout.ra, dec=cutout.dec,
-                      z=meta.z.get(objid), mag=meta.mag.get(objid))
+    z = meta.z.get(objid)
+    info = ObjectInfo(objid=objid, source=str(path), ra=cutout.ra, dec=cutout.dec, z=z, mag=meta.mag.get(objid),
+                      z_source=Z_FROM_CATALOGUE if z is not None else Z_UNKNOWN)
     return info, image
 
 
 def _writer_pool(opts: RunOptions, n_inputs: int) -> ProcessPoolExecutor | None:
     if opts.n_writers <= 1 or n_inputs <= WRITER_POOL_MIN or not (opts.per_object or opts.plot):
         return None
-    # spawn, not fork: forking a process that runs TensorFlow threads can deadlock
-    return ProcessPoolExecutor(max_workers=opts.n_writers, mp_context=multiprocessing.get_context("spawn"))
+    # spawn, not fork: forking a process that runs TensorFlow threads can deadlock.
+    # Writers die with this process: a kill -9 of predict leaves no orphan.
+    initializer, initargs = guarded_initializer()
+    return ProcessPoolExecutor(max_workers=opts.n_writers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=initializer, initargs=initargs)
 
 
-def _wait(futures: list[Future]) -> None:
-    for fut in futures:
-        fut.result()  # re-raises a failed write (disk full, permissions): fatal, not a skip
+class _Writes:
+    """The batch of writes in flight (at most one: bounded memory) and the progress it makes."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self.futures: list[Future] = []
+        self.n_objects = 0
+
+    def wait(self) -> None:
+        for fut in self.futures:
+            fut.result()  # re-raises a failed write (disk full, permissions): fatal, not a skip
+        self.bar.update(self.n_objects)
+        self.futures, self.n_objects = [], 0
+
+    def started(self, futures: list, n_objects: int) -> None:
+        self.futures = [f for f in futures if isinstance(f, Future)]
+        self.n_objects = n_objects
 
 
 def _flush(
     predictor: Predictor, batch: list[tuple[ObjectInfo, np.ndarray]], opts: RunOptions,
-    summary: Summary, writer: TableWriter | None, pool: ProcessPoolExecutor | None = None,
-    pending: list[Future] | None = None,
-) -> list[Future]:
+    summary: Summary, writer: TableWriter | None, pool: ProcessPoolExecutor | None, writes: _Writes,
+) -> None:
     """Predict one batch and write it; with a pool, writes run while the next batch is predicted."""
     run = (lambda fn, *a, **k: pool.submit(fn, *a, **k)) if pool is not None else (lambda fn, *a, **k: fn(*a, **k))
     images = np.stack([img for _, img in batch])
-    pred = predictor.predict(images, batch_size=opts.batch_size, seed=opts.seed)
-    _wait(pending or [])  # at most one batch of writes in flight: bounded memory
+    pred = predictor.predict_batch(images, batch_size=opts.batch_size, seed=opts.seed)
+    # Lines, Dn4000, Hdelta_A, classes at the given z (else the predicted one): columns + header cards.
+    z, z_src = choose_redshift(np.array([np.nan if i.z is None else i.z for i, _ in batch], np.float64),
+                               [i.z_source for i, _ in batch], getattr(pred, "z", None))
+    measured = batch_columns(pred.flux, pred.sigma, predictor.wave, predictor.frame, z, z_src)
+    writes.wait()  # the previous batch's files are done before this one's start
     futures: list = []
     infos, scaled, outs = [], [], []
     for k, (info, image) in enumerate(batch):
         sp = scale(predictor, info, pred.flux[k], pred.sigma[k])
+        z_pred, z_err = (None, None) if pred.z is None else (float(pred.z[k]), float(pred.z_err[k]))
+        sp.columns.update(redshift_columns(z_pred, z_err))
+        photoz = info.z is None and z_pred is not None  # no user z: the photo-z places the lines
+        if photoz:
+            info.z_source = Z_FROM_PHOTOZ
+        sp.columns.update(measured[k])
         stem = output_stem(info.objid)
         fits_path = opts.out_dir / f"{stem}.fits"
         if opts.per_object:
@@ -230,8 +306,9 @@ def _flush(
             futures.append(run(
                 plot_prediction,
                 opts.out_dir / f"{stem}.png", image, predictor.wave, sp.flux, sp.sigma,
-                title=f"{info.objid}  predicted by {predictor.name} {predictor.version}",
-                z=info.z, frame=predictor.frame, flux_label=label, dpi=opts.dpi,
+                title=f"{_short(info.objid)}  predicted by {predictor.name} {predictor.version}",
+                z=z_pred if photoz else info.z, frame=predictor.frame, flux_label=label, dpi=opts.dpi,
+                z_err=z_err if photoz else None, photoz=photoz,
             ))
         summary.n_predicted += 1
         summary.n_scaled += int(sp.norm is not None)
@@ -242,4 +319,8 @@ def _flush(
         outs.append(fits_path.name if opts.per_object else "")
     if writer is not None:
         writer.add(infos, scaled, outs)
-    return [f for f in futures if isinstance(f, Future)]
+    writes.started(futures, len(batch))
+
+
+def _short(objid: str, n: int = TITLE_ID_CHARS) -> str:
+    return objid if len(objid) <= n else objid[:n - 1] + "…"

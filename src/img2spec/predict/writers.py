@@ -1,22 +1,61 @@
-"""Write predictions: one SDSS-layout FITS per object, and an optional table for many."""
+"""Write predictions: one SDSS-layout FITS per object, and an optional table for many.
+
+One place builds what is written about an object: `object_cards` (FITS header cards of
+the per-object file) and `object_row` (the scalar table columns). A new per-object
+quantity (a predicted redshift, a line flux) goes into `ScaledPrediction.columns` and
+appears in both, under the same name.
+
+Units are valid FITS units that astropy parses (`Unit(s, format="fits")`): normalised
+output is dimensionless (BUNIT/TUNIT ''), with the normalisation in its own keywords
+(FLUXNORM, NORMBAND, NORMWAVE); flux-calibrated output is 1e-17 erg/s/cm^2/Angstrom,
+written `10**-17 erg Angstrom-1 s-1 cm-2`. A prediction carries no telescope, plate,
+MJD or fibre: nobody observed it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import astropy.units as u
 import numpy as np
 import pandas as pd
 from astropy.io import fits
 
 from ..io.atomic import atomic_path
-from ..io.sdss_spectrum import FLUX_UNIT, SDSSSpectrum, write_spectrum
+from ..io.sdss_spectrum import SDSSSpectrum, write_spectrum
 
-NORMALISED_UNIT = "normalised: flux / PS1 Kron f_lambda (see FLUXNORM)"
+CALIBRATED = u.CompositeUnit(1e-17, [u.erg, u.s, u.cm, u.AA], [1, -1, -2, -1])
+"""The SDSS flux unit, 1e-17 erg/s/cm^2/Angstrom."""
+CALIBRATED_UNIT = CALIBRATED.to_string("fits")
+"""As a FITS unit string (`10**-17 erg Angstrom-1 s-1 cm-2`): the FITS standard allows no `1e-17`."""
+NORMALISED_UNIT = ""
+"""Dimensionless: normalised flux (flux / PS1 Kron f_lambda; see FLUXNORM, NORMBAND, NORMWAVE)."""
+WAVE_UNIT = u.AA.to_string("fits")
 FILE_PREFIX = "spec-pred-"
+MAX_ID_CHARS = 100
+"""Longest object-id part of an output file name. File systems allow 255 bytes per name and the
+atomic writer's temporary adds ~40 characters; longer ids are cut and get a hash suffix."""
+ID_HASH_CHARS = 12
+"""Hex digits of sha256(objid) appended to a cut or sanitised id: unique file names."""
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+Z_FROM_CATALOGUE = "catalogue"
+Z_FROM_PHOTOZ = "photo-z"
+Z_UNKNOWN = "none"
+"""`ZSOURCE` / `z_source` values: which redshift placed the lines (the user's, else the CNN's photo-z)."""
+
+
+def redshift_columns(z_pred: float | None, z_err: float | None) -> dict[str, tuple[Any, str]]:
+    """`ScaledPrediction.columns` of the CNN's photo-z: FITS cards Z_PRED / Z_ERR and table
+    columns z_pred / z_err; none for a bundle whose CNN has no redshift head."""
+    if z_pred is None:
+        return {}
+    return {"Z_PRED": (float(z_pred), "photo-z predicted by the CNN from the images"),
+            "Z_ERR": (_finite_or_nan(z_err), "1-sigma of Z_PRED (CNN)")}
 
 
 @dataclass
@@ -30,6 +69,8 @@ class ObjectInfo:
     z: float | None = None
     mag: float | None = None
     """PS1 Kron AB magnitude in the bundle's normalisation band, if the user gave one."""
+    z_source: str = Z_UNKNOWN
+    """Where `z` came from (`Z_FROM_CATALOGUE`, ...); `Z_UNKNOWN` when there is none."""
 
 
 @dataclass
@@ -40,27 +81,55 @@ class ScaledPrediction:
     sigma: np.ndarray
     norm: float | None
     """None: normalised output; else the factor applied (1e-17 erg/s/cm^2/A)."""
+    normalised_flux: np.ndarray | None = None
+    normalised_sigma: np.ndarray | None = None
+    """The prediction before the factor (tables hold these, so one table has one unit)."""
+    columns: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    """Further per-object scalars, name -> (value, FITS comment): one header card and one table column each."""
+
+    @property
+    def unit(self) -> str:
+        return CALIBRATED_UNIT if self.norm is not None else NORMALISED_UNIT
 
     @property
     def ivar(self) -> np.ndarray:
-        sigma = np.asarray(self.sigma, np.float64)
-        ivar = np.zeros_like(sigma)
-        ok = np.isfinite(sigma) & (sigma > 0)
-        ivar[ok] = 1.0 / sigma[ok] ** 2
-        return ivar.astype(np.float32)
+        return _ivar(self.sigma)
+
+
+def _ivar(sigma: np.ndarray) -> np.ndarray:
+    sigma = np.asarray(sigma, np.float64)
+    ivar = np.zeros_like(sigma)
+    ok = np.isfinite(sigma) & (sigma > 0)
+    ivar[ok] = 1.0 / sigma[ok] ** 2
+    return ivar.astype(np.float32)
 
 
 def output_stem(objid: str) -> str:
-    """File stem of an object's outputs: `spec-pred-<objid>` (never clashes with input cutouts)."""
-    return FILE_PREFIX + (_SAFE.sub("_", str(objid)) or "object")
+    """File stem of an object's outputs: `spec-pred-<objid>` (never clashes with input cutouts).
+
+    An id that is not a safe file name as it is (path characters, spaces, or longer than
+    MAX_ID_CHARS) is cut and sanitised, and a short hash of the whole id is appended, so
+    two ids never share a file and no id makes a name the file system refuses.
+    """
+    text = str(objid)
+    safe = _SAFE.sub("_", text) or "object"
+    if safe == text and len(text) <= MAX_ID_CHARS:
+        return FILE_PREFIX + text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:ID_HASH_CHARS]
+    return f"{FILE_PREFIX}{safe[:MAX_ID_CHARS]}-{digest}"
 
 
 def scale(predictor, info: ObjectInfo, flux: np.ndarray, sigma: np.ndarray) -> ScaledPrediction:
     """Apply the photometric norm if a finite magnitude is known; otherwise stay normalised."""
+    flux, sigma = np.asarray(flux), np.asarray(sigma)
     if info.mag is not None and np.isfinite(info.mag):
         norm = float(predictor.norm_from_mag(info.mag))
-        return ScaledPrediction(np.asarray(flux) * norm, np.asarray(sigma) * norm, norm)
-    return ScaledPrediction(np.asarray(flux), np.asarray(sigma), None)
+        return ScaledPrediction(flux * norm, sigma * norm, norm, flux, sigma)
+    return ScaledPrediction(flux, sigma, None, flux, sigma)
+
+
+def _finite_or_nan(x: float | None) -> float:
+    return float(x) if x is not None and np.isfinite(x) else float("nan")
 
 
 def _norm_cards(predictor, info: ObjectInfo, pred: ScaledPrediction) -> dict[str, Any]:
@@ -69,17 +138,45 @@ def _norm_cards(predictor, info: ObjectInfo, pred: ScaledPrediction) -> dict[str
         return {
             "FLUXNORM": ("NORMALISED", "flux/sigma divided by the PS1 Kron f_lambda"),
             "NORMBAND": (norm["band"], "band whose Kron flux would scale to 1e-17 units"),
-            "NORMWAVE": (float(norm["wavelength_A"]), "[A] where that Kron flux is evaluated"),
-            "BUNIT": NORMALISED_UNIT,
+            "NORMWAVE": (float(norm["wavelength_A"]), "[Angstrom] where that Kron flux is evaluated"),
         }
     return {
         "FLUXNORM": ("PS1_KRON", "flux scaled by the given PS1 Kron magnitude"),
         "NORMBAND": (norm["band"], "PS1 band of the normalisation magnitude"),
-        "NORMMAG": (float(info.mag), "[AB mag] PS1 Kron magnitude used"),
-        "NORMFAC": (pred.norm, "[1e-17 erg/s/cm^2/A] factor applied"),
-        "NORMWAVE": (float(norm["wavelength_A"]), "[A] effective wavelength of the norm"),
-        "BUNIT": FLUX_UNIT,
+        "NORMMAG": (float(info.mag), "[mag] PS1 Kron AB magnitude used"),
+        "NORMFAC": (pred.norm, "factor applied, in the BUNIT unit"),
+        "NORMWAVE": (float(norm["wavelength_A"]), "[Angstrom] effective wavelength of the norm"),
     }
+
+
+def object_cards(predictor, info: ObjectInfo, pred: ScaledPrediction) -> dict[str, Any]:
+    """Primary-header cards of one object's file: model, flux convention, id, redshift, extras."""
+    cards = dict(predictor.header())
+    cards["BUNIT"] = (pred.unit, "'' = dimensionless (see FLUXNORM)")
+    cards.update(_norm_cards(predictor, info, pred))
+    cards["OBJID"] = (str(info.objid), "object id, as in the input (whole)")
+    cards["RA"] = (float(info.ra), "[deg] cutout centre")
+    cards["DEC"] = (float(info.dec), "[deg] cutout centre")
+    z = _finite_or_nan(info.z)
+    cards["ZKNOWN"] = (bool(np.isfinite(z)), "a redshift is known (else Z = NaN)")
+    cards["ZSOURCE"] = (info.z_source, "which z placed the lines: catalogue | photo-z | none")
+    cards["SRCFILE"] = (Path(info.source).name, "input cutout")
+    for name, (value, comment) in pred.columns.items():
+        if isinstance(value, float) and not np.isfinite(value):
+            value = None  # FITS headers hold no NaN: an undefined value (the table keeps NaN)
+        cards[name if len(name) <= 8 else f"HIERARCH {name}"] = (value, comment)
+    return cards
+
+
+def object_row(info: ObjectInfo, pred: ScaledPrediction, output: str) -> dict[str, Any]:
+    """Scalar table columns of one object (the table's spectra are normalised: see `TableWriter`)."""
+    row = {
+        "objid": str(info.objid), "source": info.source, "output": output, "ra": float(info.ra),
+        "dec": float(info.dec), "z": _finite_or_nan(info.z), "z_source": info.z_source,
+        "norm": float("nan") if pred.norm is None else pred.norm,
+    }
+    row.update({name.lower(): value for name, (value, _) in pred.columns.items()})
+    return row
 
 
 def write_prediction_fits(path: Path, predictor, info: ObjectInfo, pred: ScaledPrediction) -> Path:
@@ -88,28 +185,33 @@ def write_prediction_fits(path: Path, predictor, info: ObjectInfo, pred: ScaledP
 
 
 def prediction_record(path: Path, predictor, info: ObjectInfo, pred: ScaledPrediction) -> tuple:
-    """The picklable arguments of `write_spectrum` for one prediction (so worker processes can write it)."""
-    z = float(info.z) if info.z is not None and np.isfinite(info.z) else float("nan")
+    """The picklable arguments of `write_spectrum` for one prediction (so worker processes can write it).
+
+    Besides the SDSS COADD columns, `wave` (Angstrom) and `sigma` (flux unit) let generic
+    table readers (specutils' default loader) find the spectral axis and uncertainty.
+    """
+    flux = np.asarray(pred.flux, np.float32)
     spec = SDSSSpectrum(
         loglam=predictor.loglam,
-        flux=np.asarray(pred.flux, np.float32),
+        flux=flux,
         ivar=pred.ivar,
         and_mask=np.zeros(len(predictor.loglam), np.int32),
-        z=z, plate=0, mjd=0, fiberid=0, ra=float(info.ra), dec=float(info.dec),
-        model=np.asarray(pred.flux, np.float32),
+        # PLATE/MJD/FIBERID stay 0 in SPECOBJ (SDSS numbers start at 1; the layout needs the columns)
+        z=_finite_or_nan(info.z), plate=0, mjd=0, fiberid=0, ra=float(info.ra), dec=float(info.dec),
+        model=flux,
         extra={"OBJID": str(info.objid), "PREDICTED": True},
+        columns={"wave": (np.asarray(predictor.wave, np.float64), WAVE_UNIT),
+                 "sigma": (np.asarray(pred.sigma, np.float32), pred.unit)},
+        observed=False,
     )
-    header = dict(predictor.header())
-    header.update(_norm_cards(predictor, info, pred))
-    header["ZKNOWN"] = (bool(np.isfinite(z)), "redshift given by the user (else Z = NaN)")
-    header["SRCFILE"] = (Path(info.source).name[:68], "input cutout")
-    unit = FLUX_UNIT if pred.norm is not None else NORMALISED_UNIT
-    return path, spec, header, unit
+    return path, spec, object_cards(predictor, info, pred), pred.unit
 
 
 class TableWriter:
     """Many predictions in one file: `.fits` (array columns) or `.csv` (one column per pixel).
 
+    Spectra are normalised in every row (one unit for the whole table); `norm` (1e-17
+    erg/s/cm^2/A, NaN without a magnitude) turns a row into flux units: flux * norm.
     Rows are written batch by batch (CSV streams to disk; FITS keeps the batches and
     writes once at close). The file appears under its final name only on `close()`.
     """
@@ -124,6 +226,7 @@ class TableWriter:
         self._rows: list[dict[str, Any]] = []
         self._flux: list[np.ndarray] = []
         self._ivar: list[np.ndarray] = []
+        self._comments: dict[str, str] = {}
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         self._csv_header = True
@@ -132,23 +235,22 @@ class TableWriter:
         self._sigma_cols = [f"sigma_{w:.2f}" for w in wave]
 
     def add(self, infos: list[ObjectInfo], preds: list[ScaledPrediction], files: list[str]) -> None:
-        rows = [
-            {"objid": i.objid, "source": i.source, "output": f, "ra": i.ra, "dec": i.dec,
-             "z": np.nan if i.z is None else i.z, "norm": np.nan if p.norm is None else p.norm}
-            for i, p, f in zip(infos, preds, files)
-        ]
+        rows = [object_row(i, p, f) for i, p, f in zip(infos, preds, files)]
+        flux = [np.asarray(p.normalised_flux if p.normalised_flux is not None else p.flux, np.float32) for p in preds]
+        sigma = [np.asarray(p.normalised_sigma if p.normalised_sigma is not None else p.sigma) for p in preds]
+        for p in preds:
+            self._comments.update({name.lower(): comment for name, (_, comment) in p.columns.items()})
         if self.kind == "csv":
             meta = pd.DataFrame(rows)
-            flux = pd.DataFrame(np.stack([p.flux for p in preds]), columns=self._flux_cols)
-            sigma = pd.DataFrame(np.stack([p.sigma for p in preds]), columns=self._sigma_cols)
-            frame = pd.concat([meta, flux, sigma], axis=1)
+            frame = pd.concat([meta, pd.DataFrame(np.stack(flux), columns=self._flux_cols),
+                               pd.DataFrame(np.stack(sigma), columns=self._sigma_cols)], axis=1)
             frame.to_csv(self._tmp, mode="w" if self._csv_header else "a", header=self._csv_header,
                          index=False, float_format="%.6g")
             self._csv_header = False
         else:
             self._rows.extend(rows)
-            self._flux.extend(np.asarray(p.flux, np.float32) for p in preds)
-            self._ivar.extend(p.ivar for p in preds)
+            self._flux.extend(flux)
+            self._ivar.extend(_ivar(s) for s in sigma)
 
     def close(self) -> Path | None:
         """Finish the file; returns its path, or None (and no file) if nothing was predicted."""
@@ -167,23 +269,31 @@ class TableWriter:
     def _write_fits(self) -> None:
         meta = pd.DataFrame(self._rows)
         n_pix = len(self.predictor.wave)
-        unitless = meta["norm"].isna().all()
-        cols = [
-            fits.Column("OBJID", f"{max(1, meta['objid'].str.len().max())}A", array=meta["objid"].to_numpy()),
-            fits.Column("SOURCE", f"{max(1, meta['source'].str.len().max())}A", array=meta["source"].to_numpy()),
-            fits.Column("RA", "D", array=meta["ra"].to_numpy(np.float64)),
-            fits.Column("DEC", "D", array=meta["dec"].to_numpy(np.float64)),
-            fits.Column("Z", "D", array=meta["z"].to_numpy(np.float64)),
-            fits.Column("NORM", "D", array=meta["norm"].to_numpy(np.float64), unit=FLUX_UNIT),
-            fits.Column("FLUX", f"{n_pix}E", array=np.stack(self._flux),
-                        unit=NORMALISED_UNIT if unitless else "see NORM: NaN norm = normalised"),
-            fits.Column("IVAR", f"{n_pix}E", array=np.stack(self._ivar)),
+        units = {"ra": "deg", "dec": "deg", "norm": CALIBRATED_UNIT}
+        cols = []
+        for name in meta.columns:
+            values = meta[name]
+            if not pd.api.types.is_numeric_dtype(values):  # strings, kept whole (as wide as the longest)
+                text = values.astype(str).to_numpy()
+                width = max(1, max(len(t.encode()) for t in text))
+                cols.append(fits.Column(name.upper(), f"{width}A", array=text))
+            else:
+                cols.append(fits.Column(name.upper(), "D", array=values.to_numpy(np.float64), unit=units.get(name)))
+        cols += [
+            fits.Column("FLUX", f"{n_pix}E", array=np.stack(self._flux), unit=NORMALISED_UNIT),
+            fits.Column("IVAR", f"{n_pix}E", array=np.stack(self._ivar), unit=NORMALISED_UNIT),
         ]
         primary = fits.PrimaryHDU()
         for key, value in self.predictor.header().items():
             primary.header[key] = value
+        primary.header["FLUXNORM"] = ("NORMALISED", "FLUX * NORM = flux in 1e-17 erg/s/cm2/A")
         table = fits.BinTableHDU.from_columns(cols, name="PREDICTIONS")
+        for k, name in enumerate(meta.columns, start=1):
+            if name in self._comments:
+                table.header.comments[f"TTYPE{k}"] = self._comments[name]
         wave = fits.BinTableHDU.from_columns(
-            [fits.Column("loglam", "D", array=self.predictor.loglam)], name="WAVE"
+            [fits.Column("loglam", "D", array=self.predictor.loglam),
+             fits.Column("wave", "D", array=np.asarray(self.predictor.wave, np.float64), unit=WAVE_UNIT)],
+            name="WAVE",
         )
         fits.HDUList([primary, table, wave]).writeto(self._tmp, overwrite=True)
