@@ -50,39 +50,67 @@ def test_stage_outputs(evaluated):
         s = metrics["mean_deviation"][method]
         assert {"mean", "sem", "median", "p16", "p84", "n"} <= set(s)
         assert s["n"] > 0 and np.isfinite(s["mean"])
-    # the noiseless truth scores like pure noise: D ~ E|N(0,1)| = 0.80
-    assert metrics["mean_deviation"]["noise_floor"]["mean"] == pytest.approx(np.sqrt(2 / np.pi), abs=0.1)
-    assert set(metrics["regions"]) == {"blue_continuum", "break_4000", "halpha"}
-    assert set(metrics["galaxy_type"]) <= {"red", "green", "blue"}
-    cal = metrics["calibration"]["cnn"]
-    assert 0 <= cal["within_1sigma"] <= cal["within_2sigma"] <= 1
-    fit = metrics["sigma_scale"]["cnn"]  # fitted on val, reported with the unscaled test calibration
-    assert fit["fitted_on"] == "val" and fit["scale"] > 0 and fit["sigma_method"] == "linearised"
-    raw = fit["test_calibration_unscaled"]["within_1sigma"]
-    assert (cal["within_1sigma"] <= raw) == (fit["scale"] <= 1)  # shrinking sigma lowers coverage
-    table = pd.read_csv(paths.reports / "evaluate_objects.csv")
-    assert len(table) == metrics["mean_deviation"]["cnn"]["n"]
-    assert np.isclose(table["D_cnn"].mean(), metrics["mean_deviation"]["cnn"]["mean"])
     for name in ("examples_best.png", "examples_worst.png", "examples_typical.png", "deviation_hist.png",
                  "deviation_vs_mag_z.png"):
         assert (paths.figures / name).stat().st_size > 0
-    assert (paths.reports / "plots" / "deviation_hist.csv").exists()
     for name in ("train_vae.json", "train_cnn.json"):
         assert (paths.metrics / name).exists()
-    lat = np.load(paths.latents / "mu.npy")
-    assert lat.shape == (90, 3)
+    assert np.load(paths.latents / "mu.npy").shape == (90, 3)
 
 
-def test_stage_scores_measurements_against_the_truth(evaluated):
-    """evaluate/measurements.py through the stage: sections, methods and the figure."""
+def test_scores_the_test_split_with_the_trained_models(evaluated):
+    """Recompute the CNN's D_i independently (saved models, test rows): the stage scored
+    exactly the test objects, with the published models, on the metric of DESIGN.md."""
+    from img2spec.io.processed import ProcessedData
+    from img2spec.metrics import deviation
+    from img2spec.models.inference import load_models, predict_spectra
+
+    paths, _ = evaluated
+    data = ProcessedData.open(paths.processed)
+    test = data.indices("test")
+    table = pd.read_csv(paths.reports / "evaluate_objects.csv")
+    np.testing.assert_array_equal(table["objid"].to_numpy(), data.catalog["objid"].to_numpy()[test])
+    assert (table["split"] == "test").all()
+    models = load_models(paths.vae_dir, paths.cnn_dir)
+    pred = predict_spectra(models.cnn, models.decoder, np.asarray(data.images[test]), sigma_method="none")
+    mine = deviation(pred.flux, np.asarray(data.flux[test]), np.asarray(data.ivar[test]))
+    np.testing.assert_allclose(table["D_cnn"].to_numpy(), mine, rtol=1e-4)
+    metrics = json.loads((paths.metrics / "evaluate.json").read_text())
+    assert metrics["mean_deviation"]["cnn"]["mean"] == pytest.approx(mine.mean(), rel=1e-4)
+
+
+def test_baselines_behave(evaluated):
+    """The noiseless truth scores like pure noise (E|N(0,1)| = 0.80) overall and in every
+    region, and every other method is worse than it; the per-type rows partition the test set."""
     paths, _ = evaluated
     metrics = json.loads((paths.metrics / "evaluate.json").read_text())
-    assert metrics["notes"]["measurements"]["reference"] == "truth"   # the synthetic survey has truth_flux
-    for q in ("dn4000", "halpha_ew", "hdelta_a", "oiii_hbeta", "nii_halpha"):
-        assert {"cnn", "knn_colour", "observed"} <= set(metrics["measurements"][q])
-    dn = metrics["measurements"]["dn4000"]
-    assert dn["observed"]["n"] > 0 and dn["observed"]["nmad"] < dn["knn_colour"]["nmad"] + 1.0
-    for scheme in ("sf_quiescent", "bpt", "agn"):
-        s = metrics["classes"][scheme]["cnn"]
-        assert s["n"] == sum(sum(row.values()) for row in s["confusion"].values())
-    assert (paths.figures / "measurements.png").stat().st_size > 0
+    md = metrics["mean_deviation"]
+    floor = md["noise_floor"]["mean"]
+    assert floor == pytest.approx(np.sqrt(2 / np.pi), abs=0.1)
+    for method in METHODS:
+        if method != "noise_floor":
+            assert md[method]["mean"] > floor + 2 * md[method]["sem"], method
+    for region, row in metrics["regions"].items():
+        assert row["noise_floor"]["n"] > 0, region
+        assert row["noise_floor"]["mean"] == pytest.approx(np.sqrt(2 / np.pi), abs=0.2), region
+    n_by_type = sum(t["cnn"]["n"] + t["cnn"]["n_skipped"] for t in metrics["galaxy_type"].values())
+    assert n_by_type == metrics["notes"]["n_test"]
+
+
+def test_sigma_calibration_is_fitted_on_val(evaluated):
+    """The factor comes from the val split (never test) and does what it was fitted for there."""
+    from img2spec.io.processed import ProcessedData
+    from img2spec.metrics import GAUSSIAN_WITHIN_1SIGMA, calibration
+    from img2spec.models.inference import load_models, predict_spectra
+
+    paths, _ = evaluated
+    metrics = json.loads((paths.metrics / "evaluate.json").read_text())
+    fit = metrics["sigma_scale"]["cnn"]
+    data = ProcessedData.open(paths.processed)
+    val = data.indices("val")
+    assert fit["fitted_on"] == "val" and fit["n_objects"] == len(val) and fit["scale"] > 0
+    models = load_models(paths.vae_dir, paths.cnn_dir)
+    pred = predict_spectra(models.cnn, models.decoder, np.asarray(data.images[val]), sigma_method=fit["sigma_method"],
+                           sigma_scale=fit["scale"])
+    cal = calibration(pred.flux, pred.sigma, np.asarray(data.flux[val]), np.asarray(data.ivar[val]))
+    assert cal["within_1sigma"] == pytest.approx(GAUSSIAN_WITHIN_1SIGMA, abs=0.01)

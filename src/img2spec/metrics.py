@@ -79,7 +79,7 @@ def calibration(pred: np.ndarray, sigma: np.ndarray, obs: np.ndarray, ivar: np.n
     if not good.any():
         return {n: float("nan") for n in names} | {f"{n}_sem": float("nan") for n in names} | {
             "n_pixels": 0, "n_objects": 0}
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # masked pixels: dropped just below
         pull = np.abs(np.asarray(pred, np.float64) - obs) / np.sqrt(np.asarray(sigma, np.float64) ** 2 + 1.0 / ivar)
     pull = np.where(good, pull, np.nan).reshape(-1, good.shape[-1])
     n_good = good.reshape(-1, good.shape[-1]).sum(axis=1)
