@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Mapping
 
 import numpy as np
 
@@ -362,11 +362,15 @@ def fast_read_image(path: str | Path) -> tuple[dict[str, object], np.ndarray] | 
         return None
 
 
-def fast_read_headers(path: str | Path) -> list[dict[str, object]] | None:
-    """The header of every HDU of a plain FITS file (no data read), or None (then use astropy)."""
+def fast_read_headers(path: str | Path) -> list[Mapping[str, object]] | None:
+    """The header of every HDU of a plain FITS file (no data read), or None (then use astropy).
+
+    Values are parsed when looked up (`h[key]`, `h.get(key)`), so scanning many files for a
+    few cards stays cheap; `dict(h)` or `**h` would give the raw card text instead.
+    """
     try:
         with open(path, "rb") as fh:
             hdus = _hdus(fh, set(), stop_when_found=False)
-        return [{key: h.header[key] for key in dict.keys(h.header)} for h in hdus]
+        return [h.header for h in hdus]
     except (_Unsupported, KeyError, ValueError, TypeError, OSError):
         return None

@@ -36,6 +36,8 @@ FILTER_KEYS = ("FPA.FILTER", "FILTER", "FILTERID", "BAND")
 """Header cards naming the band; PS1 writes 'g.00000' (the first letter is the band)."""
 RA_KEYS = (("RA", "DEC"), ("RA_OBJ", "DEC_OBJ"), ("OBJRA", "OBJDEC"))
 _SUFFIX = re.compile(r"\.(fits|fit)(\.gz)?$", re.IGNORECASE)
+_WCS_KEY = re.compile(r"^(NAXIS\d?|WCSAXES|CTYPE\d|CRVAL\d|CRPIX\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d|PV\d_\d+"
+                      r"|EQUINOX|RADESYS|RADECSYS|LONPOLE|LATPOLE|MJD-OBS|DATE-OBS)$")
 
 
 def linearise(pixels: np.ndarray, header: Mapping[str, Any]) -> np.ndarray:
@@ -110,8 +112,9 @@ def _centre(header: Mapping[str, Any], shape: tuple[int, int]) -> tuple[float, f
         from astropy.wcs import WCS
 
         hdr = fits.Header()
-        for key, value in header.items():
-            if len(key) <= 8 and key not in ("COMMENT", "HISTORY") and isinstance(value, (str, int, float, bool)):
+        for key in list(header.keys()):
+            value = header[key]  # parsed on lookup (the fast reader's headers)
+            if _WCS_KEY.match(key) and isinstance(value, (str, int, float, bool)):
                 hdr[key] = value
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PS1 headers carry non-standard cards astropy warns about
@@ -147,6 +150,28 @@ def _float(value: Any) -> float:
         return float("nan")
 
 
+class _Merged(Mapping):
+    """An image HDU's header with the primary header's cards underneath (lookups only, values parsed)."""
+
+    def __init__(self, top: Mapping[str, Any], below: Mapping[str, Any]) -> None:
+        self.top, self.below = top, below
+
+    def __getitem__(self, key: str) -> Any:
+        return self.top[key] if key in self.top else self.below[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.top or key in self.below
+
+    def __iter__(self):
+        return iter(dict.fromkeys([*self.top.keys(), *self.below.keys()]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*self.top.keys(), *self.below.keys()]))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+
 def scan_file(path: str | Path, bands: Sequence[str]) -> CutoutFile | BandFile:
     """What a cutout file is, from its headers: a multi-band `CutoutFile` or one `BandFile`.
 
@@ -162,7 +187,7 @@ def scan_file(path: str | Path, bands: Sequence[str]) -> CutoutFile | BandFile:
     image = next((h for h in headers if int(h.get("NAXIS", 0) or 0) == 2), None)
     if image is None:
         raise CutoutFormatError(f"{path}: no 2-D image HDU and no band extensions: not a cutout")
-    header = {**headers[0], **image}
+    header = _Merged(image, headers[0])
     name_band, stem = _name_band(path.name, bands)
     band = _header_band(header, bands) or name_band
     if band is None:

@@ -63,6 +63,16 @@ def _size_tensorflow(intra: int, inter: int) -> None:
         log.debug("TensorFlow thread pools already fixed in process %d", os.getpid())
 
 
+def _dask_threads() -> int | None:
+    """Threads of the Dask worker running this task (None outside a worker): TensorFlow's intra-op pool."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
 def worker_predictor(spec: ModelSpec) -> Predictor:
     """The bundle of `spec`, loaded once per process and checked against the client's hash."""
     with _LOAD_LOCK:
@@ -72,7 +82,7 @@ def worker_predictor(spec: ModelSpec) -> Predictor:
             from ..predict.bundle import BundleError
 
             quiet_tensorflow()
-            _size_tensorflow(spec.intra_op_threads, spec.inter_op_threads)
+            _size_tensorflow(_dask_threads() or spec.intra_op_threads, spec.inter_op_threads)
             pred = Predictor.from_path(spec.path)
             if pred.bundle_hash != spec.bundle_hash:
                 raise BundleError(f"{spec.path}: bundle hash {pred.bundle_hash[:16]} on this worker, "

@@ -1,0 +1,213 @@
+"""Survey-scale inference: pack, survey on Dask at 1 and 2 workers, and file-based predict, on the same cutouts.
+
+One run, the same N cutout files throughout:
+1. inputs: N 5-band cutout files written with `io.ps1_cutout.write_cutout` from the
+   project's raw mock cutouts (`--cutouts`, default data/raw/images), cycled with new
+   object ids and positions spread over ~`SKY_SPAN_DEG` degrees of sky so they fall into
+   several HEALPix shards (setup, not timed);
+2. `img2spec pack` (whole process): cutouts/s;
+3. `img2spec survey` from the shards at 1 worker and at 2 workers of
+   `survey.threads_per_worker` threads (whole process, fresh output each): galaxies/s
+   end to end (command wall time, with Python/TensorFlow start-up and model load) and
+   in-run (survey.json: cluster start to last shard), peak memory per worker (kernel
+   high-water RSS of each worker process) and of the whole tree;
+4. the same cutouts through file-based `img2spec predict --no-per-object --table`, and the
+   per-object path (one FITS per object) on the first `--per-object-n` of them;
+5. projected core-hours for 10^8 galaxies at the default setting (`survey.n_workers`).
+
+    python bench/bench_survey.py --n 16000 --bundle models/img2spec      # the README figures
+    python bench/bench_survey.py --n 500 --bundle /tmp/frozen/models/img2spec   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import bench_env, machine_facts, measure_command  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SKY_SPAN_DEG = 20.0
+"""Positions are spread over a SKY_SPAN_DEG x SKY_SPAN_DEG/4 patch: a few order-4 HEALPix pixels."""
+SURVEY_TARGET = 10**8
+"""Galaxies of the projected run (LSST/Euclid scale)."""
+TARGET_PER_S = 1500.0
+TARGET_SCALING = 1.7
+PER_OBJECT_N = 500
+
+
+def make_inputs(src: Path, n: int, dest: Path, seed: int = 0) -> float:
+    """N cutout files in `dest` from the cutouts in `src` (cycled, new ids and positions); seconds taken."""
+    import numpy as np
+
+    from img2spec.io.fastfits import fast_read_cutout
+    from img2spec.io.ps1_cutout import read_cutout, write_cutout
+
+    t0 = time.perf_counter()
+    files = sorted(p for p in src.iterdir() if p.name.endswith(".fits"))
+    if not files:
+        raise SystemExit(f"{src}: no cutout files (run `make repro` or give --cutouts)")
+    templates = []
+    for path in files[: min(len(files), n)]:
+        try:
+            templates.append(fast_read_cutout(path) or read_cutout(path))
+        except ValueError:
+            continue
+    rng = np.random.default_rng(seed)
+    ra0, dec0 = 180.0, 20.0
+    dest.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        c = templates[i % len(templates)]
+        c.objid = 10**15 + i
+        c.ra = ra0 + rng.uniform(0, SKY_SPAN_DEG)
+        c.dec = dec0 + rng.uniform(0, SKY_SPAN_DEG / 4)
+        write_cutout(dest / f"{c.objid}.fits", c)
+    return time.perf_counter() - t0
+
+
+def _params_file(dest: Path, **survey: Any) -> Path:
+    """A copy of params.yaml with survey overrides (validated by the commands themselves)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw.setdefault("survey", {}).update(survey)
+    dest.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return dest
+
+
+def _img2spec(*args: str) -> list[str]:
+    return [sys.executable, "-m", "img2spec.cli", *args]
+
+
+def _run(cmd: list[str], log: Path) -> dict[str, Any]:
+    m = measure_command(cmd, cwd=REPO, env=bench_env(), log_path=log)
+    if not m.ok:
+        raise SystemExit(f"failed ({m.returncode}): {' '.join(cmd)}\n{m.log_tail}")
+    return {"seconds": round(m.seconds, 2), "cpu_seconds": round(m.cpu_seconds, 2),
+            "peak_tree_gib": round(m.peak_gib, 3)}
+
+
+def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int) -> dict[str, Any]:
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text()).get("survey", {})
+    default_workers = int(params.get("n_workers", 2))
+    threads = int(params.get("threads_per_worker", 1))
+    inputs = workdir / "cutouts"
+    setup_s = make_inputs(cutouts, n, inputs)
+    print(f"inputs: {n} cutout files in {setup_s:.0f} s", flush=True)
+
+    out: dict[str, Any] = {"n": n, "bundle": str(bundle), "cutouts_from": str(cutouts),
+                           "threads_per_worker": threads, "default_n_workers": default_workers}
+    shards = workdir / "shards"
+    run = _run(_img2spec("pack", str(inputs), "--out", str(shards)), workdir / "pack.log")
+    packed = json.loads((shards / "pack.json").read_text())
+    out["pack"] = {**run, "n_packed": packed["n_objects_packed"], "n_parts": packed["n_parts"],
+                   "cutouts_per_s": round(packed["n_objects_packed"] / run["seconds"], 1),
+                   "cutouts_per_s_in_run": packed["cutouts_per_s"]}
+    print(f"pack: {out['pack']}", flush=True)
+
+    by_workers: dict[str, Any] = {}
+    for workers in (1, 2):
+        pfile = _params_file(workdir / f"params_w{workers}.yaml", n_workers=workers)
+        dest = workdir / f"survey_w{workers}"
+        run = _run(_img2spec("survey", str(shards), "--model", str(bundle), "--out", str(dest), "--params", str(pfile)),
+                   workdir / f"survey_w{workers}.log")
+        rep = json.loads((dest / "survey.json").read_text())
+        done = rep["objects"]["predicted"]
+        by_workers[str(workers)] = {
+            **run, "n_predicted": done, "n_skipped": rep["objects"]["skipped"], "failed_shards": rep["shards"]["failed"],
+            "galaxies_per_s": round(done / run["seconds"], 1), "galaxies_per_s_in_run": rep["galaxies_per_s"],
+            "worker_peak_rss_mb": rep["worker_peak_rss_mb"],
+            "peak_rss_mb_per_worker": round(max(rep["worker_peak_rss_mb"].values()), 1) if rep["worker_peak_rss_mb"] else None,
+        }
+        print(f"survey, {workers} worker(s): {by_workers[str(workers)]}", flush=True)
+        shutil.rmtree(dest, ignore_errors=True)
+    default = by_workers[str(default_workers)] if str(default_workers) in by_workers else by_workers["2"]
+    out["by_workers"] = by_workers
+    out["galaxies_per_s"] = default["galaxies_per_s"]
+    out["galaxies_per_s_in_run"] = default["galaxies_per_s_in_run"]
+    out["scaling_2_vs_1"] = round(by_workers["2"]["galaxies_per_s_in_run"] / by_workers["1"]["galaxies_per_s_in_run"], 2)
+    cores = default_workers * threads
+    out["core_hours_per_1e8"] = round(SURVEY_TARGET / default["galaxies_per_s_in_run"] * cores / 3600.0, 1)
+
+    table_dir = workdir / "predict_table"
+    run = _run(_img2spec("predict", str(inputs), "--model", str(bundle), "--out", str(table_dir), "--no-per-object",
+                         "--table", str(table_dir / "spectra.fits")), workdir / "predict_table.log")
+    summary = json.loads((table_dir / "summary.json").read_text())
+    out["predict_table"] = {**run, "n": summary["n_predicted"], "galaxies_per_s": round(summary["n_predicted"] / run["seconds"], 1),
+                            "galaxies_per_s_in_run": summary["objects_per_s"]}
+    print(f"predict --no-per-object --table: {out['predict_table']}", flush=True)
+    shutil.rmtree(table_dir, ignore_errors=True)
+
+    sub = workdir / "subset"
+    sub.mkdir()
+    for path in sorted(inputs.iterdir())[:per_object_n]:
+        (sub / path.name).symlink_to(path)
+    obj_dir = workdir / "predict_objects"
+    run = _run(_img2spec("predict", str(sub), "--model", str(bundle), "--out", str(obj_dir)), workdir / "predict_objects.log")
+    summary = json.loads((obj_dir / "summary.json").read_text())
+    out["predict_per_object"] = {**run, "n": summary["n_predicted"], "subset_of_n": n,
+                                 "galaxies_per_s": round(summary["n_predicted"] / run["seconds"], 1),
+                                 "galaxies_per_s_in_run": summary["objects_per_s"]}
+    print(f"predict per-object ({per_object_n} of the cutouts): {out['predict_per_object']}", flush=True)
+    out["targets"] = {"galaxies_per_s": TARGET_PER_S, "scaling_2_vs_1": TARGET_SCALING,
+                      "met": bool(out["galaxies_per_s_in_run"] >= TARGET_PER_S and out["scaling_2_vs_1"] >= TARGET_SCALING)}
+    return out
+
+
+def markdown_rows(s: dict[str, Any]) -> list[str]:
+    """README lines for the survey section (used by run_all.markdown)."""
+    w1, w2 = s["by_workers"]["1"], s["by_workers"]["2"]
+    return [
+        f"Survey path on the same {s['n']:,} cutouts (`bench/bench_survey.py`; whole commands incl. start-up, in-run in brackets):",
+        "",
+        "| path | galaxies/s | peak memory |",
+        "|---|---|---|",
+        f"| `img2spec pack` (cutouts/s) | {s['pack']['cutouts_per_s']} ({s['pack']['cutouts_per_s_in_run']}) | {s['pack']['peak_tree_gib']} GiB |",
+        f"| `img2spec survey`, 1 worker x {s['threads_per_worker']} thread | {w1['galaxies_per_s']} ({w1['galaxies_per_s_in_run']}) | {w1['peak_rss_mb_per_worker']} MB per worker |",
+        f"| `img2spec survey`, 2 workers x {s['threads_per_worker']} thread | {w2['galaxies_per_s']} ({w2['galaxies_per_s_in_run']}) | {w2['peak_rss_mb_per_worker']} MB per worker |",
+        f"| `img2spec predict --no-per-object --table` | {s['predict_table']['galaxies_per_s']} ({s['predict_table']['galaxies_per_s_in_run']}) | {s['predict_table']['peak_tree_gib']} GiB |",
+        f"| `img2spec predict` per-object FITS (first {s['predict_per_object']['n']}) | {s['predict_per_object']['galaxies_per_s']} ({s['predict_per_object']['galaxies_per_s_in_run']}) | {s['predict_per_object']['peak_tree_gib']} GiB |",
+        "",
+        f"2 workers / 1 worker (in-run): {s['scaling_2_vs_1']}x; projected {s['core_hours_per_1e8']} core-hours for 10^8 galaxies "
+        f"at the default {s['default_n_workers']} workers (targets: >= {TARGET_PER_S:.0f}/s, >= {TARGET_SCALING}x: "
+        f"{'met' if s['targets']['met'] else 'not met'}).",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=16000, help="cutouts (>= 16000 for the README figures)")
+    ap.add_argument("--bundle", type=Path, default=REPO / "models" / "img2spec")
+    ap.add_argument("--cutouts", type=Path, default=REPO / "data" / "raw" / "images", help="template cutouts")
+    ap.add_argument("--per-object-n", type=int, default=PER_OBJECT_N, help="cutouts for the per-object predict path")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: temp, removed)")
+    ap.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    args = ap.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="img2spec_bench_survey_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = bench(args.n, args.bundle.resolve(), args.cutouts.resolve(), workdir, min(args.per_object_n, args.n))
+        result["machine"] = machine_facts(REPO)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        from img2spec.io.atomic import write_text
+
+        write_text(args.out, text + "\n")
+    print(text)
+    print("\n".join(markdown_rows(result)))
+
+
+if __name__ == "__main__":
+    main()
