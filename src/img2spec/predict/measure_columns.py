@@ -17,8 +17,8 @@ import numpy as np
 from ..config.measure import MeasureParams
 from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, measure_spectra
 
-Z_PREDICTED = "predicted"
-"""`MEAS_ZSRC` when the model's predicted redshift placed the lines."""
+Z_PREDICTED = "photo-z"
+"""`MEAS_ZSRC` when the CNN photo-z placed the lines (the label of predict.writers ZSOURCE)."""
 Z_NONE = "none"
 LABELS = {"bpt_class": BPT_LABELS, "agn_class": AGN_LABELS, "sf_class": SF_LABELS}
 # Card comments stay short: a HIERARCH card's key and value leave ~25 characters of 80.
@@ -78,6 +78,6 @@ def batch_columns(flux: np.ndarray, sigma: np.ndarray, wave: np.ndarray, frame: 
     for k in range(len(z)):
         cols = {name.upper(): (_scalar(name, v[k]), _comment(name)) for name, v in table.items()}
         cols["MEAS_Z"] = (float(z[k]), "z placing the windows")
-        cols["MEAS_ZSRC"] = (z_source[k], "catalogue|predicted|none")
+        cols["MEAS_ZSRC"] = (z_source[k], "catalogue|photo-z|none")
         out.append(cols)
     return out
