@@ -19,6 +19,12 @@ class VAEParams(Section):
     patience: int = Field(6, ge=1)
     lr_patience: int = Field(3, ge=1)       # epochs without val improvement before the LR is cut
     lr_factor: float = Field(0.5, gt=0, lt=1)
+    frame: Literal["observed", "rest"] = "observed"
+    """observed: the decoder outputs the observed grid. rest: it decodes a rest-frame spectrum
+    and redshifts it explicitly onto the observed grid (true z in training, the CNN's
+    predicted z or the user's at inference; needs cnn.redshift_weight > 0)."""
+    rest_oversample: float = Field(1.0, gt=0)
+    """frame: rest: rest-grid pixels per observed-grid pixel width."""
     seed: int = 0
 
 

@@ -96,7 +96,7 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
 
 
 def _evaluate(params: Params, paths: Paths) -> dict:
-    from ..models.inference import decode, encode_spectra, load_encoder, load_models, predict_spectra
+    from ..models.inference import decode, decoder_input, encode_spectra, load_encoder, load_models, predict_spectra
 
     ep = params.evaluate
     data = ProcessedData.open(paths.processed)
@@ -131,7 +131,7 @@ def _evaluate(params: Params, paths: Paths) -> dict:
         notes["pca_cnn"] = f"{pca_dir}: not trained (cnn.train_pca: false)"
 
     mu, _ = encode_spectra(load_encoder(paths.vae_dir), obs, ivar)
-    preds["vae_ceiling"] = decode(models.decoder, mu)
+    preds["vae_ceiling"] = decode(models.decoder, decoder_input(models.decoder, mu, cat["z"].to_numpy()[test]))
     if data.truth_flux is not None:
         preds["noise_floor"] = _rows(data.truth_flux, test)
     else:

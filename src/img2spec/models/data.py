@@ -80,9 +80,11 @@ def image_dataset(
     return ds.prefetch(AUTOTUNE_PREFETCH)
 
 
-def spectra_dataset(flux: np.ndarray, ivar: np.ndarray, *, batch_size: int, training: bool, seed: int = 0) -> tf.data.Dataset:
-    """((flux, ivar),) batches from in-memory cleaned arrays (spectra are small next to images)."""
-    ds = tf.data.Dataset.from_tensor_slices(((flux, ivar),))
+def spectra_dataset(flux: np.ndarray, ivar: np.ndarray, *, batch_size: int, training: bool, seed: int = 0,
+                    z: np.ndarray | None = None) -> tf.data.Dataset:
+    """((flux, ivar),) batches from in-memory cleaned arrays (spectra are small next to images);
+    ((flux, ivar, z),) with the redshifts a rest-frame decoder needs."""
+    ds = tf.data.Dataset.from_tensor_slices(((flux, ivar),) if z is None else ((flux, ivar, np.asarray(z, np.float32)),))
     if training:
         ds = ds.shuffle(len(flux), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(AUTOTUNE_PREFETCH)

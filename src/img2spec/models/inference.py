@@ -255,14 +255,33 @@ def linearised_sigma(decoder, mu: np.ndarray, std: np.ndarray) -> np.ndarray:
     return _to_numpy(_sigma_graph(decoder)(z, tangents))
 
 
+def is_conditioned(decoder, latent_dim: int) -> bool:
+    """True for a rest-frame decoder: its input is concat(latents, z)."""
+    return int(decoder.input_shape[-1]) == int(latent_dim) + 1
+
+
+def decoder_input(decoder, mu: np.ndarray, z: np.ndarray | None = None) -> np.ndarray:
+    """What `decoder` takes for latents `mu`: `mu` itself, or concat(mu, z) for a rest-frame decoder."""
+    mu = np.asarray(mu, np.float32)
+    if not is_conditioned(decoder, mu.shape[-1]):
+        return mu
+    if z is None:
+        raise ValueError("this decoder is redshift-conditioned (vae.frame: rest): decoding needs z")
+    return np.concatenate([mu, np.asarray(z, np.float32).reshape(-1, 1)], axis=-1)
+
+
 def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, batch_size: int = 256,
                     seed: int = 0, sigma_method: SigmaMethod = "linearised",
-                    sigma_scale: float = 1.0) -> PredictedSpectra:
+                    sigma_scale: float = 1.0, z: np.ndarray | None = None) -> PredictedSpectra:
     """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc).
 
     `n_samples` and `seed` only matter for `sigma_method="sampled"` (fewer than 2 samples:
     no sigma, as for 'none'). `sigma_scale` multiplies the sigma: the calibration factor
     the evaluate stage fits on the validation split (`metrics.fit_sigma_scale`).
+
+    A rest-frame decoder (input concat(latents, z)) decodes at the user's redshift `z`
+    where it is given and finite, else at the CNN's predicted z, whose variance then
+    enters sigma like a latent's (a known z adds none).
     """
     if not (hasattr(images, "shape") and hasattr(images, "__getitem__")):
         images = np.asarray(images)  # sliceable arrays (memmaps, row views) stay lazy
@@ -275,12 +294,25 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     if not (np.isfinite(sigma_scale) and sigma_scale >= 0):
         raise ValueError(f"sigma_scale must be finite and >= 0, got {sigma_scale}")
     rng = np.random.default_rng(seed)
-    mu, logvar, z, z_err = predict_outputs(cnn, images, batch_size=batch_size)
+    mu_pred, logvar, z_pred, z_err = predict_outputs(cnn, images, batch_size=batch_size)
+    std_all = np.exp(0.5 * np.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)).astype(np.float32)
+    mu = mu_pred
+    if is_conditioned(decoder, mu_pred.shape[1]):
+        if z_pred is None:
+            raise ValueError("a rest-frame decoder needs a CNN with a redshift head (cnn.redshift_weight > 0)")
+        z_use, z_std = z_pred.copy(), z_err.copy()
+        if z is not None:
+            given = np.isfinite(np.asarray(z, np.float64).reshape(-1))
+            if given.size != len(z_use):
+                raise ValueError(f"z: {given.size} redshifts for {len(z_use)} images")
+            z_use[given] = np.asarray(z, np.float32).reshape(-1)[given]
+            z_std[given] = 0.0
+        mu = np.concatenate([mu_pred, z_use[:, None]], axis=1)
+        std_all = np.concatenate([std_all, z_std[:, None]], axis=1)
     n, L = mu.shape
     n_pix = int(decoder.output_shape[-1])
     flux = np.empty((n, n_pix), np.float32)
     sigma = np.full((n, n_pix), np.nan, np.float32)
-    std_all = np.exp(0.5 * np.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)).astype(np.float32)
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         flux[sl] = decode(decoder, mu[sl], batch_size=batch_size)
@@ -294,7 +326,7 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
             sigma[sl] = draws.reshape(b, n_samples, n_pix).std(axis=1, ddof=1)
     if sigma_scale != 1.0:
         sigma *= np.float32(sigma_scale)
-    return PredictedSpectra(flux, sigma, mu, logvar, z, z_err)
+    return PredictedSpectra(flux, sigma, mu_pred, logvar, z_pred, z_err)
 
 
 def encode_spectra(encoder, flux: np.ndarray, ivar: np.ndarray, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -85,3 +85,62 @@ def fill_indices(trained: np.ndarray) -> tuple[list[int], list[int], list[float]
     span = np.maximum(right - left, 1)
     weight = np.where(right == left, 0.0, (idx - left) / span)
     return left.tolist(), right.tolist(), weight.tolist()
+
+
+@keras.saving.register_keras_serializable(package="img2spec")
+class Columns(keras.layers.Layer):
+    """x[..., start:stop]: the latent part of a redshift-conditioned decoder's input."""
+
+    def __init__(self, start: int, stop: int, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, x):
+        return x[..., self.start:self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.stop - self.start)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(package="img2spec")
+class RedshiftToObserved(keras.layers.Layer):
+    """Rest-frame spectrum on a log-uniform rest grid -> the observed grid at redshift z.
+
+    Inputs `[rest_flux (B, R), conditioning (B, L + 1)]`; z is the conditioning's last
+    column. Observed pixel p samples the rest spectrum at ln(lambda_p) - ln(1 + z) by
+    linear interpolation between the two nearest rest pixels (clamped at the grid ends),
+    so the output is differentiable in the rest flux and, through the interpolation
+    weights, in z (spender's explicit redshifting). Flux density is not rescaled by
+    (1 + z): spectra here are normalised by the object's own photometry.
+    """
+
+    def __init__(self, rest_ln_start: float, rest_ln_step: float, n_rest: int, obs_ln_wave, **kwargs):
+        super().__init__(**kwargs)
+        self.rest_ln_start = float(rest_ln_start)
+        self.rest_ln_step = float(rest_ln_step)
+        self.n_rest = int(n_rest)
+        self.obs_ln_wave = [float(v) for v in np.asarray(obs_ln_wave, np.float64)]
+        self._obs = np.asarray(self.obs_ln_wave, np.float32)
+
+    def call(self, inputs):
+        rest, cond = inputs
+        z = cond[..., -1:]
+        pos = (ops.convert_to_tensor(self._obs, dtype=rest.dtype)[None, :] - ops.log1p(z) - self.rest_ln_start) \
+            / self.rest_ln_step
+        pos = ops.clip(pos, 0.0, float(self.n_rest - 1))
+        left = ops.minimum(ops.floor(pos), float(self.n_rest - 2))
+        w = pos - left
+        i0 = ops.cast(left, "int32")
+        a = ops.take_along_axis(rest, i0, axis=-1)
+        b = ops.take_along_axis(rest, i0 + 1, axis=-1)
+        return (1.0 - w) * a + w * b
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], len(self.obs_ln_wave))
+
+    def get_config(self):
+        return {**super().get_config(), "rest_ln_start": self.rest_ln_start, "rest_ln_step": self.rest_ln_step,
+                "n_rest": self.n_rest, "obs_ln_wave": self.obs_ln_wave}

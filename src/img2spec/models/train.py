@@ -31,7 +31,8 @@ from .data import clean_flux, image_dataset, spectra_dataset  # noqa: E402
 from .latents import Latents, as_latents  # noqa: E402
 from .layers import FillPixels, fill_indices  # noqa: E402
 from .trainer import CNNTrainer  # noqa: E402
-from .vae import KLWarmup, SpectrumVAE, build_decoder, build_encoder  # noqa: E402
+from .vae import (KLWarmup, SpectrumVAE, build_decoder, build_encoder, build_rest_decoder,  # noqa: E402
+                  is_redshift_conditioned)
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,18 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
     reset_keras(p.seed)
     start = time.perf_counter()
     tr, va = _split_indices(data, "train"), _split_indices(data, "val")
+    z_tr = z_va = None
+    if p.frame == "rest":
+        tr, va, z_tr, z_va = _with_redshift(data, tr, va)
     flux_tr, ivar_tr = clean_flux(data.flux[tr], data.ivar[tr])
     flux_va, ivar_va = clean_flux(data.flux[va], data.ivar[va])
     n_pix = flux_tr.shape[1]
     encoder = build_encoder(n_pix, p.latent_dim, p.encoder_units)
-    decoder = build_decoder(n_pix, p.latent_dim, p.decoder_units)
+    if p.frame == "rest":
+        decoder = build_rest_decoder(data.wave, p.latent_dim, p.decoder_units, float(z_tr.min()), float(z_tr.max()),
+                                     p.rest_oversample)
+    else:
+        decoder = build_decoder(n_pix, p.latent_dim, p.decoder_units)
     vae = SpectrumVAE(encoder, decoder, kl_weight=p.kl_weight, seed=p.seed)
     vae.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
     # The val loss rises while the KL weight ramps up: compare epochs only after warm-up.
@@ -119,8 +127,8 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
     stop = keras.callbacks.EarlyStopping("val_loss", patience=p.patience, restore_best_weights=True,
                                          start_from_epoch=warm)
     hist = vae.fit(
-        spectra_dataset(flux_tr, ivar_tr, batch_size=p.batch_size, training=True, seed=p.seed),
-        validation_data=spectra_dataset(flux_va, ivar_va, batch_size=p.batch_size, training=False),
+        spectra_dataset(flux_tr, ivar_tr, batch_size=p.batch_size, training=True, seed=p.seed, z=z_tr),
+        validation_data=spectra_dataset(flux_va, ivar_va, batch_size=p.batch_size, training=False, z=z_va),
         epochs=p.epochs, verbose=verbose,
         callbacks=[KLWarmup(p.kl_warmup_epochs), keras.callbacks.TerminateOnNaN(), _plateau(p), stop, *callbacks],
     )
@@ -136,6 +144,22 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
     return result
 
 
+def _with_redshift(data, tr: np.ndarray, va: np.ndarray):
+    """Train/val rows with a finite redshift and their z (a rest-frame decoder needs z to
+    decode; rows without one are left out of VAE training and counted in the log)."""
+    if data.frame != "observed":
+        raise ValueError(f"vae.frame: rest needs observed-frame spectra, but {data.root} holds {data.frame}-frame "
+                         "spectra (prepare.frame); use vae.frame: observed")
+    z = data.catalog[REDSHIFT_COLUMN].to_numpy(np.float64)
+    keep_tr, keep_va = tr[np.isfinite(z[tr])], va[np.isfinite(z[va])]
+    dropped = len(tr) + len(va) - len(keep_tr) - len(keep_va)
+    if dropped:
+        log.warning("vae.frame rest: %d train/val spectra without a finite z left out of VAE training", dropped)
+    if len(keep_tr) == 0 or len(keep_va) == 0:
+        raise ValueError(f"{data.root}: no train or val spectrum has a finite z; vae.frame: rest cannot train")
+    return keep_tr, keep_va, z[keep_tr].astype(np.float32), z[keep_va].astype(np.float32)
+
+
 def save_vae(result: TrainResult, p: VAEParams, data, out_dir: str | Path) -> None:
     """encoder.keras, decoder.keras, wave.npy and vae.json into `out_dir` (atomic per file)."""
     out = Path(out_dir)
@@ -148,7 +172,8 @@ def save_vae(result: TrainResult, p: VAEParams, data, out_dir: str | Path) -> No
         np.save(tmp, np.asarray(data.wave, np.float64))
     write_json(out / "vae.json", {
         "latent_dim": p.latent_dim, "n_pix": int(result.info["n_pix"]), "wave_file": "wave.npy",
-        "frame": data.frame, "params": p.model_dump(mode="json"),
+        "frame": data.frame, "decoder_frame": p.frame, "decoder_input": (
+            "concat(latents, z)" if p.frame == "rest" else "latents"), "params": p.model_dump(mode="json"),
         "n_interpolated_pixels": int((~np.asarray(result.info["trained_pixels"], bool)).sum()),
         "training": {"best_val_loss": result.best_val_loss, "seconds": round(result.seconds, 1),
                      **{k: v for k, v in result.info.items() if k != "trained_pixels"}, "history": result.history},
@@ -199,6 +224,10 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     mean = lat.mu[tr].mean(axis=0)
     std = np.maximum(lat.mu[tr].std(axis=0), MIN_TARGET_STD)
     images = data.images
+    conditioned = decoder is not None and is_redshift_conditioned(decoder, L)
+    if conditioned and p.redshift_weight <= 0:
+        raise ValueError("a rest-frame decoder (vae.frame: rest) decodes at the predicted z: "
+                         "set cnn.redshift_weight > 0 so the CNN predicts it")
     z_target, z_stats = redshift_targets(data, tr) if p.redshift_weight > 0 else (None, {})
     cnn = build_cnn(tuple(images.shape[1:]), L, p, mean, std, z_stats.get("z_mean"), z_stats.get("z_std"))
     trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,

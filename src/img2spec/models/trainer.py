@@ -36,6 +36,7 @@ class CNNTrainer(keras.Model):
         # Only tracked in spectrum mode, so the latent mode's history has no dead column.
         self.chi2_tracker = keras.metrics.Mean(name="chi2") if loss_mode == "spectrum" else None
         self.redshift_weight = float(redshift_weight)
+        self.conditioned = decoder is not None and int(decoder.input_shape[-1]) == self.latent_dim + 1
         self.z_tracker = keras.metrics.Mean(name="z_nll") if self.redshift_weight > 0 else None
 
     def call(self, images, training=False):
@@ -50,6 +51,8 @@ class CNNTrainer(keras.Model):
             total = nll
         else:
             nll = gaussian_nll(ops.stop_gradient(mean), logvar, y["mu"], y["var"])
+            if self.conditioned:  # rest-frame decoder: redshifted with the true z, as in VAE training
+                mean = ops.concatenate([mean, y["z"][:, 0:1]], axis=-1)
             chi2 = chi2_per_pixel(self.decoder(mean, training=False), y["flux"], y["ivar"])
             self.nll_tracker.update_state(nll)
             self.chi2_tracker.update_state(chi2)

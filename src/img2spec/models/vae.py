@@ -12,7 +12,7 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-from .layers import MaskedFlux
+from .layers import Columns, MaskedFlux, RedshiftToObserved
 from .losses import LOGVAR_CLIP, chi2_per_pixel, kl_divergence
 
 
@@ -40,6 +40,43 @@ def build_decoder(n_pix: int, latent_dim: int, units: Sequence[int]) -> keras.Mo
     return keras.Model(z, out, name="decoder")
 
 
+REST_Z_MARGIN = 0.02
+"""The rest grid covers the observed grid de-redshifted over the train z range widened by this."""
+
+
+def rest_grid(obs_wave, z_min: float, z_max: float, oversample: float = 1.0) -> tuple[float, float, int]:
+    """(ln start, ln step, n) of a log-uniform rest grid that every observed pixel maps into for
+    z in [z_min - margin, z_max + margin]; its step is the observed grid's / `oversample`."""
+    import numpy as np
+
+    ln_obs = np.log(np.asarray(obs_wave, np.float64))
+    step = float(np.median(np.diff(ln_obs))) / float(oversample)
+    lo = float(ln_obs[0] - np.log1p(z_max + REST_Z_MARGIN))
+    hi = float(ln_obs[-1] - np.log1p(max(z_min - REST_Z_MARGIN, 0.0)))
+    return lo, step, int(np.ceil((hi - lo) / step)) + 2
+
+
+def build_rest_decoder(obs_wave, latent_dim: int, units: Sequence[int], z_min: float, z_max: float,
+                       oversample: float = 1.0) -> keras.Model:
+    """concat(latents (L,), z) -> normalised flux on the observed grid: a dense decoder of the
+    rest-frame spectrum, redshifted explicitly by `RedshiftToObserved`."""
+    import numpy as np
+
+    start, step, n_rest = rest_grid(obs_wave, z_min, z_max, oversample)
+    cond = keras.Input((latent_dim + 1,), name="latent_and_z")
+    x = Columns(0, latent_dim, name="latent")(cond)
+    for i, n in enumerate(units):
+        x = layers.Dense(n, activation="gelu", name=f"dec_dense{i}")(x)
+    rest = layers.Dense(n_rest, name="rest_flux")(x)
+    out = RedshiftToObserved(start, step, n_rest, np.log(np.asarray(obs_wave, np.float64)), name="flux")([rest, cond])
+    return keras.Model(cond, out, name="decoder")
+
+
+def is_redshift_conditioned(decoder: keras.Model, latent_dim: int) -> bool:
+    """True for a rest-frame decoder, whose input is concat(latents, z)."""
+    return int(decoder.input_shape[-1]) == int(latent_dim) + 1
+
+
 class SpectrumVAE(keras.Model):
     """Trains encoder + decoder on 0.5 chi2/P + beta * KL/P.
 
@@ -58,17 +95,19 @@ class SpectrumVAE(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
     def call(self, inputs, training=False):
-        flux, ivar = inputs
+        flux, ivar = inputs[0], inputs[1]
         mu, logvar = self.encoder([flux, ivar], training=training)
         if training:
             eps = keras.random.normal(ops.shape(mu), seed=self.seed_gen)
             z = mu + ops.exp(0.5 * ops.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)) * eps
         else:
             z = mu
+        if len(inputs) > 2:  # rest-frame decoder: the true redshift redshifts the decoded spectrum
+            z = ops.concatenate([z, ops.reshape(ops.cast(inputs[2], z.dtype), (-1, 1))], axis=-1)
         return self.decoder(z, training=training), mu, logvar
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        flux, ivar = x
+        flux, ivar = x[0], x[1]
         recon, mu, logvar = y_pred
         chi2 = chi2_per_pixel(recon, flux, ivar)
         n_pix = ops.cast(ops.shape(flux)[-1], "float32")
