@@ -246,7 +246,7 @@ class Predictor:
     # ----- prediction ----------------------------------------------------------------
     def predict(
         self, images: np.ndarray, *, n_samples: int | None = None, batch_size: int | None = None,
-        seed: int | None = None, sigma_method: str | None = None,
+        seed: int | None = None, sigma_method: str | None = None, z: np.ndarray | None = None,
     ):
         """Stretched images (N, H, W, C) -> `PredictedSpectra` (normalised flux and sigma on `wave`).
 
@@ -263,15 +263,18 @@ class Predictor:
             sigma_method=self.sigma_method if sigma_method is None else sigma_method,
             # the factor was fitted for the bundle's method only
             sigma_scale=self.sigma_scale if sigma_method in (None, self.sigma_method) else 1.0,
+            z=z,  # user redshifts (NaN: unknown); only a rest-frame decoder uses them
         )
 
-    def predict_batch(self, images: np.ndarray, *, batch_size: int | None = None, seed: int | None = None) -> BatchResult:
+    def predict_batch(self, images: np.ndarray, *, batch_size: int | None = None, seed: int | None = None,
+                      z: np.ndarray | None = None) -> BatchResult:
         """The per-batch inference shared by `img2spec predict` and `img2spec survey`.
 
         Stretched images (N, H, W, C) -> `BatchResult` with the predictor's inference
         options (`with_options`); z / z_err are filled when the CNN predicts redshift.
+        `z`: the user's redshifts (NaN where unknown), at which a rest-frame decoder decodes.
         """
-        pred = self.predict(images, batch_size=batch_size, seed=seed)
+        pred = self.predict(images, batch_size=batch_size, seed=seed, z=z)
         z, z_err = getattr(pred, "z", None), getattr(pred, "z_err", None)
         return BatchResult(
             flux=np.asarray(pred.flux, np.float32), sigma=np.asarray(pred.sigma, np.float32),

@@ -281,7 +281,8 @@ def _flush(
     """Predict one batch and write it; with a pool, writes run while the next batch is predicted."""
     run = (lambda fn, *a, **k: pool.submit(fn, *a, **k)) if pool is not None else (lambda fn, *a, **k: fn(*a, **k))
     images = np.stack([img for _, img in batch])
-    pred = predictor.predict_batch(images, batch_size=opts.batch_size, seed=opts.seed)
+    user_z = np.array([np.nan if info.z is None else info.z for info, _ in batch], np.float64)
+    pred = predictor.predict_batch(images, batch_size=opts.batch_size, seed=opts.seed, z=user_z)
     # Lines, Dn4000, Hdelta_A, classes at the given z (else the predicted one): columns + header cards.
     z, z_src = choose_redshift(np.array([np.nan if i.z is None else i.z for i, _ in batch], np.float64),
                                [i.z_source for i, _ in batch], getattr(pred, "z", None))
