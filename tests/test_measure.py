@@ -45,6 +45,13 @@ def test_columns_match_output_and_params_validate():
         MeasureParams(dn4000={"blue": [3950.0, 3850.0], "red": [4000.0, 4100.0]})
 
 
+def test_no_spectra_gives_empty_columns():
+    """A survey shard whose cutouts were all rejected measures zero spectra."""
+    out = measure_spectra(np.zeros((0, WAVE.size), np.float32), WAVE, np.zeros(0), MP,
+                          sigma=np.zeros((0, WAVE.size), np.float32))
+    assert list(out) == column_names(MP) and all(v.shape == (0,) for v in out.values())
+
+
 @pytest.mark.parametrize("z", [0.02, 0.1, 0.2])
 def test_gaussian_line_on_flat_continuum(z):
     f_line, cont = 100.0, 2.0

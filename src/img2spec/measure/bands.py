@@ -133,7 +133,7 @@ class Spectra:
     def _gather(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flux, variance (0 at bad pixels, NaN without errors) and bad pixels at (N, K) indices."""
         rows = np.arange(idx.shape[0])[:, None]
-        take = lambda a: np.asarray(a[rows, idx] if a.shape[0] > 1 else a[0][idx], np.float64)  # noqa: E731
+        take = lambda a: np.asarray(a[rows, idx], np.float64)  # noqa: E731  (broadcast rows are views)
         flux = take(self.flux)
         bad = ~np.isfinite(flux)
         if self.sigma is not None:
