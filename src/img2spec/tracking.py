@@ -48,6 +48,14 @@ DATA_VERSION_PATH = "data/processed"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 UI: open on the runs table, not GenAI traces
 NOTE_TAG = "mlflow.note.content"  # experiment / run description shown by the MLflow UI
+VIEW_KEY = "img2spec-compare"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+"""A runs-table view stored on the experiment, opened by `?viewStateShareKey=` (MLflow UI 3)."""
+VIEW_METRICS = (
+    "mean_deviation_cnn", "mean_deviation_cnn_sem", "mean_deviation_knn_colour", "mean_deviation_knn_colour_sem",
+    "mean_deviation_mean_spectrum", "mean_deviation_pca_cnn", "mean_deviation_vae_ceiling", "val_mean_deviation_cnn",
+)
+VIEW_PARAMS = ("vae.latent_dim", "cnn.loss", "cnn.filters", "cnn.epochs", "data.source")
 SHORT_HASH = 12
 
 KEY_PARAMS = (
@@ -75,6 +83,19 @@ Tag `data_version` is the DVC hash of data/processed; params are the key model s
 
 
 # ---------------------------------------------------------------- store and experiments
+
+def comparison_view() -> str:
+    """The runs table a user comparing pipeline executions wants: named metric, key param and
+    data-version columns, newest first (JSON of the MLflow UI's shared view state)."""
+    columns = ([f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in VIEW_PARAMS]
+               + [f"tags.`{DATA_VERSION_TAG}`"])
+    return json.dumps({"selectedColumns": columns, "orderByKey": "attributes.start_time", "orderByAsc": False})
+
+
+def ui_path(experiment_id: str) -> str:
+    """Path (after the server's address) of the comparison view of an experiment in the MLflow UI."""
+    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
 
 def tracking_uri(root: str | Path = ".") -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -121,7 +142,9 @@ def experiment(name: str = PIPELINE_EXPERIMENT, root: str | Path = ".", descript
         exp_id, tags = exp.experiment_id, dict(exp.tags)
     wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
     if description:
-        wanted[NOTE_TAG] = description
+        link = f"**[Open the comparison view]({ui_path(exp_id).lstrip('/')})** (metric columns, newest first).\n\n"
+        wanted[NOTE_TAG] = link + description
+        wanted[VIEW_TAG] = comparison_view()
     for key, value in wanted.items():
         if tags.get(key) != value:
             client.set_experiment_tag(exp_id, key, value)
