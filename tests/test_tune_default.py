@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import sys
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -183,3 +184,29 @@ def test_run_tune_starts_pinned_workers_with_the_gpu_space(tmp_path, repo_root, 
     assert [w["gpu"] for w in report["vae"]["workers"]] == ["0", "1"]
     gpu = tuning.gpu_params(load_params(target))
     assert gpu.tune.cnn.space.architecture is not None and gpu.tune.cnn.n_trials == gpu.tune.cnn.gpu_n_trials
+
+
+# ----------------------------------------------------------------------------- ELBO proxy check
+def test_spearman_known_values():
+    from img2spec.tuning.latent_rank import spearman
+
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_latent_rank_reports_both_objectives(tmp_path):
+    from img2spec.config import params_from_dict
+    from img2spec.io.processed import ProcessedData
+    from img2spec.tuning.latent_rank import rank_latent_sizes
+    from test_tune_support import write_processed
+
+    data = ProcessedData.open(write_processed(tmp_path, n=48))
+    params = params_from_dict({"vae": {"batch_size": 16, "epochs": 2, "patience": 2, "kl_warmup_epochs": 1,
+                                       "encoder_units": [16], "decoder_units": [16]},
+                               "cnn": {"batch_size": 16, "epochs": 5, "filters": [4], "dense_units": 8,
+                                       "loss": "latent", "redshift_weight": 0.0}})
+    report = rank_latent_sizes(params, data, [2, 3], cnn_epochs=1)
+    assert [r["latent_dim"] for r in report["rows"]] == [2, 3]
+    assert all(np.isfinite(r["val_neg_elbo"]) and np.isfinite(r["val_mean_deviation"]) for r in report["rows"])
+    assert all(r["val_mean_deviation"] < 1e3 for r in report["rows"])  # the poisoned test rows never enter
+    assert report["best_by_elbo"] in (2, 3) and -1.0 <= report["spearman"] <= 1.0
