@@ -166,6 +166,7 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     result["measurements"], result["classes"] = scored["measurements"], scored["classes"]
     result["notes"]["measurements"] = scored["notes"]
     write_json(paths.metrics / "evaluate.json", result)
+    write_json(paths.metrics / "summary.json", tracking.deviation_metrics(result["mean_deviation"]))  # dvc metrics
 
     _write_tables(paths, cat, test, d, ep.hist_bins)
     _write_figures(paths, data, test, obs, ivar, preds, sigmas, d, images, ep.n_example_plots, ep.hist_bins)
