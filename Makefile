@@ -15,7 +15,7 @@ PREDICT_MODEL ?= models/img2spec
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro readme test test-slow tune tune-apply tune-dashboard ui predict bench figures push pull clean
+.PHONY: help setup repro readme test test-slow tune tune-apply tune-dashboard ui mlflow-server predict bench figures push pull clean
 
 help:  ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,7 +41,8 @@ test: setup  ## run the fast test suite (offline, < 15 min on 2 cores; CI=true a
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ci_postgres.sh; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-slow: setup  ## run the slow end-to-end tests too
+test-slow: setup  ## run the slow end-to-end tests too (installs Debian's chromium for the MLflow UI check)
+	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
 
 tune: setup  ## Optuna study of the VAE and CNN (params: tune)
@@ -53,16 +54,20 @@ tune-apply: setup  ## write the best tuned params into params.yaml
 tune-dashboard: setup  ## optuna-dashboard on the study storage
 	$(BIN)/optuna-dashboard --host 127.0.0.1 --port $(OPTUNA_PORT) $${OPTUNA_STORAGE:-sqlite:///optuna.db}
 
-ui: setup  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)
+ui: setup  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT); open the printed comparison view
+	@echo "compare pipeline runs: http://127.0.0.1:$(MLFLOW_PORT)$$($(BIN)/python -c 'from img2spec import tracking; print(tracking.ui_path(tracking.experiment(tracking.PIPELINE_EXPERIMENT, ".", tracking.PIPELINE_DESCRIPTION)))' 2>/dev/null)"
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
 	  --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --default-artifact-root ./mlartifacts
+
+mlflow-server: setup  ## team MLflow server: PostgreSQL backend, proxied artifacts, 127.0.0.1 (env: MLFLOW_BACKEND_STORE_URI or PG*, MLFLOW_HOST, MLFLOW_PORT)
+	MLFLOW_PORT=$${MLFLOW_PORT:-$(MLFLOW_PORT)} bash scripts/mlflow_server.sh
 
 predict: setup  ## predict spectra: make predict PREDICT_INPUT=dir PREDICT_OUT=dir
 	$(BIN)/img2spec predict $(PREDICT_INPUT) --model $(PREDICT_MODEL) --out $(PREDICT_OUT) --plot
 
 figures: setup  ## figure of a few mock galaxies for the README; mock realism report vs SDSS (reports/mock_realism.json)
 	$(BIN)/img2spec mock-figure --out docs/mock_galaxies.png
-	$(BIN)/img2spec mock-realism --out reports/mock_realism.json --figures reports/figures/realism
+	$(BIN)/img2spec mock-realism --out reports/mock_realism.json --figures reports/figures/realism --readme README.md
 
 bench: setup  ## benchmarks: speed, memory, scaling, science (writes reports/bench.json)
 	$(BIN)/python bench/run_all.py
