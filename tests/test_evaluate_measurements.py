@@ -107,3 +107,25 @@ def test_figure_is_written(scored, tmp_path):
     measurements_figure(tmp_path / "m.png", tables, s["notes"]["reference"])
     assert (tmp_path / "m.png").stat().st_size > 10_000
     assert not [p for p in tmp_path.iterdir() if p.name != "m.png"]      # no temporary left behind
+
+
+def test_readme_paragraph_rendered_from_metrics(scored, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from img2spec.cli import app
+    from img2spec.evaluate.measurements import markdown_table
+
+    _, s, _ = scored
+    metrics = {"mean_deviation": {"cnn": {"mean": 2.0, "sem": 0.1, "median": 1.8, "n": 60}},
+               "measurements": s["measurements"], "classes": s["classes"], "notes": {"measurements": s["notes"]}}
+    text = markdown_table(metrics)
+    assert "| Dn4000 | +0.000 / 0.000" in text and "Doorenbos et al. 2024 report 82%" in text
+    assert "100.0%" in text.split("| agn |")[1].split("\n")[0]          # the CNN's AGN accuracy, from metrics
+    path, readme = tmp_path / "evaluate.json", tmp_path / "README.md"
+    path.write_text(json.dumps(metrics))
+    readme.write_text("x\n<!-- eval:start -->\nold\n<!-- eval:end -->\n<!-- measure:start -->\nold\n<!-- measure:end -->\n")
+    result = CliRunner().invoke(app, ["readme", "--metrics", str(path), "--readme", str(readme)])
+    assert result.exit_code == 0, result.output
+    assert "Doorenbos" in readme.read_text() and "old" not in readme.read_text()
