@@ -70,6 +70,40 @@ def quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", module="keras.src.trainers")
 
 
+NVIDIA_DEVICES = "/dev/nvidia[0-9]*"
+"""Device nodes of NVIDIA GPUs on Linux: none means TensorFlow's CUDA probe can only fail."""
+
+
+def import_tensorflow():
+    """`import tensorflow` without its CUDA start-up messages on a machine with no GPU.
+
+    TensorFlow's CUDA plugin writes "Could not find cuda drivers" and "failed call to
+    cuInit" straight to file descriptor 2 (before its own log level applies) on every
+    CPU-only machine. With no NVIDIA device present, the import and the device probe run
+    with fd 2 pointed at /dev/null; with a GPU, or IMG2SPEC_TF_VERBOSE=1, nothing is hidden.
+    """
+    import glob
+    import sys
+
+    quiet_tensorflow()
+    if glob.glob(NVIDIA_DEVICES) or os.environ.get("IMG2SPEC_TF_VERBOSE") == "1" or "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe (cuInit) runs here, once
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tf
+
+
 def setup_logging(level: str | int | None = None) -> logging.Logger:
     """Configure root logging once (level from IMG2SPEC_LOG_LEVEL, default INFO)."""
     level = level or os.environ.get("IMG2SPEC_LOG_LEVEL", "INFO")

@@ -165,7 +165,19 @@ def object_cards(predictor, info: ObjectInfo, pred: ScaledPrediction) -> dict[st
         if isinstance(value, float) and not np.isfinite(value):
             value = None  # FITS headers hold no NaN: an undefined value (the table keeps NaN)
         cards[name if len(name) <= 8 else f"HIERARCH {name}"] = (value, comment)
-    return cards
+    return {key: (card[0], _fitting_comment(key, *card)) if isinstance(card, tuple) else card
+            for key, card in cards.items()}
+
+
+def _fitting_comment(key: str, value: Any, comment: str) -> str:
+    """`comment` cut to what fits on the card (astropy would cut it with a warning per file)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = fits.Card(key, value, "#").image  # the value field, padded as astropy pads it
+        room = fits.Card.length - image.rfind(" / #") % fits.Card.length - len(" / ")  # on its last card
+    return comment if len(comment) <= room else comment[:max(0, room)]
 
 
 def object_row(info: ObjectInfo, pred: ScaledPrediction, output: str) -> dict[str, Any]:
