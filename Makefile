@@ -17,8 +17,16 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help setup repro readme test test-slow tune tune-apply tune-dashboard ui mlflow-server predict bench figures push pull clean
 
-help:  ## list the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+HELP_VARS := MLFLOW_PORT OPTUNA_PORT PREDICT_INPUT PREDICT_OUT PREDICT_MODEL PYTHON
+help:  ## list the targets, with the current values of the variables they mention
+	@on=; off=; if [ -t 1 ]; then on=$$(printf '\033[36m'); off=$$(printf '\033[0m'); fi; \
+	$(foreach v,$(HELP_VARS),$(v)='$($(v))') awk -v on="$$on" -v off="$$off" \
+	  'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{ \
+	    text = $$2; out = ""; \
+	    while (match(text, /\$$\([A-Za-z_]+\)/)) { name = substr(text, RSTART + 2, RLENGTH - 3); \
+	      val = (name in ENVIRON) ? ENVIRON[name] : substr(text, RSTART, RLENGTH); \
+	      out = out substr(text, 1, RSTART - 1) val; text = substr(text, RSTART + RLENGTH) } \
+	    printf "  %s%-15s%s %s\n", on, $$1, off, out text }' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
