@@ -90,8 +90,8 @@ on the test split, beside the baselines computed in the same run:
 ## Flux convention
 Predictions are **normalised** flux: the spectrum divided by the PS1 {norm['band']}-band Kron flux
 converted to f_lambda at {norm['wavelength_A']:g} A. {norm['to_sdss_units']}.
-`img2spec predict --mags photometry.csv` applies this for you; without magnitudes the output
-FITS say `FLUXNORM = 'NORMALISED'`.
+`img2spec predict --catalogue photometry.csv` (columns objid, rKronMag) applies this for you;
+without magnitudes the output FITS say `FLUXNORM = 'NORMALISED'` and `BUNIT = ''` (dimensionless).
 
 ## Limits of validity (training split)
 - redshift: {_range_text(val.get('z'), '.3f')}

@@ -159,7 +159,7 @@ def object_cards(predictor, info: ObjectInfo, pred: ScaledPrediction) -> dict[st
     cards["DEC"] = (float(info.dec), "[deg] cutout centre")
     z = _finite_or_nan(info.z)
     cards["ZKNOWN"] = (bool(np.isfinite(z)), "a redshift is known (else Z = NaN)")
-    cards["ZSOURCE"] = (info.z_source, "which z placed the lines: catalogue | photo-z | none")
+    cards["ZSOURCE"] = (info.z_source, "z placing the lines: catalogue, photo-z or none")
     cards["SRCFILE"] = (Path(info.source).name, "input cutout")
     for name, (value, comment) in pred.columns.items():
         if isinstance(value, float) and not np.isfinite(value):
