@@ -38,11 +38,11 @@ def _plain_blocks(x, params: CNNParams, size: int):
 
 def _residual_blocks(x, params: CNNParams, size: int):
     """Per entry of `params.filters`: a pre-pooled residual block (ResNet "basic block":
-    conv-BN-ReLU-conv-BN plus a 1x1 projection shortcut, then ReLU). Pooling comes first so
-    the two convs run at the reduced resolution: about the CPU cost of the plain blocks with
-    one conv at full resolution."""
+    conv-BN-ReLU-conv-BN plus a 1x1 projection shortcut, then ReLU). Pooling comes first, so
+    the two convs of block b run at the resolution the plain network's single conv of block
+    b+1 runs at: the same output size and about the plain blocks' CPU time."""
     for i, n in enumerate(params.filters):
-        if params.pool > 1 and size // params.pool >= 1 and i > 0:
+        if params.pool > 1 and size // params.pool >= 1:
             x = layers.MaxPooling2D(params.pool, name=f"pool{i}")(x)
             size //= params.pool
         short = layers.Conv2D(n, 1, use_bias=False, name=f"res{i}_proj")(x)
@@ -53,8 +53,6 @@ def _residual_blocks(x, params: CNNParams, size: int):
         y = layers.Conv2D(n, params.kernel_size, padding="same", use_bias=False, name=f"res{i}_conv_b")(y)
         y = layers.BatchNormalization(momentum=params.bn_momentum, name=f"res{i}_bn_b", gamma_initializer="zeros")(y)
         x = layers.Activation("relu", name=f"res{i}_relu")(layers.Add(name=f"res{i}_add")([short, y]))
-    if params.pool > 1 and size // params.pool >= 1:
-        x = layers.MaxPooling2D(params.pool, name="pool_last")(x)
     return x
 
 
