@@ -66,3 +66,12 @@ def test_dvc_repro_evaluate(tiny_repo: Path, mlflow_uri: str):
     # Every stage up to evaluate is recorded and up to date (a rerun would do nothing).
     again = subprocess.run(dvc + ["status", "evaluate"], cwd=tiny_repo, env=env, capture_output=True, text=True)
     assert "changed" not in again.stdout, again.stdout
+    # ... until code a stage runs changes, even code it reaches only through imports.
+    for rel, stage in (("src/img2spec/io/processed.py", "prepare"), ("src/img2spec/models/validation.py", "train_cnn"),
+                       ("src/img2spec/metrics.py", "train_vae"), ("pipeline/_stage.py", "select")):
+        path = tiny_repo / rel
+        original = path.read_text()
+        path.write_text(original + "\n# edited\n")
+        status = subprocess.run(dvc + ["status", stage], cwd=tiny_repo, env=env, capture_output=True, text=True).stdout
+        path.write_text(original)
+        assert f"{stage}:" in status and "changed deps" in status, (rel, status)
