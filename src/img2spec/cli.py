@@ -169,10 +169,12 @@ def mock_realism(
     truth_dir: Path = typer.Option(Path("data/raw/truth"), help="mock truth to assess; generated if missing"),
     n: int = typer.Option(300, min=20, help="galaxies to generate when TRUTH_DIR does not exist"),
     params: Path = typer.Option(Path("params.yaml"), help="parameter file (sections mock, measure)"),
+    readme: Optional[Path] = typer.Option(None, help="also render the table between <!-- realism:start/end --> here"),
 ) -> None:
     """The mock survey beside published SDSS Main Galaxy Sample distributions (reports/mock_realism.json)."""
     from .config import ConfigError, load_params
-    from .sources.mock.realism import run_realism
+    from .docs import replace_section
+    from .sources.mock.realism import markdown_table, run_realism
 
     setup_logging()
     try:
@@ -184,6 +186,9 @@ def mock_realism(
         typer.echo(f"{c['name']:<40} mock {c['mock']!s:>8}  SDSS {c['reference']!s:>7}  "
                    f"{'agrees' if c['agrees'] else 'DISAGREES'}")
     typer.echo(f"{report['n_agree']}/{report['n_checks']} within tolerance; {out}")
+    if readme is not None and not replace_section(readme, "realism", markdown_table(report)):
+        typer.echo(f"img2spec mock-realism: {readme}: no <!-- realism:start --> / <!-- realism:end --> markers", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("readme")

@@ -39,8 +39,8 @@ G_BAND_A = (4000.0, 5500.0)
 """Observed-frame range over which the spectral S/N per pixel is taken (SDSS g band)."""
 SCHAWINSKI_SLOPE, SCHAWINSKI_ICPT = 1.05, 0.45
 """Seyfert/LINER divide on the [NII] BPT diagram, y = 1.05 x + 0.45 (Schawinski et al. 2007, MNRAS 382, 1415)."""
-KDE_BANDWIDTH = 0.15
-"""Gaussian KDE bandwidth factor (scipy convention) for locating distribution peaks."""
+MIN_PEAK_N = 5
+"""Fewest galaxies on one side of a bimodal split for its peak to be located."""
 EARLY_BT = 0.5
 """Bulge-to-total above which a mock galaxy counts as early type (Shen et al. 2003 use n > 2.5)."""
 FIGURE_DPI = 80
@@ -116,18 +116,19 @@ def realism_table(params: Params, truth_dir: Path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- comparisons
+def _mode(v: np.ndarray) -> float:
+    """Mode of a Gaussian KDE (Scott's bandwidth) of one population's values."""
+    if len(v) < MIN_PEAK_N:
+        return float("nan")
+    grid = np.linspace(v.min(), v.max(), 400)
+    return float(grid[np.argmax(gaussian_kde(v)(grid))])
+
+
 def _peaks(values: np.ndarray, split: float) -> tuple[float, float]:
-    """Positions of the highest KDE maximum below and above `split`."""
+    """Modes of the populations below and above `split` (each smoothed on its own: a KDE of the
+    whole bimodal sample has a bandwidth set by the gap between the peaks, not their widths)."""
     v = values[np.isfinite(values)]
-    if len(v) < 10:
-        return float("nan"), float("nan")
-    kde = gaussian_kde(v, bw_method=KDE_BANDWIDTH)
-    grid = np.linspace(np.percentile(v, 0.5), np.percentile(v, 99.5), 600)
-    dens = kde(grid)
-    lo, hi = grid < split, grid >= split
-    p_lo = float(grid[lo][np.argmax(dens[lo])]) if lo.any() and (v < split).sum() >= 5 else float("nan")
-    p_hi = float(grid[hi][np.argmax(dens[hi])]) if hi.any() and (v >= split).sum() >= 5 else float("nan")
-    return p_lo, p_hi
+    return _mode(v[v < split]), _mode(v[v >= split])
 
 
 def _check(name: str, mock: float, ref: float, tol: float, source: str, n: int, relative: bool = False,
@@ -170,7 +171,8 @@ def _lines(t: pd.DataFrame, ref: dict) -> list[dict]:
     sf = _star_forming(t)
     r = ref["halpha_ew_star_forming"]
     ew = t["m_halpha_ew"].to_numpy(float)
-    ok = sf & np.isfinite(ew)
+    # measure's star-forming class (EW(Halpha) >= 3 A): a BPT selection would keep only the strongest lines.
+    ok = (t["m_sf_class"] == 1).to_numpy() & np.isfinite(ew)
     out.append(_check("halpha_ew_star_forming_median", float(np.median(ew[ok])) if ok.any() else np.nan,
                       r["median_a"], r["tolerance_rel"], r["source"], int(ok.sum()), relative=True,
                       approx=r["approx"]))
@@ -300,3 +302,17 @@ def run_realism(params: Params, out_json: Path, figure_dir: Path, truth_dir: Pat
     report["figures"] = [str(p) for p in make_figures(table, ref, report, Path(figure_dir))]
     write_json(Path(out_json), report)
     return report
+
+
+def markdown_table(report: dict, before: dict | None = None) -> str:
+    """The report as a Markdown table (mock, SDSS, tolerance, verdict; `before` adds a column)."""
+    head = "| quantity | " + ("before | " if before else "") + "mock | SDSS | tolerance | agrees |\n"
+    head += "|---|" + ("---:|" if before else "") + "---:|---:|---:|:---:|\n"
+    rows = []
+    for name, c in report["checks"].items():
+        tol = f"{c['tolerance']:.0%}" if c["tolerance_kind"] == "relative" else f"±{c['tolerance']}"
+        old = (before or {}).get("checks", {}).get(name, {}).get("mock")
+        cells = [name] + ([str(old) if old is not None else "-"] if before else [])
+        cells += [str(c["mock"]), str(c["reference"]), tol, "yes" if c["agrees"] else "**no**"]
+        rows.append("| " + " | ".join(cells) + " |\n")
+    return head + "".join(rows) + f"\n{report['n_agree']} of {report['n_checks']} within tolerance ({report['mock']}).\n"

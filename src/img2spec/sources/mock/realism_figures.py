@@ -51,7 +51,7 @@ def make_figures(t: pd.DataFrame, ref: dict, report: dict, out: Path) -> list[Pa
         ax[1].scatter(t["log_stellar_mass"], v, s=4, c="0.5")
         r = ref["dn4000_vs_mass"]
         ax[1].plot(r["log_mass"], r["median"], "o--", color="C3", label="SDSS median (Kauffmann+03)")
-        ax[1].legend(fontsize=7)
+        ax[1].legend(fontsize=7, loc="upper left")
     ax[1].set_xlabel("log10 M* [Msun]"), ax[1].set_ylabel("Dn4000")
     paths.append(_save(fig, out / "realism_dn4000.png"))
 
@@ -82,7 +82,7 @@ def make_figures(t: pd.DataFrame, ref: dict, report: dict, out: Path) -> list[Pa
     xx = np.linspace(-1.6, 0.4, 100)
     ax.plot(xx, kewley01(xx), "k-", lw=0.8)
     ax.set_xlim(-1.6, 0.6), ax.set_ylim(-1.3, 1.3)
-    ax.set_xlabel("log [NII]/Halpha"), ax.set_ylabel("log [OIII]/Hbeta"), ax.legend(fontsize=7)
+    ax.set_xlabel("log [NII]/Halpha"), ax.set_ylabel("log [OIII]/Hbeta"), ax.legend(fontsize=7, loc="lower left")
     ax.set_title(_status(report, "agn_fraction_all_kauffmann03", "bpt_share_agn"), fontsize=6)
     paths.append(_save(fig, out / "realism_bpt.png"))
 
@@ -94,7 +94,7 @@ def make_figures(t: pd.DataFrame, ref: dict, report: dict, out: Path) -> list[Pa
     ax.scatter(t["abs_mag_r"][zsel], t["g_r"][zsel], s=5, c="C0", label=f"{r['z_range'][0]} < z < {r['z_range'][1]}")
     for k in ("red_sequence_sdss", "blue_cloud_sdss"):
         ax.axhline(r["ps1_offset"] + r["ps1_slope"] * r[k], color="C3", ls="--")
-    ax.set_xlabel("^{0.1}M_r"), ax.set_ylabel("g - r (PS1, observed)"), ax.invert_xaxis(), ax.legend(fontsize=7)
+    ax.set_xlabel("^{0.1}M_r"), ax.set_ylabel("g - r (PS1, observed)"), ax.invert_xaxis(), ax.legend(fontsize=7, loc="upper left")
     ax.set_title(_status(report, "g_r_red_sequence_peak_ps1", "g_r_blue_cloud_peak_ps1"), fontsize=6)
     paths.append(_save(fig, out / "realism_colour_magnitude.png"))
 
@@ -107,7 +107,7 @@ def make_figures(t: pd.DataFrame, ref: dict, report: dict, out: Path) -> list[Pa
         s = (t["early_type"] == early).to_numpy()
         ax.scatter(t["abs_mag_r"][s], np.log10(t["r50_kpc"][s]), s=4, c=colour, alpha=0.6, label=f"mock {lab}")
         ax.plot(mm, shen03_log_r50(mm, early, ref), color=colour, ls="--")
-    ax.set_xlabel("^{0.1}M_r"), ax.set_ylabel("log R50 [kpc]"), ax.invert_xaxis(), ax.legend(fontsize=7)
+    ax.set_xlabel("^{0.1}M_r"), ax.set_ylabel("log R50 [kpc]"), ax.invert_xaxis(), ax.legend(fontsize=7, loc="upper left")
     ax.set_title("dashed: Shen et al. 2003", fontsize=8)
     paths.append(_save(fig, out / "realism_size_luminosity.png"))
 

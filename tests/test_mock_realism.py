@@ -1,0 +1,99 @@
+"""The calibrated mock against published SDSS distributions (`img2spec mock-realism`).
+
+A change to the mock that breaks its realism fails here: the fast test checks the
+robust medians on a tiny mock of the committed params.yaml, the slow one every
+calibrated comparison on a few hundred galaxies within the tolerances of
+sdss_reference.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from img2spec.config import load_params
+from img2spec.sources.mock import realism
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+FAST_N = 30
+SLOW_N = 300
+DN4000_MEDIAN_TOL = 0.12
+"""Per-population medians on 30 galaxies: the peak tolerance (0.05) plus sampling noise."""
+KNOWN_OFF = {
+    # Documented in the README (mock section): what the mock cannot yet reproduce, and why.
+    "oii_over_halpha_nii_ew_median",  # bagpipes' Cloudy grid: [OII]/Halpha ~ 1.3-1.9 at low logU
+    # measure/ sums line windows without a stellar-continuum fit, so Balmer absorption (and the Cloudy
+    # grid's high [NII]/Halpha) moves star-formers into 'composite':
+    "bpt_share_star_forming", "bpt_share_composite",
+    "seyfert_share_of_agn",  # LINERs' weaker lines miss the S/N >= 3 cut more often than Seyferts' (n ~ 15)
+}
+
+
+def _params(n: int):
+    p = load_params(PARAMS_FILE)
+    return p.model_copy(update={"mock": p.mock.model_copy(update={"n_galaxies": n, "n_workers": 2,
+                                                                  "chunk_size": 5})})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    params = _params(FAST_N)
+    truth_dir = realism.generate_mock(params, FAST_N, tmp_path_factory.mktemp("realism"))
+    return params, truth_dir, realism.realism_table(params, truth_dir)
+
+
+def test_reference_file_cites_every_value():
+    ref = realism.load_reference()
+    assert len(ref) >= 10
+    for name, entry in ref.items():
+        assert isinstance(entry.get("source"), str) and len(entry["source"]) > 10, name
+
+
+def test_tiny_mock_medians_match_sdss(tiny):
+    _, _, t = tiny
+    ref = realism.load_reference()["dn4000_peaks"]
+    d = t["m_dn4000"].to_numpy(float)
+    d = d[np.isfinite(d)]
+    assert len(d) >= FAST_N - 2
+    old, young = d[d >= ref["split"]], d[d < ref["split"]]
+    assert len(old) >= 5 and len(young) >= 5, "both Dn4000 populations present"
+    assert abs(np.median(old) - ref["red"]) < DN4000_MEDIAN_TOL
+    assert abs(np.median(young) - ref["blue"]) < DN4000_MEDIAN_TOL
+    # Star-forming galaxies (EW(Halpha) >= 3 A): lines of the right strength, not ~3x too strong.
+    ew = t["m_halpha_ew"].to_numpy(float)
+    sf = ew[np.isfinite(ew) & (ew >= 3.0)]
+    ew_ref = realism.load_reference()["halpha_ew_star_forming"]["median_a"]
+    assert 0.5 * ew_ref < np.median(sf) < 1.6 * ew_ref
+    z_ref = realism.load_reference()["redshift"]["median"]
+    assert abs(np.median(t["z"]) / z_ref - 1) < 0.25
+
+
+def test_tiny_mock_has_agn_truth_labels(tiny):
+    _, _, t = tiny
+    assert set(t["agn_class"]) <= {"none", "seyfert", "liner"}
+    assert (t["agn_class"] != "none").any()
+    assert ((t["agn_class"] == "none") == (t["agn_flux_halpha"] == 0)).all()
+
+
+def test_report_json_and_figures(tiny, tmp_path):
+    params, truth_dir, _ = tiny
+    out = tmp_path / "mock_realism.json"
+    report = realism.run_realism(params, out, tmp_path / "fig", truth_dir=truth_dir)
+    on_disk = json.loads(out.read_text())
+    assert on_disk["n_checks"] == report["n_checks"] >= 12
+    for c in on_disk["checks"].values():
+        assert c["source"] and c["reference"] is not None and isinstance(c["agrees"], bool)
+    assert len(report["figures"]) == 7 and all(Path(f).stat().st_size > 1000 for f in report["figures"])
+
+
+@pytest.mark.slow
+def test_calibrated_mock_agrees_with_sdss(tmp_path):
+    params = _params(SLOW_N)
+    truth_dir = realism.generate_mock(params, SLOW_N, tmp_path)
+    report = realism.compare(realism.realism_table(params, truth_dir), realism.load_reference())
+    off = {n: (c["mock"], c["reference"]) for n, c in report["checks"].items()
+           if not c["agrees"] and n not in KNOWN_OFF}
+    assert not off, f"mock disagrees with SDSS beyond tolerance: {off}"
