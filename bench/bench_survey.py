@@ -124,7 +124,10 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int)
         done = rep["objects"]["predicted"]
         by_workers[str(workers)] = {
             **run, "n_predicted": done, "n_skipped": rep["objects"]["skipped"], "failed_shards": rep["shards"]["failed"],
-            "galaxies_per_s": round(done / run["seconds"], 1), "galaxies_per_s_in_run": rep["galaxies_per_s"],
+            # from shards to spectra and catalogue files: cluster start, workers' TensorFlow import and bundle
+            # load included (survey.json); the command's wall time adds the client's own start-up
+            "galaxies_per_s": rep["galaxies_per_s"], "galaxies_per_s_command": round(done / run["seconds"], 1),
+            "galaxies_per_s_tasks": rep.get("galaxies_per_s_tasks"), "bundle_load_seconds": rep.get("bundle_load_seconds"),
             "worker_peak_rss_mb": rep["worker_peak_rss_mb"],
             "peak_rss_mb_per_worker": round(max(rep["worker_peak_rss_mb"].values()), 1) if rep["worker_peak_rss_mb"] else None,
         }
@@ -133,10 +136,13 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int)
     default = by_workers[str(default_workers)] if str(default_workers) in by_workers else by_workers["2"]
     out["by_workers"] = by_workers
     out["galaxies_per_s"] = default["galaxies_per_s"]
-    out["galaxies_per_s_in_run"] = default["galaxies_per_s_in_run"]
-    out["scaling_2_vs_1"] = round(by_workers["2"]["galaxies_per_s_in_run"] / by_workers["1"]["galaxies_per_s_in_run"], 2)
+    out["galaxies_per_s_command"] = default["galaxies_per_s_command"]
+    rate = {w: r["galaxies_per_s_tasks"] or r["galaxies_per_s"] for w, r in by_workers.items()}
+    out["scaling_2_vs_1"] = round(rate["2"] / rate["1"], 2)  # once tasks run: start-up is not what scales
     cores = default_workers * threads
-    out["core_hours_per_1e8"] = round(SURVEY_TARGET / default["galaxies_per_s_in_run"] * cores / 3600.0, 1)
+    # 1e8 galaxies pay the cluster start once: the projection uses the rate once tasks run
+    out["core_hours_per_1e8"] = round(SURVEY_TARGET / (default["galaxies_per_s_tasks"] or default["galaxies_per_s"])
+                                      * cores / 3600.0, 1)
 
     table_dir = workdir / "predict_table"
     run = _run(_img2spec("predict", str(inputs), "--model", str(bundle), "--out", str(table_dir), "--no-per-object",
@@ -159,7 +165,7 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int)
                                  "galaxies_per_s_in_run": summary["objects_per_s"]}
     print(f"predict per-object ({per_object_n} of the cutouts): {out['predict_per_object']}", flush=True)
     out["targets"] = {"galaxies_per_s": TARGET_PER_S, "scaling_2_vs_1": TARGET_SCALING,
-                      "met": bool(out["galaxies_per_s_in_run"] >= TARGET_PER_S and out["scaling_2_vs_1"] >= TARGET_SCALING)}
+                      "met": bool(out["galaxies_per_s"] >= TARGET_PER_S and out["scaling_2_vs_1"] >= TARGET_SCALING)}
     return out
 
 
@@ -167,17 +173,21 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
     """README lines for the survey section (used by run_all.markdown)."""
     w1, w2 = s["by_workers"]["1"], s["by_workers"]["2"]
     return [
-        f"Survey path on the same {s['n']:,} cutouts (`bench/bench_survey.py`; whole commands incl. start-up, in-run in brackets):",
+        f"Survey path on the same {s['n']:,} cutouts (`bench/bench_survey.py`): galaxies/s from files to outputs as the "
+        "command reports it (survey.json, summary.json, pack.json), the whole command's wall time incl. Python start-up "
+        "and model load in brackets:",
         "",
         "| path | galaxies/s | peak memory |",
         "|---|---|---|",
-        f"| `img2spec pack` (cutouts/s) | {s['pack']['cutouts_per_s']} ({s['pack']['cutouts_per_s_in_run']}) | {s['pack']['peak_tree_gib']} GiB |",
-        f"| `img2spec survey`, 1 worker x {s['threads_per_worker']} thread | {w1['galaxies_per_s']} ({w1['galaxies_per_s_in_run']}) | {w1['peak_rss_mb_per_worker']} MB per worker |",
-        f"| `img2spec survey`, 2 workers x {s['threads_per_worker']} thread | {w2['galaxies_per_s']} ({w2['galaxies_per_s_in_run']}) | {w2['peak_rss_mb_per_worker']} MB per worker |",
-        f"| `img2spec predict --no-per-object --table` | {s['predict_table']['galaxies_per_s']} ({s['predict_table']['galaxies_per_s_in_run']}) | {s['predict_table']['peak_tree_gib']} GiB |",
-        f"| `img2spec predict` per-object FITS (first {s['predict_per_object']['n']}) | {s['predict_per_object']['galaxies_per_s']} ({s['predict_per_object']['galaxies_per_s_in_run']}) | {s['predict_per_object']['peak_tree_gib']} GiB |",
+        f"| `img2spec pack` (cutouts/s) | {s['pack']['cutouts_per_s_in_run']} ({s['pack']['cutouts_per_s']}) | {s['pack']['peak_tree_gib']} GiB |",
+        f"| `img2spec survey`, 1 worker x {s['threads_per_worker']} thread | {w1['galaxies_per_s']} ({w1['galaxies_per_s_command']}) | {w1['peak_rss_mb_per_worker']} MB per worker |",
+        f"| `img2spec survey`, 2 workers x {s['threads_per_worker']} thread | {w2['galaxies_per_s']} ({w2['galaxies_per_s_command']}) | {w2['peak_rss_mb_per_worker']} MB per worker |",
+        f"| `img2spec predict --no-per-object --table` | {s['predict_table']['galaxies_per_s_in_run']} ({s['predict_table']['galaxies_per_s']}) | {s['predict_table']['peak_tree_gib']} GiB |",
+        f"| `img2spec predict` per-object FITS (first {s['predict_per_object']['n']}) | {s['predict_per_object']['galaxies_per_s_in_run']} ({s['predict_per_object']['galaxies_per_s']}) | {s['predict_per_object']['peak_tree_gib']} GiB |",
         "",
-        f"2 workers / 1 worker (in-run): {s['scaling_2_vs_1']}x; projected {s['core_hours_per_1e8']} core-hours for 10^8 galaxies "
+        f"Once the shard tasks run (no cluster start-up): {w1['galaxies_per_s_tasks']}/s at 1 worker, "
+        f"{w2['galaxies_per_s_tasks']}/s at 2. 2 workers / 1 worker: {s['scaling_2_vs_1']}x; projected "
+        f"{s['core_hours_per_1e8']} core-hours for 10^8 galaxies "
         f"at the default {s['default_n_workers']} workers (targets: >= {TARGET_PER_S:.0f}/s, >= {TARGET_SCALING}x: "
         f"{'met' if s['targets']['met'] else 'not met'}).",
     ]

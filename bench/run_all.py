@@ -9,6 +9,9 @@
    default `publish.batch_size`, each in its own process (peak memory), median of repeats.
 3. Science (`bench/science.py`): CNN vs every baseline on a fresh mock survey whose seed
    training never saw, prepared with the trained image scaling.
+3b. Survey (`bench/bench_survey.py`, its own process): pack, `img2spec survey` on Dask at 1 and
+   2 workers, and file-based predict on the same `--survey-n` cutouts made from the trained
+   run's raw mock cutouts; `survey.galaxies_per_s` is the default setting.
 4. Writes `reports/bench.json`, `reports/bench.md` and the README section between
    `<!-- bench:start -->` and `<!-- bench:end -->`.
 
@@ -39,6 +42,9 @@ INFERENCE_BATCHES = (1, 256)
 """Always measured (the issue's figures); the default publish.batch_size is added if different."""
 INFERENCE_REPEATS = 3
 SCIENCE_N = 1000
+SURVEY_N = 16000
+"""Cutouts of the survey section (the issue's 'same 16,000 or more cutouts')."""
+QUICK_SURVEY_N = 200
 QUICK = {"sizes": (60, 120), "science_n": 40, "inference_repeats": 2,
          "overrides": {"vae.epochs": 3, "vae.kl_warmup_epochs": 1, "cnn.epochs": 2}}
 """--quick: a harness check in minutes. Its figures are not comparable with a full run."""
@@ -153,6 +159,21 @@ def run_science(trained_root: Path, n: int, workdir: Path, seed: int | None) -> 
 
 
 # ------------------------------------------------------------------ orchestration
+def run_survey_bench(trained_root: Path, n: int, workdir: Path) -> dict[str, Any]:
+    """bench/bench_survey.py in its own process on the trained bundle and raw cutouts (see its doc)."""
+    out = workdir / "survey.json"
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "bench_survey.py"), "--n", str(n),
+           "--bundle", str(trained_root / "models" / "img2spec"), "--cutouts", str(trained_root / "data" / "raw" / "images"),
+           "--workdir", str(workdir / "survey"), "--out", str(out)]
+    m = measure_command(cmd, cwd=REPO, env=bench_env(), log_path=workdir / "survey.log")
+    if not m.ok or not out.exists():
+        return {"failed": f"exit {m.returncode}: {m.log_tail[-500:]}"}
+    res = json.loads(out.read_text())
+    print(f"survey: {res['galaxies_per_s']} galaxies/s at the default {res['default_n_workers']} workers, "
+          f"2 vs 1 worker {res['scaling_2_vs_1']}x", flush=True)
+    return res
+
+
 def default_batch_size(trained: Path | None) -> int:
     """The batch size users get: the bundle's inference.batch_size (else params.yaml publish.batch_size)."""
     import yaml
@@ -269,6 +290,13 @@ def markdown(report: dict[str, Any]) -> str:
         if ref:
             lines.append(f"| batch {inf['batch_size']}, {_sigma_label(ref)} (reference) | "
                          f"{_f(ref.get('galaxies_per_s'), '{:.1f}')} | {_f(ref.get('peak_gib'))} |")
+    surv = report.get("survey") or {}
+    if surv.get("by_workers"):
+        import bench_survey
+
+        lines += [""] + bench_survey.markdown_rows(surv)
+    elif surv:
+        lines += ["", f"Survey: not measured ({surv.get('skipped') or surv.get('failed')})."]
     scal = report.get("scaling") or {}
     if scal.get("table"):
         sizes = [str(s) for s in scal["sizes_run"]]
@@ -355,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--science-n", type=int, default=None, help=f"fresh survey size (default {SCIENCE_N})")
     ap.add_argument("--science-seed", type=int, default=None)
     ap.add_argument("--inference-repeats", type=int, default=None)
+    ap.add_argument("--survey-n", type=int, default=None,
+                    help=f"cutouts for the survey section (default {SURVEY_N}; --quick {QUICK_SURVEY_N})")
+    ap.add_argument("--skip-survey", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None, help="keep workspaces here (default: temp, removed)")
     ap.add_argument("--code-from", type=Path, default=REPO,
                     help="snapshot the tracked files of this git checkout (default: this repo)")
@@ -420,11 +451,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if trained is None:
             report["inference"] = {"skipped": "no trained bundle (no scaling run completed through publish)"}
             report["science"] = {"skipped": "no trained bundle"}
+            report["survey"] = {"skipped": "no trained bundle"}
         else:
             batches = sorted(set(INFERENCE_BATCHES) | {default_bs})
             report["inference"] = run_inference(trained, batches, repeats, workdir, default_bs)
             report["science"] = ({"skipped": "--skip-science"} if args.skip_science
                                  else run_science(trained, science_n, workdir, args.science_seed))
+            survey_n = args.survey_n or (QUICK_SURVEY_N if args.quick else SURVEY_N)
+            report["survey"] = ({"skipped": "--skip-survey"} if args.skip_survey
+                                else run_survey_bench(trained, survey_n, workdir))
     finally:
         report["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
         report["seconds"] = round(time.perf_counter() - t0, 1)

@@ -73,14 +73,14 @@ def test_pack_groups_single_band_files_and_reports_skips(tmp_path):
     stems = [oid for oid in shards if oid.startswith("rings.v3.skycell.1234.056.stk.unconv_")]
     assert len(stems) == 2  # two neighbours, not one object with every band twice
     assert report["n_objects_packed"] == 3 + 2 + 2 == len(shards)
-    reasons = {s["file"]: s["reason"] for s in report["skipped"]}
-    assert any("incomplete band set" in r and "['i']" in r for r in reasons.values())
-    inc = next(f for f, r in reasons.items() if "incomplete band set" in r)
+    reasons = {s["file"]: (s["reason"], s["detail"]) for s in report["skipped"]}
+    inc = next(f for f, r in reasons.items() if r[0] == "incomplete_band_set")
+    assert "['i']" in reasons[inc][1]
     assert len(inc.split(",")) == 4 and all("32_" in f for f in inc.split(","))
-    assert "band i missing" in reasons[str(five / "missing_band.fits")]
-    assert "unreadable cutout" in reasons[str(single / "junk.fits")]
+    assert "band i missing" in reasons[str(five / "missing_band.fits")][1]
+    assert reasons[str(single / "junk.fits")][0] == "unreadable_cutout"
     saved = json.loads((tmp_path / "shards" / "pack.json").read_text())
-    assert saved["skipped_by_reason"] == {"incomplete band set": 1, "unreadable cutout": 2}
+    assert saved["skipped_by_reason"] == {"incomplete_band_set": 1, "missing_band": 1, "unreadable_cutout": 1}
     assert saved["n_parts"] == len(list_parts(tmp_path / "shards"))
 
     # repacking the same inputs writes the same shards (same content hashes)
@@ -97,7 +97,7 @@ def test_pack_needs_a_position_and_takes_it_from_the_catalogue(tmp_path):
         write_band_file(d / f"{c.objid}.{band}.fits", c, band, wcs=False)
     params = params_from_dict({})
     report = pack([d], tmp_path / "s1", params)
-    assert report["n_objects_packed"] == 0 and "no sky position" in report["skipped"][0]["reason"]
+    assert report["n_objects_packed"] == 0 and report["skipped"][0]["reason"] == "no_sky_position"
     cat = tmp_path / "cat.csv"
     cat.write_text(f"objid,ra,dec,z,rKronMag\n{c.objid},{c.ra},{c.dec},0.1,17.5\n")
     report = pack([d], tmp_path / "s2", params, catalogue=cat)

@@ -88,8 +88,8 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     assert report["cluster"]["n_workers"] == 2
     got = _check_outputs(env, out)
     assert len(got) == env["n_good"] == report["objects"]["predicted"]
-    assert report["objects"]["skipped_by_reason"] == {"rejected by image checks": 1}
-    assert env["bad_id"] in report["skipped"][0]["file"] and "nan_centre" in report["skipped"][0]["reason"]
+    assert report["objects"]["skipped_by_reason"] == {"nan_centre": 1}
+    assert env["bad_id"] in report["skipped"][0]["file"] and "nan_centre" in report["skipped"][0]["detail"]
     cat = pd.read_parquet(out / "catalogue")
     assert len(cat) == env["n_good"] + 1 and set(cat["healpix"].astype(int)) == {h for h, _ in list_parts(out)}
     row = cat.set_index("object_id").loc[env["bad_id"]]
@@ -159,12 +159,37 @@ def test_corrupt_part_reported_and_killed_worker_changes_nothing(env, tmp_path):
     assert report["shards"]["failed"] == 1 and report["failed"][0]["shard"] == corrupt.relative_to(shards).as_posix()
     assert "ShardFormatError" in report["failed"][0]["reason"]
     assert report["shards"]["done"] == n_parts - 1
-    reasons = report["objects"]["skipped_by_reason"]
-    assert reasons["rejected by image checks"] >= len(full)  # the 4-band shard: band missing
-    assert any("band(s) ['y'] missing" in s["reason"] for s in report["skipped"])
+    assert report["objects"]["skipped_by_reason"]["missing_band"] == len(full)  # the 4-band shard
+    assert any("band(s) ['y'] missing" in s["detail"] for s in report["skipped"])
     got = _check_outputs(env, out)
     corrupt_ids = set(read_cutout_shard(env["shards"] / corrupt.relative_to(shards)).object_id)
     assert set(got) == set(env["expected"]) - corrupt_ids
     assert not [p for p in out.rglob(".*")]  # the killed worker's temporary was cleaned up
     saved = json.loads((out / "survey.json").read_text())
     assert saved["failed"] == report["failed"]
+
+
+def test_predict_accepts_single_band_files(env, tmp_path):
+    """`img2spec predict` groups PS1 cutout-service files per object, as pack does, and predicts the same spectra."""
+    from astropy.table import Table
+
+    from img2spec.predict import RunOptions, run_predict
+    from test_pack import write_band_file
+
+    rng = np.random.default_rng(11)
+    d = tmp_path / "single"
+    d.mkdir()
+    cutouts = [galaxy_cutout(4000 + i, rng) for i in range(3)]
+    for c in cutouts:
+        for band in BANDS:
+            if not (c is cutouts[2] and band == "z"):
+                write_band_file(d / f"{c.objid}_{band}.fits", c, band)
+    out = tmp_path / "out"
+    summary = run_predict(env["predictor"], [d], RunOptions(out_dir=out, per_object=False, table=out / "t.fits"))
+    assert summary.n_predicted == 2
+    assert [(s.reason, len(s.file.split(","))) for s in summary.skipped] == [("incomplete_band_set", 4)]
+    table = Table.read(out / "t.fits")
+    ref = env["predictor"].predict(np.stack([env["predictor"].preprocess_cutout(c) for c in cutouts[:2]]))
+    rows = {str(r["OBJID"]).strip(): k for k, r in enumerate(table)}
+    for k, c in enumerate(cutouts[:2]):
+        np.testing.assert_allclose(np.asarray(table["FLUX"][rows[str(c.objid)]]), ref.flux[k], rtol=1e-5, atol=1e-6)

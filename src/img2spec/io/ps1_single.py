@@ -207,11 +207,18 @@ class BandGroup:
     dec: float | None
     files: dict[str, Path]
 
+    def __str__(self) -> str:
+        """The group's files, comma-separated (how skips and tables name it)."""
+        return ",".join(str(p) for p in self.files.values())
+
 
 @dataclass
 class GroupSkip:
+    """Files that make no object: a stable code and the detail."""
+
     files: list[str]
-    reason: str
+    code: str
+    detail: str
 
 
 def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -275,11 +282,11 @@ def group_band_files(
             twice = [b for b in bands if len(seen.get(b, [])) > 1]
             shapes = sorted({m.shape for m in members})
             if twice:
-                skips.append(GroupSkip(names, f"duplicate band: {twice} given more than once for object {key}"))
+                skips.append(GroupSkip(names, "duplicate_band", f"{twice} given more than once for object {key}"))
             elif missing:
-                skips.append(GroupSkip(names, f"incomplete band set: object {key} lacks {missing}"))
+                skips.append(GroupSkip(names, "incomplete_band_set", f"object {key} lacks {missing}"))
             elif len(shapes) > 1:
-                skips.append(GroupSkip(names, f"band shapes differ: object {key} has {shapes}"))
+                skips.append(GroupSkip(names, "wrong_shape", f"band shapes differ: object {key} has {shapes}"))
             else:
                 oid = key if len(clusters) == 1 else f"{key}_{ra:.6f}{dec:+.6f}"
                 groups.append(BandGroup(oid, ra, dec, {b: seen[b][0].path for b in bands}))

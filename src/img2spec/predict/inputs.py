@@ -164,3 +164,35 @@ def fetch_table_cutouts(
     if "z" in frame.columns or _mag_column(frame, norm_band) is not None:
         meta = read_object_meta(table, norm_band, require_mag=False)
     return files, meta, skipped
+
+
+def group_single_band(
+    files: list[Path], bands: tuple[str, ...], radius_arcsec: float | None = None,
+) -> tuple[list, list[Skip]]:
+    """Single-band cutout files (PS1 cutout service) grouped per object; 5-band files pass unchanged.
+
+    Returns (inputs, skips): each input is a 5-band file `Path` or an `io.ps1_single.BandGroup`
+    (read with `read_band_group`); files that make no object (a band missing or twice,
+    unreadable) are skips with the same codes as `img2spec pack`.
+    """
+    from ..config.survey import SurveyParams
+    from ..io.ps1_cutout import CutoutFormatError
+    from ..io.ps1_single import CutoutFile, group_band_files, scan_file
+
+    radius = SurveyParams().group_radius_arcsec if radius_arcsec is None else radius_arcsec
+    out: list = []
+    singles = []
+    for path in files:
+        try:
+            found = scan_file(path, bands)
+        except CutoutFormatError:
+            out.append(path)  # the cutout reader reports why it is unusable
+            continue
+        if isinstance(found, CutoutFile):
+            out.append(path)
+        else:
+            singles.append(found)
+    if not singles:
+        return out, []
+    groups, gskips = group_band_files(singles, bands, radius)
+    return out + groups, [Skip(",".join(g.files), g.code, g.detail) for g in gskips]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +26,21 @@ from .bundle import BundleError, read_manifest, verify_bundle
 from .normalise import flambda_from_ab_mag
 
 log = logging.getLogger(__name__)
+
+
+IMAGE_CHECK_CODES = (("band(s)", "missing_band"), ("band shapes", "wrong_shape"), ("a band has no finite", "no_finite_pixels"))
+"""`check_cutout` reasons that are sentences, by prefix -> their stable skip code."""
+_CODE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def check_code(reason: str) -> str:
+    """Stable skip code of a `Predictor.check_cutout` reason (the prepare stage's codes pass through)."""
+    if _CODE.match(reason):
+        return reason
+    for prefix, code in IMAGE_CHECK_CODES:
+        if reason.startswith(prefix):
+            return code
+    return "rejected_by_image_checks"
 
 
 class InputError(ValueError):
@@ -56,8 +72,8 @@ class PreparedCutouts:
     """(M, H, W, C) float32 stretched images of the kept cutouts."""
     kept: np.ndarray
     """(M,) indices into the input list of the cutouts in `images`."""
-    rejected: dict[int, str]
-    """input index -> reason (the wording of `img2spec predict`'s skips)."""
+    rejected: dict[int, tuple[str, str]]
+    """input index -> (stable skip code, detail), as `img2spec predict` reports them."""
 
 
 @dataclass
@@ -294,14 +310,14 @@ class Predictor:
         from ..prep.images import preprocess_stack
 
         bands = tuple(self.manifest["input"]["bands"])
-        rejected: dict[int, str] = {}
+        rejected: dict[int, tuple[str, str]] = {}
         keep: list[int] = []
         for i, cutout in enumerate(cutouts):
             reason = self.check_cutout(cutout)
             if reason is None:
                 keep.append(i)
             else:
-                rejected[i] = f"rejected by image checks: {reason}"
+                rejected[i] = (check_code(reason), f"rejected by image checks: {reason}")
         h, w, c = self.input_shape
         if not keep:
             return PreparedCutouts(np.zeros((0, h, w, c), np.float32), np.zeros(0, np.int64), rejected)
@@ -310,7 +326,8 @@ class Predictor:
         images = np.asarray(preprocess_stack(stack, magzp, self.scaling), np.float32)
         n_bad = (~np.isfinite(images)).reshape(len(images), -1).sum(axis=1)
         for k in np.flatnonzero(n_bad):
-            rejected[keep[k]] = f"cutout {cutouts[keep[k]].objid}: {int(n_bad[k])} NaN/inf pixels after preprocessing"
+            rejected[keep[k]] = ("preprocessing_failed",
+                                 f"cutout {cutouts[keep[k]].objid}: {int(n_bad[k])} NaN/inf pixels after preprocessing")
         good = n_bad == 0
         return PreparedCutouts(images[good], np.asarray(keep, np.int64)[good], dict(sorted(rejected.items())))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import re
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from ..io.processes import guarded_initializer
 from ..io.ps1_cutout import CutoutFormatError, read_cutout
 from ..io.sdss_spectrum import write_spectrum
 from ..logs import progress
-from .inputs import ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, read_object_meta
+from ..io.ps1_single import BandGroup, read_band_group
+from .inputs import ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, group_single_band, read_object_meta
 from .plot import plot_prediction
-from .predictor import InputError, Predictor
+from .predictor import InputError, Predictor, check_code
 from .measure_columns import batch_columns, choose_redshift
 from .writers import (Z_FROM_CATALOGUE, Z_FROM_PHOTOZ, Z_UNKNOWN, ObjectInfo, TableWriter, output_stem,
                       prediction_record, redshift_columns, scale)
@@ -122,7 +122,9 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     # Overrides become the predictor's defaults, so the FITS headers state what was used.
     predictor = predictor.with_options(sigma_method=opts.sigma_method, n_samples=opts.n_samples)
     files, tables, skipped = expand_inputs(inputs)
-    summary = Summary(skipped=list(skipped))
+    # single-band files (PS1 cutout service) become one input per object
+    files, band_skips = group_single_band(files, tuple(predictor.manifest["input"]["bands"]))
+    summary = Summary(skipped=[*skipped, *band_skips])
     meta = _load_meta(predictor, opts)
     for table in tables:
         if opts.fetch_params is None:
@@ -192,20 +194,6 @@ def run_predict(predictor: Predictor, inputs: Iterable[str | Path], opts: RunOpt
     return summary
 
 
-_IMAGE_CHECK_CODES = (("band(s)", "missing_band"), ("band shapes", "wrong_shape"), ("a band has no finite", "no_finite_pixels"))
-_CODE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def _image_check_code(reason: str) -> str:
-    """Stable code of a `Predictor.check_cutout` reason (the prepare stage's codes pass through)."""
-    if _CODE.match(reason):
-        return reason
-    for prefix, code in _IMAGE_CHECK_CODES:
-        if reason.startswith(prefix):
-            return code
-    return "rejected_by_image_checks"
-
-
 def _load_one(
     predictor: Predictor, path: Path, meta: ObjectMeta, seen: set[str], summary: Summary
 ) -> tuple[ObjectInfo, np.ndarray] | None:
@@ -216,10 +204,11 @@ def _load_one(
     try:
         bands = tuple(predictor.manifest["input"]["bands"])
         # the fast plain-FITS reader; astropy for anything else (and its errors)
-        cutout = fast_read_cutout(path, bands) or read_cutout(path, bands)
+        cutout = (read_band_group(path) if isinstance(path, BandGroup)
+                  else fast_read_cutout(path, bands) or read_cutout(path, bands))
         reason = predictor.check_cutout(cutout)
         if reason is not None:
-            skip(_image_check_code(reason), f"rejected by image checks: {reason}")
+            skip(check_code(reason), f"rejected by image checks: {reason}")
             return None
         image = predictor.preprocess_cutout(cutout)
     except CutoutFormatError as exc:

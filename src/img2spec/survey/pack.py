@@ -62,11 +62,10 @@ class ObjectSource:
 
 
 def reason_counts(skips: Iterable[Skip]) -> dict[str, int]:
-    """Skips per reason code (the text before the first ':')."""
+    """Skips per stable reason code."""
     counts: dict[str, int] = {}
     for s in skips:
-        key = s.reason.split(":")[0]
-        counts[key] = counts.get(key, 0) + 1
+        counts[s.reason] = counts.get(s.reason, 0) + 1
     return dict(sorted(counts.items()))
 
 
@@ -92,7 +91,7 @@ def index_inputs(
     """(objects with a sky position, number of input files); problems are appended to `skips`."""
     files, tables, bad = expand_inputs(inputs)
     skips.extend(bad)
-    skips.extend(Skip(str(t), "not a cutout file: tables go to --catalogue") for t in tables)
+    skips.extend(Skip(str(t), "not_a_cutout", "a table: give it with --catalogue") for t in tables)
     n_files = len(files) + len(tables) + sum(1 for s in bad if not Path(s.file).is_dir())
     objects: list[ObjectSource] = []
     singles: list[BandFile] = []
@@ -100,14 +99,14 @@ def index_inputs(
         try:
             found = scan_file(path, bands)
         except CutoutFormatError as exc:
-            skips.append(Skip(str(path), f"unreadable cutout: {str(exc).replace(f'{path}: ', '')}"))
+            skips.append(Skip(str(path), "unreadable_cutout", str(exc).replace(f"{path}: ", "")))
             continue
         if isinstance(found, CutoutFile):
             objects.append(ObjectSource(str(found.objid), found.ra, found.dec, (str(path),)))
         else:
             singles.append(found)
     groups, gskips = group_band_files(singles, bands, radius_arcsec)
-    skips.extend(Skip(",".join(g.files), g.reason) for g in gskips)
+    skips.extend(Skip(",".join(g.files), g.code, g.detail) for g in gskips)
     for g in groups:
         ra, dec = (math.nan, math.nan) if g.ra is None else (g.ra, g.dec)
         objects.append(ObjectSource(g.object_id, ra, dec, tuple(str(p) for p in g.files.values()), g))
@@ -117,10 +116,10 @@ def index_inputs(
         if not (np.isfinite(obj.ra) and np.isfinite(obj.dec)) and obj.object_id in positions:
             obj.ra, obj.dec = positions[obj.object_id]
         if not (np.isfinite(obj.ra) and np.isfinite(obj.dec)):
-            skips.append(Skip(",".join(obj.files), f"no sky position: object {obj.object_id} has no RA/DEC or "
+            skips.append(Skip(",".join(obj.files), "no_sky_position", f"object {obj.object_id} has no RA/DEC or "
                               "celestial WCS (give --catalogue with objid, ra, dec)"))
         elif obj.object_id in seen:
-            skips.append(Skip(",".join(obj.files), f"duplicate object id: {obj.object_id} already packed"))
+            skips.append(Skip(",".join(obj.files), "duplicate_objid", f"object {obj.object_id} already packed"))
         else:
             seen.add(obj.object_id)
             kept.append(obj)
@@ -179,13 +178,13 @@ def pack(
                     try:
                         loaded.append((obj, obj.read(bands)))
                     except (CutoutFormatError, ValueError, OSError, KeyError) as exc:
-                        skips.append(Skip(",".join(obj.files), f"unreadable cutout: {exc}"))
+                        skips.append(Skip(",".join(obj.files), getattr(exc, "reason", None) or "unreadable_cutout", str(exc)))
                 by_shape: dict[tuple, list[tuple[ObjectSource, Cutout]]] = {}
                 for item in loaded:
                     shape = tuple(np.shape(item[1].data[bands[0]]))
                     shapes = {tuple(np.shape(item[1].data[b])) for b in bands}
                     if len(shapes) > 1:
-                        skips.append(Skip(",".join(item[0].files), f"band shapes differ: {sorted(shapes)}"))
+                        skips.append(Skip(",".join(item[0].files), "wrong_shape", f"band shapes differ: {sorted(shapes)}"))
                         continue
                     by_shape.setdefault(shape, []).append(item)
                 name = f"{PART_PREFIX}{k // sp.objects_per_part:05d}"

@@ -57,6 +57,10 @@ class SurveyCounts:
     skipped: list[Skip] = field(default_factory=list)
     worker_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     predict_seconds: float = 0.0
+    load_seconds: float = 0.0
+    first_start: float | None = None
+    """Unix time the first shard task started (after cluster start-up)."""
+    last_end: float | None = None
 
 
 def _die_with_client_plugin():
@@ -189,14 +193,19 @@ def _add(counts: SurveyCounts, res: dict[str, Any]) -> None:
         counts.done += 1
     counts.n_objects += int(res["n_objects"])
     counts.n_predicted += int(res["n_predicted"]) if res["status"] == "done" else 0
-    counts.skipped.extend(Skip(s["file"], s["reason"]) for s in res["skipped"])
+    counts.skipped.extend(Skip(s["file"], s["reason"], s["detail"]) for s in res["skipped"])
     counts.predict_seconds += float(res["seconds"])
+    if res["status"] == "done":
+        counts.load_seconds += float(res.get("load_seconds", 0.0))
+        counts.first_start = min(counts.first_start or res["started"], res["started"])
+        counts.last_end = max(counts.last_end or res["finished"], res["finished"])
     pid = str(res["pid"])
     counts.worker_peak_rss_mb[pid] = max(counts.worker_peak_rss_mb.get(pid, 0.0), float(res["peak_rss_mb"]))
 
 
 def _report(counts: SurveyCounts, seconds: float, predictor: Predictor, info: dict[str, Any],
             shards_dir: Path, out_dir: Path) -> dict[str, Any]:
+    span = (counts.last_end - counts.first_start) if counts.first_start is not None else None
     return {
         "shards": {"total": counts.n_shards, "done": counts.done, "skipped_already_done": counts.skipped_done,
                    "failed": len(counts.failed)},
@@ -206,6 +215,11 @@ def _report(counts: SurveyCounts, seconds: float, predictor: Predictor, info: di
         "skipped": [s.as_dict() for s in counts.skipped],
         "seconds": round(seconds, 3),
         "galaxies_per_s": round(counts.n_predicted / seconds, 1) if seconds > 0 and counts.n_predicted else None,
+        # from the first shard task's start to the last one's end: without cluster start-up (which
+        # a survey of 1e8 galaxies pays once), with each worker's one bundle load (bundle_load_seconds)
+        "task_span_seconds": round(span, 3) if span else None,
+        "galaxies_per_s_tasks": round(counts.n_predicted / span, 1) if span and counts.n_predicted else None,
+        "bundle_load_seconds": round(counts.load_seconds, 2),
         "worker_peak_rss_mb": {k: round(v, 1) for k, v in sorted(counts.worker_peak_rss_mb.items())},
         "cluster": info,
         "model": {"name": predictor.name, "version": predictor.version, "bundle_hash": predictor.bundle_hash,

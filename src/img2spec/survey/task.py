@@ -118,28 +118,30 @@ def _peak_rss_mb() -> float:
 def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batch_size: int | None = None) -> dict[str, Any]:
     """Predict every usable cutout of one shard; returns the task's counts (for survey.json)."""
     t0 = time.perf_counter()
-    base = {"shard": rel, "pid": os.getpid()}
+    base = {"shard": rel, "pid": os.getpid(), "started": time.time()}
     input_attrs = read_attrs(shard_path) or {}
     done = is_done(out_dir, rel, spec.bundle_hash, input_attrs.get("content_hash"))
     if done is not None:
         return {**base, "status": "skipped_done", "n_objects": int(done.get("n_input_objects", 0)),
                 "n_predicted": int(done.get("n_objects", 0)), "skipped": [], "seconds": 0.0,
                 "peak_rss_mb": _peak_rss_mb()}
+    t_load = time.perf_counter()
     predictor = worker_predictor(spec)
+    base["load_seconds"] = time.perf_counter() - t_load  # > 0 only for a worker's first shard
     shard = read_cutout_shard(shard_path)
     prepared = predictor.prepare_cutouts([shard.cutout(i) for i in range(len(shard))])
     result = predictor.predict_batch(prepared.images, batch_size=batch_size)
     kept = prepared.kept
     predicted = np.zeros(len(shard), bool)
     predicted[kept] = True
-    reasons = [prepared.rejected.get(i, "") for i in range(len(shard))]
+    reasons = [prepared.rejected[i][0] if i in prepared.rejected else "" for i in range(len(shard))]
     norm = np.full(len(shard), np.nan)
     if shard.rKronMag is not None and predictor.manifest["normalisation"]["band"] == "r":
         norm = np.asarray(predictor.norm_from_mag(shard.rKronMag), np.float64)
     frame = catalogue_frame(
         object_id=shard.object_id, ra=shard.ra, dec=shard.dec, shard=rel, norm=norm,
         skip_reason=reasons, predicted=predicted, wave=predictor.wave, flux=result.flux, sigma=result.sigma,
-        z_input=shard.z, z_pred=result.z, z_pred_err=result.z_err,
+        z_input=shard.z, z_pred=result.z, z_pred_err=result.z_err, frame=predictor.frame,
     )
     spectra_path, catalogue_path = output_paths(out_dir, rel)
     write_parquet(catalogue_path, frame)
@@ -153,6 +155,7 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
         object_id=shard.object_id[kept], ra=shard.ra[kept], dec=shard.dec[kept],
         flux=result.flux, sigma=result.sigma, wave=predictor.wave, z=result.z, z_err=result.z_err, attrs=attrs,
     ))
-    skipped = [{"file": f"{rel}#{shard.object_id[i]}", "reason": r} for i, r in sorted(prepared.rejected.items())]
+    skipped = [{"file": f"{rel}#{shard.object_id[i]}", "reason": code, "detail": detail}
+               for i, (code, detail) in sorted(prepared.rejected.items())]
     return {**base, "status": "done", "n_objects": len(shard), "n_predicted": len(kept), "skipped": skipped,
-            "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
+            "seconds": time.perf_counter() - t0, "finished": time.time(), "peak_rss_mb": _peak_rss_mb()}
