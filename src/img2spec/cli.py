@@ -7,13 +7,31 @@ from typing import Optional
 
 import typer
 
-from .logs import setup_logging
+from .logs import import_tensorflow, setup_logging
 
 app = typer.Typer(
     help="img2spec: predict SDSS-like optical spectra from Pan-STARRS grizy cutouts.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: wraps at any width (rich's boxed tables are unreadable at 80 columns)
+    pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"img2spec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the img2spec version and exit."),
+) -> None:
+    """img2spec: predict SDSS-like optical spectra from Pan-STARRS grizy cutouts."""
 
 
 @app.command("validate-params")
@@ -79,7 +97,11 @@ def predict(
     sigma_method: Optional[str] = typer.Option(None, "--sigma", help="uncertainty: linearised (first-order, fast) or sampled (--n-samples draws); default: the bundle's"),
     n_samples: Optional[int] = typer.Option(None, "--n-samples", min=2, help="latent samples for --sigma sampled (default: the bundle's)"),
     writers: Optional[int] = typer.Option(None, "--writers", min=1, help="processes writing FITS/PNG files (default: publish.n_writers)"),
-    mags: Optional[Path] = typer.Option(None, "--mags", help="CSV objid,<band>KronMag[,z]: scale to 1e-17 erg/s/cm^2/A (else normalised flux)"),
+    catalogue: Optional[Path] = typer.Option(
+        None, "--catalogue", "-c",
+        help="CSV with objid and any of z (places the lines; else the photo-z) and rKronMag "
+        "(scales to 1e-17 erg/s/cm^2/A; else normalised flux)"),
+    mags: Optional[Path] = typer.Option(None, "--mags", hidden=True, help="deprecated name of --catalogue"),
     params: Path = typer.Option(Path("params.yaml"), help="parameter file (HTTP policy for fetching ra/dec tables; publish.plot_dpi)"),
 ) -> None:
     """Predict spectra from image cutouts with a published bundle (local, DVC revision or MLflow registry)."""
@@ -98,8 +120,11 @@ def predict(
         raise typer.BadParameter(f"{sigma_method!r}: choose {' or '.join(get_args(SigmaMethodParam))}",
                                  param_hint="--sigma")
     setup_logging()
+    if mags is not None:
+        typer.echo("img2spec predict: --mags is deprecated; use --catalogue (same CSV)", err=True)
     try:
         cfg = load_params(params) if params.is_file() else Params()
+        import_tensorflow()  # before anything imports it: no CUDA noise on a CPU-only machine
         try:
             predictor = Predictor.load(model, rev=rev, repo=repo)
         except (ConfigError, BundleError, OSError):
@@ -109,7 +134,7 @@ def predict(
         opts = RunOptions(
             out_dir=out, table=table, plot=plot, per_object=per_object, batch_size=batch_size, n_samples=n_samples,
             sigma_method=sigma_method,
-            mags=mags, dpi=cfg.publish.plot_dpi, fetch_params=cfg, n_writers=writers or cfg.publish.n_writers,
+            catalogue=catalogue or mags, dpi=cfg.publish.plot_dpi, fetch_params=cfg, n_writers=writers or cfg.publish.n_writers,
         )
         summary = run_predict(predictor, inputs, opts)
     except (ConfigError, BundleError, ValueError, RuntimeError, OSError) as exc:
@@ -205,8 +230,14 @@ def readme(
     if not metrics.is_file():
         typer.echo(f"img2spec readme: {metrics}: not found; run `dvc repro evaluate` first", err=True)
         raise typer.Exit(1)
-    if not replace_section(path, "eval", markdown_table(json.loads(metrics.read_text()))):
+    values = json.loads(metrics.read_text())
+    if not replace_section(path, "eval", markdown_table(values)):
         typer.echo(f"img2spec readme: {path}: no <!-- eval:start --> / <!-- eval:end --> markers", err=True)
+        raise typer.Exit(1)
+    from .evaluate.measurements import markdown_table as measurement_table
+
+    if "measurements" in values and not replace_section(path, "measure", measurement_table(values)):
+        typer.echo(f"img2spec readme: {path}: no <!-- measure:start --> / <!-- measure:end --> markers", err=True)
         raise typer.Exit(1)
     typer.echo(f"{path}: evaluation table rendered from {metrics}")
 
