@@ -341,7 +341,7 @@ class Predictor:
             "HIERARCH PREDICTED": (True, "a prediction, not an observation"),
             "MODEL": (self.name, "img2spec model name"),
             "MODELVER": (self.version, "img2spec version of the bundle"),
-            "MODELHSH": (self.bundle_hash[:16], "bundle payload sha256 (first 16 hex)"),
+            "MODELHSH": (self.bundle_hash[:16], "bundle hash: sha256 of bundle.json (16 hex)"),
             "MODELSRC": (self.provenance.get("source", "path"), "bundle loaded from: path | dvc | mlflow"),
             "SIGMETH": (self.sigma_method, "uncertainty: linearised | sampled"),
             "SIGSCALE": (round(self.sigma_scale, 6), "calibration factor applied to sigma (val fit)"),
