@@ -17,7 +17,7 @@ import pandas as pd
 
 from ...config import Params
 from ...config.mock import MockParams
-from ...io.atomic import write_csv
+from ...io.atomic import remove_stale_temps, write_csv
 from ...io.ps1_cutout import write_cutout
 from ...io.sdss_spectrum import SDSSSpectrum, write_spectrum
 from ...paths import Paths, spec_filename
@@ -138,6 +138,7 @@ def fetch_spectra(params: Params, paths: Paths) -> dict:
     t0 = time.perf_counter()
     records = _truth_records(paths)
     paths.spectra_dir.mkdir(parents=True, exist_ok=True)
+    swept = len(remove_stale_temps(paths.spectra_dir))  # files a killed run's workers were writing
     totals: dict[str, int] = {}
     for _, kinds in run_chunks(_spectra_chunk, len(records), mp.chunk_size, mp.n_workers,
                                _State, (mp, paths, records), "mock spectra"):
@@ -147,7 +148,7 @@ def fetch_spectra(params: Params, paths: Paths) -> dict:
     removed = _remove_stale(paths.spectra_dir, "spec-*.fits", keep)
     elapsed = time.perf_counter() - t0
     return {"n_written": len(records), "n_failed": 0, "bad_spectra": {k: v for k, v in totals.items() if k != "normal"},
-            "n_stale_removed": removed, "seconds": round(elapsed, 2)}
+            "n_stale_removed": removed, "stale_temporaries_removed": swept, "seconds": round(elapsed, 2)}
 
 
 # ---------------------------------------------------------------- fetch_images
@@ -168,10 +169,11 @@ def fetch_images(params: Params, paths: Paths) -> dict:
     t0 = time.perf_counter()
     records = _truth_records(paths)
     paths.images_dir.mkdir(parents=True, exist_ok=True)
+    swept = len(remove_stale_temps(paths.images_dir))
     n = sum(k for _, k in run_chunks(_images_chunk, len(records), mp.chunk_size, mp.n_workers,
                                      _State, (mp, paths, records, params.data), "mock images"))
     removed = _remove_stale(paths.images_dir, "*.fits", {f"{int(r['objid'])}.fits" for r in records})
-    return {"n_written": n, "n_failed": 0, "n_stale_removed": removed,
+    return {"n_written": n, "n_failed": 0, "n_stale_removed": removed, "stale_temporaries_removed": swept,
             "seconds": round(time.perf_counter() - t0, 2)}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...io.atomic import atomic_path, write_json, write_parquet
+from ...io.atomic import atomic_path, remove_stale_temps, temp_path, write_json, write_parquet
 
 PARAMS_FILE = "params.parquet"
 SPECTRA_FILE = "fibre_spectra.npy"
@@ -31,7 +31,8 @@ class TruthWriter:
         self.dir = Path(truth_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.loglam = loglam
-        self._tmp = self.dir / f".{SPECTRA_FILE}.{os.getpid()}.tmp"
+        remove_stale_temps(self.dir)  # a killed select's ~150 MB memmap and half-written tables
+        self._tmp = temp_path(self.dir / SPECTRA_FILE)
         self.spectra = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float32, shape=(n, len(loglam)))
 
     def write_rows(self, rows: range, spectra: np.ndarray) -> None:
