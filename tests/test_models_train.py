@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -77,6 +79,8 @@ def test_train_vae_result_and_artefacts(vae, data):
     assert result.best_val_loss == pytest.approx(min(result.history["val_loss"][TINY_VAE.kl_warmup_epochs:]))
     for name in ("encoder.keras", "decoder.keras", "vae.json", "wave.npy"):
         assert (out / name).exists()
+    # The grid frame is the one prepare recorded (meta.json wave.frame), not a missing key's None.
+    assert json.loads((out / "vae.json").read_text())["frame"] == data.meta["wave"]["frame"] == "observed"
     assert result.model.decoder.output_shape[-1] == data.flux.shape[1]
 
 
