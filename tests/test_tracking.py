@@ -199,11 +199,11 @@ def test_stage_script_run_spans_the_work(tmp_path, mlflow_uri, monkeypatch):
         import mlflow
 
         marks["active"] = mlflow.active_run().info.run_id
-        marks["t0"] = time.time() * 1000
+        marks["t0"] = int(time.time() * 1000)  # ms, truncated like MLflow's timestamps
         time.sleep(0.2)
         with tracking.start_run("evaluate", params, root=paths.root) as run:  # the library's own call
             marks["inner"] = run.info.run_id
-        marks["t1"] = time.time() * 1000
+        marks["t1"] = int(time.time() * 1000)
 
     (tmp_path / "params.yaml").write_text("{}\n")
     monkeypatch.setattr(sys, "argv", ["evaluate.py", "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path)])

@@ -68,9 +68,9 @@ def test_one_parent_row_with_the_headline(store):
 def test_runs_span_their_work_and_log_their_sections(store):
     root, runs = store
     evaluate = runs["evaluate"]
-    written_ms = (root / "metrics" / "evaluate.json").stat().st_mtime * 1000
+    written_ms = int((root / "metrics" / "evaluate.json").stat().st_mtime * 1000)
     assert evaluate.info.start_time <= written_ms <= evaluate.info.end_time  # opened before the work
-    model_ms = (root / "models" / "cnn" / "cnn.keras").stat().st_mtime * 1000
+    model_ms = int((root / "models" / "cnn" / "cnn.keras").stat().st_mtime * 1000)
     assert runs["train_cnn"].info.start_time <= model_ms <= runs["train_cnn"].info.end_time
     assert set(runs["train_vae"].data.params) and all(k.startswith("vae.") for k in runs["train_vae"].data.params)
     assert all(k.startswith("cnn.") for k in runs["train_cnn"].data.params)
