@@ -92,3 +92,13 @@ def test_bundle_records_the_norm_band_of_the_data(data):
     norm = normalisation(params, data)
     assert norm["band"] == "i"
     assert norm["wavelength_A"] == pytest.approx(effective_wavelength("i"))
+
+
+def test_rest_frame_decoder_refuses_rest_frame_data(tmp_path):
+    """vae.frame: rest redshifts its output onto the grid: on a rest-frame grid that would shift twice."""
+    from img2spec.config.models import VAEParams
+    from img2spec.models.train import train_vae
+
+    rest = ProcessedData.open(write_synthetic_processed(tmp_path / "processed", n=30, frame="rest"))
+    with pytest.raises(ValueError, match="prepare.frame: rest"):
+        train_vae(VAEParams(frame="rest", latent_dim=2, encoder_units=(8,), decoder_units=(8,), epochs=1), rest)

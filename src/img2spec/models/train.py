@@ -109,6 +109,9 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
     start = time.perf_counter()
     tr, va = _split_indices(data, "train"), _split_indices(data, "val")
     z_tr = z_va = None
+    if p.frame == "rest" and data.frame == "rest":  # the decoder would redshift rest spectra a second time
+        raise ValueError(f"{data.root}: vae.frame: rest decodes onto the observed grid, but these data are on a "
+                         "rest-frame grid (prepare.frame: rest); use vae.frame: observed with them")
     if p.frame == "rest":
         tr, va, z_tr, z_va = _with_redshift(data, tr, va)
     flux_tr, ivar_tr = clean_flux(data.flux[tr], data.ivar[tr])
