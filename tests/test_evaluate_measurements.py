@@ -129,3 +129,13 @@ def test_readme_paragraph_rendered_from_metrics(scored, tmp_path):
     result = CliRunner().invoke(app, ["readme", "--metrics", str(path), "--readme", str(readme)])
     assert result.exit_code == 0, result.output
     assert "Doorenbos" in readme.read_text() and "old" not in readme.read_text()
+
+
+def test_flat_mlflow_metrics(scored):
+    from img2spec.evaluate.measurements import flat_metrics
+
+    _, s, _ = scored
+    flat = flat_metrics(s)
+    assert flat["measure.dn4000.cnn.nmad"] == pytest.approx(0.0, abs=1e-9)
+    assert flat["classes.agn.knn_colour.accuracy"] == 0.0
+    assert all(np.isfinite(v) for v in flat.values())

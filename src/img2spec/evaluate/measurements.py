@@ -154,3 +154,13 @@ def markdown_table(metrics: dict) -> str:
                       "diffusion model, on real SDSS spectra with their own AGN definition and class balance: "
                       "a reference point, not the same test."]
     return "\n".join(lines) + "\n"
+
+
+def flat_metrics(result: dict) -> dict[str, float]:
+    """MLflow metrics of the `measurements` and `classes` sections: `measure.<q>.<method>.bias|nmad`
+    and `classes.<scheme>.<method>.accuracy|balanced_accuracy` (finite values only)."""
+    out = {f"measure.{q}.{m}.{k}": float(r[k]) for q, per in (result.get("measurements") or {}).items()
+           for m, r in per.items() for k in ("bias", "nmad")}
+    out.update({f"classes.{s}.{m}.{k}": float(r[k]) for s, per in (result.get("classes") or {}).items()
+                for m, r in per.items() for k in ("accuracy", "balanced_accuracy")})
+    return {k: v for k, v in out.items() if np.isfinite(v)}

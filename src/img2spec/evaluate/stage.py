@@ -23,7 +23,7 @@ from ..paths import Paths
 from .baselines import knn_colour, mean_spectrum
 from .figures import examples_figure, histogram_figure, trend_figure
 from .measure_figures import measurements_figure
-from .measurements import measure_methods, score_measurements
+from .measurements import flat_metrics, measure_methods, score_measurements
 from .regions import region_summaries
 from .redshift import redshift_metrics
 
@@ -177,6 +177,7 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     tracking.log_metrics(tracking.deviation_metrics(result["mean_deviation"]))
     mlflow.log_metrics({f"photoz.{name}.{k}": float(v) for name, m in result["redshift"].items() if name != "notes"
                         for k, v in m.items() if k != "n" and np.isfinite(v)})
+    mlflow.log_metrics(flat_metrics(result))
     for fig in sorted(paths.figures.glob("*.png")):
         mlflow.log_artifact(str(fig), artifact_path="figures")
     mlflow.log_artifact(str(paths.metrics / "evaluate.json"))
