@@ -115,6 +115,8 @@ def test_errors_match_monte_carlo_scatter_and_ivar_equals_sigma():
     assert np.mean(out["halpha_flux"]) == pytest.approx(30.0, abs=3 * np.std(out["halpha_flux"]) / np.sqrt(n))
     via_ivar = measure_spectra(flux[:5], WAVE, np.full(5, z), MP, ivar=1.0 / sig[:5] ** 2)
     np.testing.assert_allclose(via_ivar["halpha_flux_err"], out["halpha_flux_err"][:5], rtol=1e-10)
+    with pytest.raises(ValueError, match="3 redshifts for 2 spectra"):
+        measure_spectra(flux[:2], WAVE, np.full(3, z), MP)
     with pytest.raises(ValueError, match="not both"):
         measure_spectra(flux[:2], WAVE, z, MP, sigma=sig[:2], ivar=sig[:2])
 

@@ -108,7 +108,10 @@ class Spectra:
             raise ValueError(f"measure: frame must be 'observed' or 'rest' (got {frame!r})")
         self.frame = frame
         if frame == "observed":
-            zz = np.broadcast_to(np.asarray(np.nan if z is None else z, np.float64), (n,)).copy()
+            zin = np.asarray(np.nan if z is None else z, np.float64)
+            if zin.size not in (1, n):
+                raise ValueError(f"measure: {zin.size} redshifts for {n} spectra")
+            zz = np.broadcast_to(zin.reshape(()) if zin.size == 1 else zin.reshape(-1), (n,)).copy()
             self.no_z = ~np.isfinite(zz) | (zz <= -1.0)
             zz[self.no_z] = 0.0
             self.shift = np.log1p(zz)                      # ln(1+z): rest ln(lambda) = ln(lambda) - shift
