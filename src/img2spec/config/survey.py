@@ -11,9 +11,9 @@ class SurveyParams(Section):
     3,072 pixels of ~13.4 deg^2) is the Multimodal Universe's partition: ~1,000 SDSS Main
     Galaxy Sample galaxies per pixel, so tasks are large enough that Dask's per-task cost
     vanishes, while a deep survey's pixel splits into parts of `objects_per_part`."""
-    objects_per_part: int = Field(4096, ge=1)
-    """Cap on the objects of one shard file (`healpix=<N>/<part>.hdf5`): one Dask task,
-    ~330 MB of 5x64x64 float32 images at most in a worker at a time."""
+    objects_per_part: int = Field(1024, ge=1)
+    """Cap on the objects of one shard file (`healpix=<N>/<part>.hdf5`) = one Dask task:
+    ~84 MB of 5x64x64 float32 images read at once by a worker (about a second of work)."""
     group_radius_arcsec: float = Field(1.0, gt=0)
     """Single-band files whose image centres lie within this distance (and that share a
     name stem) are bands of one object."""

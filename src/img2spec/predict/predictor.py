@@ -6,8 +6,9 @@ functions the evaluate stage uses, so a bundle predicts exactly what was evaluat
 
 `Predictor.predict_batch` is the one per-batch inference function of `img2spec predict`
 and `img2spec survey`: stretched images in, a `BatchResult` (flux, sigma and, for a CNN
-with a redshift head, z and z_err) out. `Predictor.prepare_cutouts` turns raw cutouts
-into those images with the prepare stage's checks, one reason per rejected cutout.
+with a redshift head, z and z_err) out. `Predictor.prepare_stack` turns a stack of raw
+cutouts into those images with the prepare stage's checks (`check_cutout`'s, vectorised),
+one reason per rejected cutout.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class BatchResult:
 
 @dataclass
 class PreparedCutouts:
-    """`Predictor.prepare_cutouts`: network inputs of the usable cutouts, a reason for each other one."""
+    """`Predictor.prepare_stack`: network inputs of the usable cutouts, a reason for each other one."""
 
     images: np.ndarray
     """(M, H, W, C) float32 stretched images of the kept cutouts."""
@@ -225,7 +226,7 @@ class Predictor:
 
     def check_cutout(self, cutout: Cutout) -> str | None:
         """The prepare stage's quality cut on a raw cutout: a reason to reject it, or None."""
-        from ..prep.images import check_image, to_nanomaggies
+        from ..prep.images import to_nanomaggies
 
         bands = tuple(self.manifest["input"]["bands"])
         missing = [b for b in bands if b not in cutout.data]
@@ -235,9 +236,15 @@ class Predictor:
         if any(s != self.input_shape[:2] for s in shapes.values()):
             return f"band shapes {sorted(set(shapes.values()))}, the bundle expects {self.input_shape[:2]}"
         nmgy = to_nanomaggies(cutout.stack(bands), [cutout.magzp[b] for b in bands])
+        return self.check_nanomaggies(nmgy, float(cutout.pixel_scale))
+
+    def check_nanomaggies(self, nmgy: np.ndarray, pixel_scale: float) -> str | None:
+        """The pixel checks of `check_cutout` on one (H, W, C) nanomaggy image of the bundle's bands."""
+        from ..prep.images import check_image
+
         if not np.isfinite(nmgy).any(axis=(0, 1)).all():
             return "a band has no finite pixel"
-        return check_image(nmgy, float(cutout.pixel_scale), self.image_checks)
+        return check_image(nmgy, pixel_scale, self.image_checks)
 
     def preprocess_cutout(self, cutout: Cutout) -> np.ndarray:
         """A raw 5-band cutout -> (H, W, C) stretched image, exactly as the prepare stage does it."""
@@ -298,38 +305,54 @@ class Predictor:
             z_err=None if z_err is None else np.asarray(z_err, np.float32),
         )
 
-    def prepare_cutouts(self, cutouts: Sequence[Cutout]) -> PreparedCutouts:
-        """Raw cutouts -> stretched images of those that pass the prepare stage's checks.
+    def prepare_stack(
+        self, stack: np.ndarray, magzp: np.ndarray, bands: Sequence[str], pixel_scale: np.ndarray,
+        object_ids: Sequence[Any],
+    ) -> PreparedCutouts:
+        """Raw cutouts (N, H, W, n_bands) in `bands` order -> stretched images of those that pass.
 
-        A cutout is rejected (with the reason `img2spec predict` reports) when a band is
-        missing, its shape differs from the bundle's, a band has no finite pixel, the
-        image checks fail (NaN or saturated centre, off-centre), or it has NaN/inf
-        pixels after the stretch. The stretch runs once on the stack of kept cutouts:
-        the same arithmetic as `preprocess_cutout`, element by element.
+        The checks and the arithmetic of `check_cutout` + `preprocess_cutout`, vectorised:
+        counts -> nanomaggies once for the whole stack, then per object the prepare stage's
+        pixel checks (no finite pixel in a band, NaN or saturated centre, off-centre), then
+        one stretch of the kept objects; an object with NaN/inf after the stretch is rejected
+        too. Missing bands or another image size reject every object, with the reason
+        `check_cutout` gives. `magzp` is (N, n_bands), `pixel_scale` (N,) arcsec.
         """
-        from ..prep.images import preprocess_stack
+        from ..prep.images import stretch_nanomaggies, to_nanomaggies
 
-        bands = tuple(self.manifest["input"]["bands"])
+        want = tuple(self.manifest["input"]["bands"])
+        n = len(stack)
+        h, w, c = self.input_shape
+        empty = np.zeros((0, h, w, c), np.float32)
+        missing = [b for b in want if b not in bands]
+        reason = None
+        if missing:
+            reason = f"band(s) {missing} missing"
+        elif tuple(stack.shape[1:3]) != (h, w):
+            reason = f"band shapes {[tuple(stack.shape[1:3])]}, the bundle expects {(h, w)}"
+        if reason is not None:
+            rejected = {i: (check_code(reason), f"rejected by image checks: {reason}") for i in range(n)}
+            return PreparedCutouts(empty, np.zeros(0, np.int64), rejected)
+        order = [list(bands).index(b) for b in want]
+        nmgy = to_nanomaggies(np.ascontiguousarray(stack[..., order]), np.asarray(magzp, np.float64)[:, order])
         rejected: dict[int, tuple[str, str]] = {}
         keep: list[int] = []
-        for i, cutout in enumerate(cutouts):
-            reason = self.check_cutout(cutout)
+        for i in range(n):
+            reason = self.check_nanomaggies(nmgy[i], float(pixel_scale[i]))
             if reason is None:
                 keep.append(i)
             else:
                 rejected[i] = (check_code(reason), f"rejected by image checks: {reason}")
-        h, w, c = self.input_shape
         if not keep:
-            return PreparedCutouts(np.zeros((0, h, w, c), np.float32), np.zeros(0, np.int64), rejected)
-        stack = np.stack([cutouts[i].stack(bands) for i in keep])
-        magzp = np.array([[cutouts[i].magzp[b] for b in bands] for i in keep], np.float64)
-        images = np.asarray(preprocess_stack(stack, magzp, self.scaling), np.float32)
+            return PreparedCutouts(empty, np.zeros(0, np.int64), rejected)
+        kept = np.asarray(keep, np.int64)
+        images = stretch_nanomaggies(nmgy[kept] if len(kept) < n else nmgy, self.scaling)
         n_bad = (~np.isfinite(images)).reshape(len(images), -1).sum(axis=1)
         for k in np.flatnonzero(n_bad):
             rejected[keep[k]] = ("preprocessing_failed",
-                                 f"cutout {cutouts[keep[k]].objid}: {int(n_bad[k])} NaN/inf pixels after preprocessing")
+                                 f"cutout {object_ids[keep[k]]}: {int(n_bad[k])} NaN/inf pixels after preprocessing")
         good = n_bad == 0
-        return PreparedCutouts(images[good], np.asarray(keep, np.int64)[good], dict(sorted(rejected.items())))
+        return PreparedCutouts(images[good] if not good.all() else images, kept[good], dict(sorted(rejected.items())))
 
     def predict_counts(self, stack: np.ndarray, magzp: Sequence[float], **kwargs):
         """Raw linear-count cutouts (N, H, W, C) and their MAGZP -> `PredictedSpectra`."""

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..io.atomic import write_parquet
-from ..io.shards import SpectraShard, read_attrs, read_cutout_shard, write_spectra_shard
-from ..predict.predictor import Predictor
+from ..io.shards import CutoutShard, SpectraShard, read_attrs, read_cutout_shard, write_spectra_shard
+from ..predict.predictor import BatchResult, Predictor
 from .catalogue import catalogue_frame
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,35 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: int) -> tuple[BatchResult, np.ndarray, dict]:
+    """Check, stretch and predict `batch_size` objects at a time (memory: one batch of images).
+
+    Returns the predictions of the kept objects in shard order, their indices, and
+    {index: (code, detail)} of the rejected ones.
+    """
+    parts: list[BatchResult] = []
+    kept: list[np.ndarray] = []
+    rejected: dict[int, tuple[str, str]] = {}
+    for start in range(0, len(shard), batch_size):
+        sl = slice(start, start + batch_size)
+        # (n, bands, H, W) as packed -> (n, H, W, bands) as the network reads it
+        stack = np.moveaxis(shard.image_flux[sl], 1, -1)
+        prepared = predictor.prepare_stack(stack, shard.magzp[sl], shard.bands, shard.pixel_scale[sl],
+                                           shard.object_id[sl])
+        parts.append(predictor.predict_batch(prepared.images, batch_size=batch_size))
+        kept.append(prepared.kept + start)
+        rejected.update({i + start: r for i, r in prepared.rejected.items()})
+    if not parts:  # an empty shard
+        parts.append(predictor.predict_batch(np.zeros((0, *predictor.input_shape), np.float32)))
+
+    def cat(name: str) -> np.ndarray | None:
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    result = BatchResult(flux=cat("flux"), sigma=cat("sigma"), z=cat("z"), z_err=cat("z_err"))
+    return result, (np.concatenate(kept) if kept else np.zeros(0, np.int64)), rejected
+
+
 def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batch_size: int | None = None) -> dict[str, Any]:
     """Predict every usable cutout of one shard; returns the task's counts (for survey.json)."""
     t0 = time.perf_counter()
@@ -129,12 +158,10 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
     predictor = worker_predictor(spec)
     base["load_seconds"] = time.perf_counter() - t_load  # > 0 only for a worker's first shard
     shard = read_cutout_shard(shard_path)
-    prepared = predictor.prepare_cutouts([shard.cutout(i) for i in range(len(shard))])
-    result = predictor.predict_batch(prepared.images, batch_size=batch_size)
-    kept = prepared.kept
+    result, kept, rejected = _predict_in_batches(predictor, shard, batch_size or predictor.batch_size)
     predicted = np.zeros(len(shard), bool)
     predicted[kept] = True
-    reasons = [prepared.rejected[i][0] if i in prepared.rejected else "" for i in range(len(shard))]
+    reasons = [rejected[i][0] if i in rejected else "" for i in range(len(shard))]
     norm = np.full(len(shard), np.nan)
     if shard.rKronMag is not None and predictor.manifest["normalisation"]["band"] == "r":
         norm = np.asarray(predictor.norm_from_mag(shard.rKronMag), np.float64)
@@ -156,6 +183,6 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
         flux=result.flux, sigma=result.sigma, wave=predictor.wave, z=result.z, z_err=result.z_err, attrs=attrs,
     ))
     skipped = [{"file": f"{rel}#{shard.object_id[i]}", "reason": code, "detail": detail}
-               for i, (code, detail) in sorted(prepared.rejected.items())]
+               for i, (code, detail) in sorted(rejected.items())]
     return {**base, "status": "done", "n_objects": len(shard), "n_predicted": len(kept), "skipped": skipped,
             "seconds": time.perf_counter() - t0, "finished": time.time(), "peak_rss_mb": _peak_rss_mb()}
