@@ -102,7 +102,7 @@ def test_runs_table_in_chromium(two_executions, tmp_path):
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=BROWSER, args=BROWSER_FLAGS)
-            page = browser.new_page(viewport={"width": 1900, "height": 560})
+            page = browser.new_page(viewport={"width": 2400, "height": 560})
             page.goto(base + tracking.ui_path(exp.experiment_id))
             page.get_by_text(re.compile(r"^repro \d{4}-")).first.wait_for(timeout=PAGE_TIMEOUT_MS)
             page.get_by_text("mean_deviation_cnn", exact=True).first.wait_for(timeout=PAGE_TIMEOUT_MS)

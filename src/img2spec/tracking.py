@@ -56,6 +56,7 @@ VIEW_METRICS = (
     "mean_deviation_mean_spectrum", "mean_deviation_pca_cnn", "mean_deviation_vae_ceiling", "val_mean_deviation_cnn",
 )
 VIEW_PARAMS = ("vae.latent_dim", "cnn.loss", "cnn.filters", "cnn.epochs", "data.source")
+VIEW_CHAR_PX, VIEW_PAD_PX = 7, 40  # column width per header character + padding (MLflow UI font)
 SHORT_HASH = 12
 
 KEY_PARAMS = (
@@ -89,7 +90,10 @@ def comparison_view() -> str:
     data-version columns, newest first (JSON of the MLflow UI's shared view state)."""
     columns = ([f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in VIEW_PARAMS]
                + [f"tags.`{DATA_VERSION_TAG}`"])
-    return json.dumps({"selectedColumns": columns, "orderByKey": "attributes.start_time", "orderByAsc": False})
+    widths = {c: VIEW_CHAR_PX * len(c.split("`")[1]) + VIEW_PAD_PX for c in columns}  # full names visible
+    # the UI applies widths only to the columns listed in columnOrder
+    return json.dumps({"selectedColumns": columns, "columnOrder": columns, "columnWidths": widths,
+                       "orderByKey": "attributes.start_time", "orderByAsc": False})
 
 
 def ui_path(experiment_id: str) -> str:
