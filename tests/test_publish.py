@@ -227,11 +227,14 @@ def test_publish_command_and_stage_script(project, tmp_path, repo_root):
     result = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(root)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["registry"] is None
+    first = json.loads((root / "models" / "img2spec" / "bundle.json").read_text())
     script = subprocess.run(
         [sys.executable, str(repo_root / "pipeline" / "publish.py"), "--params", str(params_file), "--root", str(root)],
         capture_output=True, text=True,
     )
     assert script.returncode == 0, script.stderr
+    second = json.loads((root / "models" / "img2spec" / "bundle.json").read_text())
+    assert {k: (first[k], second.get(k)) for k in first if first[k] != second.get(k)} == {}
     assert json.loads((root / "reports" / "publish.json").read_text())["bundle_hash"] == \
         json.loads(result.output)["bundle_hash"]
     # nothing to publish from: a clear error, not a traceback
