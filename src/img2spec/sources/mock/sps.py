@@ -26,6 +26,19 @@ REF_LOG_MASS = 10.0
 HALPHA_KEY = "H  1  6562.80A"
 C_KMS = 299792.458
 KERNEL_SIGMAS = 4
+AIR_VACUUM_MIN_A = 2000.0
+"""bagpipes (MILES/BC03 stars, Cloudy lines) works in air above this wavelength, as is the convention;
+the SDSS grid is in vacuum, so the mock converts (Morton 2000, Eq. 8 inverted as in VALD)."""
+_MORTON_AIR_TO_VAC = (8.336624212083e-5, 2.408926869968e-2, 130.1065924522, 1.599740894897e-4, 38.92568793293)
+
+
+def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
+    """Vacuum wavelengths (A) of air wavelengths (A); unchanged below AIR_VACUUM_MIN_A."""
+    wave_air = np.asarray(wave_air, np.float64)
+    a, b, c, d, e = _MORTON_AIR_TO_VAC
+    s2 = (1e4 / wave_air) ** 2
+    n = 1.0 + a + b / (c - s2) + d / (e - s2)
+    return np.where(wave_air > AIR_VACUUM_MIN_A, wave_air * n, wave_air)
 
 
 def model_loglam(mp: MockParams) -> np.ndarray:
@@ -119,7 +132,7 @@ class SPS:
                             g[f"{which}_metallicity"], g[f"{which}_av"], g["log_u"],
                             self.mp.population.birth_cloud_eta, g.get("gas_metallicity"))
         self._ensure(comps)
-        rest = np.asarray(self._model.wavelengths, np.float64)
+        rest = air_to_vacuum(self._model.wavelengths)
         obs = rest * (1.0 + z)
         # Only the part that lands on our grid (plus kernel margin) needs broadening.
         lo = max(int(np.searchsorted(obs, self.edges[0])) - 200, 0)
