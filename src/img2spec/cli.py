@@ -90,7 +90,7 @@ def predict(
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="output directory (one spec-pred-<objid>.fits per object)"),
     rev: Optional[str] = typer.Option(None, "--rev", help="git revision (tag, branch, sha) of the DVC repo holding the bundle"),
     repo: Optional[str] = typer.Option(None, "--repo", help="DVC repo URL or path for --rev (default: this repo)"),
-    table: Optional[Path] = typer.Option(None, "--table", help="also write all predictions to one .fits or .csv table"),
+    table: Optional[Path] = typer.Option(None, "--table", help="also write all predictions to one .fits or .csv table (a relative path is relative to the current directory, not to --out)"),
     plot: bool = typer.Option(False, "--plot", help="a PNG per object: grizy composite + spectrum with 1-sigma band and lines"),
     per_object: bool = typer.Option(True, "--per-object/--no-per-object", help="one FITS per object (turn off with --table for survey-scale runs)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="objects per forward pass (default: the bundle's)"),
