@@ -185,7 +185,8 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
         f"| `img2spec predict --no-per-object --table` | {s['predict_table']['galaxies_per_s_in_run']} ({s['predict_table']['galaxies_per_s']}) | {s['predict_table']['peak_tree_gib']} GiB |",
         f"| `img2spec predict` per-object FITS (first {s['predict_per_object']['n']}) | {s['predict_per_object']['galaxies_per_s_in_run']} ({s['predict_per_object']['galaxies_per_s']}) | {s['predict_per_object']['peak_tree_gib']} GiB |",
         "",
-        f"Once the shard tasks run (no cluster start-up): {w1['galaxies_per_s_tasks']}/s at 1 worker, "
+        f"Once the workers have loaded the bundle (no cluster start-up, TensorFlow import, bundle load): "
+        f"{w1['galaxies_per_s_tasks']}/s at 1 worker, "
         f"{w2['galaxies_per_s_tasks']}/s at 2. 2 workers / 1 worker: {s['scaling_2_vs_1']}x; projected "
         f"{s['core_hours_per_1e8']} core-hours for 10^8 galaxies "
         f"at the default {s['default_n_workers']} workers (targets: >= {TARGET_PER_S:.0f}/s, >= {TARGET_SCALING}x: "

@@ -215,8 +215,9 @@ def _report(counts: SurveyCounts, seconds: float, predictor: Predictor, info: di
         "skipped": [s.as_dict() for s in counts.skipped],
         "seconds": round(seconds, 3),
         "galaxies_per_s": round(counts.n_predicted / seconds, 1) if seconds > 0 and counts.n_predicted else None,
-        # from the first shard task's start to the last one's end: without cluster start-up (which
-        # a survey of 1e8 galaxies pays once), with each worker's one bundle load (bundle_load_seconds)
+        # from the first shard task's start (after its worker loaded the bundle) to the last one's
+        # end: without the cluster start-up, TensorFlow import and bundle load (bundle_load_seconds,
+        # summed over workers), which a survey of 1e8 galaxies pays once per worker
         "task_span_seconds": round(span, 3) if span else None,
         "galaxies_per_s_tasks": round(counts.n_predicted / span, 1) if span and counts.n_predicted else None,
         "bundle_load_seconds": round(counts.load_seconds, 2),

@@ -147,7 +147,7 @@ def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: in
 def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batch_size: int | None = None) -> dict[str, Any]:
     """Predict every usable cutout of one shard; returns the task's counts (for survey.json)."""
     t0 = time.perf_counter()
-    base = {"shard": rel, "pid": os.getpid(), "started": time.time()}
+    base: dict[str, Any] = {"shard": rel, "pid": os.getpid()}
     input_attrs = read_attrs(shard_path) or {}
     done = is_done(out_dir, rel, spec.bundle_hash, input_attrs.get("content_hash"))
     if done is not None:
@@ -157,6 +157,7 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
     t_load = time.perf_counter()
     predictor = worker_predictor(spec)
     base["load_seconds"] = time.perf_counter() - t_load  # > 0 only for a worker's first shard
+    base["started"] = time.time()  # after the bundle load: the steady-state clock starts here
     shard = read_cutout_shard(shard_path)
     result, kept, rejected = _predict_in_batches(predictor, shard, batch_size or predictor.batch_size)
     predicted = np.zeros(len(shard), bool)
