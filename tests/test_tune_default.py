@@ -170,7 +170,8 @@ def test_run_tune_starts_pinned_workers_with_the_gpu_space(tmp_path, repo_root, 
 
     def fake_run_workers(slots, commands, cwd=None):
         started["slots"], started["commands"] = slots, commands
-        for name in ("img2spec-vae", "img2spec-cnn"):  # what the workers would leave in the storage
+        params = load_params(target)
+        for name in (params.tune.vae.study_name, params.tune.cnn.study_name):  # what the workers leave behind
             _seed(storage, name, {}, [1.0, 0.9])
         return [0] * len(slots)
 
