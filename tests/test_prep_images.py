@@ -107,3 +107,23 @@ def test_fast_preprocess_is_bitwise_the_documented_formula():
     view = stack[:, ::2]
     assert np.array_equal(preprocess_stack(view, zp, scaling), _reference_preprocess(view, zp, scaling))
     assert np.array_equal(stack, before, equal_nan=True)  # the caller's array is not modified
+
+
+def test_stack_checks_equal_one_object_at_a_time():
+    """check_images on a mixed stack (clean, off-centre, NaN and saturated centres, a NaN border
+    that forces nanmedian, more objects than one chunk) gives each object's own verdict."""
+    from img2spec.prep.images import CHECK_CHUNK, check_images
+
+    rng = np.random.default_rng(3)
+    n = CHECK_CHUNK + 7
+    images = []
+    for i in range(n):
+        offset = (0, 0) if i % 3 else tuple(rng.integers(-14, 15, 2))
+        images.append(_nmgy(offset=offset, seed=i)[1])
+    stack = np.stack(images)
+    stack[5, 26:38, 26:38, 1] = np.nan
+    stack[6, 31, 31, 0] = 1e6
+    stack[7, 0, 0, 2] = np.nan  # border pixel: this object's sky level needs nanmedian
+    single = [check_image(img, 0.25, CHECKS) for img in stack]
+    assert check_images(stack, 0.25, CHECKS) == single
+    assert {"nan_centre", "saturated_centre", "off_centre", None} <= set(single)

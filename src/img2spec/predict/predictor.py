@@ -240,11 +240,22 @@ class Predictor:
 
     def check_nanomaggies(self, nmgy: np.ndarray, pixel_scale: float) -> str | None:
         """The pixel checks of `check_cutout` on one (H, W, C) nanomaggy image of the bundle's bands."""
-        from ..prep.images import check_image
+        return self.check_nanomaggies_stack(nmgy[None], np.array([pixel_scale]))[0]
 
-        if not np.isfinite(nmgy).any(axis=(0, 1)).all():
-            return "a band has no finite pixel"
-        return check_image(nmgy, pixel_scale, self.image_checks)
+    def check_nanomaggies_stack(self, nmgy: np.ndarray, pixel_scale: np.ndarray) -> list[str | None]:
+        """`check_nanomaggies` of every image of an (N, H, W, C) stack, vectorised per pixel scale."""
+        from ..prep.images import check_images
+
+        reasons: list[str | None] = [None] * len(nmgy)
+        empty_band = ~np.isfinite(nmgy).any(axis=(1, 2)).all(axis=-1)
+        for i in np.flatnonzero(empty_band):
+            reasons[i] = "a band has no finite pixel"
+        for scale in np.unique(pixel_scale[~empty_band]):
+            rows = np.flatnonzero(~empty_band & (pixel_scale == scale))
+            sub = nmgy if len(rows) == len(nmgy) else nmgy[rows]  # no copy of a clean batch
+            for i, reason in zip(rows, check_images(sub, float(scale), self.image_checks)):
+                reasons[i] = reason
+        return reasons
 
     def preprocess_cutout(self, cutout: Cutout) -> np.ndarray:
         """A raw 5-band cutout -> (H, W, C) stretched image, exactly as the prepare stage does it."""
@@ -337,8 +348,7 @@ class Predictor:
         nmgy = to_nanomaggies(np.ascontiguousarray(stack[..., order]), np.asarray(magzp, np.float64)[:, order])
         rejected: dict[int, tuple[str, str]] = {}
         keep: list[int] = []
-        for i in range(n):
-            reason = self.check_nanomaggies(nmgy[i], float(pixel_scale[i]))
+        for i, reason in enumerate(self.check_nanomaggies_stack(nmgy, np.asarray(pixel_scale, np.float64))):
             if reason is None:
                 keep.append(i)
             else:
