@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Callable
 
 from img2spec.config import ConfigError, Params, load_params
-from img2spec.io.ps1_cutout import CutoutFormatError
-from img2spec.io.sdss_spectrum import SpectrumFormatError
+from img2spec.io.errors import FileFormatError, RunInputError
 from img2spec.logs import setup_logging
 from img2spec.paths import Paths
 
 # Errors whose message already names the bad file or parameter: report them without a traceback.
-_USER_ERRORS = (FileNotFoundError, SpectrumFormatError, CutoutFormatError)
+# Every reader's FileFormatError (spectra, cutouts, match's tables, shards) and whole-run input problems.
+_USER_ERRORS = (FileNotFoundError, FileFormatError, RunInputError)
 
 
 def run_stage(name: str, body: Callable[[Params, Paths], None], doc: str = "", *, tracked: bool = False) -> None:

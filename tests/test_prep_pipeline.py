@@ -273,3 +273,27 @@ def test_an_unexpected_error_in_one_object_is_a_counted_skip(clean_raw, tmp_path
     assert prep["dropped_by_reason"] == {"unexpected_error": 1} and prep["n_out"] == N - 1
     (row,) = prep["dropped"]
     assert row["objid"] == objects[4].objid and row["detail"].startswith("ZeroDivisionError: a bug")
+
+
+def test_prepare_stage_with_nothing_left_exits_1_without_traceback(clean_raw, tmp_path, params, mlflow_uri):
+    """Every cutout unreadable: the stage script stops with exit 1 and a message naming the report."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    paths, _ = _copy(clean_raw, tmp_path)
+    match(params, paths)
+    for f in paths.images_dir.glob("*.fits"):
+        f.write_bytes(b"not a FITS file")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    script = Path(__file__).resolve().parents[1] / "pipeline" / "prepare.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    proc = subprocess.run([sys.executable, str(script), "--root", str(tmp_path), "--params", str(params_file)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "0 objects survived" in proc.stderr and "prepare.json" in proc.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -148,13 +150,19 @@ def test_fetch_spectra_resume_keeps_good_refetches_corrupt(svc, objects, tmp_pat
     corrupt = paths.spectrum_file(objects[0].plate, objects[0].mjd, objects[0].fiberid)
     corrupt.write_bytes(corrupt.read_bytes()[:3000])
     paths.spectrum_file(objects[1].plate, objects[1].mjd, objects[1].fiberid).unlink()
-    (paths.spectra_dir / ".spec-0001-00001-0001.fits.abc.fits.tmp").write_bytes(b"partial")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (paths.spectra_dir / f".spec-0001-00001-0001.fits.tmp-{dead.pid}-abc.tmp").write_bytes(b"partial")
+    live = paths.spectra_dir / f".spec-0002-00002-0002.fits.tmp-{os.getpid()}-abc.tmp"
+    live.write_bytes(b"a live writer's file")  # a concurrent run's temporary is not touched
     hits = svc.hits["sas"]
     report = stages.fetch_spectra(svc.params(), paths)
     assert (report["present"], report["refetched"], report["fetched"]) == (len(objects) - 2, 1, 1)
     assert report["stale_temporaries_removed"] == 1
     assert svc.hits["sas"] - hits == 2
     assert {p.name: p.read_bytes() for p in paths.spectra_dir.glob("spec-*.fits")} == first
+    assert live.exists()
+    live.unlink()
     assert _no_temporaries(paths.spectra_dir)
 
 

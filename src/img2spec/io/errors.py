@@ -29,6 +29,11 @@ class FileFormatError(ValueError):
         return (type(self), (str(self), self.reason, self.path))
 
 
+class RunInputError(ValueError):
+    """The inputs of a whole run cannot give a result (e.g. every object was dropped); the
+    message says why and where the per-object reasons are. Stages stop on it without a traceback."""
+
+
 def fits_truncated(hdul, path: str | Path) -> bool:
     """True when the FITS file at `path` does not end where its last readable HDU ends.
 

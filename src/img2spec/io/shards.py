@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .atomic import atomic_path
+from .errors import FileFormatError
 from .ps1_cutout import Cutout
 
 CUTOUT_FORMAT = "img2spec-cutout-shard"
@@ -32,8 +33,10 @@ PARTITION_PREFIX = "healpix="
 _PARTITION = re.compile(r"^healpix=(\d+)$")
 
 
-class ShardFormatError(ValueError):
+class ShardFormatError(FileFormatError):
     """A shard file is unreadable or not the layout this module writes."""
+
+    default_reason = "bad_shard"
 
 
 def part_path(root: str | Path, healpix: int, part: str) -> Path:

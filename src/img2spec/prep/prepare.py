@@ -38,6 +38,7 @@ import pandas as pd
 from .. import BANDS
 from ..config import Params
 from ..io.atomic import remove_stale_temps, temp_path
+from ..io.errors import RunInputError
 from ..io.processed import write_processed_tables
 from ..io.processes import guarded_initializer
 from ..io.sdss_spectrum import sdss_loglam_grid
@@ -242,7 +243,7 @@ def prepare(params: Params, paths: Paths, track: bool = False) -> dict:
         report = _report_head(params, n_in, n_out, out, drops)
         if n_out == 0 or not (out["split"] == "train").any():
             drops.write(paths.reports / "prepare.json", paths.reports / "prepare_dropped.csv", report)
-            raise RuntimeError(f"prepare: {n_out} objects survived (none in the train split); see reports/prepare.json")
+            raise RunInputError(f"prepare: {n_out} objects survived (none in the train split); see reports/prepare.json")
         sky = np.array([i["sky_sigma"] for i in infos], dtype=np.float64)
         scaling = _fit_and_apply_stretch(
             tmp / "images.npy", out["split"].to_numpy() == "train", sky, p.images.asinh_softening, bands

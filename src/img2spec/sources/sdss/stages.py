@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from ...config import Params
-from ...io.atomic import write_csv, write_text
+from ...io.atomic import remove_stale_temps, write_csv, write_text
 from ...paths import Paths
 from .http import Fetcher
 from .ps1catalog import PHOTOMETRY_COLUMNS, fetch_photometry_row
@@ -54,13 +54,8 @@ def read_candidates(path: Path) -> pd.DataFrame:
 
 
 def _clean_temporaries(directory: Path) -> int:
-    """Remove `.name.*.tmp` files a killed run left behind (atomic_path's naming)."""
-    n = 0
-    if directory.is_dir():
-        for tmp in directory.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-            n += 1
-    return n
+    """Remove the temporaries a killed run left behind; a concurrent live run's are kept."""
+    return len(remove_stale_temps(directory))
 
 
 def _finish(stage: str, params: Params, paths: Paths, n: int, outcomes, failures, fetcher: Fetcher, t0: float) -> dict:
