@@ -50,6 +50,7 @@ def tiny_repo(repo_root: Path, tmp_path: Path) -> Path:
     return work
 
 
+@pytest.mark.slow  # the whole DVC graph on a tiny mock (~2.5 min); test_dvc_deps.py guards the deps in the fast suite
 def test_dvc_repro_evaluate(tiny_repo: Path, mlflow_uri: str):
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "IMG2SPEC_NO_PROGRESS": "1"}
