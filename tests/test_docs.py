@@ -40,6 +40,16 @@ def test_markdown_table_rows_and_calibration_verdict():
     assert "heavier tails" in markdown_table(_metrics(0.683, 0.951, 0.02))
 
 
+def test_markdown_table_photo_z_rows_only_when_scored():
+    assert "sigma_NMAD" not in markdown_table(_metrics(0.683))
+    m = _metrics(0.683)
+    m["redshift"] = {"cnn": {"sigma_nmad": 0.0284, "bias": 0.0013, "outlier_fraction": 0.072, "n": 472},
+                     "notes": {"outlier_threshold": 0.05}}
+    md = markdown_table(m)
+    assert "(outliers: |dz|/(1+z) > 0.05)" in md
+    assert "| CNN redshift head (images) | 0.0284 | +0.0013 | 7.2% | 472 |" in md and "kNN in PS1" not in md.split("sigma_NMAD")[1]
+
+
 def test_replace_section_is_idempotent_and_leaves_other_files_alone(tmp_path):
     start, end = markers("eval")
     f = tmp_path / "R.md"

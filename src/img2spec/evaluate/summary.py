@@ -21,6 +21,9 @@ SIGNIFICANT_SEM = 2.0
 TAIL_KEY = f"beyond_{TAIL_SIGMA:g}sigma"
 
 
+REDSHIFT_LABELS = {"cnn": "CNN redshift head (images)", "knn_colour": "kNN in PS1 colour space"}
+
+
 def calibration_verdict(cal: dict[str, Any]) -> str:
     """Gaussian or not, judged on the 2-sigma coverage and the 3-sigma tails (the 1-sigma
     coverage is what the sigma calibration was fitted to reach, so it proves nothing); a
@@ -78,4 +81,17 @@ def markdown_table(metrics: dict[str, Any]) -> str:
                       f"within 2 sigma (Gaussian: {_pct(GAUSSIAN_WITHIN_1SIGMA)}, {_pct(GAUSSIAN_WITHIN_2SIGMA)})"
                       + (f"; {_pct(cal[TAIL_KEY], 2)}{_sem(cal, TAIL_KEY, 2)} beyond {TAIL_SIGMA:g} sigma (Gaussian: "
                          f"{_pct(GAUSSIAN_BEYOND_3SIGMA, 2)})" if TAIL_KEY in cal else "") + f": {verdict}."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _redshift_lines(metrics.get("redshift") or {})) + "\n"
+
+
+def _redshift_lines(redshift: dict[str, Any]) -> list[str]:
+    """The photo-z of the CNN's redshift head beside the colour kNN (metrics `redshift`), if scored."""
+    rows = [(label, redshift[name]) for name, label in REDSHIFT_LABELS.items() if name in redshift]
+    if not rows:
+        return []
+    threshold = (redshift.get("notes") or {}).get("outlier_threshold")
+    out = ["", f"Photometric redshift on the same test split (outliers: |dz|/(1+z) > {threshold}):", "",
+           "| method | sigma_NMAD | bias | outliers | n |", "|---|---:|---:|---:|---:|"]
+    out += [f"| {label} | {r['sigma_nmad']:.4f} | {r['bias']:+.4f} | {_pct(r['outlier_fraction'])} | {r['n']} |"
+            for label, r in rows]
+    return out
