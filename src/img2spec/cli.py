@@ -109,7 +109,6 @@ def predict(
 
     from .config import ConfigError, Params, load_params
     from .predict.bundle import BundleError
-    from .predict.predictor import Predictor
     from .predict.runner import RunOptions, run_predict
 
     from typing import get_args
@@ -125,12 +124,7 @@ def predict(
     try:
         cfg = load_params(params) if params.is_file() else Params()
         import_tensorflow()  # before anything imports it: no CUDA noise on a CPU-only machine
-        try:
-            predictor = Predictor.load(model, rev=rev, repo=repo)
-        except (ConfigError, BundleError, OSError):
-            raise
-        except Exception as exc:  # MLflow/DVC errors (unknown alias, revision, unreachable remote)
-            raise RuntimeError(f"cannot load model {model!r}{f' at {rev}' if rev else ''}: {exc}") from exc
+        predictor = _load_predictor(model, rev, repo)
         opts = RunOptions(
             out_dir=out, table=table, plot=plot, per_object=per_object, batch_size=batch_size, n_samples=n_samples,
             sigma_method=sigma_method,
@@ -283,18 +277,13 @@ def survey_cmd(
 
     from .config import ConfigError, Params, load_params
     from .predict.bundle import BundleError
-    from .predict.predictor import Predictor
     from .survey.run import SurveyError, run_survey
 
     setup_logging()
     try:
         cfg = load_params(params) if params.is_file() else Params()
-        try:
-            predictor = Predictor.load(model, rev=rev, repo=repo)
-        except (ConfigError, BundleError, OSError):
-            raise
-        except Exception as exc:  # MLflow/DVC errors (unknown alias, revision, unreachable remote)
-            raise RuntimeError(f"cannot load model {model!r}{f' at {rev}' if rev else ''}: {exc}") from exc
+        import_tensorflow()  # before anything imports it: no CUDA noise on a CPU-only machine
+        predictor = _load_predictor(model, rev, repo)
         report = run_survey(shards, predictor, out, cfg, scheduler=scheduler)
     except (ConfigError, BundleError, SurveyError, ValueError, RuntimeError, OSError) as exc:
         typer.echo(f"img2spec survey: {exc}", err=True)
@@ -303,6 +292,20 @@ def survey_cmd(
     typer.echo(json.dumps(report, indent=2, default=str))
     if report["shards"]["failed"]:
         raise typer.Exit(1)
+
+
+def _load_predictor(model: str, rev: Optional[str], repo: Optional[str]):
+    """`Predictor.load`, with MLflow/DVC failures (unknown alias, revision, unreachable remote) as one clear error."""
+    from .config import ConfigError
+    from .predict.bundle import BundleError
+    from .predict.predictor import Predictor
+
+    try:
+        return Predictor.load(model, rev=rev, repo=repo)
+    except (ConfigError, BundleError, OSError):
+        raise
+    except Exception as exc:
+        raise RuntimeError(f"cannot load model {model!r}{f' at {rev}' if rev else ''}: {exc}") from exc
 
 
 def main() -> None:  # pragma: no cover
