@@ -158,7 +158,9 @@ def test_corrupt_part_reported_and_killed_worker_changes_nothing(env, tmp_path):
     assert killed and killed[0][1] < n_parts - 1  # the kill happened mid-run
     assert report["shards"]["failed"] == 1 and report["failed"][0]["shard"] == corrupt.relative_to(shards).as_posix()
     assert "ShardFormatError" in report["failed"][0]["reason"]
-    assert report["shards"]["done"] == n_parts - 1
+    # A worker killed after writing its shard but before reporting it leaves the shard complete:
+    # Dask's retry finds the output with the same bundle hash and skips it, so both counts are "done".
+    assert report["shards"]["done"] + report["shards"]["skipped_already_done"] == n_parts - 1
     assert report["objects"]["skipped_by_reason"]["missing_band"] == len(full)  # the 4-band shard
     assert any("band(s) ['y'] missing" in s["detail"] for s in report["skipped"])
     got = _check_outputs(env, out)
