@@ -75,7 +75,7 @@ predict: setup  ## predict spectra: make predict PREDICT_INPUT=dir PREDICT_OUT=d
 
 figures: setup  ## figure of a few mock galaxies for the README; mock realism report vs SDSS (reports/mock_realism.json)
 	$(BIN)/img2spec mock-figure --out docs/mock_galaxies.png
-	$(BIN)/img2spec mock-realism --out reports/mock_realism.json --figures reports/figures/realism --readme README.md
+	$(BIN)/img2spec mock-realism --out reports/mock_realism.json --figures reports/realism --readme README.md
 
 bench: setup  ## benchmarks: speed, memory, scaling, science (writes reports/bench.json)
 	$(BIN)/python bench/run_all.py

@@ -184,7 +184,7 @@ def mock_figure(
 @app.command("mock-realism")
 def mock_realism(
     out: Path = typer.Option(Path("reports/mock_realism.json"), help="JSON report to write"),
-    figures: Path = typer.Option(Path("reports/figures/realism"), help="directory for one figure per comparison"),
+    figures: Path = typer.Option(Path("reports/realism"), help="directory for one figure per comparison (outside DVC's reports/figures)"),
     truth_dir: Path = typer.Option(Path("data/raw/truth"), help="mock truth to assess; generated if missing"),
     n: int = typer.Option(300, min=20, help="galaxies to generate when TRUTH_DIR does not exist"),
     params: Path = typer.Option(Path("params.yaml"), help="parameter file (sections mock, measure)"),
