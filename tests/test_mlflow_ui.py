@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tracking_fixture import run_tiny_pipeline
+from tracking_fixture import run_tiny_pipeline, tracking_store
 
 pytestmark = pytest.mark.slow
 
@@ -70,17 +70,9 @@ def stop_server(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def two_executions(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
+    with tracking_store(root) as uri:
         run_tiny_pipeline(root, {"vae": {"latent_dim": 3}}, publish=False)
         run_tiny_pipeline(root, {"vae": {"latent_dim": 4}}, publish=False)
-    finally:
-        if old is None:
-            del os.environ["MLFLOW_TRACKING_URI"]
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
     return root, uri
 
 

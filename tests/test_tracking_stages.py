@@ -10,24 +10,14 @@ import yaml
 
 from img2spec import tracking
 
-from tracking_fixture import run_tiny_pipeline
+from tracking_fixture import run_tiny_pipeline, tracking_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    import os
-
     root = tmp_path_factory.mktemp("stages")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
+    with tracking_store(root) as uri:
         run_tiny_pipeline(root, publish=False)
-    finally:
-        if old is None:
-            del os.environ["MLFLOW_TRACKING_URI"]
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)

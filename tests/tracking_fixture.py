@@ -3,6 +3,7 @@ tests that read the MLflow store back (tests/test_tracking*.py, tests/test_mlflo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -22,6 +23,21 @@ TINY: dict[str, Any] = {
 }
 SECRET = "hunter2-not-for-mlflow"
 STORAGE_WITH_PASSWORD = f"postgresql+psycopg2://optuna:{SECRET}@db.example.org:5432/optuna"
+
+
+@contextlib.contextmanager
+def tracking_store(root: Path):
+    """MLFLOW_TRACKING_URI set to a sqlite store under `root` for the block (the previous value restored); yields the URI."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield uri
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 def merged(base: dict, update: dict) -> dict:
