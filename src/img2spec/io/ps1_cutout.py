@@ -25,7 +25,6 @@ from .errors import FileFormatError, fits_truncated
 
 PS1_ZP_BASE = 25.0
 """PS1 stack zero point in counts per second: ZP = 25 + 2.5 log10(EXPTIME)."""
-AB_ZERO_JY = 3631.0
 
 
 CORRUPT_IMAGE = "corrupt_image"
@@ -62,7 +61,7 @@ class Cutout:
         return np.stack([np.asarray(self.data[b], np.float32) for b in bands], axis=-1)
 
     def to_maggies(self, band: str) -> np.ndarray:
-        """Pixels in AB maggies (1 maggie = 3631 Jy)."""
+        """Pixels in AB maggies (1 maggie = the AB zero point, about 3631 Jy)."""
         return np.asarray(self.data[band], np.float64) * 10 ** (-0.4 * self.magzp[band])
 
 

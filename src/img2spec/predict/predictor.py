@@ -24,7 +24,7 @@ import numpy as np
 
 from ..io.ps1_cutout import Cutout
 from .bundle import BundleError, read_manifest, verify_bundle
-from .normalise import flambda_from_ab_mag
+from ..prep.normalise import flambda_from_ab_mag  # the bundle records the wavelength: flux_1e17 = flux_norm * norm
 
 log = logging.getLogger(__name__)
 

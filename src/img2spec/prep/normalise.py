@@ -6,11 +6,8 @@ from functools import lru_cache
 
 import numpy as np
 
-C_ANGSTROM_PER_S = 2.99792458e18
-AB_ZERO_FNU_CGS = 3631e-23
-"""AB zero point: 3631 Jy in erg/s/cm^2/Hz."""
-SDSS_FLUX_UNIT = 1e-17
-"""SDSS spectra are in 1e-17 erg/s/cm^2/A."""
+from ..config.constants import AB_ZERO_FNU_CGS, C_ANGSTROM_PER_S, SDSS_FLUX_UNIT
+
 EFFECTIVE_WAVELENGTH_OVERRIDE = {"r": 6201.2}
 """The original study converted the r Kron flux at 6,201.2 A; other bands use speclite's curves."""
 MISSING_MAG = -900.0
@@ -28,17 +25,21 @@ def effective_wavelength(band: str) -> float:
     return float(curve.effective_wavelength.to_value("Angstrom"))
 
 
-def mag_to_flambda(mag: np.ndarray | float, band: str) -> np.ndarray:
-    """AB magnitude -> f_lambda at the band's effective wavelength, in 1e-17 erg/s/cm^2/A.
+def flambda_from_ab_mag(mag: np.ndarray | float, wavelength_A: float) -> np.ndarray:
+    """AB magnitude -> f_lambda at `wavelength_A`, in 1e-17 erg/s/cm^2/A.
 
     Missing (non-finite or PS1's -999) magnitudes give NaN.
     """
     mag = np.asarray(mag, dtype=np.float64)
     valid = np.isfinite(mag) & (mag > MISSING_MAG)
-    lam = effective_wavelength(band)
-    fnu = AB_ZERO_FNU_CGS * 10.0 ** (-0.4 * np.where(valid, mag, 0.0))
-    flam = fnu * C_ANGSTROM_PER_S / lam**2 / SDSS_FLUX_UNIT
+    fnu = AB_ZERO_FNU_CGS * 10.0 ** (-0.4 * np.where(valid, mag, 0.0))  # flagged -999 would overflow
+    flam = fnu * C_ANGSTROM_PER_S / wavelength_A**2 / SDSS_FLUX_UNIT
     return np.where(valid, flam, np.nan)
+
+
+def mag_to_flambda(mag: np.ndarray | float, band: str) -> np.ndarray:
+    """AB magnitude -> f_lambda at the band's effective wavelength, in 1e-17 erg/s/cm^2/A."""
+    return flambda_from_ab_mag(mag, effective_wavelength(band))
 
 
 MAG_MISSING = "missing_magnitude"

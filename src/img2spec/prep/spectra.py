@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config.constants import C_KMS
 from ..config.prepare import PrepareParams
 from ..io.sdss_spectrum import SDSSSpectrum
 
-C_KMS = 299792.458
 
 
 @dataclass(frozen=True)

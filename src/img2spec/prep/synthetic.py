@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 
 from .. import BANDS
+from ..config.constants import C_KMS
 from ..io.atomic import write_csv
 from ..io.ps1_cutout import Cutout, magzp_for_exptime, write_cutout
 from ..io.sdss_spectrum import SDSSSpectrum, sdss_loglam_grid, write_spectrum
 from ..io.processed import SPLITS, write_processed
 from ..paths import Paths
 from .normalise import effective_wavelength, mag_to_flambda
-from .spectra import C_KMS
 
 EXPTIME_S = 600.0
 SKY_SIGMA_COUNTS = 30.0
