@@ -93,6 +93,16 @@ def test_select_empty_result_and_permanent_failure(svc, tmp_path):
         stages.select(svc.params(), Paths(tmp_path / "b"))
 
 
+def test_select_sql_has_a_total_deadline(svc, objects, tmp_path):
+    """A server that trickles the SQL answer byte by byte (each read quick) is cut at
+    `http.total_timeout_s` and retried, like any download; the retry completes."""
+    svc.add_fault("x_results", "trickle")
+    t0 = time.monotonic()
+    report = stages.select(svc.params(http={"total_timeout_s": 0.5, "read_timeout_s": 2.0}), Paths(tmp_path))
+    assert report["n_candidates"] == len(objects) and report["http_retries"] == 1
+    assert time.monotonic() - t0 < 5.0  # the trickled body alone would take minutes
+
+
 def test_select_goes_through_astroquery_with_the_sql(svc, tmp_path):
     _select(svc, tmp_path)
     assert svc.hits["sql"] == 1  # astroquery called the DR16 x_results endpoint of the base URL

@@ -3,22 +3,22 @@
 astroquery builds the request (URL for the data release, `cmd`, `format=csv`,
 `searchtool=SQL`); its base URL is `astroquery.sdss.conf.skyserver_baseurl`, set
 temporarily from `sdss.skyserver_url` so a mirror or a local test server works.
-We take the raw response from `SDSS.query_sql_async` rather than `query_sql` so that
-HTTP status, Retry-After and truncated bodies go through our retry policy (astroquery
-neither retries nor checks the status of SQL queries).
+We take only the request from astroquery (`get_query_payload=True`) and send it with
+the stage's `Fetcher`, so HTTP status, Retry-After, truncated bodies and the total
+deadline go through the same retry policy as every download (astroquery neither
+retries nor checks the status of SQL queries, and a trickling server could hold it
+for ever).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import time
 
 import pandas as pd
-import requests
 
 from ...config.sdss import SDSSParams
-from .http import BadContent, FetchError, Fetcher, RETRY_STATUS, parse_retry_after
+from .http import BadContent, FetchError, Fetcher
 
 log = logging.getLogger(__name__)
 
@@ -75,45 +75,24 @@ def parse_skyserver_csv(text: str) -> pd.DataFrame:
     return frame[list(CANDIDATE_COLUMNS)]
 
 
-def _query_page(sql: str, p: SDSSParams, fetcher: Fetcher) -> pd.DataFrame:
-    """One SQL query through astroquery, retried under the stage's HTTP policy."""
+def sql_request(sql: str, p: SDSSParams) -> tuple[str, dict]:
+    """(URL, query parameters) of one SQL query, built by astroquery for `p.data_release`."""
     from astroquery.sdss import SDSS, conf
 
-    pol = p.http
-    last = "no attempt"
-    status = 0
-    url = ""
-    for attempt in range(pol.max_tries):
-        wait = None
-        fetcher.limiter.wait()
-        fetcher.count("requests")
-        try:
-            with conf.set_temp("skyserver_baseurl", p.skyserver_url.rstrip("/")):
-                resp = SDSS.query_sql_async(
-                    sql, data_release=p.data_release, cache=False,
-                    timeout=(pol.connect_timeout_s, pol.read_timeout_s),
-                )
-            url = resp.url
-            status = resp.status_code
-            if status == 200:
-                expected = resp.headers.get("Content-Length")
-                if expected and expected.isdigit() and "Content-Encoding" not in resp.headers \
-                        and int(expected) != len(resp.content):
-                    raise BadContent(f"truncated body ({len(resp.content)} of {expected} bytes)")
-                return parse_skyserver_csv(resp.text)
-            if status not in RETRY_STATUS:
-                raise FetchError(url, status, f"HTTP {status} {resp.reason}")
-            last = f"HTTP {status}"
-            if status in (429, 503):
-                wait = parse_retry_after(resp.headers.get("Retry-After"))
-        except requests.RequestException as exc:
-            status, last = 0, f"{type(exc).__name__}: {exc}"
-        except BadContent as exc:
-            last = f"bad content: {exc}"
-        if attempt + 1 < pol.max_tries:
-            fetcher.count("retries")
-            time.sleep(min(wait, pol.max_retry_after_s) if wait is not None else fetcher.backoff(attempt))
-    raise FetchError(url or p.skyserver_url, status, f"SQL query gave up after {pol.max_tries} tries: {last}")
+    with conf.set_temp("skyserver_baseurl", p.skyserver_url.rstrip("/")):
+        payload = SDSS.query_sql_async(sql, data_release=p.data_release, get_query_payload=True)
+        url = SDSS._get_query_url(p.data_release)  # astroquery's per-release endpoint (no public accessor)
+    return url, payload
+
+
+def _query_page(sql: str, p: SDSSParams, fetcher: Fetcher) -> pd.DataFrame:
+    """One SQL query, through the stage's fetcher: its retries, back-off, Retry-After,
+    truncation check and total deadline (`http.total_timeout_s`) apply as to any download."""
+    url, payload = sql_request(sql, p)
+    try:
+        return fetcher.get(url, params=payload, check=lambda body: parse_skyserver_csv(body.decode("utf-8-sig")))
+    except FetchError as exc:
+        raise FetchError(exc.url, exc.status, f"SQL query: {exc.reason}") from None
 
 
 def select_candidates(p: SDSSParams, fetcher: Fetcher) -> tuple[pd.DataFrame, dict]:
