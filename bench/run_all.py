@@ -12,6 +12,10 @@
 3b. Survey (`bench/bench_survey.py`, its own process): pack, `img2spec survey` on Dask at 1 and
    2 workers, and file-based predict on the same `--survey-n` cutouts made from the trained
    run's raw mock cutouts; `survey.galaxies_per_s` is the default setting.
+3c. Photo-z scaling (`bench/bench_photoz.py`, its own process): the CNN retrained by the
+   pipeline's train_cnn on nested fractions of the trained run's train split, photo-z and
+   spectrum D on its test split (section `photoz_scaling`; `--photoz-json` takes an existing
+   bench_photoz.py output instead of measuring, also with `--render-only`).
 4. Writes `reports/bench.json`, `reports/bench.md` and the README section between
    `<!-- bench:start -->` and `<!-- bench:end -->`.
 
@@ -45,6 +49,8 @@ SCIENCE_N = 1000
 SURVEY_N = 16000
 """Cutouts of the survey section (the issue's 'same 16,000 or more cutouts')."""
 QUICK_SURVEY_N = 200
+QUICK_PHOTOZ_FRACTIONS = (0.5, 1.0)
+"""--quick: two training fractions (the CNN epochs are the quick overrides in the trained run's params)."""
 QUICK = {"sizes": (60, 120), "science_n": 40, "inference_repeats": 2,
          "overrides": {"vae.epochs": 3, "vae.kl_warmup_epochs": 1, "cnn.epochs": 2}}
 """--quick: a harness check in minutes. Its figures are not comparable with a full run."""
@@ -174,6 +180,20 @@ def run_survey_bench(trained_root: Path, n: int, workdir: Path) -> dict[str, Any
     return res
 
 
+def run_photoz(trained_root: Path, workdir: Path, fractions: Sequence[float] | None) -> dict[str, Any]:
+    """bench/bench_photoz.py in its own process on the trained run (its params.yaml, its splits)."""
+    out = workdir / "photoz_scaling.json"
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "bench_photoz.py"), "--root", str(trained_root),
+           "--out", str(out)] + (["--fractions", *map(str, fractions)] if fractions else [])
+    m = measure_command(cmd, cwd=REPO, env=bench_env({"PYTHONPATH": _code_path(trained_root)}),
+                        log_path=workdir / "photoz.log")
+    if not m.ok or not out.exists():
+        return {"failed": f"exit {m.returncode}: {m.log_tail[-800:]}"}
+    res = json.loads(out.read_text())
+    res["process_seconds"], res["peak_gib"] = round(m.seconds, 1), round(m.peak_gib, 3)
+    return res
+
+
 def default_batch_size(trained: Path | None) -> int:
     """The batch size users get: the bundle's inference.batch_size (else params.yaml publish.batch_size)."""
     import yaml
@@ -297,6 +317,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [""] + bench_survey.markdown_rows(surv)
     elif surv:
         lines += ["", f"Survey: not measured ({surv.get('skipped') or surv.get('failed')})."]
+    pz = report.get("photoz_scaling") or {}
+    if pz.get("rows"):
+        import bench_photoz
+
+        lines += [""] + bench_photoz.markdown_rows(pz)
+    elif pz:
+        lines += ["", f"Photo-z scaling: not measured ({pz.get('skipped') or pz.get('failed')})."]
     scal = report.get("scaling") or {}
     if scal.get("table"):
         sizes = [str(s) for s in scal["sizes_run"]]
@@ -386,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--survey-n", type=int, default=None,
                     help=f"cutouts for the survey section (default {SURVEY_N}; --quick {QUICK_SURVEY_N})")
     ap.add_argument("--skip-survey", action="store_true")
+    ap.add_argument("--skip-photoz", action="store_true", help="no photo-z scaling section (bench/bench_photoz.py)")
+    ap.add_argument("--photoz-json", type=Path, default=None,
+                    help="use this bench_photoz.py output as the photoz_scaling section instead of measuring it")
     ap.add_argument("--workdir", type=Path, default=None, help="keep workspaces here (default: temp, removed)")
     ap.add_argument("--code-from", type=Path, default=REPO,
                     help="snapshot the tracked files of this git checkout (default: this repo)")
@@ -410,6 +440,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.render_only is not None:
         report = json.loads(args.render_only.read_text())
+        if args.photoz_json is not None:
+            report["photoz_scaling"] = json.loads(args.photoz_json.read_text())
+            write_json(args.render_only, report)
+            args.render_only.chmod(0o644)
         scal = report.get("scaling")
         if scal and scal.get("runs"):  # derived figures are recomputed from the raw per-stage runs
             scal["table"] = scaling.scaling_table(scal["runs"])
@@ -460,6 +494,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             survey_n = args.survey_n or (QUICK_SURVEY_N if args.quick else SURVEY_N)
             report["survey"] = ({"skipped": "--skip-survey"} if args.skip_survey
                                 else run_survey_bench(trained, survey_n, workdir))
+        if args.photoz_json is not None:
+            report["photoz_scaling"] = json.loads(args.photoz_json.read_text())
+        elif args.skip_photoz or trained is None:
+            report["photoz_scaling"] = {"skipped": "--skip-photoz" if args.skip_photoz else "no trained bundle"}
+        else:
+            report["photoz_scaling"] = run_photoz(trained, workdir, QUICK_PHOTOZ_FRACTIONS if args.quick else None)
     finally:
         report["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
         report["seconds"] = round(time.perf_counter() - t0, 1)
