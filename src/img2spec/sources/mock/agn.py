@@ -12,9 +12,9 @@ other parameter of any galaxy.
 from __future__ import annotations
 
 import numpy as np
-from astropy.constants import c as SPEED_OF_LIGHT
 from scipy.special import erf
 
+from ...config.constants import C_KMS
 from ...config.mock import AGNClassParams, MockParams
 from .population import STAGE_AGN, galaxy_rng
 
@@ -33,7 +33,6 @@ SII_6717_SHARE = 0.5
 """Density-sensitive doublets at n_e ~ 100-300 cm^-3 (Osterbrock & Ferland 2006)."""
 HALPHA_CONT_WINDOWS_A = ((6480.0, 6530.0), (6600.0, 6650.0))
 """Rest-frame side bands for the continuum under Halpha (clear of [NII] and [SII])."""
-C_KMS = SPEED_OF_LIGHT.to_value("km/s")
 
 
 def draw_agn(index: int, gtype_fraction: float, mp: MockParams) -> dict:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ... import BANDS
+from ...config.constants import AB_ZERO_FNU_CGS, C_ANGSTROM_PER_S
 
-C_ANGSTROM_PER_S = 2.99792458e18
-AB_FNU_CGS = 3631e-23
-"""AB zero point flux density, erg/s/cm^2/Hz."""
 
 
 def band_weights(wave: np.ndarray, bands: tuple[str, ...] = BANDS) -> np.ndarray:
@@ -31,7 +29,7 @@ def band_weights(wave: np.ndarray, bands: tuple[str, ...] = BANDS) -> np.ndarray
         if wave[0] > lo or wave[-1] < hi:
             raise ValueError(f"panstarrs-{band} ({lo:.0f}-{hi:.0f} A) not covered by grid {wave[0]:.0f}-{wave[-1]:.0f} A")
         resp = np.clip(curve(wave), 0.0, None)
-        norm = np.sum(AB_FNU_CGS * C_ANGSTROM_PER_S / wave**2 * resp * wave * dlam)
+        norm = np.sum(AB_ZERO_FNU_CGS * C_ANGSTROM_PER_S / wave**2 * resp * wave * dlam)
         out[k] = resp * wave * dlam / norm
     return out
 

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from ...config.constants import C_KMS
 from ...config.mock import MockParams
 from ...io.sdss_spectrum import sdss_loglam_grid
 
@@ -24,7 +25,6 @@ LOGLAM_STEP = 1e-4
 REF_LOG_MASS = 10.0
 """Components are synthesised at this log10 mass formed and rescaled linearly."""
 HALPHA_KEY = "H  1  6562.80A"
-C_KMS = 299792.458
 KERNEL_SIGMAS = 4
 AIR_VACUUM_MIN_A = 2000.0
 """bagpipes (MILES/BC03 stars, Cloudy lines) works in air above this wavelength, as is the convention;
