@@ -1,5 +1,6 @@
 """img2spec survey on a Dask LocalCluster (2 worker processes): spectra equal the Predictor's, reruns
-skip every shard, a corrupt part is reported while the rest finish, a killed worker changes nothing."""
+skip every shard, a corrupt part is reported while the rest finish, a killed worker changes nothing,
+and a killed client leaves no worker behind and resumes to the outputs of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -78,14 +79,22 @@ def _check_outputs(env, out, *, skip_parts=()):
 
 
 def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
-    from img2spec.survey.run import run_survey
+    from img2spec.survey.run import WORKER_MALLOC_ENV, run_survey
+    from img2spec.survey.task import PHASES
 
     out = tmp_path / "out"
+    environ_before = {k: os.environ.get(k) for k in WORKER_MALLOC_ENV}
     report = run_survey(env["shards"], env["predictor"], out, env["params"])
     n_parts = len(list_parts(env["shards"]))
     assert n_parts >= 4 and report["shards"] == {"total": n_parts, "done": n_parts, "skipped_already_done": 0,
                                                  "failed": 0}
     assert report["cluster"]["n_workers"] == 2
+    # one TensorFlow thread per Dask thread, and the workers' malloc settings (not Dask's trim default)
+    assert report["cluster"]["tf_intra_inter_op_threads"] == [[1, 1]]
+    assert [{k: e[k] for k in WORKER_MALLOC_ENV} for e in report["cluster"]["worker_environ"]] == [WORKER_MALLOC_ENV]
+    assert {k: os.environ.get(k) for k in WORKER_MALLOC_ENV} == environ_before  # the client's environment restored
+    assert set(report["task_phase_seconds"]) == set(PHASES) and report["task_phase_seconds"]["predict"] > 0
+    assert report["startup_seconds"] > 0 and report["cluster_start_seconds"] > 0 and report["task_cpu_seconds"] > 0
     got = _check_outputs(env, out)
     assert len(got) == env["n_good"] == report["objects"]["predicted"]
     assert report["objects"]["skipped_by_reason"] == {"nan_centre": 1}
@@ -102,6 +111,22 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     assert again["shards"]["skipped_already_done"] == n_parts and again["shards"]["done"] == 0
     assert again["cluster"]["n_workers"] == 0  # nothing to do: no cluster started
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.hdf5")} == mtimes
+
+
+def test_steady_rate_leaves_out_each_workers_first_shard():
+    """Per worker: objects of its warm shards over their span; summed over workers; None without a warm shard."""
+    from img2spec.survey.run import steady_rate
+
+    tasks = [
+        {"pid": 1, "started": 0.0, "finished": 10.0, "n_predicted": 100, "loaded_bundle": True},  # TF import, traces
+        {"pid": 1, "started": 10.0, "finished": 12.0, "n_predicted": 200, "loaded_bundle": False},
+        {"pid": 1, "started": 12.5, "finished": 14.0, "n_predicted": 150, "loaded_bundle": False},
+        {"pid": 2, "started": 1.0, "finished": 9.0, "n_predicted": 100, "loaded_bundle": True},
+        {"pid": 2, "started": 9.0, "finished": 13.0, "n_predicted": 300, "loaded_bundle": False},
+        {"pid": 3, "started": 2.0, "finished": 9.0, "n_predicted": 100, "loaded_bundle": True},  # no warm shard
+    ]
+    assert steady_rate(tasks) == pytest.approx(350 / 4.0 + 300 / 4.0)
+    assert steady_rate([t for t in tasks if t["loaded_bundle"]]) is None
 
 
 def _worker_pids() -> list[int]:
@@ -195,3 +220,133 @@ def test_predict_accepts_single_band_files(env, tmp_path):
     rows = {str(r["OBJID"]).strip(): k for k, r in enumerate(table)}
     for k, c in enumerate(cutouts[:2]):
         np.testing.assert_allclose(np.asarray(table["FLUX"][rows[str(c.objid)]]), ref.flux[k], rtol=1e-5, atol=1e-6)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _gone(proc: psutil.Process) -> bool:
+    """Exited (a zombie counts: nobody may reap an orphan in a container whose init does not)."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _spectra_arrays(out) -> dict:
+    """Every dataset and attribute of every spectra shard under `out`, keyed by its relative path."""
+    import h5py
+
+    got = {}
+    for _, path in list_parts(out):
+        with h5py.File(path, "r") as f:
+            got[path.relative_to(out).as_posix()] = (
+                {name: f[name][()] for name in f}, {k: f.attrs[k] for k in f.attrs})
+    return got
+
+
+CLIENT_KILL_TIMEOUT_S = 300.0
+"""Upper bound on the killed run reaching its first shard output (cluster start, TF import, bundle load)."""
+ORPHAN_WAIT_S = 15.0
+"""Workers exit on the client's death (prctl + watchdog of io.processes, Dask's parent pipe): well within this."""
+
+
+@pytest.mark.slow
+def test_client_kill9_leaves_no_orphans_and_resumes_to_identical_outputs(env, tmp_path):
+    """kill -9 of the `img2spec survey` client mid-run: its workers die, no partial output exists under a
+    final name, and the rerun skips the finished shards and ends with outputs identical to an uninterrupted run."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from img2spec.io.atomic import temp_owner
+    from img2spec.io.processes import pid_alive
+    from img2spec.io.shards import read_attrs
+    from img2spec.survey.pack import pack
+    from img2spec.survey.run import run_survey
+    from img2spec.survey.task import is_done
+
+    # One object per shard and per forward pass: ~20 tasks, so the client is killed with most still to do.
+    survey = {"healpix_order": 3, "objects_per_part": 1, "n_workers": 2, "threads_per_worker": 1, "retries": 1,
+              "batch_size": 1}
+    params = params_from_dict({"survey": survey})
+    shards = tmp_path / "shards"
+    pack([env["root"] / "data" / "raw" / "images", env["root"] / "extra"], shards, params)
+    parts = list_parts(shards)
+    assert len(parts) == env["n_good"] + 1
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump({"survey": survey}))
+    out = tmp_path / "out"
+    bundle = env["root"] / "models" / "img2spec"
+    cmd = [sys.executable, "-m", "img2spec.cli", "survey", str(shards), "--model", str(bundle), "--out", str(out),
+           "--params", str(pfile)]
+    seen: dict[int, psutil.Process] = {}
+    killed = False
+    with open(tmp_path / "killed.log", "wb") as log_fh:
+        client = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + CLIENT_KILL_TIMEOUT_S
+            while client.poll() is None and time.monotonic() < deadline:
+                seen.update({p.pid: p for p in _descendants(client.pid)})  # workers, restarted ones too
+                if out.is_dir() and list_parts(out):  # a first shard is done
+                    client.send_signal(signal.SIGKILL)
+                    killed = True
+                    break
+                time.sleep(0.01)
+        finally:
+            if client.poll() is None:  # timed out, or the test failed: never leave the client running
+                client.kill()
+            client.wait()
+    log_text = (tmp_path / "killed.log").read_text(errors="replace")
+    assert killed and client.returncode == -signal.SIGKILL, log_text[-3000:]
+    assert seen, "the killed client had no worker processes"
+
+    # No orphans: every process the client started (Dask worker processes) exits without it.
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while not all(_gone(p) for p in seen.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [(p.pid, p.cmdline()) for p in seen.values() if not _gone(p)]
+    for p in seen.values():  # do not leave them running if the assertion below fails
+        if not _gone(p):
+            p.kill()
+    assert not alive, f"orphaned after the client's kill -9: {alive}"
+
+    # Under final names only complete outputs: every spectra shard readable and marked done.
+    n_done = 0
+    for healpix, path in list_parts(out):
+        rel = path.relative_to(out).as_posix()
+        attrs = read_attrs(path)
+        assert attrs is not None and read_spectra_shard(path).flux.shape[0] == attrs["n_objects"]
+        n_done += is_done(out, rel, env["predictor"].bundle_hash, read_attrs(shards / rel)["content_hash"]) is not None
+    assert 1 <= n_done < len(parts), (n_done, len(parts))  # killed mid-run
+    # Temporaries a kill -9 cannot clean up belong to dead writers, which the rerun removes.
+    temps = [p for p in out.rglob(".*") if temp_owner(p.name) is not None]
+    assert all(not pid_alive(temp_owner(p.name)) for p in temps), temps
+
+    # the rerun and the reference on one worker (less CPU): the outputs do not depend on the worker count
+    one = params_from_dict({"survey": {**survey, "n_workers": 1}})
+    resumed = run_survey(shards, env["predictor"], out, one)
+    assert resumed["shards"] == {"total": len(parts), "done": len(parts) - n_done, "skipped_already_done": n_done,
+                                 "failed": 0}
+    assert not list(out.rglob(".*"))  # no temporaries left after the rerun
+
+    ref = tmp_path / "ref"
+    whole = run_survey(shards, env["predictor"], ref, one)
+    assert whole["shards"]["done"] == len(parts)
+    got, expected = _spectra_arrays(out), _spectra_arrays(ref)
+    assert sorted(got) == sorted(expected) and len(got) == len(parts)
+    for rel, (data, attrs) in expected.items():
+        assert sorted(got[rel][0]) == sorted(data) and got[rel][1].keys() == attrs.keys(), rel
+        for name, values in data.items():
+            np.testing.assert_array_equal(got[rel][0][name], values, err_msg=f"{rel}:{name}")  # bit for bit
+        for key, value in attrs.items():
+            assert np.all(got[rel][1][key] == value), (rel, key)
+    cat_got = pd.read_parquet(out / "catalogue").sort_values("object_id", ignore_index=True)
+    cat_ref = pd.read_parquet(ref / "catalogue").sort_values("object_id", ignore_index=True)
+    assert len(cat_ref) == len(parts)
+    pd.testing.assert_frame_equal(cat_got, cat_ref, check_exact=True)

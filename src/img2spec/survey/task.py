@@ -48,6 +48,10 @@ class ModelSpec:
                    predictor.n_samples, intra_op_threads, inter_op_threads)
 
 
+REPORTED_ENVIRON = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "MKL_NUM_THREADS")
+"""Environment variables of the worker that decide its speed (malloc, BLAS threads), reported in survey.json."""
+
 _PREDICTORS: dict[ModelSpec, Predictor] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -71,6 +75,13 @@ def _dask_threads() -> int | None:
         return int(get_worker().state.nthreads)
     except (ImportError, ValueError, AttributeError):
         return None
+
+
+def tensorflow_threads() -> list[int]:
+    """[intra-op, inter-op] threads TensorFlow runs with in this process (0: TensorFlow's default, all cores)."""
+    import tensorflow as tf
+
+    return [tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads()]
 
 
 def worker_predictor(spec: ModelSpec) -> Predictor:
@@ -111,11 +122,38 @@ def is_done(out_dir: str | Path, rel: str, bundle_hash: str, input_hash: str | N
     return attrs
 
 
+PHASES = ("read", "prepare", "predict", "catalogue", "write")
+"""Where a task's time goes (`predict_shard`'s `phase_seconds`, summed in survey.json): reading the
+shard, checks + stretch (`Predictor.prepare_stack`), network + sigma, catalogue rows and
+measurements, the two atomic writes."""
+
+
+class _Clock:
+    """Seconds per phase of one task (perf_counter; the overhead is two calls per phase)."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self._t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """Charge the time since the previous lap to `phase`."""
+        now = time.perf_counter()
+        self.seconds[phase] += now - self._t
+        self._t = now
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (user + system; the worker's own threads are a small share)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: int) -> tuple[BatchResult, np.ndarray, dict]:
+def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: int,
+                        clock: _Clock | None = None) -> tuple[BatchResult, np.ndarray, dict]:
     """Check, stretch and predict `batch_size` objects at a time (memory: one batch of images).
 
     Returns the predictions of the kept objects in shard order, their indices, and
@@ -130,7 +168,11 @@ def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: in
         stack = np.moveaxis(shard.image_flux[sl], 1, -1)
         prepared = predictor.prepare_stack(stack, shard.magzp[sl], shard.bands, shard.pixel_scale[sl],
                                            shard.object_id[sl])
+        if clock is not None:
+            clock.lap("prepare")
         parts.append(predictor.predict_batch(prepared.images, batch_size=batch_size))
+        if clock is not None:
+            clock.lap("predict")
         kept.append(prepared.kept + start)
         rejected.update({i + start: r for i, r in prepared.rejected.items()})
     if not parts:  # an empty shard
@@ -155,11 +197,16 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
                 "n_predicted": int(done.get("n_objects", 0)), "skipped": [], "seconds": 0.0,
                 "peak_rss_mb": _peak_rss_mb()}
     t_load = time.perf_counter()
+    base["loaded_bundle"] = spec not in _PREDICTORS  # this worker's first shard: bundle load and graph traces
     predictor = worker_predictor(spec)
     base["load_seconds"] = time.perf_counter() - t_load  # > 0 only for a worker's first shard
+    base["tf_threads"] = tensorflow_threads()  # survey.json shows that workers do not oversubscribe the cores
+    base["environ"] = {k: os.environ.get(k) for k in REPORTED_ENVIRON}
     base["started"] = time.time()  # after the bundle load: the steady-state clock starts here
+    clock, cpu0 = _Clock(), _cpu_seconds()
     shard = read_cutout_shard(shard_path)
-    result, kept, rejected = _predict_in_batches(predictor, shard, batch_size or predictor.batch_size)
+    clock.lap("read")
+    result, kept, rejected = _predict_in_batches(predictor, shard, batch_size or predictor.batch_size, clock)
     predicted = np.zeros(len(shard), bool)
     predicted[kept] = True
     reasons = [rejected[i][0] if i in rejected else "" for i in range(len(shard))]
@@ -171,6 +218,7 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
         skip_reason=reasons, predicted=predicted, wave=predictor.wave, flux=result.flux, sigma=result.sigma,
         z_input=shard.z, z_pred=result.z, z_pred_err=result.z_err, frame=predictor.frame,
     )
+    clock.lap("catalogue")
     spectra_path, catalogue_path = output_paths(out_dir, rel)
     write_parquet(catalogue_path, frame)
     attrs = {
@@ -183,7 +231,9 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
         object_id=shard.object_id[kept], ra=shard.ra[kept], dec=shard.dec[kept],
         flux=result.flux, sigma=result.sigma, wave=predictor.wave, z=result.z, z_err=result.z_err, attrs=attrs,
     ))
+    clock.lap("write")
     skipped = [{"file": f"{rel}#{shard.object_id[i]}", "reason": code, "detail": detail}
                for i, (code, detail) in sorted(rejected.items())]
     return {**base, "status": "done", "n_objects": len(shard), "n_predicted": len(kept), "skipped": skipped,
-            "seconds": time.perf_counter() - t0, "finished": time.time(), "peak_rss_mb": _peak_rss_mb()}
+            "seconds": time.perf_counter() - t0, "finished": time.time(), "peak_rss_mb": _peak_rss_mb(),
+            "phase_seconds": clock.seconds, "cpu_seconds": _cpu_seconds() - cpu0}
