@@ -7,7 +7,9 @@ workers must see the shard, output and bundle paths. Shards already predicted by
 same bundle from the same input are skipped before any worker starts, so a rerun is a
 no-op and a killed run resumes. Dask retries a failed task `survey.retries` times and
 reschedules the task of a worker that died; a shard that still fails is reported in
-`survey.json`, the others finish.
+`survey.json`, the others finish. LocalCluster workers start with `WORKER_MALLOC_ENV` (glibc
+malloc thresholds; Dask's default costs ~1.5x the CPU per shard); start the workers of an
+existing cluster with the same environment variables.
 """
 
 from __future__ import annotations
