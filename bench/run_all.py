@@ -56,6 +56,8 @@ QUICK = {"sizes": (60, 120), "science_n": 40, "inference_repeats": 2,
 """--quick: a harness check in minutes. Its figures are not comparable with a full run."""
 OVERHEAD_SHARE = 0.5
 """A stage whose own reported seconds are below this share of its wall time is listed as overhead-bound."""
+CARRIED_SECTIONS = ("scaling", "throughput")
+"""What --carry-scaling keeps from an earlier bench.json."""
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"  # = img2spec.docs.markers("bench")
 PROJECTION_SAFETY = 1.2
 """A size is skipped when (previous size's time x size ratio x this) exceeds the remaining budget."""
@@ -269,8 +271,21 @@ def _f(x: Any, fmt: str = "{:.2f}") -> str:
 
 def _snapshot(report: dict[str, Any]) -> str:
     """Where the measured pipeline code came from, when not this checkout."""
+    if report.get("carried_over"):  # the scaling section is not this run's
+        return ""
     src = (report.get("scaling") or {}).get("code_from")
     return "" if not src or Path(src) == REPO else f" (pipeline code: snapshot `{src}`)"
+
+
+def carry_scaling(report: dict[str, Any], old: dict[str, Any], source: Path) -> None:
+    """Copy an earlier run's scaling and training-throughput sections into `report`, with
+    where they came from (shown in the Markdown): a partial re-run never passes them off as new."""
+    for key in CARRIED_SECTIONS:
+        if old.get(key):
+            report[key] = old[key]
+    report["carried_over"] = {"sections": [k for k in CARRIED_SECTIONS if old.get(k)], "from": str(source),
+                              "generated": old.get("generated"), "command": old.get("command"),
+                              "commit": (old.get("machine") or {}).get("git", {}).get("commit")}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -285,6 +300,11 @@ def markdown(report: dict[str, Any]) -> str:
              f"`{m.get('git', {}).get('commit', '?')[:10]}`{_snapshot(report)}. Raw figures: `reports/bench.json`."]
     if report.get("quick"):
         lines.append("\n**Quick mode** (tiny sizes, few epochs): a harness check, not representative figures.")
+    carried = report.get("carried_over")
+    if carried:
+        lines.append(f"\nNot re-measured in this run: {', '.join(carried['sections'])} (the training throughput and "
+                     f"scaling tables) are carried over from the run of {str(carried['generated'])[:10]} "
+                     f"(`{carried['command']}`, commit `{str(carried['commit'])[:10]}`), on the mock and code of then.")
     thr = report.get("throughput") or {}
     names = {"mock_generation": "Mock survey generation (select + 3 fetch stages)",
              "preparation": "Preparation (match + prepare)",
@@ -419,6 +439,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="keep workspaces here (default: temp, removed)")
     ap.add_argument("--code-from", type=Path, default=REPO,
                     help="snapshot the tracked files of this git checkout (default: this repo)")
+    ap.add_argument("--carry-scaling", type=Path, default=None,
+                    help="with --skip-scaling: keep the scaling and training-throughput sections of this earlier "
+                         "bench.json, labelled with their own date and command (not re-measured)")
     ap.add_argument("--reuse-scaling", type=Path, default=None,
                     help="an earlier bench.json: keep its completed sizes whose workspaces still exist")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
@@ -474,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     try:
         scal = None
+        if args.skip_scaling and args.carry_scaling is not None:
+            carry_scaling(report, json.loads(args.carry_scaling.read_text()), args.carry_scaling)
         if not args.skip_scaling:
             scal = scaling_within_budget(sizes, workdir, overrides, budget_s, t0, args.code_from,
                                          reusable_runs(args.reuse_scaling, sizes))

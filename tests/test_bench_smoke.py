@@ -264,3 +264,21 @@ def test_render_only_rewrites_markdown_and_readme(tmp_path):
     run_all.main(["--render-only", str(src), "--markdown", str(md), "--readme", str(readme)])
     assert "Science: not measured (no trained bundle)" in md.read_text()
     assert md.read_text() in readme.read_text() and "old" not in readme.read_text()
+
+
+def test_carried_scaling_is_labelled_with_its_own_run(tmp_path):
+    """A partial re-run (--skip-scaling --carry-scaling OLD) keeps the old tables but says whose they are."""
+    names = (*scaling.MOCK_STAGES, *scaling.PREP_STAGES, "train_vae", "train_cnn")
+    runs = [_run(n, {s: n / 100 for s in names}, workspace=str(tmp_path)) for n in (100, 200)]
+    scal = {"sizes_run": [100, 200], "runs": runs, "table": scaling.scaling_table(runs), "code_from": "/tmp/old_code",
+            "throughput_by_size": {str(r["n_galaxies"]): scaling.throughput(r) for r in runs}}
+    machine = common.machine_facts(REPO)
+    old = {"generated": "2026-11-24T00:00:00+00:00", "command": "python bench/run_all.py --old", "machine": machine,
+           "scaling": scal, "throughput": run_all.headline_throughput(scal)}
+    new = {"generated": "2026-11-30T00:00:00+00:00", "command": "python bench/run_all.py --skip-scaling",
+           "quick": False, "machine": machine, "load_average_end": [1.0, 1.0, 1.0]}
+    run_all.carry_scaling(new, old, Path("old/bench.json"))
+    md = run_all.markdown(new)
+    assert new["scaling"] == scal and new["carried_over"]["sections"] == ["scaling", "throughput"]
+    assert "carried over from the run of 2026-11-24 (`python bench/run_all.py --old`" in md
+    assert "| prepare |" in md and "/tmp/old_code" not in md  # the old snapshot is not this run's code
