@@ -18,7 +18,9 @@ def tiny_params(storage: str, *, n_trials: int = 3, pruner: str = "none", **tune
     raw = {
         "data": {"cutout_size": 16},
         "vae": {"batch_size": 16, "epochs": 2, "patience": 2, "kl_warmup_epochs": 1},
-        "cnn": {"batch_size": 16, "epochs": 2, "patience": 2, "filters": [4, 8], "dense_units": 8},
+        # the redshift head on, as in params.yaml: the CNN study must score a CNN that has one
+        "cnn": {"batch_size": 16, "epochs": 2, "patience": 2, "filters": [4, 8], "dense_units": 8,
+                "redshift_weight": 1.0},
         "tune": {
             "storage": storage, "sampler": "random", "pruner": pruner, "startup_trials": 0,
             "warmup_epochs": 0, **tune,

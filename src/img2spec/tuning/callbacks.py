@@ -54,7 +54,9 @@ class ValDeviation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
-            logs[DEVIATION_KEY] = float(self._deviation(self.model))
+            # fit() runs a CNNTrainer (loss wrapper); D_i is of the image network inside it, whose
+            # outputs (latents, and the redshift head) are what predict_spectra reads
+            logs[DEVIATION_KEY] = float(self._deviation(getattr(self.model, "cnn", self.model)))
 
 
 def _is_number(value: Any) -> bool:
