@@ -75,11 +75,8 @@ class SurveyCounts:
     worker_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     predict_seconds: float = 0.0
     load_seconds: float = 0.0
-    first_start: float | None = None
-    """Unix time the first shard task started (after cluster start-up)."""
-    last_end: float | None = None
     tasks: list[dict[str, Any]] = field(default_factory=list)
-    """(pid, started, finished, n_predicted, loaded_bundle) of every predicted shard: the steady-state rate."""
+    """(pid, started, finished, n_predicted, loaded_bundle) of every predicted shard: task span, start-up, steady rate."""
     phase_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     cluster_start_seconds: float | None = None
     tf_threads: set[tuple[int, ...]] = field(default_factory=set)
@@ -262,8 +259,6 @@ def _add(counts: SurveyCounts, res: dict[str, Any]) -> None:
     counts.predict_seconds += float(res["seconds"])
     if res["status"] == "done":
         counts.load_seconds += float(res.get("load_seconds", 0.0))
-        counts.first_start = min(counts.first_start or res["started"], res["started"])
-        counts.last_end = max(counts.last_end or res["finished"], res["finished"])
         counts.tasks.append({"pid": res["pid"], "started": res["started"], "finished": res["finished"],
                              "n_predicted": int(res["n_predicted"]), "loaded_bundle": bool(res.get("loaded_bundle"))})
         counts.cpu_seconds += float(res.get("cpu_seconds", 0.0))
@@ -300,7 +295,8 @@ def steady_rate(tasks: list[dict[str, Any]]) -> float | None:
 
 def _report(counts: SurveyCounts, seconds: float, t0_unix: float, predictor: Predictor, info: dict[str, Any],
             shards_dir: Path, out_dir: Path) -> dict[str, Any]:
-    span = (counts.last_end - counts.first_start) if counts.first_start is not None else None
+    first_start = min((t["started"] for t in counts.tasks), default=None)  # after cluster start-up
+    span = max(t["finished"] for t in counts.tasks) - first_start if first_start is not None else None
     steady = steady_rate(counts.tasks)
     return {
         "shards": {"total": counts.n_shards, "done": counts.done, "skipped_already_done": counts.skipped_done,
@@ -321,7 +317,7 @@ def _report(counts: SurveyCounts, seconds: float, t0_unix: float, predictor: Pre
         # start (cluster start, worker spawn, TensorFlow import, bundle load), and the summed rate of
         # warm workers (`steady_rate`)
         "cluster_start_seconds": None if counts.cluster_start_seconds is None else round(counts.cluster_start_seconds, 2),
-        "startup_seconds": round(counts.first_start - t0_unix, 2) if counts.first_start is not None else None,
+        "startup_seconds": round(first_start - t0_unix, 2) if first_start is not None else None,
         "galaxies_per_s_steady": round(steady, 1) if steady else None,
         # summed over shard tasks (worker CPU-bound time per phase; PHASES in survey/task.py)
         "task_phase_seconds": {k: round(v, 3) for k, v in counts.phase_seconds.items()},

@@ -153,7 +153,7 @@ def _peak_rss_mb() -> float:
 
 
 def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: int,
-                        clock: _Clock | None = None) -> tuple[BatchResult, np.ndarray, dict]:
+                        clock: _Clock) -> tuple[BatchResult, np.ndarray, dict]:
     """Check, stretch and predict `batch_size` objects at a time (memory: one batch of images).
 
     Returns the predictions of the kept objects in shard order, their indices, and
@@ -168,11 +168,9 @@ def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: in
         stack = np.moveaxis(shard.image_flux[sl], 1, -1)
         prepared = predictor.prepare_stack(stack, shard.magzp[sl], shard.bands, shard.pixel_scale[sl],
                                            shard.object_id[sl])
-        if clock is not None:
-            clock.lap("prepare")
+        clock.lap("prepare")
         parts.append(predictor.predict_batch(prepared.images, batch_size=batch_size))
-        if clock is not None:
-            clock.lap("predict")
+        clock.lap("predict")
         kept.append(prepared.kept + start)
         rejected.update({i + start: r for i, r in prepared.rejected.items()})
     if not parts:  # an empty shard
