@@ -143,3 +143,21 @@ def test_stack_checks_equal_one_object_at_a_time():
     single = [check_image(img, 0.25, CHECKS) for img in stack]
     assert check_images(stack, 0.25, CHECKS) == single
     assert {"nan_centre", "saturated_centre", "off_centre", None} <= set(single)
+
+
+def test_fast_median_and_detection_image_equal_numpys_own_bit_for_bit():
+    """The sky-level median (one selection) and the band-by-band detection sum round exactly as
+    np.median and np.where(...).sum(axis=-1) do, so the quality cuts keep their verdicts."""
+    from img2spec.prep.images import _detection_image, median_lastaxis
+
+    rng = np.random.default_rng(11)
+    for m in (1792, 1791, 2, 1):
+        values = (rng.standard_normal((9, 5, m)) * rng.uniform(1e-3, 1e3, (9, 5, 1))).astype(np.float32)
+        values[0, 0] = 1.0  # all tied
+        values[1, 1, : m // 2] = -2.0  # a tied lower half
+        assert np.array_equal(median_lastaxis(values).view(np.uint32), np.median(values, axis=-1).view(np.uint32))
+    crop = (rng.standard_normal((6, 42, 42, 5)) * rng.uniform(1e-3, 1e3, (6, 1, 1, 5))).astype(np.float32)
+    level = rng.standard_normal((6, 5)).astype(np.float32)
+    crop[2, 4, 4, 3], crop[3, :, :, 1] = np.nan, np.inf
+    ref = np.where(np.isfinite(crop), crop - level[:, None, None, :], np.float32(0)).sum(axis=-1)
+    assert np.array_equal(_detection_image(crop, level).view(np.uint32), ref.view(np.uint32))

@@ -113,6 +113,54 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.hdf5")} == mtimes
 
 
+def test_prepare_stack_equals_one_cutout_at_a_time_for_any_chunk(env, monkeypatch):
+    """`Predictor.prepare_stack` on a shard-like (N, bands, H, W) stack moved to bands last, bands
+    out of order, rejects spread over several chunks: the kept images are bit for bit
+    `preprocess_cutout`'s, the rejects `check_cutout`'s, whatever the chunk size."""
+    import img2spec.predict.predictor as predictor_module
+    from img2spec.predict.predictor import check_code
+
+    pred = env["predictor"]
+    rng = np.random.default_rng(21)
+    cutouts = [galaxy_cutout(5000 + i, rng, shift=6.0 if i % 9 == 4 else 0.0) for i in range(37)]
+    cutouts[3].data["i"][:] = np.nan  # no finite pixel in a band
+    cutouts[20].data["g"][4:12, 4:12] = np.nan  # NaN centre
+    cutouts[30].data["z"][0, 0] = np.inf  # one bad border pixel: kept, zeroed by the stretch
+    bands = ("y", "g", "z", "r", "i")
+    stack = np.moveaxis(np.stack([np.stack([c.data[b] for b in bands]) for c in cutouts]), 1, -1)
+    magzp = np.array([[c.magzp[b] for b in bands] for c in cutouts])
+    ids = [c.objid for c in cutouts]
+    want = {i: check_code(r) for i, c in enumerate(cutouts) if (r := pred.check_cutout(c))}
+    assert {3, 20} <= set(want) and 30 not in want and len(want) < len(cutouts) - 20
+    ref = np.stack([pred.preprocess_cutout(c) for i, c in enumerate(cutouts) if i not in want])
+    for chunk in (1, 5, 16, 1000):
+        monkeypatch.setattr(predictor_module, "PREPARE_CHUNK", chunk)
+        got = pred.prepare_stack(stack, magzp, bands, np.full(len(cutouts), 0.25), ids)
+        assert {i: code for i, (code, _) in got.rejected.items()} == want
+        assert got.kept.tolist() == [i for i in range(len(cutouts)) if i not in want]
+        assert np.array_equal(got.images.view(np.uint32), ref.view(np.uint32))
+
+
+def test_survey_client_reads_the_manifest_without_tensorflow(env):
+    """The client only hands the bundle to its workers: BundleInfo and the survey modules load it
+    (hash, inference options, provenance as the Predictor's) without importing TensorFlow."""
+    import subprocess
+    import sys
+
+    bundle = env["root"] / "models" / "img2spec"
+    code = (
+        "import sys, json; from img2spec.predict.bundle_info import BundleInfo; import img2spec.survey.run; "
+        "import img2spec.cli; from img2spec.survey.task import ModelSpec; "
+        f"b = BundleInfo.load({str(bundle)!r}); s = ModelSpec.of(b); "
+        "print(json.dumps([b.bundle_hash, b.sigma_method, b.n_samples, b.provenance['source'], s.path, "
+        "'tensorflow' in sys.modules, 'keras' in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    pred = env["predictor"]
+    assert got == [pred.bundle_hash, pred.sigma_method, pred.n_samples, "path", str(bundle.resolve()), False, False]
+
+
 def test_steady_rate_leaves_out_each_workers_first_shard():
     """Per worker: objects of its warm shards over their span; summed over workers; None without a warm shard."""
     from img2spec.survey.run import steady_rate

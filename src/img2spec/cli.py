@@ -277,14 +277,15 @@ def survey_cmd(
 
     from .config import ConfigError, Params, load_params
     from .predict.bundle import BundleError
+    from .predict.bundle_info import BundleInfo
     from .survey.run import SurveyError, run_survey
 
     setup_logging()
     try:
         cfg = load_params(params) if params.is_file() else Params()
-        import_tensorflow()  # before anything imports it: no CUDA noise on a CPU-only machine
-        predictor = _load_predictor(model, rev, repo)
-        report = run_survey(shards, predictor, out, cfg, scheduler=scheduler)
+        # the manifest only: the workers load the networks, this process never imports TensorFlow
+        bundle = _load_model(BundleInfo.load, model, rev, repo)
+        report = run_survey(shards, bundle, out, cfg, scheduler=scheduler)
     except (ConfigError, BundleError, SurveyError, ValueError, RuntimeError, OSError) as exc:
         typer.echo(f"img2spec survey: {exc}", err=True)
         raise typer.Exit(2)
@@ -296,12 +297,18 @@ def survey_cmd(
 
 def _load_predictor(model: str, rev: Optional[str], repo: Optional[str]):
     """`Predictor.load`, with MLflow/DVC failures (unknown alias, revision, unreachable remote) as one clear error."""
-    from .config import ConfigError
-    from .predict.bundle import BundleError
     from .predict.predictor import Predictor
 
+    return _load_model(Predictor.load, model, rev, repo)
+
+
+def _load_model(load, model: str, rev: Optional[str], repo: Optional[str]):
+    """`load(model, rev=, repo=)` (`Predictor.load`, `BundleInfo.load`) with MLflow/DVC failures as one clear error."""
+    from .config import ConfigError
+    from .predict.bundle import BundleError
+
     try:
-        return Predictor.load(model, rev=rev, repo=repo)
+        return load(model, rev=rev, repo=repo)
     except (ConfigError, BundleError, OSError):
         raise
     except Exception as exc:

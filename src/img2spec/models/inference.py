@@ -111,13 +111,34 @@ def _call(ref, x):
     return ref()(x, training=False)
 
 
+def _batch_signature(model) -> list | None:
+    """[TensorSpec(None, ...)] of a single-input model: one graph for every batch size (None: unknown)."""
+    import tensorflow as tf
+
+    shape = model.input_shape
+    if not (isinstance(shape, tuple) and all(isinstance(d, int) for d in shape[1:])):
+        return None
+    return [tf.TensorSpec((None, *shape[1:]), tf.float32)]
+
+
 def _forward(model):
-    """model(x, training=False) as a compiled function (any batch size, one retrace)."""
+    """model(x, training=False) as a compiled function, traced once for any batch size.
+
+    Without a signature TensorFlow traces the first batch size, then again for the next one
+    (e.g. a shard's last, partial batch): a second ~0.5-1 s of CPU in every survey worker.
+    """
     import tensorflow as tf
 
     # A partial per model, not a shared lambda: TensorFlow's retracing detector keys on the
     # function's code object and would otherwise warn once a few models were traced.
-    return _compiled(model, "forward", lambda ref: tf.function(functools.partial(_call, ref), reduce_retracing=True))
+    def build(ref):
+        signature = _batch_signature(ref())
+        fn = functools.partial(_call, ref)
+        if signature is None:
+            return tf.function(fn, reduce_retracing=True)
+        return tf.function(fn, input_signature=signature)
+
+    return _compiled(model, "forward", build)
 
 
 def predict_outputs(cnn, images: np.ndarray, *, batch_size: int = 256) -> tuple[np.ndarray, ...]:
@@ -233,8 +254,10 @@ def _sigma_graph(decoder):
     import tensorflow as tf
 
     def build(ref):
-        sigma = functools.partial(_sigma, ref, _linear_split(ref()), int(ref().input_shape[-1]))
-        return tf.function(sigma, reduce_retracing=True)
+        width = int(ref().input_shape[-1])
+        sigma = functools.partial(_sigma, ref, _linear_split(ref()), width)
+        spec = tf.TensorSpec((None, width), tf.float32)
+        return tf.function(sigma, input_signature=[spec, spec])  # one trace for every batch size
 
     return _compiled(decoder, "linearised_sigma", build)
 

@@ -23,12 +23,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..io.ps1_cutout import Cutout
-from .bundle import BundleError, read_manifest, verify_bundle
+from .bundle import BundleError
+from .bundle_info import BundleInfo, ManifestView, locate_bundle
 from ..prep.normalise import flambda_from_ab_mag  # the bundle records the wavelength: flux_1e17 = flux_norm * norm
 
 log = logging.getLogger(__name__)
 
 
+PREPARE_CHUNK = 16
+"""`Predictor.prepare_stack` works on this many cutouts at a time (1.3 MB of 64x64x5 float32: its
+passes stay in the CPU caches instead of streaming whole batches through memory)."""
 IMAGE_CHECK_CODES = (("band(s)", "missing_band"), ("band shapes", "wrong_shape"), ("a band has no finite", "no_finite_pixels"))
 """`check_cutout` reasons that are sentences, by prefix -> their stable skip code."""
 _CODE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -78,7 +82,7 @@ class PreparedCutouts:
 
 
 @dataclass
-class Predictor:
+class Predictor(ManifestView):
     """A loaded inference bundle: `predict(images)` -> `PredictedSpectra`."""
 
     bundle_dir: Path
@@ -101,22 +105,12 @@ class Predictor:
         quiet_tensorflow()
         from ..models.inference import load_models
 
-        path = Path(path)
-        if not path.is_dir():
-            raise BundleError(
-                f"{path}: bundle directory not found (get one with `dvc pull {path}`, `dvc repro publish`, "
-                "`--rev <tag>` or an MLflow URI such as models:/img2spec@champion)"
-            )
-        manifest = read_manifest(path)
-        if verify:
-            verify_bundle(path, manifest)
+        info = BundleInfo.from_path(path, verify=verify, provenance=provenance)
+        path = info.bundle_dir
         models = load_models(path, path)
-        cnn, decoder = models[0], models[1]
         scaling = json.loads((path / "image_scaling.json").read_text())
         wave = np.load(path / "wave.npy")
-        prov = {"source": "path", "uri": str(path.resolve())}
-        prov.update(provenance or {})
-        return cls(path, manifest, cnn, decoder, scaling, wave, prov, _image_checks(path))
+        return cls(path, info.manifest, models[0], models[1], scaling, wave, info.provenance, _image_checks(path))
 
     @classmethod
     def from_dvc(
@@ -140,47 +134,13 @@ class Predictor:
     @classmethod
     def load(cls, model: str | Path, *, rev: str | None = None, repo: str | None = None) -> "Predictor":
         """Dispatch: `models:/...` or `runs:/...` -> MLflow; `rev` given -> DVC; else a local path."""
-        text = str(model)
-        if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-            return cls.from_mlflow(text)
-        if rev is not None or repo is not None:
-            return cls.from_dvc(rev, repo=repo, path=text)
-        return cls.from_path(text)
+        path, provenance = locate_bundle(model, rev=rev, repo=repo)
+        return cls.from_path(path, provenance=provenance)
 
     # ----- metadata ------------------------------------------------------------------
     @property
-    def name(self) -> str:
-        return str(self.manifest["name"])
-
-    @property
-    def version(self) -> str:
-        return str(self.manifest["version"])
-
-    @property
-    def bundle_hash(self) -> str:
-        return str(self.manifest["bundle_hash"])
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.manifest["input"]["shape"])  # type: ignore[return-value]
-
-    @property
     def loglam(self) -> np.ndarray:
         return np.log10(np.asarray(self.wave, np.float64))
-
-    @property
-    def frame(self) -> str:
-        return str(self.manifest["output"].get("frame", "observed"))
-
-    @property
-    def sigma_method(self) -> str:
-        """'linearised' or 'sampled' (bundles made before the choice existed sampled)."""
-        return str(self.manifest["inference"].get("sigma_method", "sampled"))
-
-    @property
-    def sigma_scale(self) -> float:
-        """Calibration factor on sigma fitted by the evaluate stage for `sigma_method` (1.0 for older bundles)."""
-        return float(self.manifest["inference"].get("sigma_scale", 1.0))
 
     def with_options(self, *, sigma_method: str | None = None, n_samples: int | None = None) -> "Predictor":
         """A copy whose defaults (and FITS header) use these inference options.
@@ -194,18 +154,6 @@ class Predictor:
         if n_samples is not None:
             inference["n_samples"] = int(n_samples)
         return replace(self, manifest={**self.manifest, "inference": inference})
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.manifest["inference"]["n_samples"])
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.manifest["inference"]["batch_size"])
-
-    @property
-    def seed(self) -> int:
-        return int(self.manifest["inference"]["seed"])
 
     def norm_from_mag(self, mag: float | np.ndarray) -> np.ndarray:
         """PS1 Kron magnitude in the bundle's norm band -> norm (1e-17 erg/s/cm^2/A)."""
@@ -247,7 +195,7 @@ class Predictor:
         from ..prep.images import check_images
 
         reasons: list[str | None] = [None] * len(nmgy)
-        empty_band = ~np.isfinite(nmgy).any(axis=(1, 2)).all(axis=-1)
+        empty_band = _empty_band(nmgy)
         for i in np.flatnonzero(empty_band):
             reasons[i] = "a band has no finite pixel"
         for scale in np.unique(pixel_scale[~empty_band]):
@@ -323,18 +271,17 @@ class Predictor:
         """Raw cutouts (N, H, W, n_bands) in `bands` order -> stretched images of those that pass.
 
         The checks and the arithmetic of `check_cutout` + `preprocess_cutout`, vectorised:
-        counts -> nanomaggies once for the whole stack, then per object the prepare stage's
-        pixel checks (no finite pixel in a band, NaN or saturated centre, off-centre), then
-        one stretch of the kept objects; an object with NaN/inf after the stretch is rejected
-        too. Missing bands or another image size reject every object, with the reason
-        `check_cutout` gives. `magzp` is (N, n_bands), `pixel_scale` (N,) arcsec.
+        per `PREPARE_CHUNK` objects, counts -> nanomaggies (bands reordered to the bundle's
+        in the same pass), the prepare stage's pixel checks (no finite pixel in a band, NaN
+        or saturated centre, off-centre), then the stretch in place, while the chunk is in
+        the CPU caches; an object with NaN/inf after the stretch is rejected too. Missing
+        bands or another image size reject every object, with the reason `check_cutout`
+        gives. `stack` may be any strided view (e.g. the shard's (N, bands, H, W) moved to
+        bands last); `magzp` is (N, n_bands), `pixel_scale` (N,) arcsec.
         """
-        from ..prep.images import stretch_nanomaggies, to_nanomaggies
-
         want = tuple(self.manifest["input"]["bands"])
         n = len(stack)
         h, w, c = self.input_shape
-        empty = np.zeros((0, h, w, c), np.float32)
         missing = [b for b in want if b not in bands]
         reason = None
         if missing:
@@ -343,26 +290,42 @@ class Predictor:
             reason = f"band shapes {[tuple(stack.shape[1:3])]}, the bundle expects {(h, w)}"
         if reason is not None:
             rejected = {i: (check_code(reason), f"rejected by image checks: {reason}") for i in range(n)}
-            return PreparedCutouts(empty, np.zeros(0, np.int64), rejected)
+            return PreparedCutouts(np.zeros((0, h, w, c), np.float32), np.zeros(0, np.int64), rejected)
         order = [list(bands).index(b) for b in want]
-        nmgy = to_nanomaggies(np.ascontiguousarray(stack[..., order]), np.asarray(magzp, np.float64)[:, order])
-        rejected: dict[int, tuple[str, str]] = {}
-        keep: list[int] = []
-        for i, reason in enumerate(self.check_nanomaggies_stack(nmgy, np.asarray(pixel_scale, np.float64))):
-            if reason is None:
-                keep.append(i)
-            else:
-                rejected[i] = (check_code(reason), f"rejected by image checks: {reason}")
-        if not keep:
-            return PreparedCutouts(empty, np.zeros(0, np.int64), rejected)
-        kept = np.asarray(keep, np.int64)
-        images = stretch_nanomaggies(nmgy[kept] if len(kept) < n else nmgy, self.scaling)
-        n_bad = (~np.isfinite(images)).reshape(len(images), -1).sum(axis=1)
-        for k in np.flatnonzero(n_bad):
-            rejected[keep[k]] = ("preprocessing_failed",
-                                 f"cutout {object_ids[keep[k]]}: {int(n_bad[k])} NaN/inf pixels after preprocessing")
-        good = n_bad == 0
-        return PreparedCutouts(images[good] if not good.all() else images, kept[good], dict(sorted(rejected.items())))
+        reorder = order != list(range(len(bands)))  # else no fancy-index copy of the chunk
+        magzp = np.asarray(magzp, np.float64)[:, order]
+        pixel_scale = np.asarray(pixel_scale, np.float64)
+        images = np.empty((n, h, w, c), np.float32)
+        reasons: list[str | None] = []
+        for s in range(0, n, PREPARE_CHUNK):
+            e = min(n, s + PREPARE_CHUNK)
+            chunk = stack[s:e][..., order] if reorder else stack[s:e]
+            self._prepare_chunk(chunk, magzp[s:e], pixel_scale[s:e], images[s:e], reasons)
+        return self._kept(images, reasons, object_ids)
+
+    def _prepare_chunk(self, stack: np.ndarray, magzp: np.ndarray, pixel_scale: np.ndarray, out: np.ndarray,
+                       reasons: list[str | None]) -> None:
+        """Nanomaggies of `stack` into `out`, their check reasons appended to `reasons`, then `out` stretched."""
+        from ..prep.images import stretch_inplace, to_nanomaggies
+
+        to_nanomaggies(stack, magzp, out=out)
+        reasons.extend(self.check_nanomaggies_stack(out, pixel_scale))
+        stretch_inplace(out, self.scaling)
+
+    @staticmethod
+    def _kept(images: np.ndarray, reasons: list[str | None], object_ids: Sequence[Any]) -> PreparedCutouts:
+        """The images that passed the checks and are finite after the stretch; a reason for each other one."""
+        rejected = {i: (check_code(r), f"rejected by image checks: {r}") for i, r in enumerate(reasons) if r is not None}
+        flat = images.reshape(len(images), -1)
+        bad = ~np.isfinite(flat.sum(axis=1))  # a finite sum: every pixel finite (else count them below)
+        for i in np.flatnonzero(bad):
+            n_bad = int((~np.isfinite(flat[i])).sum())
+            if i not in rejected and n_bad:
+                rejected[int(i)] = ("preprocessing_failed",
+                                    f"cutout {object_ids[i]}: {n_bad} NaN/inf pixels after preprocessing")
+        kept = np.asarray([i for i in range(len(images)) if i not in rejected], np.int64)
+        images = images if len(kept) == len(images) else images[kept]
+        return PreparedCutouts(images, kept, dict(sorted(rejected.items())))
 
     def predict_counts(self, stack: np.ndarray, magzp: Sequence[float], **kwargs):
         """Raw linear-count cutouts (N, H, W, C) and their MAGZP -> `PredictedSpectra`."""
@@ -386,6 +349,19 @@ class Predictor:
         if "rev" in self.provenance:
             cards["DVCREV"] = (str(self.provenance["rev"])[:60], "git revision of the DVC bundle")
         return cards
+
+
+def _empty_band(nmgy: np.ndarray) -> np.ndarray:
+    """(N,) True where an (N, H, W, C) image has a band without one finite pixel.
+
+    A finite sum over an image means every pixel is finite: one cheap pass decides for the
+    (usual) clean images, and only the others are looked at band by band.
+    """
+    out = np.zeros(len(nmgy), bool)
+    suspect = np.flatnonzero(~np.isfinite(nmgy.reshape(len(nmgy), -1).sum(axis=1)))
+    if len(suspect):
+        out[suspect] = ~np.isfinite(nmgy[suspect]).any(axis=(1, 2)).all(axis=-1)
+    return out
 
 
 def _image_checks(bundle: Path):

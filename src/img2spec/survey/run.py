@@ -27,7 +27,7 @@ from ..io.atomic import remove_stale_temps, write_json
 from ..io.processes import die_with_parent
 from ..io.shards import iter_parts, read_attrs
 from ..logs import progress
-from ..predict.predictor import Predictor
+from ..predict.bundle_info import BundleInfo
 from .pack import reason_counts
 from ..predict.inputs import Skip
 from .task import CATALOGUE_DIR, PHASES, ModelSpec, is_done, output_paths, predict_shard
@@ -151,10 +151,14 @@ def _local_cluster(params: Params):
 
 
 def run_survey(
-    shards_dir: str | Path, predictor: Predictor, out_dir: str | Path, params: Params,
+    shards_dir: str | Path, bundle: BundleInfo, out_dir: str | Path, params: Params,
     scheduler: str | None = None,
 ) -> dict[str, Any]:
-    """Predict every shard under `shards_dir` into `out_dir`; returns (and writes) the survey report."""
+    """Predict every shard under `shards_dir` into `out_dir`; returns (and writes) the survey report.
+
+    `bundle`: the model as the workers will load it (a `BundleInfo`; a loaded `Predictor` works
+    too). This process never runs the networks, so it need not import TensorFlow.
+    """
     t0, t0_unix = time.perf_counter(), time.time()
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
     if not shards_dir.is_dir():
@@ -166,11 +170,11 @@ def run_survey(
     if scheduler is None:  # pids in temporary names mean something only on this machine
         _cleanup(out_dir, jobs)
     sp = params.survey
-    spec = ModelSpec.of(predictor, sp.threads_per_worker, sp.tf_inter_op_threads)
+    spec = ModelSpec.of(bundle, sp.threads_per_worker, sp.tf_inter_op_threads)
     counts = SurveyCounts(n_shards=len(jobs))
     todo: list[ShardJob] = []
     for job in jobs:
-        done = is_done(out_dir, job.rel, predictor.bundle_hash, job.input_hash)
+        done = is_done(out_dir, job.rel, bundle.bundle_hash, job.input_hash)
         if done is None:
             todo.append(job)
         else:
@@ -182,7 +186,7 @@ def run_survey(
         if scheduler is None:
             _cleanup(out_dir, jobs)
     seconds = time.perf_counter() - t0
-    report = _report(counts, seconds, t0_unix, predictor, info, shards_dir, out_dir)
+    report = _report(counts, seconds, t0_unix, bundle, info, shards_dir, out_dir)
     write_json(out_dir / SURVEY_REPORT, report)
     for f in counts.failed:
         log.error("shard %s failed: %s", f["shard"], f["reason"])
@@ -293,7 +297,7 @@ def steady_rate(tasks: list[dict[str, Any]]) -> float | None:
     return total if any_warm else None
 
 
-def _report(counts: SurveyCounts, seconds: float, t0_unix: float, predictor: Predictor, info: dict[str, Any],
+def _report(counts: SurveyCounts, seconds: float, t0_unix: float, bundle: BundleInfo, info: dict[str, Any],
             shards_dir: Path, out_dir: Path) -> dict[str, Any]:
     first_start = min((t["started"] for t in counts.tasks), default=None)  # after cluster start-up
     span = max(t["finished"] for t in counts.tasks) - first_start if first_start is not None else None
@@ -327,7 +331,7 @@ def _report(counts: SurveyCounts, seconds: float, t0_unix: float, predictor: Pre
         "worker_peak_rss_mb": {k: round(v, 1) for k, v in sorted(counts.worker_peak_rss_mb.items())},
         "cluster": {**info, "tf_intra_inter_op_threads": sorted(list(t) for t in counts.tf_threads),
                     "worker_environ": counts.worker_environ},
-        "model": {"name": predictor.name, "version": predictor.version, "bundle_hash": predictor.bundle_hash,
-                  "sigma_method": predictor.sigma_method, **predictor.provenance},
+        "model": {"name": bundle.name, "version": bundle.version, "bundle_hash": bundle.bundle_hash,
+                  "sigma_method": bundle.sigma_method, **bundle.provenance},
         "shards_dir": str(shards_dir), "catalogue": str(out_dir / CATALOGUE_DIR),
     }

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..io.atomic import write_parquet
 from ..io.shards import CutoutShard, SpectraShard, read_attrs, read_cutout_shard, write_spectra_shard
+from ..predict.bundle_info import BundleInfo
 from ..predict.predictor import BatchResult, Predictor
 from .catalogue import catalogue_frame
 
@@ -43,9 +44,9 @@ class ModelSpec:
     inter_op_threads: int = 1
 
     @classmethod
-    def of(cls, predictor: Predictor, intra_op_threads: int = 1, inter_op_threads: int = 1) -> "ModelSpec":
-        return cls(str(Path(predictor.bundle_dir).resolve()), predictor.bundle_hash, predictor.sigma_method,
-                   predictor.n_samples, intra_op_threads, inter_op_threads)
+    def of(cls, bundle: BundleInfo | Predictor, intra_op_threads: int = 1, inter_op_threads: int = 1) -> "ModelSpec":
+        return cls(str(Path(bundle.bundle_dir).resolve()), bundle.bundle_hash, bundle.sigma_method,
+                   bundle.n_samples, intra_op_threads, inter_op_threads)
 
 
 REPORTED_ENVIRON = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
