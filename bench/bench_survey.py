@@ -11,11 +11,14 @@ One run, the same N cutout files throughout:
    end to end (command wall time, with Python/TensorFlow start-up and model load) and
    in-run (survey.json: cluster start to last shard), start-up and steady state apart
    (survey.json: the client's own start-up = command wall time - survey.json seconds, i.e.
-   Python + TensorFlow import and bundle load; `startup_seconds` from the run's start to the
+   Python, Dask and the bundle's manifest (the client imports no TensorFlow); `startup_seconds` from the run's start to the
    first shard task (cluster start, worker spawn, their TensorFlow import and bundle load);
    `galaxies_per_s_steady`, the summed rate of warm workers, what 10^8 galaxies would see),
-   the workers' time per task phase, peak memory per worker (kernel high-water RSS of each
-   worker process) and of the whole tree;
+   the workers' time per task phase, CPU outside the tasks, peak memory per worker (kernel
+   high-water RSS of each worker process) and of the whole tree;
+3b. a longer run: the packed shards `--copies` times over (new object ids, written with the
+   real shard writer), surveyed at 1 and 2 workers: the same cutouts, but start-up is paid
+   once for 4x the galaxies, as in a real survey;
 4. the same cutouts through file-based `img2spec predict --no-per-object --table`, and the
    per-object path (one FITS per object) on the first `--per-object-n` of them;
 5. projected core-hours for 10^8 galaxies at the default setting (`survey.n_workers`), from the
@@ -47,6 +50,8 @@ SURVEY_TARGET = 10**8
 TARGET_PER_S = 1500.0
 TARGET_SCALING = 1.7
 PER_OBJECT_N = 500
+COPIES = 4
+"""The longer survey run: the packed shards this many times over (16,000 -> 64,000 galaxies)."""
 
 
 def make_inputs(src: Path, n: int, dest: Path, seed: int = 0) -> float:
@@ -78,6 +83,25 @@ def make_inputs(src: Path, n: int, dest: Path, seed: int = 0) -> float:
     return time.perf_counter() - t0
 
 
+def replicate_shards(src: Path, copies: int, dest: Path) -> tuple[int, float]:
+    """`copies` x the shards of `src` in `dest` (copy k: object ids prefixed 'k-', part names
+    'copyk-<part>'), written with the real shard writer; (objects, seconds taken)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from img2spec.io.shards import iter_parts, part_path, read_cutout_shard, write_cutout_shard
+
+    t0, n = time.perf_counter(), 0
+    for healpix, path, _ in iter_parts(src):
+        shard = read_cutout_shard(path)
+        for k in range(copies):
+            ids = np.asarray([f"{k}-{oid}" for oid in shard.object_id], dtype=object)
+            write_cutout_shard(part_path(dest, healpix, f"copy{k}-{path.stem}"), replace(shard, object_id=ids, attrs={}))
+            n += len(shard)
+    return n, time.perf_counter() - t0
+
+
 def _params_file(dest: Path, **survey: Any) -> Path:
     """A copy of params.yaml with survey overrides (validated by the commands themselves)."""
     import yaml
@@ -100,7 +124,7 @@ def _run(cmd: list[str], log: Path) -> dict[str, Any]:
             "peak_tree_gib": round(m.peak_gib, 3)}
 
 
-def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int) -> dict[str, Any]:
+def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int, copies: int = 1) -> dict[str, Any]:
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text()).get("survey", {})
@@ -120,32 +144,7 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int)
                    "cutouts_per_s_in_run": packed["cutouts_per_s"]}
     print(f"pack: {out['pack']}", flush=True)
 
-    by_workers: dict[str, Any] = {}
-    for workers in (1, 2):
-        pfile = _params_file(workdir / f"params_w{workers}.yaml", n_workers=workers)
-        dest = workdir / f"survey_w{workers}"
-        run = _run(_img2spec("survey", str(shards), "--model", str(bundle), "--out", str(dest), "--params", str(pfile)),
-                   workdir / f"survey_w{workers}.log")
-        rep = json.loads((dest / "survey.json").read_text())
-        done = rep["objects"]["predicted"]
-        by_workers[str(workers)] = {
-            **run, "n_predicted": done, "n_skipped": rep["objects"]["skipped"], "failed_shards": rep["shards"]["failed"],
-            # from shards to spectra and catalogue files: cluster start, workers' TensorFlow import and bundle
-            # load included (survey.json); the command's wall time adds the client's own start-up
-            "galaxies_per_s": rep["galaxies_per_s"], "galaxies_per_s_command": round(done / run["seconds"], 1),
-            "galaxies_per_s_tasks": rep.get("galaxies_per_s_tasks"), "bundle_load_seconds": rep.get("bundle_load_seconds"),
-            # start-up apart from the steady state (see the module doc)
-            "client_startup_seconds": round(run["seconds"] - rep["seconds"], 2),
-            "cluster_start_seconds": rep.get("cluster_start_seconds"), "startup_seconds": rep.get("startup_seconds"),
-            "task_span_seconds": rep.get("task_span_seconds"), "galaxies_per_s_steady": rep.get("galaxies_per_s_steady"),
-            "task_phase_seconds": rep.get("task_phase_seconds"), "task_cpu_seconds": rep.get("task_cpu_seconds"),
-            "worker_environ": rep.get("cluster", {}).get("worker_environ"),
-            "tf_intra_inter_op_threads": rep.get("cluster", {}).get("tf_intra_inter_op_threads"),
-            "worker_peak_rss_mb": rep["worker_peak_rss_mb"],
-            "peak_rss_mb_per_worker": round(max(rep["worker_peak_rss_mb"].values()), 1) if rep["worker_peak_rss_mb"] else None,
-        }
-        print(f"survey, {workers} worker(s): {by_workers[str(workers)]}", flush=True)
-        shutil.rmtree(dest, ignore_errors=True)
+    by_workers = {str(w): _survey(shards, bundle, workdir, w, tag="") for w in (1, 2)}
     default = by_workers[str(default_workers)] if str(default_workers) in by_workers else by_workers["2"]
     out["by_workers"] = by_workers
     out["galaxies_per_s"] = default["galaxies_per_s"]
@@ -157,6 +156,16 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int)
     # 1e8 galaxies pay the start-up once: the projection uses the steady-state rate
     out["core_hours_per_1e8"] = round(SURVEY_TARGET / rate[str(default_workers) if str(default_workers) in rate else "2"]
                                       * cores / 3600.0, 1)
+
+    if copies > 1:  # a longer run: the same cutouts `copies` times over (start-up paid once)
+        big = workdir / "shards_x"
+        n_big, setup_s = replicate_shards(shards, copies, big)
+        print(f"replicated shards: {n_big} objects in {setup_s:.0f} s", flush=True)
+        out["replicated"] = {"copies": copies, "n": n_big,
+                             "by_workers": {str(w): _survey(big, bundle, workdir, w, tag="_x") for w in (1, 2)}}
+        rep_rate = {w: steady_or_tasks(r) for w, r in out["replicated"]["by_workers"].items()}
+        out["replicated"]["scaling_2_vs_1"] = round(rep_rate["2"] / rep_rate["1"], 2)
+        shutil.rmtree(big, ignore_errors=True)
 
     table_dir = workdir / "predict_table"
     run = _run(_img2spec("predict", str(inputs), "--model", str(bundle), "--out", str(table_dir), "--no-per-object",
@@ -182,6 +191,42 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int)
                       "met": bool(out["galaxies_per_s"] >= TARGET_PER_S and out["scaling_2_vs_1"] >= TARGET_SCALING),
                       # the same rate target once the workers are warm (start-up excluded)
                       "steady_met": bool((out["galaxies_per_s_steady"] or 0) >= TARGET_PER_S)}
+    if "replicated" in out:
+        big2 = out["replicated"]["by_workers"][str(default_workers)]
+        out["targets"]["replicated_met"] = bool((big2["galaxies_per_s"] or 0) >= TARGET_PER_S
+                                                and out["replicated"]["scaling_2_vs_1"] >= TARGET_SCALING)
+    return out
+
+
+def _survey(shards: Path, bundle: Path, workdir: Path, workers: int, tag: str) -> dict[str, Any]:
+    """`img2spec survey` of `shards` at `workers` workers (whole process, fresh output): its figures."""
+    pfile = _params_file(workdir / f"params_w{workers}.yaml", n_workers=workers)
+    dest = workdir / f"survey{tag}_w{workers}"
+    run = _run(_img2spec("survey", str(shards), "--model", str(bundle), "--out", str(dest), "--params", str(pfile)),
+               workdir / f"survey{tag}_w{workers}.log")
+    rep = json.loads((dest / "survey.json").read_text())
+    done = rep["objects"]["predicted"]
+    out = {
+        **run, "n_predicted": done, "n_skipped": rep["objects"]["skipped"], "failed_shards": rep["shards"]["failed"],
+        # from shards to spectra and catalogue files: cluster start, workers' TensorFlow import and bundle
+        # load included (survey.json); the command's wall time adds the client's own start-up
+        "galaxies_per_s": rep["galaxies_per_s"], "galaxies_per_s_command": round(done / run["seconds"], 1),
+        "galaxies_per_s_tasks": rep.get("galaxies_per_s_tasks"), "bundle_load_seconds": rep.get("bundle_load_seconds"),
+        # start-up apart from the steady state (see the module doc)
+        "client_startup_seconds": round(run["seconds"] - rep["seconds"], 2),
+        "cluster_start_seconds": rep.get("cluster_start_seconds"), "startup_seconds": rep.get("startup_seconds"),
+        "task_span_seconds": rep.get("task_span_seconds"), "galaxies_per_s_steady": rep.get("galaxies_per_s_steady"),
+        "task_phase_seconds": rep.get("task_phase_seconds"), "task_cpu_seconds": rep.get("task_cpu_seconds"),
+        # CPU of the whole process tree outside the shard tasks: imports, bundle loads, Dask's scheduler,
+        # nannies and client
+        "cpu_seconds_outside_tasks": round(run["cpu_seconds"] - (rep.get("task_cpu_seconds") or 0.0), 2),
+        "worker_environ": rep.get("cluster", {}).get("worker_environ"),
+        "tf_intra_inter_op_threads": rep.get("cluster", {}).get("tf_intra_inter_op_threads"),
+        "worker_peak_rss_mb": rep["worker_peak_rss_mb"],
+        "peak_rss_mb_per_worker": round(max(rep["worker_peak_rss_mb"].values()), 1) if rep["worker_peak_rss_mb"] else None,
+    }
+    print(f"survey{tag}, {workers} worker(s): {out}", flush=True)
+    shutil.rmtree(dest, ignore_errors=True)
     return out
 
 
@@ -193,16 +238,26 @@ def steady_or_tasks(r: dict[str, Any]) -> float:
 def markdown_rows(s: dict[str, Any]) -> list[str]:
     """README lines for the survey section (used by run_all.markdown)."""
     w1, w2 = s["by_workers"]["1"], s["by_workers"]["2"]
-    return [
-        f"Survey path on the same {s['n']:,} cutouts (`bench/bench_survey.py`): galaxies/s from files to outputs as the "
-        "command reports it (survey.json, summary.json, pack.json), the whole command's wall time incl. Python start-up "
-        "and model load in brackets:",
+    when = f" (measured {s['generated']} with `{s['command']}`)" if s.get("generated") else ""
+    lines = [
+        f"Survey path on the same {s['n']:,} cutouts (`bench/bench_survey.py`){when}: galaxies/s from files to outputs "
+        "as the command reports it (survey.json, summary.json, pack.json), the whole command's wall time incl. Python "
+        "start-up in brackets:",
         "",
         "| path | galaxies/s | peak memory |",
         "|---|---|---|",
         f"| `img2spec pack` (cutouts/s) | {s['pack']['cutouts_per_s_in_run']} ({s['pack']['cutouts_per_s']}) | {s['pack']['peak_tree_gib']} GiB |",
         f"| `img2spec survey`, 1 worker x {s['threads_per_worker']} thread | {w1['galaxies_per_s']} ({w1['galaxies_per_s_command']}) | {w1['peak_rss_mb_per_worker']} MB per worker |",
         f"| `img2spec survey`, 2 workers x {s['threads_per_worker']} thread | {w2['galaxies_per_s']} ({w2['galaxies_per_s_command']}) | {w2['peak_rss_mb_per_worker']} MB per worker |",
+    ]
+    rep = s.get("replicated")
+    if rep:
+        r1, r2 = rep["by_workers"]["1"], rep["by_workers"]["2"]
+        lines += [
+            f"| `img2spec survey` of {rep['n']:,} galaxies (the packed shards x {rep['copies']}, new ids), 1 worker | {r1['galaxies_per_s']} ({r1['galaxies_per_s_command']}) | {r1['peak_rss_mb_per_worker']} MB per worker |",
+            f"| `img2spec survey` of {rep['n']:,} galaxies, 2 workers | {r2['galaxies_per_s']} ({r2['galaxies_per_s_command']}) | {r2['peak_rss_mb_per_worker']} MB per worker |",
+        ]
+    lines += [
         f"| `img2spec predict --no-per-object --table` | {s['predict_table']['galaxies_per_s_in_run']} ({s['predict_table']['galaxies_per_s']}) | {s['predict_table']['peak_tree_gib']} GiB |",
         f"| `img2spec predict` per-object FITS (first {s['predict_per_object']['n']}) | {s['predict_per_object']['galaxies_per_s_in_run']} ({s['predict_per_object']['galaxies_per_s']}) | {s['predict_per_object']['peak_tree_gib']} GiB |",
         "",
@@ -210,13 +265,17 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
         f"{w1['galaxies_per_s_tasks']}/s at 1 worker, "
         f"{w2['galaxies_per_s_tasks']}/s at 2; once every worker is warm (steady state, survey.json "
         f"`galaxies_per_s_steady`): {w1.get('galaxies_per_s_steady')}/s at 1 worker, {w2.get('galaxies_per_s_steady')}/s at 2. "
-        f"Start-up at 2 workers: {w2.get('client_startup_seconds')} s in the client (Python, TensorFlow import, bundle "
-        f"load), then {w2.get('startup_seconds')} s to the first shard task (cluster start {w2.get('cluster_start_seconds')} s, "
-        f"workers' TensorFlow import and bundle load). 2 workers / 1 worker: {s['scaling_2_vs_1']}x; projected "
-        f"{s['core_hours_per_1e8']} core-hours for 10^8 galaxies "
-        f"at the default {s['default_n_workers']} workers (targets: >= {TARGET_PER_S:.0f}/s, >= {TARGET_SCALING}x: "
-        f"{'met' if s['targets']['met'] else 'not met'}).",
+        f"Start-up at 2 workers: {w2.get('client_startup_seconds')} s in the client (Python, Dask and the bundle's "
+        f"manifest; the client imports no TensorFlow), then {w2.get('startup_seconds')} s to the first shard task "
+        f"(cluster start {w2.get('cluster_start_seconds')} s, workers' TensorFlow import and bundle load). "
+        f"2 workers / 1 worker: {s['scaling_2_vs_1']}x"
+        + (f" ({rep['scaling_2_vs_1']}x on the {rep['n']:,}-galaxy run)" if rep else "")
+        + f"; projected {s['core_hours_per_1e8']} core-hours for 10^8 galaxies at the default {s['default_n_workers']} "
+        f"workers (targets: >= {TARGET_PER_S:.0f}/s end to end, >= {TARGET_SCALING}x: "
+        f"{'met' if s['targets']['met'] else 'not met'} at {s['n']:,}"
+        + (f", {'met' if s['targets'].get('replicated_met') else 'not met'} at {rep['n']:,}" if rep else "") + ").",
     ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -225,13 +284,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bundle", type=Path, default=REPO / "models" / "img2spec")
     ap.add_argument("--cutouts", type=Path, default=REPO / "data" / "raw" / "images", help="template cutouts")
     ap.add_argument("--per-object-n", type=int, default=PER_OBJECT_N, help="cutouts for the per-object predict path")
+    ap.add_argument("--copies", type=int, default=COPIES,
+                    help="also survey the packed shards this many times over (new ids; 1: not)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: temp, removed)")
     ap.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     args = ap.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="img2spec_bench_survey_"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        result = bench(args.n, args.bundle.resolve(), args.cutouts.resolve(), workdir, min(args.per_object_n, args.n))
+        result = {"generated": time.strftime("%Y-%m-%d", time.gmtime()),
+                  "command": " ".join(["python bench/bench_survey.py", *(argv if argv is not None else sys.argv[1:])])}
+        result.update(bench(args.n, args.bundle.resolve(), args.cutouts.resolve(), workdir,
+                            min(args.per_object_n, args.n), args.copies))
         result["machine"] = machine_facts(REPO)
     finally:
         if args.workdir is None:
