@@ -215,7 +215,8 @@ def _survey(shards: Path, bundle: Path, workdir: Path, workers: int, tag: str) -
         # start-up apart from the steady state (see the module doc)
         "client_startup_seconds": round(run["seconds"] - rep["seconds"], 2),
         "cluster_start_seconds": rep.get("cluster_start_seconds"), "startup_seconds": rep.get("startup_seconds"),
-        "task_span_seconds": rep.get("task_span_seconds"), "galaxies_per_s_steady": rep.get("galaxies_per_s_steady"),
+        "shutdown_seconds": rep.get("shutdown_seconds"), "task_span_seconds": rep.get("task_span_seconds"),
+        "galaxies_per_s_steady": rep.get("galaxies_per_s_steady"),
         "task_phase_seconds": rep.get("task_phase_seconds"), "task_cpu_seconds": rep.get("task_cpu_seconds"),
         # CPU of the whole process tree outside the shard tasks: imports, bundle loads, Dask's scheduler,
         # nannies and client
@@ -267,7 +268,8 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
         f"`galaxies_per_s_steady`): {w1.get('galaxies_per_s_steady')}/s at 1 worker, {w2.get('galaxies_per_s_steady')}/s at 2. "
         f"Start-up at 2 workers: {w2.get('client_startup_seconds')} s in the client (Python, Dask and the bundle's "
         f"manifest; the client imports no TensorFlow), then {w2.get('startup_seconds')} s to the first shard task "
-        f"(cluster start {w2.get('cluster_start_seconds')} s, workers' TensorFlow import and bundle load). "
+        f"(cluster start {w2.get('cluster_start_seconds')} s, workers' TensorFlow import and bundle load); "
+        f"closing the cluster after the last shard took {w2.get('shutdown_seconds')} s. "
         f"2 workers / 1 worker: {s['scaling_2_vs_1']}x"
         + (f" ({rep['scaling_2_vs_1']}x on the {rep['n']:,}-galaxy run)" if rep else "")
         + f"; projected {s['core_hours_per_1e8']} core-hours for 10^8 galaxies at the default {s['default_n_workers']} "

@@ -21,6 +21,7 @@ from img2spec.config import params_from_dict
 from img2spec.io.ps1_cutout import write_cutout
 from img2spec.io.shards import CutoutShard, list_parts, read_spectra_shard, write_cutout_shard
 from img2spec.paths import Paths
+from img2spec.predict.bundle_info import BundleInfo
 from test_predict_support import build_project, galaxy_cutout
 
 N_EXTRA = 10
@@ -84,7 +85,9 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
 
     out = tmp_path / "out"
     environ_before = {k: os.environ.get(k) for k in WORKER_MALLOC_ENV}
-    report = run_survey(env["shards"], env["predictor"], out, env["params"])
+    bundle = BundleInfo.from_path(env["root"] / "models" / "img2spec")  # what the CLI's client hands over
+    report = run_survey(env["shards"], bundle, out, env["params"])
+    assert report["model"]["bundle_hash"] == env["predictor"].bundle_hash
     n_parts = len(list_parts(env["shards"]))
     assert n_parts >= 4 and report["shards"] == {"total": n_parts, "done": n_parts, "skipped_already_done": 0,
                                                  "failed": 0}
@@ -95,6 +98,7 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     assert {k: os.environ.get(k) for k in WORKER_MALLOC_ENV} == environ_before  # the client's environment restored
     assert set(report["task_phase_seconds"]) == set(PHASES) and report["task_phase_seconds"]["predict"] > 0
     assert report["startup_seconds"] > 0 and report["cluster_start_seconds"] > 0 and report["task_cpu_seconds"] > 0
+    assert 0 < report["shutdown_seconds"] < report["seconds"]
     got = _check_outputs(env, out)
     assert len(got) == env["n_good"] == report["objects"]["predicted"]
     assert report["objects"]["skipped_by_reason"] == {"nan_centre": 1}

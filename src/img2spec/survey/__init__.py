@@ -2,8 +2,9 @@
 
 - `pack(inputs, out_dir, params)`: cutout files (5-band, or single-band PS1 cutout-service
   files grouped per object) -> HDF5 shards per HEALPix pixel + `pack.json`.
-- `run_survey(shards_dir, predictor, out_dir, params)`: one Dask task per shard ->
-  spectra shards, a Parquet catalogue and `survey.json`.
+- `run_survey(shards_dir, BundleInfo.load(model), out_dir, params)`: one Dask task per shard ->
+  spectra shards, a Parquet catalogue and `survey.json` (the client reads only the bundle's
+  manifest; each worker loads the networks once).
 """
 
 from __future__ import annotations

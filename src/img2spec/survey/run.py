@@ -9,7 +9,8 @@ no-op and a killed run resumes. Dask retries a failed task `survey.retries` time
 reschedules the task of a worker that died; a shard that still fails is reported in
 `survey.json`, the others finish. LocalCluster workers start with `WORKER_MALLOC_ENV` (glibc
 malloc thresholds; Dask's default costs ~1.5x the CPU per shard); start the workers of an
-existing cluster with the same environment variables.
+existing cluster with the same environment variables. This process (the client) needs only
+the bundle's manifest (`BundleInfo`) and never imports TensorFlow; the workers load the networks.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class SurveyCounts:
     """(pid, started, finished, n_predicted, loaded_bundle) of every predicted shard: task span, start-up, steady rate."""
     phase_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     cluster_start_seconds: float | None = None
+    shutdown_seconds: float | None = None
     tf_threads: set[tuple[int, ...]] = field(default_factory=set)
     cpu_seconds: float = 0.0
     worker_environ: list[dict[str, str | None]] = field(default_factory=list)
@@ -247,9 +249,11 @@ def _run_on_cluster(todo: list[ShardJob], out_dir: Path, spec: ModelSpec, params
             shard_bar.close()
             obj_bar.close()
     finally:
+        t_close = time.perf_counter()
         client.close()
         if cluster is not None:
             cluster.close()
+        counts.shutdown_seconds = time.perf_counter() - t_close  # workers retire, TensorFlow processes exit
 
 
 def _add(counts: SurveyCounts, res: dict[str, Any]) -> None:
@@ -322,6 +326,8 @@ def _report(counts: SurveyCounts, seconds: float, t0_unix: float, bundle: Bundle
         # warm workers (`steady_rate`)
         "cluster_start_seconds": None if counts.cluster_start_seconds is None else round(counts.cluster_start_seconds, 2),
         "startup_seconds": round(first_start - t0_unix, 2) if first_start is not None else None,
+        # closing the client and the LocalCluster after the last shard (part of `seconds`)
+        "shutdown_seconds": None if counts.shutdown_seconds is None else round(counts.shutdown_seconds, 2),
         "galaxies_per_s_steady": round(steady, 1) if steady else None,
         # summed over shard tasks (worker CPU-bound time per phase; PHASES in survey/task.py)
         "task_phase_seconds": {k: round(v, 3) for k, v in counts.phase_seconds.items()},
