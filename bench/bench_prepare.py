@@ -21,14 +21,13 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import psutil
 
 from img2spec.config import Params
 from img2spec.io.ps1_cutout import write_cutout
@@ -38,41 +37,15 @@ from img2spec.prep.match import match
 from img2spec.prep.prepare import prepare
 from img2spec.prep.synthetic import make_cutout, make_spectrum, synthetic_objects, write_tables
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TreeSampler  # noqa: E402
+
 GIB = 1024**3
 
 
-class PeakMemory:
-    """Samples PSS and RSS of this process and its children in a background thread."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self.peak_pss = 0
-        self.peak_rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            pss = rss = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    info = proc.memory_full_info()
-                    pss += getattr(info, "pss", info.rss)
-                    rss += info.rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-            self.peak_pss = max(self.peak_pss, pss)
-            self.peak_rss = max(self.peak_rss, rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+def peak_memory() -> TreeSampler:
+    """PSS and RSS peaks of this process and its children (`common.TreeSampler`), as a context manager."""
+    return TreeSampler(os.getpid())
 
 
 def _spectrum_templates(paths: Paths, objects, n_templates: int) -> list[tuple[bytes, int, np.dtype]]:
@@ -162,12 +135,12 @@ def main() -> None:
             "prepare": Params().prepare.model_copy(update={"n_workers": args.workers}),
         })
         paths = Paths(root)
-        with PeakMemory() as mem_match:
+        with peak_memory() as mem_match:
             t0 = time.perf_counter()
             mrep = match(params, paths)
             t_match = time.perf_counter() - t0
         cpu0 = _cpu_seconds()
-        with PeakMemory() as mem:
+        with peak_memory() as mem:
             t0 = time.perf_counter()
             prep = prepare(params, paths)
             t_prep = time.perf_counter() - t0

@@ -7,8 +7,10 @@ assert a speed (timings belong to `make bench`, not to tests).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -282,3 +284,26 @@ def test_carried_scaling_is_labelled_with_its_own_run(tmp_path):
     assert new["scaling"] == scal and new["carried_over"]["sections"] == ["scaling", "throughput"]
     assert "carried over from the run of 2026-11-24 (`python bench/run_all.py --old`" in md
     assert "| prepare |" in md and "/tmp/old_code" not in md  # the old snapshot is not this run's code
+
+
+def test_tree_sampler_keeps_pss_to_its_duty(monkeypatch):
+    """PSS samples (the kernel walks every mapping: ~23 ms per TensorFlow process) are spaced so
+    they take at most PSS_DUTY of a core; the cheap RSS sample runs every interval."""
+    calls = {"pss": 0, "rss": 0}
+
+    def slow_pss(self):
+        calls["pss"] += 1
+        time.sleep(0.02)
+        return 1, 1
+
+    def rss(self):
+        calls["rss"] += 1
+        return 1
+
+    monkeypatch.setattr(common.TreeSampler, "sample", slow_pss)
+    monkeypatch.setattr(common.TreeSampler, "sample_rss", rss)
+    monkeypatch.setattr(common, "PSS_DUTY", 0.05)  # a 20 ms sample -> one per 0.4 s
+    with common.TreeSampler(os.getpid(), interval=0.01) as sampler:
+        time.sleep(1.0)
+    assert 2 <= calls["pss"] <= 4 and sampler.pss_samples == calls["pss"]
+    assert calls["rss"] >= 20
