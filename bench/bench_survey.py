@@ -187,14 +187,7 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
                                  "galaxies_per_s": round(summary["n_predicted"] / run["seconds"], 1),
                                  "galaxies_per_s_in_run": summary["objects_per_s"]}
     print(f"predict per-object ({per_object_n} of the cutouts): {out['predict_per_object']}", flush=True)
-    out["targets"] = {"galaxies_per_s": TARGET_PER_S, "scaling_2_vs_1": TARGET_SCALING,
-                      "met": bool(out["galaxies_per_s"] >= TARGET_PER_S and out["scaling_2_vs_1"] >= TARGET_SCALING),
-                      # the same rate target once the workers are warm (start-up excluded)
-                      "steady_met": bool((out["galaxies_per_s_steady"] or 0) >= TARGET_PER_S)}
-    if "replicated" in out:
-        big2 = out["replicated"]["by_workers"][str(default_workers)]
-        out["targets"]["replicated_met"] = bool((big2["galaxies_per_s"] or 0) >= TARGET_PER_S
-                                                and out["replicated"]["scaling_2_vs_1"] >= TARGET_SCALING)
+    out["targets"] = targets(out)
     return out
 
 
@@ -231,6 +224,24 @@ def _survey(shards: Path, bundle: Path, workdir: Path, workers: int, tag: str) -
     return out
 
 
+def targets(s: dict[str, Any]) -> dict[str, Any]:
+    """The issue's two targets, each on its own: the default setting's end-to-end rate >= TARGET_PER_S,
+    and 2 workers >= TARGET_SCALING x one; also on the replicated (longer) run when there is one."""
+    out: dict[str, Any] = {"galaxies_per_s": TARGET_PER_S, "scaling_2_vs_1": TARGET_SCALING,
+                           "rate_met": bool((s["galaxies_per_s"] or 0) >= TARGET_PER_S),
+                           "scaling_met": bool(s["scaling_2_vs_1"] >= TARGET_SCALING),
+                           # the same rate target once the workers are warm (start-up excluded)
+                           "steady_met": bool((s["galaxies_per_s_steady"] or 0) >= TARGET_PER_S)}
+    out["met"] = out["rate_met"] and out["scaling_met"]
+    rep = s.get("replicated")
+    if rep:
+        big = rep["by_workers"][str(s["default_n_workers"])] if str(s["default_n_workers"]) in rep["by_workers"] \
+            else rep["by_workers"]["2"]
+        out["replicated_rate_met"] = bool((big["galaxies_per_s"] or 0) >= TARGET_PER_S)
+        out["replicated_scaling_met"] = bool(rep["scaling_2_vs_1"] >= TARGET_SCALING)
+    return out
+
+
 def steady_or_tasks(r: dict[str, Any]) -> float:
     """The steady-state rate of one survey run, else (too few shards per worker) the task-span rate."""
     return r.get("galaxies_per_s_steady") or r["galaxies_per_s_tasks"] or r["galaxies_per_s"]
@@ -239,6 +250,11 @@ def steady_or_tasks(r: dict[str, Any]) -> float:
 def markdown_rows(s: dict[str, Any]) -> list[str]:
     """README lines for the survey section (used by run_all.markdown)."""
     w1, w2 = s["by_workers"]["1"], s["by_workers"]["2"]
+    t = targets(s)
+
+    def met(flag: bool) -> str:
+        return "met" if flag else "not met"
+
     when = f" (measured {s['generated']} with `{s['command']}`)" if s.get("generated") else ""
     lines = [
         f"Survey path on the same {s['n']:,} cutouts (`bench/bench_survey.py`){when}: galaxies/s from files to outputs "
@@ -273,9 +289,10 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
         f"2 workers / 1 worker: {s['scaling_2_vs_1']}x"
         + (f" ({rep['scaling_2_vs_1']}x on the {rep['n']:,}-galaxy run)" if rep else "")
         + f"; projected {s['core_hours_per_1e8']} core-hours for 10^8 galaxies at the default {s['default_n_workers']} "
-        f"workers (targets: >= {TARGET_PER_S:.0f}/s end to end, >= {TARGET_SCALING}x: "
-        f"{'met' if s['targets']['met'] else 'not met'} at {s['n']:,}"
-        + (f", {'met' if s['targets'].get('replicated_met') else 'not met'} at {rep['n']:,}" if rep else "") + ").",
+        f"workers. Targets: >= {TARGET_PER_S:.0f} galaxies/s end to end {met(t['rate_met'])} at {s['n']:,}"
+        + (f", {met(t['replicated_rate_met'])} at {rep['n']:,}" if rep else "")
+        + f"; 2 workers >= {TARGET_SCALING}x one {met(t['scaling_met'])} at {s['n']:,}"
+        + (f", {met(t['replicated_scaling_met'])} at {rep['n']:,}" if rep else "") + ".",
     ]
     return lines
 
