@@ -165,6 +165,21 @@ def test_survey_client_reads_the_manifest_without_tensorflow(env):
     assert got == [pred.bundle_hash, pred.sigma_method, pred.n_samples, "path", str(bundle.resolve()), False, False]
 
 
+def test_local_worker_teardown_exits_at_once_with_output_flushed():
+    """After the LocalCluster plugin's teardown, the process's exit skips every other exit handler
+    (TensorFlow's slow finalisation among them), exits 0, and what it printed is not lost."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys; atexit.register(print, 'later exit handler ran'); "
+        "from img2spec.survey.run import _local_worker_plugin; _local_worker_plugin().teardown(None); "
+        "print('work done', end=''); sys.exit(3)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "work done"
+
+
 def test_steady_rate_leaves_out_each_workers_first_shard():
     """Per worker: objects of its warm shards over their span; summed over workers; None without a warm shard."""
     from img2spec.survey.run import steady_rate
