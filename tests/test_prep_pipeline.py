@@ -247,12 +247,14 @@ def test_shrink_npy_keeps_leading_rows(tmp_path):
 def test_prepare_logs_counts_to_mlflow(clean_raw, tmp_path, params, mlflow_uri):
     import mlflow
 
+    from img2spec.tracking import PIPELINE_EXPERIMENT, STAGE_TAG
+
     paths, _ = _copy(clean_raw, tmp_path)
     match(params, paths)
     report = prepare(params, paths, track=True)
     mlflow.set_tracking_uri(mlflow_uri)
-    exp = mlflow.get_experiment_by_name("img2spec/prepare")
-    runs = mlflow.search_runs([exp.experiment_id])
+    exp = mlflow.get_experiment_by_name(PIPELINE_EXPERIMENT)  # stage runs live in the pipeline experiment
+    runs = mlflow.search_runs([exp.experiment_id], f"tags.`{STAGE_TAG}` = 'prepare'")
     assert len(runs) == 1 and runs["metrics.n_out"].iloc[0] == report["n_out"] == N
 
 

@@ -318,7 +318,7 @@ def processed_meta(params: Params, grid, out: pd.DataFrame, has_truth: bool) -> 
 
 
 def _track(params: Params, paths: Paths, report: dict) -> None:
-    """Log the stage's counts to MLflow (experiment img2spec/prepare)."""
+    """Log the stage's counts to MLflow: the prepare run of the pipeline experiment (`tracking.start_run`)."""
     import mlflow
 
     from ..tracking import start_run
