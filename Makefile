@@ -73,9 +73,9 @@ mlflow-server: setup  ## team MLflow server: PostgreSQL backend, proxied artifac
 predict: setup  ## predict spectra: make predict PREDICT_INPUT=dir PREDICT_OUT=dir
 	$(BIN)/img2spec predict $(PREDICT_INPUT) --model $(PREDICT_MODEL) --out $(PREDICT_OUT) --plot
 
-figures: setup  ## figure of a few mock galaxies for the README; mock realism report vs SDSS (reports/mock_realism.json)
+figures: setup  ## figure of a few mock galaxies; mock realism report vs SDSS (reports/mock_realism.json, docs/mock.md)
 	$(BIN)/img2spec mock-figure --out docs/mock_galaxies.png
-	$(BIN)/img2spec mock-realism --out reports/mock_realism.json --figures reports/realism --readme README.md
+	$(BIN)/img2spec mock-realism --out reports/mock_realism.json --figures reports/realism --readme docs/mock.md
 
 bench: setup  ## benchmarks: speed, memory, scaling, science (writes reports/bench.json)
 	$(BIN)/python bench/run_all.py

@@ -24,8 +24,8 @@ One run, the same N cutout files throughout:
 5. projected core-hours for 10^8 galaxies at the default setting (`survey.n_workers`), from the
    steady-state rate.
 
-    python bench/bench_survey.py --n 16000 --bundle models/img2spec      # the README figures
-    python bench/bench_survey.py --n 500 --bundle /tmp/frozen/models/img2spec   # smoke run
+    python bench/bench_survey.py --n 16000 --bundle models/img2spec      # the published figures
+    python bench/bench_survey.py --n 500 --bundle models/img2spec       # smoke run
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def _survey(shards: Path, bundle: Path, workdir: Path, workers: int, tag: str) -
 
 
 def targets(s: dict[str, Any]) -> dict[str, Any]:
-    """The issue's two targets, each on its own: the default setting's end-to-end rate >= TARGET_PER_S,
+    """The survey path's two targets, each on its own: the default setting's end-to-end rate >= TARGET_PER_S,
     and 2 workers >= TARGET_SCALING x one; also on the replicated (longer) run when there is one."""
     out: dict[str, Any] = {"galaxies_per_s": TARGET_PER_S, "scaling_2_vs_1": TARGET_SCALING,
                            "rate_met": bool((s["galaxies_per_s"] or 0) >= TARGET_PER_S),

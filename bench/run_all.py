@@ -16,8 +16,8 @@
    pipeline's train_cnn on nested fractions of the trained run's train split, photo-z and
    spectrum D on its test split (section `photoz_scaling`; `--photoz-json` takes an existing
    bench_photoz.py output instead of measuring, also with `--render-only`).
-4. Writes `reports/bench.json`, `reports/bench.md` and the README section between
-   `<!-- bench:start -->` and `<!-- bench:end -->`.
+4. Writes `reports/bench.json`, `reports/bench.md` and the section of `docs/benchmarks.md`
+   between `<!-- bench:start -->` and `<!-- bench:end -->`.
 
     python bench/run_all.py                       # sizes 1000 4000 16000 (hours on 2 busy cores)
     python bench/run_all.py --sizes 1000 4000 --budget-minutes 90
@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -43,11 +45,11 @@ from common import bench_env, machine_facts, measure_command, median  # noqa: E4
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 4000, 16000)
 INFERENCE_BATCHES = (1, 256)
-"""Always measured (the issue's figures); the default publish.batch_size is added if different."""
+"""Always measured (the published figures); the default publish.batch_size is added if different."""
 INFERENCE_REPEATS = 3
 SCIENCE_N = 1000
 SURVEY_N = 16000
-"""Cutouts of the survey section (the issue's 'same 16,000 or more cutouts')."""
+"""Cutouts of the survey section (16,000 or more, the size of the published survey figures)."""
 QUICK_SURVEY_N = 200
 QUICK_PHOTOZ_FRACTIONS = (0.5, 1.0)
 """--quick: two training fractions (the CNN epochs are the quick overrides in the trained run's params)."""
@@ -269,12 +271,48 @@ def _f(x: Any, fmt: str = "{:.2f}") -> str:
     return "–" if x is None or (isinstance(x, float) and x != x) else fmt.format(x)
 
 
+def _portable_path(token: str, option: str | None) -> str:
+    """A path inside the repository relative to it; any other absolute path a placeholder
+    named after its option (the reader's machine has its own)."""
+    try:
+        rel = Path(token).resolve().relative_to(REPO)
+        return str(rel) if str(rel) != "." else "."
+    except (ValueError, OSError):
+        return (option or "--path").lstrip("-").replace("-", "_").upper()
+
+
+def portable_command(command: str) -> str:
+    """A recorded command line as anyone can type it: no local absolute paths (see _portable_path)."""
+    try:
+        tokens = shlex.split(command)
+    except ValueError:
+        return re.sub(r"(?<![\w.])/[^\s`'\"]+", "PATH", command)
+    if command.endswith(" ") and tokens and tokens[-1].startswith("--"):
+        tokens.append("")  # a trailing empty value (`--readme ''`) that a plain join lost
+    out: list[str] = []
+    for i, tok in enumerate(tokens):
+        option = tokens[i - 1] if i and tokens[i - 1].startswith("--") else None
+        key, eq, value = tok.partition("=") if tok.startswith("--") else ("", "", tok)
+        if eq and value.startswith("/"):
+            out.append(f"{key}={_portable_path(value, key)}")
+        elif not eq and tok.startswith("/"):
+            out.append(_portable_path(tok, option))
+        else:
+            out.append(tok)
+    return shlex.join(out)
+
+
 def _snapshot(report: dict[str, Any]) -> str:
     """Where the measured pipeline code came from, when not this checkout."""
     if report.get("carried_over"):  # the scaling section is not this run's
         return ""
     src = (report.get("scaling") or {}).get("code_from")
-    return "" if not src or Path(src) == REPO else f" (pipeline code: snapshot `{src}`)"
+    return "" if not src or Path(src) == REPO else " (pipeline code: a snapshot of another checkout, `--code-from`)"
+
+
+def _portable_commands(text: str) -> str:
+    """Every backquoted `python ...` command of generated Markdown made portable."""
+    return re.sub(r"`(python [^`]*)`", lambda m: f"`{portable_command(m.group(1))}`", text)
 
 
 def carry_scaling(report: dict[str, Any], old: dict[str, Any], source: Path) -> None:
@@ -289,7 +327,7 @@ def carry_scaling(report: dict[str, Any], old: dict[str, Any], source: Path) -> 
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The short Markdown summary shown in the README."""
+    """The short Markdown summary shown in docs/benchmarks.md."""
     m = report["machine"]
     p = m["packages"]
     lines = [f"Measured {report['generated'][:10]} by `{report['command']}` on {m['cpu_model']} "
@@ -408,7 +446,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(line + ".")
     elif sci.get("error") or sci.get("skipped"):
         lines += ["", f"Science: not measured ({sci.get('skipped') or 'failed, see reports/bench.json'})."]
-    return "\n".join(lines) + "\n"
+    return _portable_commands("\n".join(lines) + "\n")
 
 
 def update_readme(readme: Path, table: str) -> bool:
@@ -446,7 +484,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="an earlier bench.json: keep its completed sizes whose workspaces still exist")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench.json")
     ap.add_argument("--markdown", type=Path, default=REPO / "reports" / "bench.md")
-    ap.add_argument("--readme", type=Path, default=REPO / "README.md", help="'' to leave the README alone")
+    ap.add_argument("--readme", type=Path, default=REPO / "docs" / "benchmarks.md",
+                    help="Markdown page with the bench markers (default docs/benchmarks.md); '' to leave it alone")
     ap.add_argument("--render-only", type=Path, default=None,
                     help="re-write the Markdown and README section from this bench.json; measure nothing")
     ap.add_argument("--inference-worker", type=Path, default=None, help=argparse.SUPPRESS)
@@ -492,7 +531,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python bench/run_all.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": portable_command(shlex.join(["python", "bench/run_all.py",
+                                                 *(argv if argv is not None else sys.argv[1:])])),
         "quick": args.quick, "machine": machine_facts(REPO),
     }
     try:

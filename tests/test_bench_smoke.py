@@ -307,3 +307,13 @@ def test_tree_sampler_keeps_pss_to_its_duty(monkeypatch):
         time.sleep(1.0)
     assert 2 <= calls["pss"] <= 4 and sampler.pss_samples == calls["pss"]
     assert calls["rss"] >= 20
+
+
+def test_recorded_commands_carry_no_local_paths():
+    """Generated Markdown shows commands anyone can run: repository paths relative, others placeholders."""
+    cmd = (f"python bench/run_all.py --trained-root {REPO} --workdir /tmp/b4/work --out=/var/x/bench.json "
+           f"--bundle {REPO / 'models' / 'img2spec'} --readme ")
+    assert run_all.portable_command(cmd) == ("python bench/run_all.py --trained-root . --workdir WORKDIR "
+                                             "--out=OUT --bundle models/img2spec --readme ''")
+    md = run_all._portable_commands("by `python bench/bench_survey.py --cutouts /home/u/c` on x; `/tmp/y` stays")
+    assert md == "by `python bench/bench_survey.py --cutouts CUTOUTS` on x; `/tmp/y` stays"

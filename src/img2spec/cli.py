@@ -218,18 +218,15 @@ def readme(
     """Re-render the README's evaluation table from metrics/evaluate.json (run by `make repro`)."""
     import json
 
-    from .docs import replace_section
-    from .evaluate.summary import markdown_table
+    from .docs import evaluation_table, measurement_table, replace_section
 
     if not metrics.is_file():
         typer.echo(f"img2spec readme: {metrics}: not found; run `dvc repro evaluate` first", err=True)
         raise typer.Exit(1)
     values = json.loads(metrics.read_text())
-    if not replace_section(path, "eval", markdown_table(values)):
+    if not replace_section(path, "eval", evaluation_table(values)):
         typer.echo(f"img2spec readme: {path}: no <!-- eval:start --> / <!-- eval:end --> markers", err=True)
         raise typer.Exit(1)
-    from .evaluate.measurements import markdown_table as measurement_table
-
     if "measurements" in values and not replace_section(path, "measure", measurement_table(values)):
         typer.echo(f"img2spec readme: {path}: no <!-- measure:start --> / <!-- measure:end --> markers", err=True)
         raise typer.Exit(1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config.measure import MeasureParams
+from ..docs import measurement_table as markdown_table  # noqa: F401  (the README renderer, one definition)
 from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, UNCLASSIFIED, measure_spectra
 
 NMAD_SCALE = 1.4826
@@ -95,7 +96,8 @@ def score_measurements(tables: dict[str, dict[str, np.ndarray]], mp: MeasurePara
                 with np.errstate(invalid="ignore", divide="ignore"):
                     snr = ref[f"{line}_flux"] / ref[f"{line}_flux_err"]
                 use &= snr >= mp.classes.bpt_min_snr
-        measurements[q] = {m: robust_difference(tables[m][col], ref[col], use) for m in methods}
+        # A method scores the quantities its table has (the direct baseline predicts a subset).
+        measurements[q] = {m: robust_difference(tables[m][col], ref[col], use) for m in methods if col in tables[m]}
     classes = {scheme: {m: class_scores(ref[col], tables[m][col], labels) for m in methods}
                for scheme, (col, labels) in SCHEMES.items()}
     counts = {scheme: {labels[c]: int(np.sum(ref[col] == c)) for c in labels}
@@ -105,55 +107,6 @@ def score_measurements(tables: dict[str, dict[str, np.ndarray]], mp: MeasurePara
              "units": {"dn4000": "ratio", "hdelta_a": "A (absorption > 0)", "oiii_hbeta": "dex",
                        "nii_halpha": "dex", **{q: "A rest frame (emission > 0)" for q in QUANTITIES if q.endswith("_ew")}}}
     return {"measurements": measurements, "classes": classes, "notes": notes}
-
-
-MARKDOWN_METHODS = {"cnn": "CNN", "knn_colour": "kNN colour", "observed": "observed spectrum"}
-"""Columns of the README measurement table (methods as named in metrics/evaluate.json)."""
-MARKDOWN_QUANTITIES = {"dn4000": "Dn4000", "hdelta_a": "HdeltaA [A]", "halpha_ew": "EW(Halpha) [A]",
-                       "oiii_hbeta": "log [OIII]/Hbeta", "nii_halpha": "log [NII]/Halpha"}
-DOORENBOS_AGN_ACCURACY = 0.82
-"""Doorenbos et al. 2024 (arXiv:2406.18175): AGN presence predicted from 64x64 SDSS images
-(conditional diffusion model) with 82% accuracy."""
-
-
-def markdown_table(metrics: dict) -> str:
-    """README paragraph: measurement bias / NMAD per method and the class accuracies, beside
-    Doorenbos et al. 2024. Rendered from metrics/evaluate.json by `img2spec readme`."""
-    meas, classes = metrics.get("measurements") or {}, metrics.get("classes") or {}
-    notes = (metrics.get("notes") or {}).get("measurements") or {}
-    methods = [m for m in MARKDOWN_METHODS if any(m in meas.get(q, {}) for q in MARKDOWN_QUANTITIES)]
-    if not methods:
-        return "No spectral measurements in these metrics (run `dvc repro evaluate`).\n"
-    ref = notes.get("reference", "truth")
-    lines = [f"Spectral measurements of the test galaxies (`measure/`), each method against the "
-             f"{'noiseless truth' if ref == 'truth' else 'observed spectrum'}: median difference (bias) "
-             "and NMAD, n galaxies measured by both.", "",
-             "| quantity | " + " | ".join(MARKDOWN_METHODS[m] for m in methods) + " |",
-             "|---|" + "---:|" * len(methods)]
-    for q, label in MARKDOWN_QUANTITIES.items():
-        cells = []
-        for m in methods:
-            r = meas.get(q, {}).get(m)
-            cells.append("-" if not r or not r["n"] else f"{r['bias']:+.3f} / {r['nmad']:.3f} ({r['n']})")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| classes: accuracy (balanced) | " + " | ".join(MARKDOWN_METHODS[m] for m in methods) + " |",
-              "|---|" + "---:|" * len(methods)]
-    for scheme, s in classes.items():
-        cells = [("-" if m not in s or not s[m]["n"] else
-                  f"{100 * s[m]['accuracy']:.1f}% ({100 * s[m]['balanced_accuracy']:.1f}%), n={s[m]['n']}")
-                 for m in methods]
-        lines.append(f"| {scheme} | " + " | ".join(cells) + " |")
-    agn = classes.get("agn", {}).get("cnn")
-    counts = (notes.get("reference_class_counts") or {}).get("agn", {})
-    if agn and agn["n"]:
-        lines += ["", f"AGN (above the Kewley et al. 2001 line, among the {agn['n']} test galaxies whose "
-                      f"{ref} spectrum puts them on the BPT diagram; {counts.get('agn', 0)} of them AGN): the CNN's "
-                      f"spectra classify {100 * agn['accuracy']:.1f}% correctly (balanced "
-                      f"{100 * agn['balanced_accuracy']:.1f}%). Doorenbos et al. 2024 report "
-                      f"{100 * DOORENBOS_AGN_ACCURACY:.0f}% for AGN presence from 64x64 SDSS images with a "
-                      "diffusion model, on real SDSS spectra with their own AGN definition and class balance: "
-                      "a reference point, not the same test."]
-    return "\n".join(lines) + "\n"
 
 
 def flat_metrics(result: dict) -> dict[str, float]:
