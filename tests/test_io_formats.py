@@ -77,7 +77,7 @@ def test_cutout_missing_band_is_named(tmp_path):
         read_cutout(path)
 
 
-# --- issue 14 item 2: every damaged or foreign file is one FileFormatError with a stable reason ---
+# --- every damaged or foreign file is one FileFormatError with a stable reason ---
 
 def _hdul_bytes(*hdus) -> bytes:
     import io

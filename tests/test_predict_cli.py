@@ -1,4 +1,4 @@
-"""The command line's exit paths (issue 14 "Tests that can fail") and the small things of issue 17:
+"""The command line's exit paths and the small things users hit:
 `img2spec predict` with every input bad, `--sigma bogus`, `validate-params` on bad files,
 `--version`, `--mags` as a deprecated alias, `--help` at 80 columns."""
 

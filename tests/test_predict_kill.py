@@ -1,4 +1,4 @@
-"""kill -9 of `predict --table --plot` with writer processes (issue 14 item 4): the writers die with
+"""kill -9 of `predict --table --plot` with writer processes: the writers die with
 it, and the next run removes the temporaries it left (table, FITS, PNG) and finishes the work."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What `img2spec predict` writes, as other tools and file systems see it: long object ids,
-FITS units and headers, specutils, file permissions, the catalogue input (issues 14 and 17)."""
+FITS units and headers, specutils, file permissions, the catalogue input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 14 item 3: physically impossible or implausible photometry never becomes a normalisation."""
+"""Physically impossible or implausible photometry never becomes a normalisation."""
 
 from __future__ import annotations
 

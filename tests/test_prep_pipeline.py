@@ -174,7 +174,7 @@ def _fits_bytes(hdus) -> bytes:
 
 
 def test_foreign_and_damaged_files_are_counted_skips(clean_raw, tmp_path, params):
-    """Issue 14 item 2: other layouts and damage never stop prepare; each is a skip with a stable reason."""
+    """Other layouts and damage never stop prepare; each is a skip with a stable reason."""
     from astropy.io import fits
 
     paths, objects = _copy(clean_raw, tmp_path)

@@ -78,7 +78,7 @@ def test_rebuild_is_idempotent_and_corruption_is_caught(project, tmp_path):
 
 
 def test_edited_manifest_fails_to_load_and_changes_the_hash(project, tmp_path):
-    """Issue 14 item 7: editing inference.sigma_scale in bundle.json (0.496 -> 50) must not load silently."""
+    """Editing inference.sigma_scale in bundle.json (0.496 -> 50) must not load silently."""
     from img2spec.predict import Predictor
     from img2spec.predict.bundle import BundleError, build_bundle
 

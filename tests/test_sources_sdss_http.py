@@ -1,4 +1,4 @@
-"""Issue 14 item 6: a total per-try deadline on HTTP reads, against a server that trickles bytes."""
+"""A total per-try deadline on HTTP reads, against a server that trickles bytes."""
 
 from __future__ import annotations
 

@@ -54,8 +54,8 @@ class BreakWindows(Section):
 
 
 # Yan et al. 2006, ApJ 648, 281, Table 1 (flux-summing windows, vacuum, SDSS spectra);
-# the side bands of Halpha and [NII] 6584 are shared. Transcribed without the paper at hand
-# (no network copy was found): check against Table 1 before quoting absolute line fluxes.
+# the side bands of Halpha and [NII] 6584 are shared. Not yet checked against the published
+# table: check against Table 1 before quoting absolute line fluxes.
 # Every comparison in evaluate measures truth and predictions with the same windows.
 _YAN = {
     "oii_3727": LineWindows(line=(3716.3, 3738.3), blue=(3696.3, 3716.3), red=(3738.3, 3758.3)),

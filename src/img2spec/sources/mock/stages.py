@@ -84,7 +84,7 @@ def select(params: Params, paths: Paths) -> dict:
     }
 
 
-# ---------------------------------------------------------------- shared helpers
+# ---------------------------------------------------------------- shared functions
 def _truth_records(paths: Paths) -> list[dict]:
     frame = truth.read_params(paths.truth_dir)
     cand = pd.read_csv(paths.candidates)

@@ -116,7 +116,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class Fetcher:
-    """GET with retries; thread-safe; one Session per thread."""
+    """GET with retries; thread-safe; one requests.Session per thread."""
 
     def __init__(self, policy: HTTPParams, sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
         self.policy = policy
