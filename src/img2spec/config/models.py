@@ -44,10 +44,18 @@ class CNNParams(Section):
     loss: Literal["latent", "spectrum"] = "latent"
     shift_pixels: float = Field(0.0, ge=0, le=1)  # max sub-pixel shift of the augmentation (0: off)
     train_pca: bool = True    # also train the PCA + same-CNN baseline in the train_cnn stage
+    train_direct: bool = True  # train the direct baseline (same CNN -> measurements and classes) in train_direct
     architecture: Literal["plain", "resnet"] = "plain"
     """plain: conv-BN-ReLU-pool blocks; resnet: residual blocks (two convs + projection shortcut)."""
     bn_momentum: float = Field(0.99, gt=0, lt=1)
     """Momentum of the BatchNormalization moving statistics (inference-time mean/variance)."""
     redshift_weight: float = Field(0.0, ge=0)
     """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
+    photometry: bool = False
+    """Hybrid input: catalogue colours and r magnitude as a second input "photometry" (models/cnn.py)."""
+    photometry_units: tuple[int, ...] = (64, 64)
+    """Dense ReLU layers of the photometry branch before it joins the image features."""
+    photometry_missing_fraction: float = Field(0.2, ge=0, lt=1)
+    """Share of training objects per batch whose photometry is withheld (indicator set), so the
+    same network also predicts from images alone."""
     seed: int = 0

@@ -21,11 +21,12 @@ from ..io.processed import ProcessedData
 from ..metrics import calibration, deviation, fit_sigma_scale, summarise
 from ..paths import Paths
 from .baselines import knn_colour, mean_spectrum
+from .direct import add_direct_table
 from .figures import examples_figure, histogram_figure, trend_figure
 from .measure_figures import measurements_figure
 from .measurements import flat_metrics, measure_methods, score_measurements
 from .regions import region_summaries
-from .redshift import redshift_metrics
+from .redshift import catalogue_photometry, photoz_report, pit_figure, redshift_scales, scale_of
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def paired_comparison(d_model: np.ndarray, d_base: np.ndarray) -> dict:
     return {"improvement": imp, "sem": sem, "significant": bool(imp > sem), "n": int(diff.size)}
 
 
-def _fit_sigma_scale(models, data, ep) -> dict | None:
+def _fit_sigma_scale(models, data, ep, z_scales: dict | None = None) -> dict | None:
     """`metrics.fit_sigma_scale` of the CNN's sigma on the val split (None without val objects)."""
     from ..models.inference import predict_spectra
 
@@ -76,7 +77,8 @@ def _fit_sigma_scale(models, data, ep) -> dict | None:
         log.warning("evaluate.calibrate_sigma: the val split is empty; sigma is left unscaled")
         return None
     pred = predict_spectra(models.cnn, models.decoder, RowView(data.images, val), n_samples=ep.n_samples,
-                           batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method)
+                           batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
+                           photometry=catalogue_photometry(data, val), z_err_scale=scale_of(z_scales))
     fit = fit_sigma_scale(pred.flux, pred.sigma, _rows(data.flux, val), _rows(data.ivar, val))
     fit.update(fitted_on="val", n_objects=int(len(val)), sigma_method=ep.sigma_method)
     if not np.isfinite(fit["scale"]) or fit["scale"] <= 0:
@@ -97,6 +99,7 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
 
 def _evaluate(params: Params, paths: Paths) -> dict:
     from ..models.inference import decode, decoder_input, encode_spectra, load_encoder, load_models, predict_spectra
+    from ..models.direct import direct_dir
 
     ep = params.evaluate
     data = ProcessedData.open(paths.processed)
@@ -111,10 +114,13 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     notes: dict[str, str] = {}
 
     models = load_models(paths.vae_dir, paths.cnn_dir)
-    sigma_fit = _fit_sigma_scale(models, data, ep) if ep.calibrate_sigma else None
+    z_scales = redshift_scales(models.cnn, data, batch_size=ep.batch_size)  # photo-z error factor (val)
+    phot_test = catalogue_photometry(data, test)  # a hybrid CNN's second input (images-only CNNs ignore it)
+    sigma_fit = _fit_sigma_scale(models, data, ep, z_scales) if ep.calibrate_sigma else None
     cnn = predict_spectra(models.cnn, models.decoder, images, n_samples=ep.n_samples,
                           batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
-                          sigma_scale=sigma_fit["scale"] if sigma_fit else 1.0)
+                          sigma_scale=sigma_fit["scale"] if sigma_fit else 1.0,
+                          photometry=phot_test, z_err_scale=scale_of(z_scales))
     preds["cnn"], sigmas["cnn"] = cnn.flux, cnn.sigma
 
     fallback = mean_spectrum(data.flux[train], data.ivar[train])
@@ -125,7 +131,7 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     if (pca_dir / "cnn.keras").exists():
         pca = load_models(pca_dir, pca_dir)
         p = predict_spectra(pca.cnn, pca.decoder, images, n_samples=ep.n_samples, batch_size=ep.batch_size,
-                            seed=ep.seed, sigma_method=ep.sigma_method)
+                            seed=ep.seed, sigma_method=ep.sigma_method, photometry=phot_test)
         preds["pca_cnn"], sigmas["pca_cnn"] = p.flux, p.sigma
     else:
         notes["pca_cnn"] = f"{pca_dir}: not trained (cnn.train_pca: false)"
@@ -154,7 +160,10 @@ def _evaluate(params: Params, paths: Paths) -> dict:
         raw = cnn.sigma / np.float32(sigma_fit["scale"])
         sigma_fit["test_calibration_unscaled"] = calibration(preds["cnn"], raw, obs, ivar, ep.calibration_levels)
         result["sigma_scale"] = {"cnn": sigma_fit}
-    result["redshift"] = redshift_metrics(cnn.z, cat, train, test, ep.knn_neighbours, ep.knn_use_magnitude)
+    result["redshift"], photoz = photoz_report(models.cnn, data, train, test, ep.knn_neighbours,
+                                               ep.knn_use_magnitude, scales=z_scales, batch_size=ep.batch_size)
+    if z_scales:
+        result["redshift_scale"] = z_scales  # the bundle's inference.z_err_scale
     result["comparison"] = {f"cnn_vs_{b}": paired_comparison(d["cnn"], d[b])
                             for b in ("knn_colour", "mean_spectrum", "pca_cnn") if b in d}
     result["notes"] = {"knn_colour": knn_info, "skipped_methods": notes, "n_test": int(len(test)),
@@ -162,6 +171,8 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     # Lines, Dn4000, Hdelta_A and classes of every spectrum against the truth (evaluate/measurements.py).
     m_tables = measure_methods(data.wave, cat["z"].to_numpy()[test], data.frame, obs, ivar,
                                preds, preds.get("noise_floor"), params.measure)
+    # The same CNN trained on the measurements themselves (models/direct; absent: noted, skipped).
+    add_direct_table(m_tables, direct_dir(paths), data, test, notes, batch_size=ep.batch_size)
     scored = score_measurements(m_tables, params.measure)
     result["measurements"], result["classes"] = scored["measurements"], scored["classes"]
     result["notes"]["measurements"] = scored["notes"]
@@ -171,6 +182,8 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     _write_tables(paths, cat, test, d, ep.hist_bins)
     _write_figures(paths, data, test, obs, ivar, preds, sigmas, d, images, ep.n_example_plots, ep.hist_bins)
     measurements_figure(paths.figures / "measurements.png", m_tables, scored["notes"]["reference"])
+    if photoz:
+        pit_figure(paths.figures / "photoz_pit.png", photoz)
     import mlflow
 
     # The stage's MLflow run is active (evaluate_stage); the headline metrics also go on the pipeline row.

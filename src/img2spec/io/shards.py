@@ -3,7 +3,7 @@
 Layout `<root>/healpix=<N>/<part>.hdf5` (hive-style, so the Parquet catalogue beside the
 spectra reads as one partitioned dataset). Field names follow the Multimodal Universe
 data set: `object_id`, `ra`, `dec`, `image_flux` (N, bands, H, W) float32, per-band
-`magzp`, the band names, optional `z` and `rKronMag`.
+`magzp`, the band names, optional `z`, `rKronMag` and `mag` (every band's catalogue magnitude).
 
 Every shard carries a `content_hash` attribute (sha256 of what it holds), computed when
 it is written; a spectra shard records the content hash of the cutout shard it came from
@@ -93,6 +93,9 @@ class CutoutShard:
     """(N,) arcsec per pixel."""
     z: np.ndarray | None = None
     rKronMag: np.ndarray | None = None
+    mag: np.ndarray | None = None
+    """(N, bands) float32 catalogue PS1 Kron AB magnitudes in `bands` order (NaN: none), the
+    photometry a hybrid bundle takes beside the images; None when the pack had no catalogue photometry."""
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -107,9 +110,19 @@ class CutoutShard:
             pixel_scale=float(self.pixel_scale[i]),
         )
 
+    def magnitudes(self, bands: tuple[str, ...], rows: slice | np.ndarray = slice(None)) -> np.ndarray | None:
+        """(n, len(bands)) catalogue magnitudes of `rows` in `bands` order (NaN for a band not packed);
+        None when the shard has no `mag`."""
+        if self.mag is None:
+            return None
+        mag = np.asarray(self.mag[rows], np.float64)
+        cols = [mag[:, self.bands.index(b)] if b in self.bands else np.full(len(mag), np.nan) for b in bands]
+        return np.column_stack(cols) if cols else np.zeros((len(mag), 0))
+
     def content_hash(self) -> str:
         return _hash_arrays(self.object_id, self.ra, self.dec, self.image_flux, self.magzp,
-                            np.asarray(self.bands, dtype=object), self.pixel_scale, self.z, self.rKronMag)
+                            np.asarray(self.bands, dtype=object), self.pixel_scale, self.z, self.rKronMag,
+                            *(() if self.mag is None else (self.mag,)))  # unchanged hashes of shards without
 
 
 def write_cutout_shard(path: str | Path, shard: CutoutShard, attrs: dict[str, Any] | None = None) -> str:
@@ -134,6 +147,8 @@ def write_cutout_shard(path: str | Path, shard: CutoutShard, attrs: dict[str, An
             f.create_dataset("z", data=np.asarray(shard.z, np.float64))
         if shard.rKronMag is not None:
             f.create_dataset("rKronMag", data=np.asarray(shard.rKronMag, np.float32))
+        if shard.mag is not None:
+            f.create_dataset("mag", data=np.asarray(shard.mag, np.float32))
         f.attrs.update({**(attrs or {}), **shard.attrs, "format": CUTOUT_FORMAT,
                         "format_version": FORMAT_VERSION, "content_hash": digest, "n_objects": n})
     return digest
@@ -157,6 +172,7 @@ def read_cutout_shard(path: str | Path) -> CutoutShard:
                 bands=tuple(_strings(f["bands"])), pixel_scale=f["pixel_scale"][()],
                 z=f["z"][()] if "z" in f else None,
                 rKronMag=f["rKronMag"][()] if "rKronMag" in f else None,
+                mag=f["mag"][()] if "mag" in f else None,
                 attrs=dict(f.attrs),
             )
     except ShardFormatError:
@@ -185,10 +201,23 @@ class SpectraShard:
     z: np.ndarray | None = None
     """(N,) predicted redshift, when the model gives one."""
     z_err: np.ndarray | None = None
+    z_used: np.ndarray | None = None
+    """(N,) redshift `flux` was decoded at (rest-frame bundles: the input z where given, else `z`)."""
+    rest_wave: np.ndarray | None = None
+    """(R,) rest-frame vacuum wavelength grid [Angstrom] of `rest_flux` (rest-frame bundles), stored once."""
+    rest_flux: np.ndarray | None = None
+    """(N, R) float32 rest-frame prediction, normalised like `flux`."""
+    rest_sigma: np.ndarray | None = None
+    """(N, R) float32 1-sigma of `rest_flux`."""
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.object_id)
+
+
+REST_DATASETS = (("z_used", np.float32), ("rest_wave", np.float64), ("rest_flux", np.float32),
+                 ("rest_sigma", np.float32))
+"""Optional datasets of a spectra shard written by a rest-frame bundle (name, dtype)."""
 
 
 def write_spectra_shard(path: str | Path, shard: SpectraShard) -> None:
@@ -207,6 +236,9 @@ def write_spectra_shard(path: str | Path, shard: SpectraShard) -> None:
             f.create_dataset("z_pred", data=np.asarray(shard.z, np.float32))
         if shard.z_err is not None:
             f.create_dataset("z_pred_err", data=np.asarray(shard.z_err, np.float32))
+        for name, dtype in REST_DATASETS:
+            if getattr(shard, name) is not None:
+                f.create_dataset(name, data=np.asarray(getattr(shard, name), dtype))
         f.attrs.update({**shard.attrs, "format": SPECTRA_FORMAT, "format_version": FORMAT_VERSION,
                         "n_objects": len(shard)})
 
@@ -223,6 +255,7 @@ def read_spectra_shard(path: str | Path) -> SpectraShard:
                 flux=f["flux"][()], sigma=f["sigma"][()], wave=f["wave"][()],
                 z=f["z_pred"][()] if "z_pred" in f else None,
                 z_err=f["z_pred_err"][()] if "z_pred_err" in f else None,
+                **{name: f[name][()] for name, _ in REST_DATASETS if name in f},
                 attrs=dict(f.attrs),
             )
     except ShardFormatError:

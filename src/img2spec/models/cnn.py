@@ -6,13 +6,23 @@ The network predicts standardised targets; the standardisation (train-split mean
 std of the target means) is folded into the model as two built-in `Normalization(invert=True)`
 layers, so the saved `cnn.keras` outputs latent units directly and inference needs no
 side file.
+
+Hybrid input (`cnn.photometry: true`, after Wu & Peek 2020): a second input named
+"photometry" takes the catalogue photometry a survey ships with each cutout, as
+`photometry_features` builds it: the PS1 Kron colours g-r, r-i, i-z, z-y, the r magnitude
+and a last column, the "missing" indicator (1: no usable photometry). The features'
+train-split mean/std are folded in (like the target standardisation) and the model itself
+sets the features of a missing row to 0 (the train mean) under the indicator, so the
+images-only path is the same network with the indicator set. Training withholds the
+photometry of a random `cnn.photometry_missing_fraction` of objects per batch, so that
+path is trained too (one network, not a second training).
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 from ..config.models import CNNParams
 
@@ -22,6 +32,73 @@ REDSHIFT_LAYER = "redshift_mean_logvar"
 """Name of the redshift head's output layer: its presence marks a CNN that predicts z."""
 N_REDSHIFT_OUTPUTS = 2
 """(z mean, z log-variance) appended to the latent outputs."""
+PHOTOMETRY_INPUT = "photometry"
+"""Name of the hybrid CNN's second input: its presence marks a CNN that takes catalogue photometry."""
+PHOTOMETRY_BANDS = ("g", "r", "i", "z", "y")
+"""Order of the magnitudes `photometry_features` takes (PS1 Kron AB)."""
+PHOTOMETRY_MAG_BAND = "r"
+"""The one magnitude used as a feature beside the colours (brightness, hence distance)."""
+PHOTOMETRY_FEATURES = ("g-r", "r-i", "i-z", "z-y", "r", "missing")
+"""Columns of the photometry input; the last one is the missing indicator."""
+N_PHOTOMETRY = len(PHOTOMETRY_FEATURES)
+MIN_PHOTOMETRY_STD = 1e-6
+"""Floor of a photometry feature's train-split std."""
+
+
+def photometry_features(mags: np.ndarray | None, n: int = 0) -> np.ndarray:
+    """(N, 5) magnitudes in `PHOTOMETRY_BANDS` order -> (N, N_PHOTOMETRY) network input.
+
+    A row with any non-finite magnitude gets the missing indicator 1 and placeholder
+    features 0 (the network masks them under the indicator: never read as magnitudes).
+    `mags=None` gives `n` rows of the images-only input (indicator 1 everywhere).
+    """
+    if mags is None:
+        out = np.zeros((int(n), N_PHOTOMETRY), np.float32)
+        out[:, -1] = 1.0
+        return out
+    mags = np.asarray(mags, np.float64)
+    if mags.ndim != 2 or mags.shape[1] != len(PHOTOMETRY_BANDS):
+        raise ValueError(f"photometry: expected (N, {len(PHOTOMETRY_BANDS)}) magnitudes in the order "
+                         f"{PHOTOMETRY_BANDS}, got shape {mags.shape}")
+    ok = np.isfinite(mags).all(axis=1)
+    r = mags[:, PHOTOMETRY_BANDS.index(PHOTOMETRY_MAG_BAND)]
+    feats = np.where(ok[:, None], np.column_stack([mags[:, :-1] - mags[:, 1:], r]), 0.0)
+    return np.column_stack([feats, (~ok).astype(np.float64)]).astype(np.float32)
+
+
+def photometry_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the features (indicator column excluded) over the rows that have photometry."""
+    feats = np.asarray(features, np.float64)
+    present = feats[feats[:, -1] < 0.5, :-1]
+    if len(present) == 0:
+        raise ValueError("cnn.photometry: no training object has finite photometry in every band")
+    return present.mean(axis=0), np.maximum(present.std(axis=0), MIN_PHOTOMETRY_STD)
+
+
+@keras.saving.register_keras_serializable(package="img2spec")
+class MaskMissing(layers.Layer):
+    """(N, F + 1) [standardised features, missing indicator] -> features set to 0 (the train
+    mean) where the indicator is 1, indicator kept: whatever a missing row carries is never read."""
+
+    def call(self, inputs):
+        feats, flag = inputs[:, :-1], inputs[:, -1:]
+        feats = ops.where(flag > 0.5, ops.zeros_like(feats), feats)
+        return ops.concatenate([feats, flag], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+def _photometry_branch(params: CNNParams, mean: np.ndarray, std: np.ndarray):
+    """(input, features): the photometry input standardised (folded train stats), masked, through dense layers."""
+    phot = keras.Input((N_PHOTOMETRY,), name=PHOTOMETRY_INPUT)
+    shift = np.append(np.asarray(mean, np.float32).reshape(N_PHOTOMETRY - 1), 0.0).astype(np.float32)
+    var = np.append(np.asarray(std, np.float32).reshape(N_PHOTOMETRY - 1) ** 2, 1.0).astype(np.float32)
+    y = layers.Normalization(mean=shift, variance=var, name="photometry_std")(phot)
+    y = MaskMissing(name="photometry_mask")(y)
+    for i, units in enumerate(params.photometry_units):
+        y = layers.Dense(units, activation="relu", name=f"photometry_dense{i}")(y)
+    return phot, y
 
 
 def _plain_blocks(x, params: CNNParams, size: int):
@@ -60,11 +137,13 @@ def build_cnn(
     input_shape: tuple[int, int, int], latent_dim: int, params: CNNParams,
     target_mean: np.ndarray, target_std: np.ndarray,
     redshift_mean: float | None = None, redshift_std: float | None = None,
+    photometry_mean: np.ndarray | None = None, photometry_std: np.ndarray | None = None,
 ) -> keras.Model:
-    """Conv blocks (`params.architecture`) -> dense -> latent mean, logvar [-> z mean, logvar].
+    """Conv blocks (`params.architecture`) [+ photometry branch] -> dense -> latent mean, logvar [-> z mean, logvar].
 
     The redshift head is built when `redshift_mean` and `redshift_std` (train-split z statistics, folded
-    into the model like the latent standardisation) are given.
+    into the model like the latent standardisation) are given; the "photometry" input when
+    `params.photometry` (`photometry_mean`/`photometry_std`: `photometry_stats` of the train split).
     """
     target_mean = np.asarray(target_mean, np.float32).reshape(latent_dim)
     target_std = np.asarray(target_std, np.float32).reshape(latent_dim)
@@ -82,6 +161,13 @@ def build_cnn(
         x = _plain_blocks(x, params, size)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dropout(params.dropout, name="dropout0")(x)
+    inputs = [images]
+    if params.photometry:
+        if photometry_mean is None or photometry_std is None:
+            raise ValueError("cnn.photometry: build_cnn needs the train-split photometry mean and std")
+        phot, y = _photometry_branch(params, photometry_mean, photometry_std)
+        inputs.append(phot)
+        x = layers.Concatenate(name="image_photometry")([x, y])
     x = layers.Dense(params.dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(params.dropout, name="dropout1")(x)
     z_mean = layers.Dense(latent_dim, name="z_mean_std")(x)
@@ -101,12 +187,17 @@ def build_cnn(
         scale = np.array([z_std**2, 1.0], np.float32)
         outputs.append(layers.Normalization(mean=shift, variance=scale, invert=True, name=REDSHIFT_LAYER)(z_raw))
     out = layers.Concatenate(name="latent_mean_logvar")(outputs)
-    return keras.Model(images, out, name="cnn")
+    return keras.Model(inputs if len(inputs) > 1 else images, out, name="cnn")
 
 
 def has_redshift_head(cnn: keras.Model) -> bool:
     """True for a CNN built with a redshift head (older models have none)."""
     return any(layer.name == REDSHIFT_LAYER for layer in cnn.layers)
+
+
+def uses_photometry(cnn: keras.Model) -> bool:
+    """True for a hybrid CNN (a second input named `PHOTOMETRY_INPUT`)."""
+    return any(getattr(t, "name", "") == PHOTOMETRY_INPUT for t in cnn.inputs)
 
 
 def split_output(out: np.ndarray, redshift: bool = False) -> tuple[np.ndarray, ...]:

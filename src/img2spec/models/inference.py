@@ -33,8 +33,10 @@ quiet_tensorflow()
 import keras  # noqa: E402
 
 from . import layers as _layers  # noqa: E402,F401  (registers custom layers for loading)
-from .cnn import has_redshift_head, split_output  # noqa: E402
+from .cnn import (PHOTOMETRY_INPUT, has_redshift_head, photometry_features, split_output,  # noqa: E402
+                  uses_photometry)
 from .losses import LOGVAR_CLIP  # noqa: E402
+from .restframe import RestGrid, marginalise_redshift  # noqa: E402
 
 
 SigmaMethod = Literal["linearised", "sampled", "none"]
@@ -52,7 +54,19 @@ class PredictedSpectra:
     z: np.ndarray | None = None
     """(N,) predicted redshift (mean of the CNN's redshift head); None for a CNN without one."""
     z_err: np.ndarray | None = None
-    """(N,) predicted 1-sigma of z (sqrt(exp(z logvar))); None for a CNN without a redshift head."""
+    """(N,) predicted 1-sigma of z (sqrt(exp(z logvar)) x the calibration factor); None without a redshift head."""
+    z_used: np.ndarray | None = None
+    """(N,) the redshift `flux` is placed at: the user's z where given, else the predicted z (rest-frame
+    decoders only; None for an observed-frame decoder)."""
+    z_given: np.ndarray | None = None
+    """(N,) bool: True where the user's z was used (decoded exactly at it); False where `flux` and `sigma`
+    are the rest-frame prediction averaged over the predicted z's uncertainty (rest-frame decoders only)."""
+    rest_wave: np.ndarray | None = None
+    """(R,) rest-frame wavelength grid (Angstrom, vacuum) of a rest-frame decoder; None otherwise."""
+    rest_flux: np.ndarray | None = None
+    """(N, R) the rest-frame prediction (same normalisation as `flux`); None for an observed-frame decoder."""
+    rest_sigma: np.ndarray | None = None
+    """(N, R) its 1-sigma from the latent uncertainty alone (no redshift in it)."""
 
 
 class LoadedModels(NamedTuple):
@@ -112,10 +126,15 @@ def _call(ref, x):
 
 
 def _batch_signature(model) -> list | None:
-    """[TensorSpec(None, ...)] of a single-input model: one graph for every batch size (None: unknown)."""
+    """[TensorSpec(None, ...)] of a single-input model, [{input name: TensorSpec}] of a multi-input one
+    (called with a dict): one graph for every batch size (None: unknown)."""
     import tensorflow as tf
 
     shape = model.input_shape
+    if isinstance(shape, list) and len(shape) == len(model.inputs) > 1:
+        if not all(isinstance(s, tuple) and all(isinstance(d, int) for d in s[1:]) for s in shape):
+            return None
+        return [{t.name: tf.TensorSpec((None, *s[1:]), tf.float32) for t, s in zip(model.inputs, shape)}]
     if not (isinstance(shape, tuple) and all(isinstance(d, int) for d in shape[1:])):
         return None
     return [tf.TensorSpec((None, *shape[1:]), tf.float32)]
@@ -141,13 +160,27 @@ def _forward(model):
     return _compiled(model, "forward", build)
 
 
-def predict_outputs(cnn, images: np.ndarray, *, batch_size: int = 256) -> tuple[np.ndarray, ...]:
+def predict_outputs(cnn, images: np.ndarray, *, photometry: np.ndarray | None = None,
+                    batch_size: int = 256) -> tuple[np.ndarray, ...]:
     """CNN in batches -> (latent mean, latent logvar, z, z_err); z and z_err are (N,) arrays
-    for a CNN with a redshift head, None otherwise."""
+    for a CNN with a redshift head, None otherwise.
+
+    `photometry`: (N, 5) catalogue magnitudes in `cnn.PHOTOMETRY_BANDS` order for a hybrid CNN
+    (`cnn.uses_photometry`); a row with a non-finite magnitude, or None for all rows, takes the
+    images-only path (the missing indicator, never a magnitude of 0). An images-only CNN ignores it.
+    """
     redshift = has_redshift_head(cnn)
+    phot = None
+    if uses_photometry(cnn):
+        phot = photometry_features(photometry, n=len(images))
+        if len(phot) != len(images):
+            raise ValueError(f"photometry: {len(phot)} rows for {len(images)} images")
     outs = []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size], np.float32)
+        if phot is not None:
+            batch = {t.name: (phot[start:start + batch_size] if t.name == PHOTOMETRY_INPUT else batch)
+                     for t in cnn.inputs}
         outs.append(_to_numpy(_forward(cnn)(batch)))
     if not outs:
         outs = [np.zeros((0, int(cnn.output_shape[-1])), np.float32)]
@@ -293,18 +326,80 @@ def decoder_input(decoder, mu: np.ndarray, z: np.ndarray | None = None) -> np.nd
     return np.concatenate([mu, np.asarray(z, np.float32).reshape(-1, 1)], axis=-1)
 
 
+@dataclass(frozen=True)
+class RestDecoder:
+    """The rest-frame half of a redshift-conditioned decoder: concat(latents, z) -> rest flux."""
+
+    model: Any
+    grid: RestGrid
+    obs_ln_wave: np.ndarray
+
+
+def rest_decoder(decoder) -> RestDecoder | None:
+    """The layers of a rest-frame decoder before its `RedshiftToObserved`, as a model of their own
+    (cached per decoder), with the rest grid; None for an observed-frame decoder."""
+    chain = _chain(decoder)
+    shift = [i for i, layer in enumerate(chain) if isinstance(layer, _layers.RedshiftToObserved)]
+    if not shift:
+        return None
+
+    def build(ref):
+        layer = chain[shift[0]]
+        x = inp = keras.Input((int(ref().input_shape[-1]),), name="latent_and_z")
+        for body_layer in chain[:shift[0]]:
+            x = body_layer(x)
+        grid = RestGrid(layer.rest_ln_start, layer.rest_ln_step, layer.n_rest)
+        return RestDecoder(keras.Model(inp, x, name="rest_decoder"), grid, np.asarray(layer.obs_ln_wave, np.float64))
+
+    return _compiled(decoder, "rest_decoder", build)
+
+
+def _latent_sigma(model, mu: np.ndarray, std: np.ndarray, method: str, n_samples: int,
+                  rng: np.random.Generator, batch_size: int) -> np.ndarray:
+    """Per-pixel 1-sigma of `model`'s output from the latent std (see `SIGMA_METHODS`)."""
+    n_out = int(model.output_shape[-1])
+    if method == "linearised":
+        return linearised_sigma(model, mu, std)
+    if method == "sampled" and n_samples >= 2:
+        b, L = mu.shape
+        eps = rng.standard_normal((b, n_samples, L)).astype(np.float32)
+        draws = decode(model, (mu[:, None, :] + std[:, None, :] * eps).reshape(b * n_samples, L),
+                       batch_size=max(batch_size, 1024))
+        return draws.reshape(b, n_samples, n_out).std(axis=1, ddof=1)
+    return np.full((len(mu), n_out), np.nan, np.float32)
+
+
+def _decode_redshift(z_pred: np.ndarray | None, z: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(z to decode at, given mask): the user's z where given and finite, else the predicted z."""
+    if z_pred is None:
+        raise ValueError("a rest-frame decoder needs a CNN with a redshift head (cnn.redshift_weight > 0)")
+    z_use, given = z_pred.astype(np.float32).copy(), np.zeros(n, bool)
+    if z is not None:
+        z_in = np.asarray(z, np.float64).reshape(-1)
+        if z_in.size != n:
+            raise ValueError(f"z: {z_in.size} redshifts for {n} images")
+        given = np.isfinite(z_in)
+        z_use[given] = z_in[given].astype(np.float32)
+    return z_use, given
+
+
 def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, batch_size: int = 256,
                     seed: int = 0, sigma_method: SigmaMethod = "linearised",
-                    sigma_scale: float = 1.0, z: np.ndarray | None = None) -> PredictedSpectra:
+                    sigma_scale: float = 1.0, z: np.ndarray | None = None, z_err_scale: float = 1.0,
+                    photometry: np.ndarray | None = None) -> PredictedSpectra:
     """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc).
 
     `n_samples` and `seed` only matter for `sigma_method="sampled"` (fewer than 2 samples:
     no sigma, as for 'none'). `sigma_scale` multiplies the sigma: the calibration factor
     the evaluate stage fits on the validation split (`metrics.fit_sigma_scale`).
+    `z_err_scale` multiplies the redshift head's z_err (its calibration factor, fitted on val).
+    `photometry`: the catalogue inputs of a hybrid CNN (None: images only).
 
-    A rest-frame decoder (input concat(latents, z)) decodes at the user's redshift `z`
-    where it is given and finite, else at the CNN's predicted z, whose variance then
-    enters sigma like a latent's (a known z adds none).
+    A rest-frame decoder (input concat(latents, z)) decodes a rest-frame spectrum (returned as
+    `rest_flux`, `rest_sigma` on `rest_wave`). Where the user's redshift `z` is given and finite,
+    it is placed at that z exactly; elsewhere the observed-frame `flux` and `sigma` are the rest
+    spectrum averaged over the predicted N(z, z_err) (`restframe.marginalise_redshift`): the
+    expected spectrum given what the images say about z, not a sharp guess at one z.
     """
     if not (hasattr(images, "shape") and hasattr(images, "__getitem__")):
         images = np.asarray(images)  # sliceable arrays (memmaps, row views) stay lazy
@@ -314,42 +409,65 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
         raise ValueError(f"n_samples must be >= 0 and batch_size >= 1 (got {n_samples}, {batch_size})")
     if sigma_method not in SIGMA_METHODS:
         raise ValueError(f"sigma_method must be one of {SIGMA_METHODS}, got {sigma_method!r}")
-    if not (np.isfinite(sigma_scale) and sigma_scale >= 0):
-        raise ValueError(f"sigma_scale must be finite and >= 0, got {sigma_scale}")
+    for name, value in (("sigma_scale", sigma_scale), ("z_err_scale", z_err_scale)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {value}")
     rng = np.random.default_rng(seed)
-    mu_pred, logvar, z_pred, z_err = predict_outputs(cnn, images, batch_size=batch_size)
-    std_all = np.exp(0.5 * np.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)).astype(np.float32)
-    mu = mu_pred
-    if is_conditioned(decoder, mu_pred.shape[1]):
-        if z_pred is None:
-            raise ValueError("a rest-frame decoder needs a CNN with a redshift head (cnn.redshift_weight > 0)")
-        z_use, z_std = z_pred.copy(), z_err.copy()
-        if z is not None:
-            given = np.isfinite(np.asarray(z, np.float64).reshape(-1))
-            if given.size != len(z_use):
-                raise ValueError(f"z: {given.size} redshifts for {len(z_use)} images")
-            z_use[given] = np.asarray(z, np.float32).reshape(-1)[given]
-            z_std[given] = 0.0
-        mu = np.concatenate([mu_pred, z_use[:, None]], axis=1)
-        std_all = np.concatenate([std_all, z_std[:, None]], axis=1)
-    n, L = mu.shape
-    n_pix = int(decoder.output_shape[-1])
+    mu_pred, logvar, z_pred, z_err = predict_outputs(cnn, images, batch_size=batch_size, photometry=photometry)
+    if z_err is not None and z_err_scale != 1.0:
+        z_err = (z_err * np.float32(z_err_scale)).astype(np.float32)
+    std = np.exp(0.5 * np.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)).astype(np.float32)
+    rest = rest_decoder(decoder) if is_conditioned(decoder, mu_pred.shape[1]) else None
+    if rest is None:
+        flux, sigma = _observed_frame(decoder, mu_pred, std, sigma_method, n_samples, rng, batch_size)
+        extra: dict[str, Any] = {}
+    else:
+        flux, sigma, extra = _rest_frame(rest, mu_pred, std, z_pred, z_err, z, sigma_method, n_samples, rng,
+                                         batch_size)
+    if sigma_scale != 1.0:
+        sigma *= np.float32(sigma_scale)
+        if extra.get("rest_sigma") is not None:
+            extra["rest_sigma"] *= np.float32(sigma_scale)
+    return PredictedSpectra(flux, sigma, mu_pred, logvar, z_pred, z_err, **extra)
+
+
+def _observed_frame(decoder, mu: np.ndarray, std: np.ndarray, method: str, n_samples: int,
+                    rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flux and sigma of an observed-frame decoder, batch by batch."""
+    n, n_pix = len(mu), int(decoder.output_shape[-1])
     flux = np.empty((n, n_pix), np.float32)
     sigma = np.full((n, n_pix), np.nan, np.float32)
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         flux[sl] = decode(decoder, mu[sl], batch_size=batch_size)
-        if sigma_method == "linearised":
-            sigma[sl] = linearised_sigma(decoder, mu[sl], std_all[sl])
-        elif sigma_method == "sampled" and n_samples >= 2:
-            b = sl.stop - sl.start
-            eps = rng.standard_normal((b, n_samples, L)).astype(np.float32)
-            z = mu[sl, None, :] + std_all[sl, None, :] * eps
-            draws = decode(decoder, z.reshape(b * n_samples, L), batch_size=max(batch_size, 1024))
-            sigma[sl] = draws.reshape(b, n_samples, n_pix).std(axis=1, ddof=1)
-    if sigma_scale != 1.0:
-        sigma *= np.float32(sigma_scale)
-    return PredictedSpectra(flux, sigma, mu_pred, logvar, z_pred, z_err)
+        sigma[sl] = _latent_sigma(decoder, mu[sl], std[sl], method, n_samples, rng, batch_size)
+    return flux, sigma
+
+
+def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_pred, z_err, z, method: str,
+                n_samples: int, rng: np.random.Generator, batch_size: int):
+    """Rest-frame prediction, then the observed frame at the given z or over the predicted z's spread."""
+    n = len(mu)
+    z_use, given = _decode_redshift(z_pred, z, n)
+    width = np.where(given, 0.0, z_err if z_err is not None else 0.0).astype(np.float64)
+    cond = np.concatenate([mu, z_use[:, None]], axis=1).astype(np.float32)
+    cond_std = np.concatenate([std, np.zeros((n, 1), np.float32)], axis=1)  # z enters by marginalisation
+    n_rest, n_pix = rest.grid.n, len(rest.obs_ln_wave)
+    rest_flux = np.empty((n, n_rest), np.float32)
+    rest_sigma = np.full((n, n_rest), np.nan, np.float32)
+    flux = np.empty((n, n_pix), np.float32)
+    sigma = np.empty((n, n_pix), np.float32)
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        rest_flux[sl] = decode(rest.model, cond[sl], batch_size=batch_size)
+        rest_sigma[sl] = _latent_sigma(rest.model, cond[sl], cond_std[sl], method, n_samples, rng, batch_size)
+        var = np.nan_to_num(rest_sigma[sl].astype(np.float64) ** 2)
+        flux[sl], sigma[sl] = marginalise_redshift(rest.grid, rest_flux[sl], var, rest.obs_ln_wave,
+                                                   z_use[sl], width[sl])
+    if method == "none" or (method == "sampled" and n_samples < 2):
+        sigma[:] = np.nan
+    return flux, sigma, {"z_used": z_use, "z_given": given, "rest_wave": rest.grid.wave,
+                         "rest_flux": rest_flux, "rest_sigma": rest_sigma}
 
 
 def encode_spectra(encoder, flux: np.ndarray, ivar: np.ndarray, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:

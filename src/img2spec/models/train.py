@@ -26,8 +26,8 @@ import tensorflow as tf  # noqa: E402
 
 from ..config.models import CNNParams, VAEParams  # noqa: E402
 from ..io.atomic import atomic_path, write_json  # noqa: E402
-from .cnn import build_cnn  # noqa: E402
-from .data import clean_flux, image_dataset, spectra_dataset  # noqa: E402
+from .cnn import PHOTOMETRY_BANDS, PHOTOMETRY_FEATURES, build_cnn, photometry_features, photometry_stats  # noqa: E402
+from .data import catalogue_magnitudes, clean_flux, image_dataset, spectra_dataset  # noqa: E402
 from .latents import Latents, as_latents  # noqa: E402
 from .layers import FillPixels, fill_indices  # noqa: E402
 from .trainer import CNNTrainer  # noqa: E402
@@ -207,6 +207,16 @@ def redshift_targets(data, train: np.ndarray) -> tuple[np.ndarray, dict[str, flo
     return target, {"z_mean": z_mean, "z_std": z_std, "n_train_with_z": int(ok[train].sum())}
 
 
+def photometry_inputs(data, train: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """(N, F + 1) photometry input of every catalogue row (`cnn.photometry_features` of the `mag_<band>`
+    columns) and its train-split statistics (folded into the hybrid CNN, recorded in cnn.json)."""
+    feats = photometry_features(catalogue_magnitudes(data.catalog))
+    mean, std = photometry_stats(feats[train])
+    missing = feats[:, -1] > 0.5
+    return feats, {"bands": list(PHOTOMETRY_BANDS), "features": list(PHOTOMETRY_FEATURES), "mean": mean.tolist(),
+                   "std": std.tolist(), "n_train_without_photometry": int(missing[train].sum())}
+
+
 def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: keras.Model | None = None, *,
               callbacks: Sequence[keras.callbacks.Callback] = (), out_dir: str | Path | None = None,
               verbose: int = 0, name: str = "cnn") -> TrainResult:
@@ -214,7 +224,9 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     row order) from the train split, early stopping on the val split.
 
     `decoder` (latents -> normalised flux) is needed for `cnn_params.loss = spectrum`.
-    The returned model outputs concat(mean, logvar) in latent units.
+    The returned model outputs concat(mean, logvar) in latent units. With `cnn_params.photometry`
+    it also takes the catalogue photometry (`photometry_inputs`), withheld for a random
+    `photometry_missing_fraction` of each training batch so it also predicts from images alone.
     """
     p = cnn_params
     lat = as_latents(latents)
@@ -232,7 +244,9 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
         raise ValueError("a rest-frame decoder (vae.frame: rest) decodes at the predicted z: "
                          "set cnn.redshift_weight > 0 so the CNN predicts it")
     z_target, z_stats = redshift_targets(data, tr) if p.redshift_weight > 0 else (None, {})
-    cnn = build_cnn(tuple(images.shape[1:]), L, p, mean, std, z_stats.get("z_mean"), z_stats.get("z_std"))
+    phot, phot_stats = photometry_inputs(data, tr) if p.photometry else (None, {})
+    cnn = build_cnn(tuple(images.shape[1:]), L, p, mean, std, z_stats.get("z_mean"), z_stats.get("z_std"),
+                    phot_stats.get("mean"), phot_stats.get("std"))
     trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,
                          redshift_weight=p.redshift_weight)
     trainer.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
@@ -242,8 +256,10 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     if z_target is not None:
         targets["z"] = z_target
     train_ds = image_dataset(images, tr, targets, batch_size=p.batch_size, training=True, seed=p.seed,
-                             shift_pixels=p.shift_pixels)
-    val_ds = image_dataset(images, va, targets, batch_size=p.batch_size, training=False)
+                             shift_pixels=p.shift_pixels, photometry=phot,
+                             withhold_fraction=p.photometry_missing_fraction)
+    # val: the photometry as the catalogue has it (the use the model is published for)
+    val_ds = image_dataset(images, va, targets, batch_size=p.batch_size, training=False, photometry=phot)
     stop = keras.callbacks.EarlyStopping("val_loss", patience=p.patience, restore_best_weights=True)
     hist = trainer.fit(train_ds, validation_data=val_ds, epochs=p.epochs,
                        steps_per_epoch=math.ceil(len(tr) / p.batch_size), verbose=verbose,
@@ -253,7 +269,8 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     result = TrainResult(cnn, history, _best(history), seconds,
                          {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
                           "latent_dim": L, "loss": p.loss, "input_shape": list(images.shape[1:]),
-                          "redshift_head": z_target is not None, **z_stats})
+                          "redshift_head": z_target is not None, **z_stats,
+                          **({"photometry": phot_stats} if phot_stats else {})})
     log.info("%s: %d epochs in %.0f s, best val loss %.4f", name, result.info["epochs_run"], seconds,
              result.best_val_loss)
     if out_dir is not None:

@@ -8,6 +8,7 @@
 - redshift head (`redshift_weight` > 0): plus redshift_weight x the Gaussian NLL of the
   spectroscopic z under the predicted N(z mean, exp(z logvar)); objects without a finite z
   (target column 1 = 0) contribute nothing.
+The inputs are what the CNN takes: images, or {"images", "photometry"} for a hybrid CNN.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class CNNTrainer(keras.Model):
         self.conditioned = decoder is not None and int(decoder.input_shape[-1]) == self.latent_dim + 1
         self.z_tracker = keras.metrics.Mean(name="z_nll") if self.redshift_weight > 0 else None
 
-    def call(self, images, training=False):
-        return self.cnn(images, training=training)
+    def call(self, inputs, training=False):
+        return self.cnn(inputs, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         L = self.latent_dim

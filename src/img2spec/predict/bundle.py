@@ -216,6 +216,29 @@ def sigma_scale(metrics: dict[str, Any], method: str) -> float:
     return float(fit["scale"])
 
 
+def z_err_scales(metrics: dict[str, Any]) -> dict[str, float]:
+    """The evaluate stage's photo-z error factors, fitted on val ({} if not fitted): `z_err_scale` (with
+    the catalogue photometry) and, for a hybrid CNN, `z_err_scale_images_only`."""
+    fits = metrics.get("redshift_scale") or {}
+    names = {"cnn": "z_err_scale", "cnn_images_only": "z_err_scale_images_only"}
+    return {key: float(fits[name]["scale"]) for name, key in names.items() if (fits.get(name) or {}).get("scale")}
+
+
+def photometry_contract(cnn_dir: Path) -> dict[str, Any] | None:
+    """The hybrid CNN's second input as cnn.json records it (None for an images-only CNN)."""
+    meta_file = cnn_dir / "cnn.json"
+    stats = (json.loads(meta_file.read_text()).get("training") or {}).get("photometry") if meta_file.is_file() else None
+    if not stats:
+        return None
+    return {
+        "bands": stats["bands"], "magnitude": "PS1 Kron AB magnitude per band (catalogue photometry)",
+        "features": stats["features"], "train_mean": stats["mean"], "train_std": stats["std"],
+        "standardisation": "folded into cnn.keras (train-split mean/std)",
+        "missing": "an object without a finite magnitude in every band is predicted from its images alone "
+                   "(the same network with its missing indicator set), with z_err_scale_images_only",
+    }
+
+
 def _manifest(
     params: Params, paths: Paths, data: ProcessedData, files: dict[str, dict[str, Any]], metrics: dict[str, Any]
 ) -> dict[str, Any]:
@@ -240,6 +263,7 @@ def _manifest(
             "dtype": "float32",
             "raw": "PS1 cutout FITS, one HDU per band (G,R,I,Z,Y), linear counts with MAGZP",
             "preprocessing": "img2spec.prep.images.preprocess_cutout(cutout, image_scaling.json)",
+            "photometry": photometry_contract(paths.cnn_dir),
         },
         "output": {
             "n_pix": int(wave.size),
@@ -256,6 +280,7 @@ def _manifest(
         "inference": {
             "sigma_method": params.publish.sigma_method,
             "sigma_scale": sigma_scale(metrics, params.publish.sigma_method),
+            **z_err_scales(metrics),
             "n_samples": params.publish.n_samples,
             "batch_size": params.publish.batch_size,
             "seed": params.publish.seed,

@@ -53,6 +53,22 @@ class ManifestView:
         return float(self.manifest["inference"].get("sigma_scale", 1.0))
 
     @property
+    def z_err_scale(self) -> float:
+        """Photo-z error factor fitted on val (with the catalogue photometry of a hybrid CNN); 1.0 if none."""
+        return float(self.manifest["inference"].get("z_err_scale", 1.0))
+
+    @property
+    def z_err_scale_images_only(self) -> float:
+        """The hybrid CNN's photo-z error factor on images alone (`z_err_scale` for an images-only CNN)."""
+        return float(self.manifest["inference"].get("z_err_scale_images_only", self.z_err_scale))
+
+    @property
+    def photometry_bands(self) -> tuple[str, ...] | None:
+        """Bands of the catalogue magnitudes a hybrid CNN takes (in this order); None: images only."""
+        phot = self.manifest["input"].get("photometry")
+        return tuple(phot["bands"]) if phot else None
+
+    @property
     def n_samples(self) -> int:
         return int(self.manifest["inference"]["n_samples"])
 

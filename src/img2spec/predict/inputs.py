@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from .. import BANDS
 from ..config import Params
 from ..prep.normalise import MAG_MISSING, magnitude_problem
 
@@ -35,16 +36,20 @@ class Skip:
 
 @dataclass
 class ObjectMeta:
-    """Per-object extras from a catalogue: redshift and normalisation magnitude."""
+    """Per-object extras from a catalogue: redshift, normalisation magnitude and photometry."""
 
     z: dict[str, float] = field(default_factory=dict)
     mag: dict[str, float] = field(default_factory=dict)
     bad: dict[str, tuple[str, str]] = field(default_factory=dict)
     """objid -> (reason code, detail) for catalogue rows that make the object a skip (impossible magnitude)."""
+    photometry: dict[str, np.ndarray] = field(default_factory=dict)
+    """objid -> (len(BANDS),) PS1 Kron magnitudes in `BANDS` order (NaN: not in the catalogue), for a
+    hybrid bundle; only objects with at least one band column."""
 
     def update(self, other: "ObjectMeta") -> None:
         self.z.update(other.z)
         self.mag.update(other.mag)
+        self.photometry.update(other.photometry)
         self.bad.update(other.bad)
         for objid in other.mag:  # a good value from `other` wins over a bad one from self
             if objid not in other.bad:
@@ -85,12 +90,54 @@ def _mag_column(frame: pd.DataFrame, band: str) -> str | None:
     return None
 
 
+def _band_columns(frame: pd.DataFrame) -> dict[str, str]:
+    """band -> its magnitude column (`<band>KronMag`, `mag_<band>` or `<band>_mag`) for the bands present."""
+    out = {}
+    for band in BANDS:
+        col = next((c for c in (f"{band}KronMag", f"mag_{band}", f"{band}_mag") if c in frame.columns), None)
+        if col is not None:
+            out[band] = col
+    return out
+
+
+def _read_photometry(frame: pd.DataFrame, ids: pd.Series, meta: ObjectMeta, name: str) -> None:
+    """Fill `meta.photometry` from every band column: missing values (NaN, -999) stay NaN (the
+    hybrid CNN then predicts from images alone); impossible ones make the object a skip."""
+    cols = _band_columns(frame)
+    if not cols:
+        return
+    mags = np.full((len(frame), len(BANDS)), np.nan)
+    for k, band in enumerate(BANDS):
+        if band not in cols:
+            continue
+        values = pd.to_numeric(frame[cols[band]], errors="coerce").to_numpy(np.float64)
+        for i, (objid, mag) in enumerate(zip(ids, values)):
+            problem = magnitude_problem(mag)
+            if problem is None:
+                mags[i, k] = mag
+            elif problem != MAG_MISSING and objid not in meta.bad:
+                meta.bad[objid] = (problem, f"{cols[band]} = {mag:g} in {name}")
+    meta.photometry.update(zip(ids, mags))
+
+
+def stack_photometry(rows: list[np.ndarray | None], bands: tuple[str, ...] | None) -> np.ndarray | None:
+    """(N, len(bands)) magnitudes from per-object `ObjectMeta.photometry` rows (None: not in the
+    catalogue -> NaN, predicted from images alone); None for an images-only bundle or no rows at all."""
+    if bands is None or all(r is None for r in rows):
+        return None
+    order = [BANDS.index(b) for b in bands]
+    nan = np.full(len(bands), np.nan)
+    return np.array([nan if r is None else np.asarray(r, np.float64)[order] for r in rows]).reshape(-1, len(bands))
+
+
 def read_object_meta(path: str | Path, norm_band: str, *, require_mag: bool = False) -> ObjectMeta:
     """A catalogue CSV: `objid` plus any of `z` and the norm band's Kron magnitude (`rKronMag` or `mag_r`).
 
     Missing magnitudes (empty, NaN, PS1's -999) leave the object's flux normalised;
     physically impossible or implausible ones (`prep.normalise.magnitude_problem`:
-    nonpositive_magnitude, implausible_magnitude) make the object a skip with that code. `require_mag`: the table must have a magnitude column.
+    nonpositive_magnitude, implausible_magnitude) make the object a skip with that code. `require_mag`: the
+    table must have a magnitude column. Every band's Kron magnitude found (`<band>KronMag`, `mag_<band>`,
+    `<band>_mag`) goes to `photometry`, the inputs of a hybrid bundle.
     """
     path = Path(path)
     try:
@@ -115,6 +162,7 @@ def read_object_meta(path: str | Path, norm_band: str, *, require_mag: bool = Fa
                 meta.mag[objid] = float(mag)
             elif problem != MAG_MISSING:
                 meta.bad[objid] = (problem, f"{col} = {mag:g} in {path.name}")
+    _read_photometry(frame, ids, meta, path.name)
     if "z" in frame.columns:
         zs = pd.to_numeric(frame["z"], errors="coerce").to_numpy(np.float64)
         meta.z = {i: float(z) for i, z in zip(ids, zs) if np.isfinite(z)}

@@ -33,7 +33,7 @@ from ..io.ps1_cutout import Cutout, CutoutFormatError, read_cutout
 from ..io.ps1_single import BandFile, BandGroup, CutoutFile, group_band_files, read_band_group, scan_file
 from ..io.shards import PARTITION_PREFIX, SHARD_SUFFIX, CutoutShard, part_path, write_cutout_shard
 from ..logs import progress
-from ..predict.inputs import Skip, expand_inputs, read_object_meta
+from ..predict.inputs import ObjectMeta, Skip, expand_inputs, read_object_meta, stack_photometry
 from .healpix import healpix_pixels
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,11 @@ def reason_counts(skips: Iterable[Skip]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _catalogue(path: Path | None, norm_band: str) -> tuple[dict[str, float], dict[str, float], dict[str, tuple[float, float]]]:
-    """(z, <norm band>KronMag, (ra, dec)) by object id from `--catalogue` (CSV with an objid column)."""
+def _catalogue(path: Path | None, norm_band: str) -> tuple[ObjectMeta, dict[str, tuple[float, float]]]:
+    """(z, <norm band>KronMag and every band's Kron magnitude by object id; (ra, dec) by object id)
+    from `--catalogue` (CSV with an objid column)."""
     if path is None:
-        return {}, {}, {}
+        return ObjectMeta(), {}
     meta = read_object_meta(path, norm_band, require_mag=False)
     frame = pd.read_csv(path)
     pos: dict[str, tuple[float, float]] = {}
@@ -81,7 +82,7 @@ def _catalogue(path: Path | None, norm_band: str) -> tuple[dict[str, float], dic
         ra = pd.to_numeric(frame["ra"], errors="coerce").to_numpy(np.float64)
         dec = pd.to_numeric(frame["dec"], errors="coerce").to_numpy(np.float64)
         pos = {i: (a, d) for i, a, d in zip(ids, ra, dec) if np.isfinite(a) and np.isfinite(d)}
-    return meta.z, meta.mag, pos
+    return meta, pos
 
 
 def index_inputs(
@@ -128,9 +129,10 @@ def index_inputs(
 
 def _write_part(
     out_dir: Path, healpix: int, part: str, members: list[tuple[ObjectSource, Cutout]], bands: tuple[str, ...],
-    z: dict[str, float], mag: dict[str, float], order: int,
+    meta: ObjectMeta, order: int,
 ) -> dict:
     ids = [o.object_id for o, _ in members]
+    z, mag = meta.z, meta.mag
     shard = CutoutShard(
         object_id=np.asarray(ids, dtype=object),
         ra=np.array([o.ra for o, _ in members]), dec=np.array([o.dec for o, _ in members]),
@@ -139,6 +141,9 @@ def _write_part(
         bands=bands, pixel_scale=np.array([c.pixel_scale for _, c in members], np.float32),
         z=np.array([z.get(i, np.nan) for i in ids]) if z else None,
         rKronMag=np.array([mag.get(i, np.nan) for i in ids], np.float32) if mag else None,
+        # every band's magnitude (a hybrid bundle's input) in the shard's band order
+        mag=(stack_photometry([meta.photometry.get(i) for i in ids], bands).astype(np.float32)
+             if meta.photometry else None),
     )
     path = part_path(out_dir, healpix, part)
     digest = write_cutout_shard(path, shard, {"healpix": healpix, "healpix_order": order})
@@ -157,7 +162,7 @@ def pack(
     out_dir.mkdir(parents=True, exist_ok=True)
     for pdir in out_dir.glob(f"{PARTITION_PREFIX}*"):
         remove_stale_temps(pdir)
-    z, mag, positions = _catalogue(Path(catalogue) if catalogue else None, KRON_BAND)
+    meta, positions = _catalogue(Path(catalogue) if catalogue else None, KRON_BAND)
     skips: list[Skip] = []
     objects, n_files = index_inputs(inputs, bands, sp.group_radius_arcsec, positions, skips)
     pixels = healpix_pixels(np.array([o.ra for o in objects]), np.array([o.dec for o in objects]), sp.healpix_order)
@@ -190,7 +195,7 @@ def pack(
                 name = f"{PART_PREFIX}{k // sp.objects_per_part:05d}"
                 for j, (shape, group) in enumerate(by_shape.items()):
                     part = name if j == 0 else f"{name}-{shape[0]}x{shape[1]}"
-                    parts.append(_write_part(out_dir, pix, part, group, bands, z, mag, sp.healpix_order))
+                    parts.append(_write_part(out_dir, pix, part, group, bands, meta, sp.healpix_order))
                     n_packed += len(group)
     finally:
         bar.close()
