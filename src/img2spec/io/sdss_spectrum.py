@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -72,9 +72,11 @@ class SDSSSpectrum:
 
 
 def write_spectrum(
-    path: str | Path, spec: SDSSSpectrum, header: dict[str, Any] | None = None, flux_unit: str = FLUX_UNIT
+    path: str | Path, spec: SDSSSpectrum, header: dict[str, Any] | None = None, flux_unit: str = FLUX_UNIT,
+    extra_hdus: Sequence[fits.BinTableHDU] = (),
 ) -> Path:
-    """Write `spec` atomically as spec-PLATE-MJD-FIBER.fits (`flux_unit`: TUNIT of flux, e.g. for normalised predictions)."""
+    """Write `spec` atomically as spec-PLATE-MJD-FIBER.fits (`flux_unit`: TUNIT of flux, e.g. for normalised
+    predictions); `extra_hdus` follow COADD and SPECOBJ (SDSS readers look at those two only)."""
     n = len(spec.loglam)
     for name in ("flux", "ivar", "and_mask"):
         if len(getattr(spec, name)) != n:
@@ -113,7 +115,7 @@ def write_spectrum(
     for key, value in (header or {}).items():
         hdr[key] = value
     with atomic_path(path) as tmp:
-        fits.HDUList([primary, coadd, specobj]).writeto(tmp, overwrite=True)
+        fits.HDUList([primary, coadd, specobj, *extra_hdus]).writeto(tmp, overwrite=True)
     return Path(path)
 
 

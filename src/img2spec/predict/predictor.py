@@ -25,6 +25,7 @@ import numpy as np
 from ..io.ps1_cutout import Cutout
 from .bundle import BundleError
 from .bundle_info import BundleInfo, ManifestView, locate_bundle
+from .photometry import check_photometry, predict_split
 from ..prep.normalise import flambda_from_ab_mag  # the bundle records the wavelength: flux_1e17 = flux_norm * norm
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,40 @@ class BatchResult:
     """(N,) float32 predicted redshift; None when the model predicts none."""
     z_err: np.ndarray | None = None
     """(N,) float32 1-sigma of `z`; None when the model predicts no redshift."""
+    z_used: np.ndarray | None = None
+    """(N,) float32 redshift `flux` is decoded at (rest-frame bundle: the user's z where given, else
+    `z`); None for an observed-frame decoder, which takes no redshift."""
+    z_given: np.ndarray | None = None
+    """(N,) bool: True where `z_used` is the user's z; None for an observed-frame decoder."""
+    rest_wave: np.ndarray | None = None
+    """(R,) float64 rest-frame vacuum wavelength grid [Angstrom] of `rest_flux`; None for an observed-frame decoder."""
+    rest_flux: np.ndarray | None = None
+    """(N, R) float32 rest-frame prediction (same normalisation as `flux`); None for an observed-frame decoder."""
+    rest_sigma: np.ndarray | None = None
+    """(N, R) float32 1-sigma of `rest_flux`."""
+    photometry_used: np.ndarray | None = None
+    """(N,) bool: True where a hybrid bundle saw the object's catalogue photometry (False: images
+    alone, `predict.photometry`); None for an images-only bundle."""
 
     def __len__(self) -> int:
         return len(self.flux)
+
+    @property
+    def has_rest(self) -> bool:
+        """True when the bundle predicts a rest-frame spectrum (its lines are measured on it)."""
+        return self.rest_flux is not None
+
+    @classmethod
+    def concat(cls, parts: Sequence["BatchResult"]) -> "BatchResult":
+        """Batches in order -> one result (an optional field stays None unless every batch has it)."""
+        def cat(name: str) -> np.ndarray | None:
+            values = [getattr(p, name) for p in parts]
+            return None if not values or any(v is None for v in values) else np.concatenate(values)
+
+        rest_wave = parts[0].rest_wave if parts else None
+        return cls(flux=cat("flux"), sigma=cat("sigma"), z=cat("z"), z_err=cat("z_err"), z_used=cat("z_used"),
+                   z_given=cat("z_given"), rest_wave=rest_wave, rest_flux=cat("rest_flux"),
+                   rest_sigma=cat("rest_sigma"), photometry_used=cat("photometry_used"))
 
 
 @dataclass
@@ -95,6 +127,9 @@ class Predictor(ManifestView):
     """Where the bundle came from: {'source': 'path'|'dvc'|'mlflow', 'uri': ..., ...}."""
     image_checks: Any = None
     """`prepare.images` of the training run: the same cutout quality cuts at inference."""
+    measure_params: Any = None
+    """`measure` params of the training run (`MeasureParams`): predict and survey measure lines,
+    indices and classes with the windows evaluate used; None: the built-in defaults."""
 
     # ----- loading -------------------------------------------------------------------
     @classmethod
@@ -110,7 +145,8 @@ class Predictor(ManifestView):
         models = load_models(path, path)
         scaling = json.loads((path / "image_scaling.json").read_text())
         wave = np.load(path / "wave.npy")
-        return cls(path, info.manifest, models[0], models[1], scaling, wave, info.provenance, _image_checks(path))
+        return cls(path, info.manifest, models[0], models[1], scaling, wave, info.provenance, _image_checks(path),
+                   _measure_params(path))
 
     @classmethod
     def from_dvc(
@@ -229,39 +265,61 @@ class Predictor(ManifestView):
     def predict(
         self, images: np.ndarray, *, n_samples: int | None = None, batch_size: int | None = None,
         seed: int | None = None, sigma_method: str | None = None, z: np.ndarray | None = None,
+        photometry: np.ndarray | None = None,
     ):
         """Stretched images (N, H, W, C) -> `PredictedSpectra` (normalised flux and sigma on `wave`).
 
-        Unset options take the bundle's values (`publish` params of the training run).
+        Unset options take the bundle's values (`publish` params of the training run). `photometry`:
+        (N, bands) catalogue magnitudes in `photometry_bands` order for a hybrid bundle (ignored by an
+        images-only one); objects without a finite magnitude in every band are predicted from images
+        alone (`predict.photometry`). z_err is calibrated with the bundle's factor for each path.
         """
+        import functools
+
         from ..models.inference import predict_spectra
 
         images = self.check_images(images)
-        return predict_spectra(
-            self.cnn, self.decoder, images,
+        call = functools.partial(
+            predict_spectra, self.cnn, self.decoder,
             n_samples=self.n_samples if n_samples is None else int(n_samples),
             batch_size=self.batch_size if batch_size is None else int(batch_size),
             seed=self.seed if seed is None else int(seed),
             sigma_method=self.sigma_method if sigma_method is None else sigma_method,
             # the factor was fitted for the bundle's method only
             sigma_scale=self.sigma_scale if sigma_method in (None, self.sigma_method) else 1.0,
-            z=z,  # user redshifts (NaN: unknown); only a rest-frame decoder uses them
         )
+        # z: user redshifts (NaN: unknown); only a rest-frame decoder uses them
+        if self.photometry_bands is None:
+            return call(images, z=z, z_err_scale=self.z_err_scale)
+        mags, used = check_photometry(photometry, len(images), self.photometry_bands, quiet=True)
+        return predict_split(call, images, mags, used, z, self.z_err_scale, self.z_err_scale_images_only)
 
     def predict_batch(self, images: np.ndarray, *, batch_size: int | None = None, seed: int | None = None,
-                      z: np.ndarray | None = None) -> BatchResult:
+                      z: np.ndarray | None = None, photometry: np.ndarray | None = None,
+                      object_ids: Sequence[Any] | None = None) -> BatchResult:
         """The per-batch inference shared by `img2spec predict` and `img2spec survey`.
 
         Stretched images (N, H, W, C) -> `BatchResult` with the predictor's inference
         options (`with_options`); z / z_err are filled when the CNN predicts redshift.
-        `z`: the user's redshifts (NaN where unknown), at which a rest-frame decoder decodes.
+        `z`: the user's redshifts (NaN where unknown), at which a rest-frame decoder decodes;
+        such a bundle also fills z_used / z_given and the rest-frame spectrum (rest_*).
+        `photometry`: as in `predict`; `photometry_used` says which objects had it (fallbacks are
+        logged with their `object_ids`).
         """
-        pred = self.predict(images, batch_size=batch_size, seed=seed, z=z)
-        z, z_err = getattr(pred, "z", None), getattr(pred, "z_err", None)
+        pred = self.predict(images, batch_size=batch_size, seed=seed, z=z, photometry=photometry)
+        used = None if self.photometry_bands is None else \
+            check_photometry(photometry, len(pred.flux), self.photometry_bands, object_ids)[1]
+
+        def field_(name: str, dtype) -> np.ndarray | None:  # fields a decoder without them leaves None
+            value = getattr(pred, name, None)
+            return None if value is None else np.asarray(value, dtype)
+
         return BatchResult(
             flux=np.asarray(pred.flux, np.float32), sigma=np.asarray(pred.sigma, np.float32),
-            z=None if z is None else np.asarray(z, np.float32),
-            z_err=None if z_err is None else np.asarray(z_err, np.float32),
+            z=field_("z", np.float32), z_err=field_("z_err", np.float32),
+            z_used=field_("z_used", np.float32), z_given=field_("z_given", bool),
+            rest_wave=field_("rest_wave", np.float64), rest_flux=field_("rest_flux", np.float32),
+            rest_sigma=field_("rest_sigma", np.float32), photometry_used=used,
         )
 
     def prepare_stack(
@@ -377,3 +435,24 @@ def _image_checks(bundle: Path):
     except (OSError, yaml.YAMLError, ValidationError, AttributeError) as exc:
         log.warning("%s: cannot read prepare.images (%s); using default image checks", bundle / "params.yaml", exc)
         return ImageCheckParams()
+
+
+def _measure_params(bundle: Path):
+    """`measure` from the bundle's params.yaml; the defaults, with a warning, for a bundle that
+    records none (made before publish recorded them) or an unreadable one."""
+    import yaml
+    from pydantic import ValidationError
+
+    from ..config.measure import MeasureParams
+
+    path = bundle / "params.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        section = raw.get("measure")
+        if section is None:
+            log.warning("%s: no measure params recorded (an older bundle); measuring with the default windows", path)
+            return MeasureParams()
+        return MeasureParams.model_validate(section)
+    except (OSError, yaml.YAMLError, ValidationError, AttributeError) as exc:
+        log.warning("%s: cannot read measure params (%s); measuring with the default windows", path, exc)
+        return MeasureParams()

@@ -23,15 +23,15 @@ from ..io.atomic import remove_stale_temps, write_json
 from ..io.fastfits import fast_read_cutout
 from ..io.processes import guarded_initializer
 from ..io.ps1_cutout import CutoutFormatError, read_cutout
-from ..io.sdss_spectrum import write_spectrum
 from ..logs import progress
 from ..io.ps1_single import BandGroup, read_band_group
-from .inputs import ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, group_single_band, read_object_meta
+from .inputs import (ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, group_single_band, read_object_meta,
+                     stack_photometry)
 from .plot import plot_prediction
 from .predictor import InputError, Predictor, check_code
-from .measure_columns import batch_columns, choose_redshift
-from .writers import (Z_FROM_CATALOGUE, Z_FROM_PHOTOZ, Z_UNKNOWN, ObjectInfo, TableWriter, output_stem,
-                      prediction_record, redshift_columns, scale)
+from .measure_columns import Z_PREDICTED, measurement_target, target_columns
+from .writers import (Z_FROM_CATALOGUE, Z_FROM_PHOTOZ, Z_UNKNOWN, ObjectInfo, RestSpectrum, TableWriter,
+                      output_stem, prediction_record, redshift_columns, scale, write_prediction)
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
@@ -230,6 +230,7 @@ def _load_one(
     seen.add(objid)
     z = meta.z.get(objid)
     info = ObjectInfo(objid=objid, source=str(path), ra=cutout.ra, dec=cutout.dec, z=z, mag=meta.mag.get(objid),
+                      photometry=meta.photometry.get(objid),
                       z_source=Z_FROM_CATALOGUE if z is not None else Z_UNKNOWN)
     return info, image
 
@@ -271,33 +272,38 @@ def _flush(
     run = (lambda fn, *a, **k: pool.submit(fn, *a, **k)) if pool is not None else (lambda fn, *a, **k: fn(*a, **k))
     images = np.stack([img for _, img in batch])
     user_z = np.array([np.nan if info.z is None else info.z for info, _ in batch], np.float64)
-    pred = predictor.predict_batch(images, batch_size=opts.batch_size, seed=opts.seed, z=user_z)
-    # Lines, Dn4000, Hdelta_A, classes at the given z (else the predicted one): columns + header cards.
-    z, z_src = choose_redshift(np.array([np.nan if i.z is None else i.z for i, _ in batch], np.float64),
-                               [i.z_source for i, _ in batch], getattr(pred, "z", None))
-    measured = batch_columns(pred.flux, pred.sigma, predictor.wave, predictor.frame, z, z_src)
+    phot = stack_photometry([info.photometry for info, _ in batch], predictor.photometry_bands)  # hybrid bundles
+    pred = predictor.predict_batch(images, batch_size=opts.batch_size, seed=opts.seed, z=user_z, photometry=phot,
+                                   object_ids=[info.objid for info, _ in batch])
+    # Lines, Dn4000, Hdelta_A, classes, with the bundle's measure params, on what was decoded: the
+    # rest-frame spectrum at its decode z, else the observed one at the given (else predicted) z.
+    target = measurement_target(pred, predictor.wave, predictor.frame, user_z, [i.z_source for i, _ in batch])
+    measured = target_columns(target, predictor.measure_params)
     writes.wait()  # the previous batch's files are done before this one's start
     futures: list = []
     infos, scaled, outs = [], [], []
     for k, (info, image) in enumerate(batch):
-        sp = scale(predictor, info, pred.flux[k], pred.sigma[k])
-        z_pred, z_err = (None, None) if pred.z is None else (float(pred.z[k]), float(pred.z_err[k]))
-        sp.columns.update(redshift_columns(z_pred, z_err))
-        photoz = info.z is None and z_pred is not None  # no user z: the photo-z places the lines
+        photoz = target.z_source[k] == Z_PREDICTED  # no user z: the photo-z places the lines
         if photoz:
             info.z_source = Z_FROM_PHOTOZ
+        rest = None if not pred.has_rest else RestSpectrum(
+            pred.rest_wave, pred.rest_flux[k], pred.rest_sigma[k], float(target.z[k]), info.z_source)
+        sp = scale(predictor, info, pred.flux[k], pred.sigma[k], rest)
+        z_pred, z_err = (None, None) if pred.z is None else (float(pred.z[k]), float(pred.z_err[k]))
+        sp.columns.update(redshift_columns(z_pred, z_err))
         sp.columns.update(measured[k])
         stem = output_stem(info.objid)
         fits_path = opts.out_dir / f"{stem}.fits"
         if opts.per_object:
-            futures.append(run(write_spectrum, *prediction_record(fits_path, predictor, info, sp)))
+            futures.append(run(write_prediction, *prediction_record(fits_path, predictor, info, sp)))
         if opts.plot:
             label = "flux [1e-17 erg/s/cm²/Å]" if sp.norm is not None else "normalised flux"
             futures.append(run(
                 plot_prediction,
                 opts.out_dir / f"{stem}.png", image, predictor.wave, sp.flux, sp.sigma,
                 title=f"{_short(info.objid)}  predicted by {predictor.name} {predictor.version}",
-                z=z_pred if photoz else info.z, frame=predictor.frame, flux_label=label, dpi=opts.dpi,
+                z=float(target.z[k]) if np.isfinite(target.z[k]) else None, frame=predictor.frame,
+                flux_label=label, dpi=opts.dpi,
                 z_err=z_err if photoz else None, photoz=photoz,
             ))
         summary.n_predicted += 1

@@ -10,6 +10,17 @@ output is dimensionless (BUNIT/TUNIT ''), with the normalisation in its own keyw
 (FLUXNORM, NORMBAND, NORMWAVE); flux-calibrated output is 1e-17 erg/s/cm^2/Angstrom,
 written `10**-17 erg Angstrom-1 s-1 cm-2`. A prediction carries no telescope, plate,
 MJD or fibre: nobody observed it.
+
+A rest-frame bundle also predicts the rest-frame spectrum on the decoder's own log grid.
+The per-object file carries it in the binary table extension `REST` (after COADD and
+SPECOBJ): `WAVE` (rest-frame vacuum Angstrom), `FLUX` and `SIGMA` (the file's flux unit,
+BUNIT) and `IVAR`, with `Z` / `ZSRC` cards naming the redshift the COADD spectrum was
+decoded at. specutils reads it with
+`Spectrum.read(path, format="tabular-fits", hdu="REST")` when the flux is calibrated, and
+with `column_mapping=REST_COLUMN_MAPPING` when it is normalised (dimensionless: no flux
+unit to recognise a flux column by). The table output gets `REST_FLUX` / `REST_IVAR` array
+columns (normalised) and the grid in its `REST_WAVE` extension; a CSV table gets
+`rest_flux_<A>` / `rest_sigma_<A>` columns.
 """
 
 from __future__ import annotations
@@ -43,6 +54,13 @@ ID_HASH_CHARS = 12
 """Hex digits of sha256(objid) appended to a cut or sanitised id: unique file names."""
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
+REST_EXTNAME = "REST"
+"""Extension of the per-object file holding the rest-frame prediction (rest-frame bundles)."""
+REST_WAVE_EXTNAME = "REST_WAVE"
+"""Extension of the table output holding the rest-frame grid of its REST_FLUX / REST_IVAR columns."""
+REST_COLUMN_MAPPING = {"WAVE": ("spectral_axis", "Angstrom"), "FLUX": ("flux", ""), "SIGMA": ("uncertainty", "")}
+"""specutils `column_mapping` for the `REST` extension of a normalised (dimensionless) prediction."""
+
 Z_FROM_CATALOGUE = "catalogue"
 Z_FROM_PHOTOZ = "photo-z"
 Z_UNKNOWN = "none"
@@ -71,6 +89,27 @@ class ObjectInfo:
     """PS1 Kron AB magnitude in the bundle's normalisation band, if the user gave one."""
     z_source: str = Z_UNKNOWN
     """Where `z` came from (`Z_FROM_CATALOGUE`, ...); `Z_UNKNOWN` when there is none."""
+    photometry: np.ndarray | None = None
+    """PS1 Kron magnitudes in `img2spec.BANDS` order from the catalogue (a hybrid bundle's input), if given."""
+
+
+@dataclass
+class RestSpectrum:
+    """One object's rest-frame prediction (rest-frame bundles)."""
+
+    wave: np.ndarray
+    """(R,) float64 rest-frame vacuum wavelength [Angstrom], the decoder's rest grid."""
+    flux: np.ndarray
+    """(R,) flux, in the unit of the prediction it belongs to."""
+    sigma: np.ndarray
+    """(R,) 1-sigma of `flux`."""
+    z: float
+    """The redshift the observed-frame spectrum was decoded at (the lines are measured at it)."""
+    z_source: str
+    """Where `z` came from: `Z_FROM_CATALOGUE` or `Z_FROM_PHOTOZ`."""
+
+    def scaled(self, factor: float) -> "RestSpectrum":
+        return RestSpectrum(self.wave, self.flux * factor, self.sigma * factor, self.z, self.z_source)
 
 
 @dataclass
@@ -86,6 +125,8 @@ class ScaledPrediction:
     """The prediction before the factor (tables hold these, so one table has one unit)."""
     columns: dict[str, tuple[Any, str]] = field(default_factory=dict)
     """Further per-object scalars, name -> (value, FITS comment): one header card and one table column each."""
+    rest: RestSpectrum | None = None
+    """The rest-frame prediction, normalised (x `norm` for the file's unit); None for an observed-frame bundle."""
 
     @property
     def unit(self) -> str:
@@ -119,13 +160,17 @@ def output_stem(objid: str) -> str:
     return f"{FILE_PREFIX}{safe[:MAX_ID_CHARS]}-{digest}"
 
 
-def scale(predictor, info: ObjectInfo, flux: np.ndarray, sigma: np.ndarray) -> ScaledPrediction:
-    """Apply the photometric norm if a finite magnitude is known; otherwise stay normalised."""
+def scale(predictor, info: ObjectInfo, flux: np.ndarray, sigma: np.ndarray,
+          rest: RestSpectrum | None = None) -> ScaledPrediction:
+    """Apply the photometric norm if a finite magnitude is known; otherwise stay normalised.
+
+    `rest` (normalised) is kept as it is: writers scale it with `norm` when they write it.
+    """
     flux, sigma = np.asarray(flux), np.asarray(sigma)
     if info.mag is not None and np.isfinite(info.mag):
         norm = float(predictor.norm_from_mag(info.mag))
-        return ScaledPrediction(flux * norm, sigma * norm, norm, flux, sigma)
-    return ScaledPrediction(flux, sigma, None, flux, sigma)
+        return ScaledPrediction(flux * norm, sigma * norm, norm, flux, sigma, rest=rest)
+    return ScaledPrediction(flux, sigma, None, flux, sigma, rest=rest)
 
 
 def _finite_or_nan(x: float | None) -> float:
@@ -192,12 +237,47 @@ def object_row(info: ObjectInfo, pred: ScaledPrediction, output: str) -> dict[st
 
 
 def write_prediction_fits(path: Path, predictor, info: ObjectInfo, pred: ScaledPrediction) -> Path:
-    """One object in the SDSS spec layout: loglam, flux, ivar = 1/sigma^2; header names the model."""
-    return write_spectrum(*prediction_record(path, predictor, info, pred))
+    """One object in the SDSS spec layout: loglam, flux, ivar = 1/sigma^2; header names the model;
+    a rest-frame bundle's rest-frame spectrum in the `REST` extension."""
+    return write_prediction(*prediction_record(path, predictor, info, pred))
+
+
+def _ivar_unit(unit: str) -> str:
+    """FITS unit of 1 / `unit`^2 ('' for a dimensionless flux)."""
+    return (u.Unit(unit, format="fits") ** -2).to_string("fits") if unit else NORMALISED_UNIT
+
+
+def rest_hdu(rest: RestSpectrum, unit: str) -> fits.BinTableHDU:
+    """The `REST` extension: rest-frame WAVE [Angstrom, vacuum], FLUX, SIGMA [`unit`], IVAR [1/`unit`^2]."""
+    sigma = np.asarray(rest.sigma, np.float32)
+    hdu = fits.BinTableHDU.from_columns([
+        fits.Column("WAVE", "D", array=np.asarray(rest.wave, np.float64), unit=WAVE_UNIT),
+        fits.Column("FLUX", "E", array=np.asarray(rest.flux, np.float32), unit=unit),
+        fits.Column("SIGMA", "E", array=sigma, unit=unit),
+        fits.Column("IVAR", "E", array=_ivar(sigma), unit=_ivar_unit(unit)),
+    ], name=REST_EXTNAME)
+    cards = {
+        "FRAME": ("rest", "WAVE is rest-frame"),
+        "AIRORVAC": ("vac", "WAVE in vacuum"),
+        "BUNIT": (unit, "unit of FLUX and SIGMA ('' = normalised)"),
+        "Z": (float(rest.z) if np.isfinite(rest.z) else None, "z of the COADD spectrum and lines"),
+        # not ZSOURCE here: WCS readers (specutils) take that keyword for a redshift value
+        "ZSRC": (rest.z_source, "Z from: catalogue or photo-z"),
+    }
+    for key, (value, comment) in cards.items():
+        hdu.header[key] = (value, _fitting_comment(key, value, comment))
+    return hdu
+
+
+def write_prediction(path: Path, spec: SDSSSpectrum, header: dict[str, Any], unit: str,
+                     rest: RestSpectrum | None = None) -> Path:
+    """`write_spectrum`, plus the `REST` extension when `rest` (already in `unit`) is given."""
+    extra = () if rest is None else (rest_hdu(rest, unit),)
+    return write_spectrum(path, spec, header, unit, extra_hdus=extra)
 
 
 def prediction_record(path: Path, predictor, info: ObjectInfo, pred: ScaledPrediction) -> tuple:
-    """The picklable arguments of `write_spectrum` for one prediction (so worker processes can write it).
+    """The picklable arguments of `write_prediction` for one prediction (so worker processes can write it).
 
     Besides the SDSS COADD columns, `wave` (Angstrom) and `sigma` (flux unit) let generic
     table readers (specutils' default loader) find the spectral axis and uncertainty.
@@ -216,7 +296,8 @@ def prediction_record(path: Path, predictor, info: ObjectInfo, pred: ScaledPredi
                  "sigma": (np.asarray(pred.sigma, np.float32), pred.unit)},
         observed=False,
     )
-    return path, spec, object_cards(predictor, info, pred), pred.unit
+    rest = None if pred.rest is None else pred.rest.scaled(1.0 if pred.norm is None else pred.norm)
+    return path, spec, object_cards(predictor, info, pred), pred.unit, rest
 
 
 class TableWriter:
@@ -238,6 +319,9 @@ class TableWriter:
         self._rows: list[dict[str, Any]] = []
         self._flux: list[np.ndarray] = []
         self._ivar: list[np.ndarray] = []
+        self._rest_flux: list[np.ndarray] = []
+        self._rest_ivar: list[np.ndarray] = []
+        self._rest_wave: np.ndarray | None = None
         self._comments: dict[str, str] = {}
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
@@ -252,10 +336,16 @@ class TableWriter:
         sigma = [np.asarray(p.normalised_sigma if p.normalised_sigma is not None else p.sigma) for p in preds]
         for p in preds:
             self._comments.update({name.lower(): comment for name, (_, comment) in p.columns.items()})
+        rest = self._rest(preds)
         if self.kind == "csv":
             meta = pd.DataFrame(rows)
-            frame = pd.concat([meta, pd.DataFrame(np.stack(flux), columns=self._flux_cols),
-                               pd.DataFrame(np.stack(sigma), columns=self._sigma_cols)], axis=1)
+            parts = [meta, pd.DataFrame(np.stack(flux), columns=self._flux_cols),
+                     pd.DataFrame(np.stack(sigma), columns=self._sigma_cols)]
+            if rest is not None:
+                names = [f"{w:.2f}" for w in self._rest_wave]
+                parts += [pd.DataFrame(rest[0], columns=[f"rest_flux_{n}" for n in names]),
+                          pd.DataFrame(rest[1], columns=[f"rest_sigma_{n}" for n in names])]
+            frame = pd.concat(parts, axis=1)
             frame.to_csv(self._tmp, mode="w" if self._csv_header else "a", header=self._csv_header,
                          index=False, float_format="%.6g")
             self._csv_header = False
@@ -263,6 +353,21 @@ class TableWriter:
             self._rows.extend(rows)
             self._flux.extend(flux)
             self._ivar.extend(_ivar(s) for s in sigma)
+            if rest is not None:
+                self._rest_flux.extend(rest[0])
+                self._rest_ivar.extend(_ivar(s) for s in rest[1])
+
+    def _rest(self, preds: list[ScaledPrediction]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(flux, sigma) (n, R) normalised rest-frame spectra of a batch, None for an observed-frame bundle."""
+        rests = [p.rest for p in preds]
+        if all(r is None for r in rests):
+            return None
+        if any(r is None for r in rests):
+            raise ValueError("table: some predictions of a batch have a rest-frame spectrum, others not")
+        if self._rest_wave is None:
+            self._rest_wave = np.asarray(rests[0].wave, np.float64)
+        return (np.stack([np.asarray(r.flux, np.float32) for r in rests]),
+                np.stack([np.asarray(r.sigma, np.float32) for r in rests]))
 
     def close(self) -> Path | None:
         """Finish the file; returns its path, or None (and no file) if nothing was predicted."""
@@ -286,7 +391,7 @@ class TableWriter:
         for name in meta.columns:
             values = meta[name]
             if not pd.api.types.is_numeric_dtype(values):  # strings, kept whole (as wide as the longest)
-                text = values.astype(str).to_numpy()
+                text = values.astype(str).to_numpy(dtype=str)  # fixed-width: pandas 3 gives objects
                 width = max(1, max(len(t.encode()) for t in text))
                 cols.append(fits.Column(name.upper(), f"{width}A", array=text))
             else:
@@ -295,6 +400,10 @@ class TableWriter:
             fits.Column("FLUX", f"{n_pix}E", array=np.stack(self._flux), unit=NORMALISED_UNIT),
             fits.Column("IVAR", f"{n_pix}E", array=np.stack(self._ivar), unit=NORMALISED_UNIT),
         ]
+        if self._rest_flux:
+            n_rest = len(self._rest_wave)
+            cols += [fits.Column("REST_FLUX", f"{n_rest}E", array=np.stack(self._rest_flux), unit=NORMALISED_UNIT),
+                     fits.Column("REST_IVAR", f"{n_rest}E", array=np.stack(self._rest_ivar), unit=NORMALISED_UNIT)]
         primary = fits.PrimaryHDU()
         for key, value in self.predictor.header().items():
             primary.header[key] = value
@@ -308,4 +417,9 @@ class TableWriter:
              fits.Column("wave", "D", array=np.asarray(self.predictor.wave, np.float64), unit=WAVE_UNIT)],
             name="WAVE",
         )
-        fits.HDUList([primary, table, wave]).writeto(self._tmp, overwrite=True)
+        hdus = [primary, table, wave]
+        if self._rest_flux:  # the rest-frame grid of REST_FLUX / REST_IVAR (another length than WAVE)
+            hdus.append(fits.BinTableHDU.from_columns(
+                [fits.Column("wave", "D", array=self._rest_wave, unit=WAVE_UNIT)], name=REST_WAVE_EXTNAME))
+            hdus[-1].header["FRAME"] = ("rest", "rest-frame vacuum wavelength")
+        fits.HDUList(hdus).writeto(self._tmp, overwrite=True)

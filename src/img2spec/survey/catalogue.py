@@ -12,7 +12,11 @@ import pandas as pd
 
 from ..config.measure import MeasureParams
 from ..measure import measure_spectra
-from ..predict.measure_columns import choose_redshift
+from ..predict.measure_columns import Z_NONE, measurement_target, measure_target
+from ..predict.predictor import BatchResult
+
+Z_FROM_INPUT = "catalogue"
+"""`z_lines_source` of a redshift given in the cutout shard (`z`)."""
 
 FLAG_SKIPPED = 1
 """No prediction: the cutout failed a check (see `skip_reason`)."""
@@ -25,22 +29,32 @@ FLAG_FLUX_NONFINITE = 8
 
 
 def measurement_columns(wave: np.ndarray, flux: np.ndarray, sigma: np.ndarray,
-                        z: np.ndarray | None, frame: str = "observed") -> dict[str, np.ndarray]:
+                        z: np.ndarray | None, frame: str = "observed",
+                        mp: MeasureParams | None = None) -> dict[str, np.ndarray]:
     """Spectral measurements per predicted object: `measure.measure_spectra` columns (line
     fluxes in normalised units x A (times `norm`: 1e-17 erg/s/cm^2), rest-frame EWs, Dn4000,
     Hdelta_A, their errors from the predicted sigma and flags, BPT / AGN / SF classes with
-    -1 = unclassified) on the normalised spectra (N, P) on `wave`, lines placed at `z`."""
+    -1 = unclassified) on the normalised spectra (N, P) on `wave`, lines placed at `z`,
+    windows of `mp` (the bundle's `measure` params; the defaults when None)."""
     z = np.full(len(flux), np.nan) if z is None else z
-    return measure_spectra(flux, wave, z, MeasureParams(), sigma=sigma, frame=frame)
+    return measure_spectra(flux, wave, z, mp or MeasureParams(), sigma=sigma, frame=frame)
 
 
 def catalogue_frame(
     *, object_id: np.ndarray, ra: np.ndarray, dec: np.ndarray, shard: str, norm: np.ndarray,
     skip_reason: list[str], predicted: np.ndarray, wave: np.ndarray, flux: np.ndarray, sigma: np.ndarray,
     z_input: np.ndarray | None = None, z_pred: np.ndarray | None = None, z_pred_err: np.ndarray | None = None,
-    frame: str = "observed",
+    frame: str = "observed", z_used: np.ndarray | None = None, z_given: np.ndarray | None = None,
+    rest_wave: np.ndarray | None = None, rest_flux: np.ndarray | None = None, rest_sigma: np.ndarray | None = None,
+    measure_params: MeasureParams | None = None,
 ) -> pd.DataFrame:
-    """Rows for all N objects of a shard; `flux`/`sigma`/`z_pred` hold the M = predicted.sum() predictions."""
+    """Rows for all N objects of a shard; `flux`/`sigma`/`z_pred` hold the M = predicted.sum() predictions.
+
+    A rest-frame bundle also gives `z_used`/`z_given` (M,) and `rest_flux`/`rest_sigma` (M, R) on
+    `rest_wave`: its lines are measured on the rest-frame spectrum and `z_lines` is the z the
+    spectrum was decoded at (`predict.measure_columns.measurement_target`; `measure_frame` says
+    which spectrum was measured). `measure_params`: the bundle's `measure` params.
+    """
     n = len(object_id)
     flags = np.zeros(n, np.int32)
     flags[~predicted] |= FLAG_SKIPPED
@@ -69,18 +83,24 @@ def catalogue_frame(
     if z_pred is not None:
         cols["z_pred"] = spread(z_pred)
         cols["z_pred_err"] = spread(z_pred_err) if z_pred_err is not None else np.full(n, np.nan, np.float32)
-    # Lines at the input z where given (spectroscopic), else the photo-z; z_lines_source says which.
-    z_given = np.full(len(rows), np.nan) if z_input is None else np.asarray(z_input, np.float64)[rows]
-    z_lines, z_src = choose_redshift(z_given, ["catalogue"] * len(rows), z_pred)
-    cols["z_lines"] = spread(z_lines, np.float64)
-    src = np.full(n, "none", dtype=object)
-    src[rows] = z_src
+    # What was decoded is measured: a rest-frame spectrum at its decode z, else the observed one at
+    # the input z where given (spectroscopic), else the photo-z; z_lines_source says which.
+    z_in = np.full(len(rows), np.nan) if z_input is None else np.asarray(z_input, np.float64)[rows]
+    result = BatchResult(flux=flux, sigma=sigma, z=z_pred, z_err=z_pred_err, z_used=z_used, z_given=z_given,
+                         rest_wave=rest_wave, rest_flux=rest_flux, rest_sigma=rest_sigma)
+    target = measurement_target(result, wave, frame, z_in, [Z_FROM_INPUT] * len(rows))
+    cols["z_lines"] = spread(target.z, np.float64)
+    src = np.full(n, Z_NONE, dtype=object)
+    src[rows] = target.z_source
     cols["z_lines_source"] = src
+    measured_frame = np.full(n, Z_NONE, dtype=object)
+    measured_frame[rows] = target.frame
+    cols["measure_frame"] = measured_frame
     if len(rows):
-        measured = measurement_columns(wave, flux, sigma, z_lines, frame)
+        measured = measure_target(target, measure_params)
     else:  # no prediction in this part: the same (empty) columns, so every part has one schema
         blank = np.full((1, len(wave)), np.nan, np.float32)
-        probe = measurement_columns(wave, blank, blank, np.full(1, np.nan), frame)
+        probe = measurement_columns(wave, blank, blank, np.full(1, np.nan), frame, measure_params)
         measured = {name: np.asarray(values)[:0] for name, values in probe.items()}
     for name, values in measured.items():
         cols[name] = spread(np.asarray(values), np.asarray(values).dtype if np.asarray(values).dtype.kind == "f" else np.float64)

@@ -170,18 +170,19 @@ def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: in
         prepared = predictor.prepare_stack(stack, shard.magzp[sl], shard.bands, shard.pixel_scale[sl],
                                            shard.object_id[sl])
         clock.lap("prepare")
-        parts.append(predictor.predict_batch(prepared.images, batch_size=batch_size))
+        # the shard's z (NaN: unknown) is the z a rest-frame bundle decodes at, and measures at
+        z = None if shard.z is None else np.asarray(shard.z[sl], np.float64)[prepared.kept]
+        # a hybrid bundle's catalogue photometry (None: images alone; NaN rows fall back, logged)
+        phot = None if predictor.photometry_bands is None else shard.magnitudes(predictor.photometry_bands, sl)
+        parts.append(predictor.predict_batch(prepared.images, batch_size=batch_size, z=z,
+                                             photometry=None if phot is None else phot[prepared.kept],
+                                             object_ids=shard.object_id[sl][prepared.kept]))
         clock.lap("predict")
         kept.append(prepared.kept + start)
         rejected.update({i + start: r for i, r in prepared.rejected.items()})
     if not parts:  # an empty shard
         parts.append(predictor.predict_batch(np.zeros((0, *predictor.input_shape), np.float32)))
-
-    def cat(name: str) -> np.ndarray | None:
-        values = [getattr(p, name) for p in parts]
-        return None if any(v is None for v in values) else np.concatenate(values)
-
-    result = BatchResult(flux=cat("flux"), sigma=cat("sigma"), z=cat("z"), z_err=cat("z_err"))
+    result = BatchResult.concat(parts)
     return result, (np.concatenate(kept) if kept else np.zeros(0, np.int64)), rejected
 
 
@@ -216,7 +217,11 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
         object_id=shard.object_id, ra=shard.ra, dec=shard.dec, shard=rel, norm=norm,
         skip_reason=reasons, predicted=predicted, wave=predictor.wave, flux=result.flux, sigma=result.sigma,
         z_input=shard.z, z_pred=result.z, z_pred_err=result.z_err, frame=predictor.frame,
+        z_used=result.z_used, z_given=result.z_given, rest_wave=result.rest_wave, rest_flux=result.rest_flux,
+        rest_sigma=result.rest_sigma, measure_params=predictor.measure_params,
     )
+    if result.photometry_used is not None:  # hybrid bundle: which objects it saw with catalogue photometry
+        frame["photometry_used"] = np.isin(np.arange(len(shard)), kept[result.photometry_used])
     clock.lap("catalogue")
     spectra_path, catalogue_path = output_paths(out_dir, rel)
     write_parquet(catalogue_path, frame)
@@ -228,7 +233,9 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
     }
     write_spectra_shard(spectra_path, SpectraShard(
         object_id=shard.object_id[kept], ra=shard.ra[kept], dec=shard.dec[kept],
-        flux=result.flux, sigma=result.sigma, wave=predictor.wave, z=result.z, z_err=result.z_err, attrs=attrs,
+        flux=result.flux, sigma=result.sigma, wave=predictor.wave, z=result.z, z_err=result.z_err,
+        z_used=result.z_used, rest_wave=result.rest_wave, rest_flux=result.rest_flux, rest_sigma=result.rest_sigma,
+        attrs=attrs,
     ))
     clock.lap("write")
     skipped = [{"file": f"{rel}#{shard.object_id[i]}", "reason": code, "detail": detail}
