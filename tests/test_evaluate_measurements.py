@@ -8,7 +8,7 @@ import pytest
 from img2spec.evaluate.measure_figures import measurements_figure
 from img2spec.evaluate.measurements import (class_scores, measure_methods, robust_difference,
                                             score_measurements)
-from img2spec.measure import AGN_LABELS, BPT_LABELS
+from img2spec.measure import AGN_LABELS, BPT_LABELS, MASKED
 from test_measure import EDGES, HALPHA, HBETA, MP, NII, OIII, WAVE, gaussian_bins
 
 REQUIRED = ("dn4000", "halpha_ew", "hdelta_a", "oiii_hbeta", "nii_halpha")
@@ -33,12 +33,21 @@ def truth_spectra(n: int, seed: int = 0, swap: bool = False):
     return flux, z, agn
 
 
+MASKED_OBJECT = 0
+
+
+def halpha_pixels(z: float) -> np.ndarray:
+    """Grid pixels inside the observed-frame Halpha line window at redshift z."""
+    lo, hi = MP.lines["halpha"].line
+    return np.flatnonzero((WAVE >= lo * (1 + z)) & (WAVE <= hi * (1 + z)))
+
+
 @pytest.fixture(scope="module")
 def scored():
     n = 60
     truth, z, agn = truth_spectra(n)
     ivar = np.full(truth.shape, 400.0)           # sigma 0.05 per pixel: every line detected
-    ivar[0, 100:110] = 0.0                       # a masked run: same pixels masked for every method
+    ivar[MASKED_OBJECT, halpha_pixels(z[MASKED_OBJECT])] = 0.0   # Halpha masked in one object's observation
     rng = np.random.default_rng(1)
     obs = truth + rng.normal(0, 0.05, truth.shape)
     preds = {"cnn": truth.copy(), "knn_colour": truth_spectra(n, swap=True)[0]}   # kNN: a wrong neighbour
@@ -75,10 +84,18 @@ def test_perfect_prediction_scores_zero_and_wrong_objects_do_not(scored):
 
 
 def test_masked_pixels_mask_every_method_alike(scored):
+    """The observation's mask applies to every method: the CNN's and the truth's unmasked Halpha
+    is not measured where the observed spectrum could not be, and nowhere else is anything lost."""
     tables, _, _ = scored
-    flags = {m: t["dn4000_flag"] for m, t in tables.items()}
-    for m in flags:
-        np.testing.assert_array_equal(flags[m], flags["truth"])
+    assert halpha_pixels(0.1).size >= 3
+    for m, t in tables.items():
+        flag = t["halpha_flag"]
+        assert flag[MASKED_OBJECT] & MASKED, m
+        assert np.isnan(t["halpha_flux"][MASKED_OBJECT]) and np.isnan(t["halpha_ew"][MASKED_OBJECT]), m
+        others = np.arange(len(flag)) != MASKED_OBJECT
+        assert not np.any(flag[others] & MASKED), m
+        assert np.all(np.isfinite(t["halpha_flux"][others])), m
+        assert not t["hbeta_flag"][MASKED_OBJECT] & MASKED, m   # the other lines stay measured
 
 
 def test_without_truth_the_observed_spectrum_is_the_reference():

@@ -26,16 +26,20 @@ def test_choose_redshift_prefers_the_given_z():
 
 
 def test_batch_columns_names_values_and_labels():
-    from test_measure import HALPHA, WAVE, observed
+    from test_measure import HALPHA, HBETA, NII, OIII, WAVE, observed
 
-    flux = observed(np.array([0.05, 0.05]), {HALPHA: 40.0})
-    cols = batch_columns(flux, np.full(flux.shape, 0.05), WAVE, "observed", np.array([0.05, np.nan]),
-                         ["catalogue", Z_NONE])
+    star_forming = {HALPHA: 40.0, NII: 10.0, HBETA: 14.0, OIII: 7.0}   # log [NII]/Ha -0.6, [OIII]/Hb -0.3
+    seyfert = {HALPHA: 40.0, NII: 40.0, HBETA: 10.0, OIII: 100.0}       # log [NII]/Ha 0.0, [OIII]/Hb +1.0
+    flux = np.vstack([observed(0.05, star_forming), observed(0.05, seyfert), observed(0.05, seyfert)])
+    cols = batch_columns(flux, np.full(flux.shape, 0.05), WAVE, "observed", np.array([0.05, 0.05, np.nan]),
+                         ["catalogue", "catalogue", Z_NONE])
     assert cols[0]["HALPHA_FLUX"][0] == pytest.approx(40.0, rel=3e-3)
-    assert cols[0]["MEAS_ZSRC"][0] == "catalogue" and cols[1]["MEAS_ZSRC"][0] == Z_NONE
-    assert np.isnan(cols[1]["HALPHA_EW"][0]) and cols[1]["HALPHA_FLAG"][0] & NO_REDSHIFT
-    assert cols[0]["BPT_CLASS"][0] in ("unclassified", "star_forming", "composite", "agn")
-    assert isinstance(cols[0]["DN4000_FLAG"][0], int)
+    assert cols[1]["OIII_5007_FLUX"][0] == pytest.approx(100.0, rel=3e-3)
+    assert cols[0]["MEAS_ZSRC"][0] == "catalogue" and cols[2]["MEAS_ZSRC"][0] == Z_NONE
+    assert np.isnan(cols[2]["HALPHA_EW"][0]) and cols[2]["HALPHA_FLAG"][0] & NO_REDSHIFT
+    assert [c["BPT_CLASS"][0] for c in cols] == ["star_forming", "agn", "unclassified"]
+    assert [c["SF_CLASS"][0] for c in cols][:2] == ["star_forming", "star_forming"]
+    assert isinstance(cols[0]["DN4000_FLAG"][0], int) and cols[0]["DN4000_FLAG"][0] == 0
     assert all(len(comment) <= 25 for _, comment in cols[0].values())   # fits beside a HIERARCH key
 
 
@@ -69,11 +73,15 @@ def test_predict_files_and_table_carry_measurements(env, tmp_path):
         assert h["MEAS_ZSRC"] == "catalogue" and h["MEAS_Z"] == pytest.approx(0.08)
         assert h["DN4000"] == pytest.approx(ref["dn4000"][0], rel=1e-4)
         assert "HALPHA_EW" in h and "BPT_CLASS" in h
+    # The tiny bundle decodes observed-frame spectra and has no redshift head (rest-frame bundles
+    # have their own tests): an object without a catalogue z has no z at all.
+    assert predictor.frame == "observed" and direct.z is None
     with fits.open(tmp_path / "out" / f"spec-pred-{cuts[2].objid}.fits") as hdul:
-        h = hdul[0].header
-        if predictor.frame == "observed":   # no z at all: undefined cards (FITS has no NaN), flagged
-            assert h["MEAS_ZSRC"] == Z_NONE and h["DN4000"] is None and h["DN4000_FLAG"] & NO_REDSHIFT
+        h = hdul[0].header   # no z: undefined cards (FITS has no NaN), flagged
+        assert h["MEAS_ZSRC"] == Z_NONE and h["DN4000"] is None and h["DN4000_FLAG"] & NO_REDSHIFT
+        assert h["HALPHA_EW"] is None and h["HALPHA_FLAG"] & NO_REDSHIFT and h["BPT_CLASS"] == "unclassified"
     with fits.open(tmp_path / "all.fits") as hdul:
         tab = hdul["PREDICTIONS"].data
         np.testing.assert_allclose(tab["HALPHA_EW"][:2], ref["halpha_ew"], rtol=1e-4)
-        assert list(tab["MEAS_ZSRC"])[:2] == ["catalogue", "catalogue"]
+        assert list(tab["MEAS_ZSRC"]) == ["catalogue", "catalogue", Z_NONE]
+        assert np.isnan(tab["DN4000"][2]) and int(tab["DN4000_FLAG"][2]) & NO_REDSHIFT
