@@ -12,7 +12,9 @@ each training fraction f (default `DEFAULT_FRACTIONS`) of the TRAIN split:
 2. the CNN is trained by the pipeline's own `img2spec.models.train.train_cnn` with the
    params.yaml `cnn` section (same epochs, patience, seed, loss through the trained decoder
    models/vae/decoder.keras), early stopping on the full val split as in the pipeline;
-3. on the TEST split (only evaluated, never trained or tuned on): the CNN's photo-z
+3. on the TEST split (only evaluated, never trained or tuned on): the CNN's photo-z (a hybrid
+   CNN, `cnn.photometry`, twice: with its catalogue photometry and, as `cnn_images_only`, the same
+   network with the photometry withheld)
    (`img2spec.evaluate.redshift.photoz_metrics`: sigma_NMAD, bias, outlier fraction), the
    colour-kNN photo-z fitted on the same n train objects (`knn_photoz`), and the CNN's
    spectrum D_i through the decoder (`predict_spectra` + `img2spec.metrics.deviation`,
@@ -55,12 +57,14 @@ from scaling import parse_override, set_dotted  # noqa: E402
 from img2spec.io.processed import ProcessedData  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
-"""Fractions of the train split (factors of 2 up to the whole split)."""
+DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
+"""Fractions of the train split (factors of 2 up to the whole split: ~1,000 / 2,000 / 4,000 galaxies on the mock)."""
 SUBSAMPLE_SEED = 0
 """Seed of the train-split permutation the nested subsets are cut from."""
 TARGET_SIGMA_NMAD = 0.01
 """The anchor's sigma_MAD (Pasquet et al. 2019) the power law is extrapolated to."""
+MAX_LOG10_PROJECTION = 12.0
+"""A projected n_train above 10^this is reported as no projection (a nearly flat power law)."""
 BOOTSTRAP_SAMPLES = 200
 """Test-set bootstrap resamples for the sigma_NMAD error."""
 BOOTSTRAP_SEED = 0
@@ -123,11 +127,14 @@ def power_law_fit(n: Sequence[float], sigma: Sequence[float], target: float = TA
     # Two points fit exactly: no residual to estimate the slope's error from.
     out.update(slope=slope, log10_amplitude=icpt,
                slope_err=float(fit.stderr) if ok.sum() > 2 and math.isfinite(fit.stderr) else None)
-    if slope < 0:
-        out["n_train_at_target"] = float(10 ** ((math.log10(target) - icpt) / slope))
+    log_n = (math.log10(target) - icpt) / slope if slope < 0 else math.inf
+    if log_n > MAX_LOG10_PROJECTION:  # a nearly flat slope: beyond any sample (and float range)
+        out["note"] = f"slope {slope:.3f}: sigma_NMAD barely falls with n here; no projection"
+    elif slope < 0:
+        out["n_train_at_target"] = float(10 ** log_n)
         out["already_below_target_at"] = (int(n_arr[ok][s_arr[ok] <= target].min())
                                           if (s_arr[ok] <= target).any() else None)
-    else:
+    if slope >= 0:
         out["note"] = f"slope {slope:.3f} >= 0: sigma_NMAD does not fall with n here; no projection"
     return out
 
@@ -156,17 +163,20 @@ def load_params_with(params_file: Path, overrides: dict[str, Any]):
     return params_from_dict(raw, f"{params_file} + {overrides}" if overrides else str(params_file))
 
 
-def evaluate_test(cnn, decoder, data: ProcessedData, test: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+def evaluate_test(cnn, decoder, data: ProcessedData, test: np.ndarray,
+                  photometry: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray]:
     """(predicted z or None, D_i) of the test objects, predicted as the evaluate stage does (the
-    point prediction decoder(latent mean) and the CNN's redshift head; no sigma is needed)."""
+    point prediction decoder(latent mean) and the CNN's redshift head; no sigma is needed).
+    `photometry`: the test objects' catalogue magnitudes for a hybrid CNN (None: images alone)."""
     from img2spec.metrics import deviation
     from img2spec.models.inference import predict_spectra
 
     zs, ds = [], []
     for s in range(0, len(test), PREDICT_BATCH):
         rows = test[s:s + PREDICT_BATCH]
+        phot = None if photometry is None else photometry[s:s + PREDICT_BATCH]
         pred = predict_spectra(cnn, decoder, np.asarray(data.images[rows]), batch_size=PREDICT_BATCH,
-                               sigma_method="none")
+                               sigma_method="none", photometry=phot)
         ds.append(deviation(pred.flux, np.asarray(data.flux[rows]), np.asarray(data.ivar[rows])))
         if pred.z is not None:
             zs.append(pred.z)
@@ -192,7 +202,8 @@ def run(root: Path, params_file: Path, fractions: Sequence[float], seed: int, ov
     """Train and score one CNN per fraction; the report (also written to `out` after every row)."""
     import keras
 
-    from img2spec.evaluate.redshift import REDSHIFT_COLUMN, knn_photoz
+    from img2spec.evaluate.redshift import REDSHIFT_COLUMN, catalogue_photometry, knn_photoz
+    from img2spec.models.cnn import uses_photometry
     from img2spec.io.atomic import write_json
     from img2spec.metrics import summarise
     from img2spec.models.latents import load_latents
@@ -230,11 +241,14 @@ def run(root: Path, params_file: Path, fractions: Sequence[float], seed: int, ov
               f"{len(train)} train galaxies ({params.cnn.epochs} epochs max)", file=sys.stderr, flush=True)
         data = TrainSubset(paths.processed, train_rows=rows)
         res = train_cnn(params.cnn, data, latents, decoder, name=f"cnn_f{f:g}")
-        z_cnn, d = evaluate_test(res.model, decoder, data, test)
+        hybrid = uses_photometry(res.model)
+        z_cnn, d = evaluate_test(res.model, decoder, data, test, catalogue_photometry(full, test) if hybrid else None)
+        z_images = evaluate_test(res.model, decoder, data, test)[0] if hybrid else None
         z_knn, knn_info = knn_photoz(data.catalog, rows, test, ep.knn_neighbours, ep.knn_use_magnitude)
         dsum = summarise(d)
         row = {"fraction": float(f), "n_train": int(len(rows)),
                "cnn": with_bootstrap(z_cnn, z_true) if z_cnn is not None else None,
+               "cnn_images_only": with_bootstrap(z_images, z_true) if z_images is not None else None,
                "knn_colour": {**with_bootstrap(z_knn, z_true), "n_no_colours": knn_info["n_no_colours"]},
                "cnn_mean_d": dsum["mean"], "cnn_sem_d": dsum["sem"], "cnn_median_d": dsum["median"],
                "cnn_d_n": dsum["n"], "train_seconds": round(res.seconds, 1),
@@ -242,6 +256,8 @@ def run(root: Path, params_file: Path, fractions: Sequence[float], seed: int, ov
         report["rows"].append(row)
         cnn_txt = (f"CNN sigma_NMAD {row['cnn']['sigma_nmad']:.4f} +- {row['cnn']['sigma_nmad_err']:.4f}, "
                    f"outliers {100 * row['cnn']['outlier_fraction']:.1f}%" if row["cnn"] else "CNN: no redshift head")
+        if row["cnn_images_only"]:
+            cnn_txt += f" (images only {row['cnn_images_only']['sigma_nmad']:.4f})"
         print(f"photoz: fraction {f:g} (n_train {len(rows)}): {cnn_txt}; kNN sigma_NMAD "
               f"{row['knn_colour']['sigma_nmad']:.4f}; CNN D {dsum['mean']:.3f} +- {dsum['sem']:.3f}; "
               f"{res.info['epochs_run']} epochs in {res.seconds:.0f} s", file=sys.stderr, flush=True)
@@ -250,6 +266,8 @@ def run(root: Path, params_file: Path, fractions: Sequence[float], seed: int, ov
     n = [r["n_train"] for r in report["rows"]]
     report["fit"] = {
         "cnn": power_law_fit(n, [r["cnn"]["sigma_nmad"] if r["cnn"] else float("nan") for r in report["rows"]]),
+        "cnn_images_only": power_law_fit(n, [(r.get("cnn_images_only") or {}).get("sigma_nmad", float("nan"))
+                                             for r in report["rows"]]),
         "knn_colour": power_law_fit(n, [r["knn_colour"]["sigma_nmad"] for r in report["rows"]]),
     }
     report["pipeline_reference"] = pipeline_reference(root)
@@ -273,12 +291,13 @@ def markdown_rows(r: dict[str, Any]) -> list[str]:
     """README lines of the photo-z scaling section (used by run_all.markdown)."""
     lines = [f"Photo-z and spectrum D vs CNN training size (`bench/bench_photoz.py`, {r['n_test']} test galaxies; "
              f"train subsets of {r['n_train_full']}, VAE fixed; sigma_NMAD +- test bootstrap std):", "",
-             "| n_train | CNN sigma_NMAD | CNN bias | CNN outliers | kNN sigma_NMAD | kNN outliers | CNN mean D ± sem | "
-             "train s (epochs) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| n_train | CNN sigma_NMAD | CNN bias | CNN outliers | images-only sigma_NMAD | kNN sigma_NMAD | "
+             "kNN outliers | CNN mean D ± sem | train s (epochs) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in r.get("rows", []):
-        c, k = row.get("cnn") or {}, row["knn_colour"]
+        c, k, i = row.get("cnn") or {}, row["knn_colour"], row.get("cnn_images_only") or {}
         lines.append(f"| {row['n_train']} | {_f(c.get('sigma_nmad'), '{:.4f}')} ± {_f(c.get('sigma_nmad_err'), '{:.4f}')} | "
                      f"{_f(c.get('bias'), '{:+.4f}')} | {_f(c.get('outlier_fraction'), '{:.1%}')} | "
+                     f"{_f(i.get('sigma_nmad'), '{:.4f}')} | "
                      f"{_f(k['sigma_nmad'], '{:.4f}')} | {_f(k['outlier_fraction'], '{:.1%}')} | "
                      f"{_f(row['cnn_mean_d'], '{:.3f}')} ± {_f(row['cnn_sem_d'], '{:.3f}')} | "
                      f"{row['train_seconds']:.0f} ({row['epochs_run']}) |")

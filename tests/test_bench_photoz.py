@@ -19,7 +19,7 @@ TINY = {
     "vae": {"latent_dim": 3, "encoder_units": [32], "decoder_units": [32], "epochs": 2, "kl_warmup_epochs": 1,
             "patience": 2, "batch_size": 32},
     "cnn": {"filters": [4, 8], "dense_units": 16, "epochs": 3, "patience": 2, "batch_size": 32,
-            "redshift_weight": 1.0},  # the photo-z head (params.yaml has it on; the model default is off)
+            "redshift_weight": 1.0, "photometry": True},  # the hybrid photo-z head (params.yaml: on; model default: off)
     "evaluate": {"knn_neighbours": 3},
 }
 FRACTIONS = (0.5, 1.0)
@@ -65,7 +65,7 @@ def test_report_structure_and_finite_metrics(report, trained_root):
     for r in rows:
         assert {"n_train", "cnn", "knn_colour", "cnn_mean_d", "cnn_sem_d", "train_seconds"} <= set(r)
         assert r["epochs_run"] == 1
-        for method in ("cnn", "knn_colour"):
+        for method in ("cnn", "cnn_images_only", "knn_colour"):
             m = r[method]
             assert m["n"] == rep["n_test"] == 20
             for key in ("sigma_nmad", "bias", "outlier_fraction", "sigma_nmad_err"):
