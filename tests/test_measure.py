@@ -205,9 +205,27 @@ def test_bpt_regions_and_classes():
 
 
 def test_measure_only_reads_band_pixels_of_float32_memmaps(tmp_path):
-    flux = observed(np.full(3, 0.05), {HALPHA: 50.0}).astype(np.float32)
-    np.save(tmp_path / "f.npy", flux)
+    """Pixels outside every window may hold anything (NaN, inf) without changing a result: only
+    the bands are read. A poisoned pixel inside a window does change it (the check can fail)."""
+    z = np.full(3, 0.05)
+    clean = observed(z, {HALPHA: 50.0}).astype(np.float32)
+    sigma = np.full(WAVE.size, 0.1, np.float32)
+    reddest_window = max(w.red[1] for w in MP.lines.values()) * (1 + z.max())
+    outside = WAVE > reddest_window + 50.0
+    assert outside.sum() > 100
+    poisoned = clean.copy()
+    poisoned[:, outside] = np.nan
+    poisoned[1, outside] = np.inf
+    np.save(tmp_path / "f.npy", poisoned)
     mm = np.load(tmp_path / "f.npy", mmap_mode="r")
-    out = measure_spectra(mm, WAVE, np.full(3, 0.05), MP, sigma=np.full(WAVE.size, 0.1, np.float32))
+    out = measure_spectra(mm, WAVE, z, MP, sigma=sigma)
+    ref = measure_spectra(clean, WAVE, z, MP, sigma=sigma)
     np.testing.assert_allclose(out["halpha_flux"], 50.0, rtol=3e-3)
-    assert np.all(np.isfinite(out["halpha_flux_err"]))
+    for key in ("halpha_flux", "halpha_flux_err", "halpha_ew", "dn4000", "hdelta_a", "nii_6584_flux"):
+        np.testing.assert_array_equal(out[key], ref[key], err_msg=key)
+    assert np.isnan(mm[0, outside]).all()                                   # the memmap is not written to
+    in_line = np.flatnonzero((WAVE > 6564.0 * 1.05) & (WAVE < 6566.0 * 1.05))[:1]
+    bad = clean.copy()
+    bad[0, in_line] = np.nan
+    hit = measure_spectra(bad, WAVE, z, MP, sigma=sigma)
+    assert not np.isfinite(hit["halpha_flux"][0]) and np.isfinite(hit["halpha_flux"][1])

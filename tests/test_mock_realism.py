@@ -79,14 +79,41 @@ def test_tiny_mock_has_agn_truth_labels(tiny):
 
 
 def test_report_json_and_figures(tiny, tmp_path):
-    params, truth_dir, _ = tiny
+    """The report's numbers are the mock's own (median z of the table), each verdict follows from
+    its deviation and tolerance, and a reference moved out of reach flips exactly that verdict."""
+    import yaml
+
+    params, truth_dir, table = tiny
     out = tmp_path / "mock_realism.json"
     report = realism.run_realism(params, out, tmp_path / "fig", truth_dir=truth_dir)
     on_disk = json.loads(out.read_text())
-    assert on_disk["n_checks"] == report["n_checks"] >= 12
-    for c in on_disk["checks"].values():
-        assert c["source"] and c["reference"] is not None and isinstance(c["agrees"], bool)
-    assert len(report["figures"]) == 7 and all(Path(f).stat().st_size > 1000 for f in report["figures"])
+    assert on_disk["checks"] == report["checks"] and on_disk["n_checks"] == report["n_checks"] >= 12
+    ref = realism.load_reference()
+    z = report["checks"]["redshift_median"]
+    assert z["mock"] == pytest.approx(float(np.median(table["z"])), abs=1e-4) and z["reference"] == ref["redshift"]["median"]
+    assert z["n"] == FAST_N
+    for c in report["checks"].values():
+        assert c["source"] and c["reference"] is not None
+        if c["mock"] is not None:
+            dev = c["mock"] / c["reference"] - 1 if c["tolerance_kind"] == "relative" else c["mock"] - c["reference"]
+            assert c["agrees"] == (abs(dev) <= c["tolerance"] + 1e-4), c["name"]
+        else:
+            assert c["agrees"] is False, c["name"]                     # nothing measured never agrees
+    assert report["n_agree"] == sum(c["agrees"] for c in report["checks"].values())
+    assert len(report["figures"]) == 7
+    for f in report["figures"]:
+        assert Path(f).parent == tmp_path / "fig" and Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = realism.markdown_table(report)
+    assert md.count("\n| ") == report["n_checks"] and f"{report['n_agree']} of {report['n_checks']}" in md
+
+    far = dict(ref, redshift={**ref["redshift"], "median": 10 * ref["redshift"]["median"]})
+    (tmp_path / "far.yaml").write_text(yaml.safe_dump(far))
+    moved = realism.run_realism(params, tmp_path / "far.json", tmp_path / "fig2", truth_dir=truth_dir,
+                                reference=tmp_path / "far.yaml")
+    assert moved["checks"]["redshift_median"]["agrees"] is False
+    assert moved["n_agree"] == report["n_agree"] - int(z["agrees"])
+    assert {k: v["agrees"] for k, v in moved["checks"].items() if k != "redshift_median"} == \
+        {k: v["agrees"] for k, v in report["checks"].items() if k != "redshift_median"}
 
 
 @pytest.mark.slow
