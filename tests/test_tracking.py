@@ -212,3 +212,19 @@ def test_stage_script_run_spans_the_work(tmp_path, mlflow_uri, monkeypatch):
     assert marks["inner"] == marks["active"]  # reused, not a second run
     assert run.info.start_time <= marks["t0"] and marks["t1"] <= run.info.end_time
     assert run.data.tags["mlflow.parentRunId"]
+
+
+def test_pipeline_description_names_logged_metrics_and_current_numbers():
+    """The experiment's description (shown in the MLflow UI) names only metrics the runs log and
+    states the noise floor of the calibrated mock, not of pure Gaussian noise alone."""
+    import re
+
+    from img2spec.docs import METHOD_LABELS
+
+    named = set(re.findall(r"`mean_deviation_([a-z_]+?)(?:_sem)?`", tracking.PIPELINE_DESCRIPTION))
+    assert {"cnn", "knn_colour", "vae_ceiling", "noise_floor"} <= named <= set(METHOD_LABELS)
+    logged = tracking.deviation_metrics({m: {"mean": 1.0, "sem": 0.1, "median": 0.9} for m in named})
+    assert {f"mean_deviation_{m}" for m in named} <= set(logged)
+    text = " ".join(tracking.PIPELINE_DESCRIPTION.split())
+    assert "~0.98 on the calibrated mock" in text and "reconstruction of the observed spectrum" in text
+    assert "true spectrum: the ceiling" not in text

@@ -76,10 +76,13 @@ spectra of D_i = mean over good pixels p (ivar > 0, and_mask == 0) of |pred_ip -
 i.e. in units of the SDSS per-pixel error; `_sem` is its standard error, `median_deviation_*` the median.
 Baselines scored on the same objects: `mean_deviation_knn_colour` (k nearest neighbours in colour),
 `mean_deviation_mean_spectrum` (scaled mean training spectrum), `mean_deviation_pca_cnn` (PCA latents,
-same CNN), `mean_deviation_vae_ceiling` (VAE reconstruction of the true spectrum: the ceiling) and,
-on mock data, `mean_deviation_noise_floor` (noiseless truth, about 0.80).
-`val_mean_deviation_cnn` is the same metric on the validation split at the end of training.
-Tag `data_version` is the DVC hash of data/processed; params are the key model settings.
+same CNN), `mean_deviation_vae_ceiling` (the representation's reconstruction of the observed
+spectrum: the ceiling of any prediction through it) and, on mock data, `mean_deviation_noise_floor`
+(the noiseless truth: 0.80 for pure Gaussian noise, ~0.98 on the calibrated mock with its sky
+residuals and bad pixels).
+Every other method the evaluate stage scores gets the same three names (e.g. `cnn_given_z`: the
+CNN given the catalogue redshift). `val_mean_deviation_cnn` is the same metric on the validation
+split at the end of training. Tag `data_version` is the DVC hash of data/processed; params are the key model settings.
 """
 
 
