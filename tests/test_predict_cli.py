@@ -126,3 +126,33 @@ def test_help_fits_80_columns(command):
     assert not any(ch in result.output for ch in "╭│╰")  # no boxed tables
     if command == ["predict"]:
         assert "--catalogue" in result.output and "--mags" not in result.output
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--model", "NOWHERE"], "bundle directory not found"),
+    (["--table", "all.parquet"], "must end in .fits or .csv"),
+    (["--no-per-object"], "nothing to write"),
+    (["--catalogue", "missing.csv"], "--catalogue missing.csv: no such file"),
+])
+def test_predict_argument_errors_come_before_tensorflow(tmp_path, args, expected):
+    """A mistyped option is refused in a fresh process that never imported TensorFlow (~10 s saved)."""
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    argv = ["predict", "x.fits", "--model", str(bundle), "--out", str(tmp_path / "o"), *args]
+    code = ("import sys; from typer.testing import CliRunner; from img2spec.cli import app; "
+            f"r = CliRunner().invoke(app, {argv!r}); print(r.exit_code, 'tensorflow' in sys.modules); print(r.output)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    first, _, output = run.stdout.partition("\n")
+    assert first == "2 False", run.stdout + run.stderr
+    assert expected in output and "Traceback" not in output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["predict"], ["survey"], ["tune"]])
+def test_short_help_option(command):
+    short = CliRunner().invoke(app, [*command, "-h"])
+    assert short.exit_code == 0, short.output
+    assert short.output == CliRunner().invoke(app, [*command, "--help"]).output and "Usage:" in short.output

@@ -15,7 +15,10 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # click's plain help: wraps at any width (rich's boxed tables are unreadable at 80 columns)
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
+TABLE_SUFFIXES = (".fits", ".csv")
+"""What `predict --table` can write (predict.writers.TableWriter)."""
 
 
 def _print_version(value: bool) -> None:
@@ -118,6 +121,10 @@ def predict(
     if sigma_method is not None and sigma_method not in get_args(SigmaMethodParam):
         raise typer.BadParameter(f"{sigma_method!r}: choose {' or '.join(get_args(SigmaMethodParam))}",
                                  param_hint="--sigma")
+    problem = _predict_argument_error(model, rev, out, table, plot, per_object, catalogue or mags)
+    if problem:  # before TensorFlow loads: a typo costs no 10-second import
+        typer.echo(f"img2spec predict: {problem}", err=True)
+        raise typer.Exit(2)
     setup_logging()
     if mags is not None:
         typer.echo("img2spec predict: --mags is deprecated; use --catalogue (same CSV)", err=True)
@@ -290,6 +297,23 @@ def survey_cmd(
     typer.echo(json.dumps(report, indent=2, default=str))
     if report["shards"]["failed"]:
         raise typer.Exit(1)
+
+
+def _predict_argument_error(model: str, rev: Optional[str], out: Path, table: Optional[Path], plot: bool,
+                            per_object: bool, catalogue: Optional[Path]) -> Optional[str]:
+    """What is wrong with predict's options as given, checked without loading anything; None if fine.
+    Missing inputs are not errors: they are counted skips (one bad input never stops a run)."""
+    if not per_object and table is None and not plot:
+        return "nothing to write: --no-per-object needs --table (or --plot)"
+    if table is not None and table.suffix.lower() not in TABLE_SUFFIXES:
+        return f"--table {table}: the name must end in {' or '.join(TABLE_SUFFIXES)}"
+    if catalogue is not None and not catalogue.is_file():
+        return f"--catalogue {catalogue}: no such file"
+    if out.exists() and not out.is_dir():
+        return f"--out {out}: exists and is not a directory"
+    if rev is None and not model.startswith(("models:/", "runs:/")) and not Path(model).is_dir():
+        return f"--model {model}: bundle directory not found (give a bundle directory, --rev REV or a models:/ URI)"
+    return None
 
 
 def _load_predictor(model: str, rev: Optional[str], repo: Optional[str]):
