@@ -9,6 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # MLflow tracking defaults to sqlite:///mlflow.db in the repo (see src/img2spec/tracking.py)
 MLFLOW_PORT ?= 5000
 OPTUNA_PORT ?= 8080
+UI_WAIT_S ?= 60
 PREDICT_INPUT ?= data/raw/images
 PREDICT_OUT ?= predictions
 PREDICT_MODEL ?= models/img2spec
@@ -62,10 +63,18 @@ tune-apply: setup  ## write the best tuned params into params.yaml
 tune-dashboard: setup  ## optuna-dashboard on the study storage
 	$(BIN)/optuna-dashboard --host 127.0.0.1 --port $(OPTUNA_PORT) $${OPTUNA_STORAGE:-sqlite:///optuna.db}
 
-ui: setup  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT); open the printed comparison view
-	@echo "compare pipeline runs: http://127.0.0.1:$(MLFLOW_PORT)$$($(BIN)/python -c 'from img2spec import tracking; print(tracking.ui_path(tracking.experiment(tracking.PIPELINE_EXPERIMENT, ".", tracking.PIPELINE_DESCRIPTION)))' 2>/dev/null)"
+ui: setup  ## MLflow UI on http://127.0.0.1:$(MLFLOW_PORT); prints the comparison view's link once the server answers
+	@link="http://127.0.0.1:$(MLFLOW_PORT)$$($(BIN)/python -c 'from img2spec import tracking; print(tracking.ui_path(tracking.experiment(tracking.PIPELINE_EXPERIMENT, ".", tracking.PIPELINE_DESCRIPTION)))' 2>/dev/null)"; \
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
-	  --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --default-artifact-root ./mlartifacts
+	  --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --default-artifact-root ./mlartifacts & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null' INT TERM; \
+	for i in $$(seq 1 $(UI_WAIT_S)); do \
+	  if $(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$(MLFLOW_PORT)/" 2>/dev/null; then \
+	    echo "compare pipeline runs: $$link"; break; fi; \
+	  kill -0 $$pid 2>/dev/null || { echo "error: the MLflow UI exited before answering" >&2; exit 1; }; \
+	  [ $$i -lt $(UI_WAIT_S) ] || echo "warning: no answer on port $(MLFLOW_PORT) after $(UI_WAIT_S) s; still waiting for: $$link" >&2; \
+	  sleep 1; done; \
+	wait $$pid
 
 mlflow-server: setup  ## team MLflow server: PostgreSQL backend, proxied artifacts, 127.0.0.1 (env: MLFLOW_BACKEND_STORE_URI or PG*, MLFLOW_HOST, MLFLOW_PORT)
 	MLFLOW_PORT=$${MLFLOW_PORT:-$(MLFLOW_PORT)} bash scripts/mlflow_server.sh
