@@ -151,11 +151,15 @@ def test_list_gpus_follows_tensorflow_and_visible_devices(monkeypatch):
 
 
 def test_each_worker_process_sees_only_its_gpu(tmp_path):
-    slots = plan_workers(["0", "1"])
-    code = "import os, sys; open(sys.argv[1], 'w').write(os.environ.get('CUDA_VISIBLE_DEVICES', 'unset'))"
+    from img2spec.tuning.devices import with_storage
+
+    url = "postgresql://u:secret@db/optuna"
+    slots = [with_storage(s, url) for s in plan_workers(["0", "1"])]
+    code = ("import os, sys; open(sys.argv[1], 'w').write("
+            "os.environ.get('CUDA_VISIBLE_DEVICES', 'unset') + ' ' + os.environ.get('OPTUNA_STORAGE', 'unset'))")
     cmds = [[sys.executable, "-c", code, str(tmp_path / f"w{s.index}")] for s in slots]
     assert run_workers(slots, cmds) == [0, 0]
-    assert (tmp_path / "w0").read_text() == "0" and (tmp_path / "w1").read_text() == "1"
+    assert (tmp_path / "w0").read_text() == f"0 {url}" and (tmp_path / "w1").read_text() == f"1 {url}"
 
 
 def test_run_tune_starts_pinned_workers_with_the_gpu_space(tmp_path, repo_root, monkeypatch):
@@ -179,8 +183,12 @@ def test_run_tune_starts_pinned_workers_with_the_gpu_space(tmp_path, repo_root, 
     monkeypatch.setattr(devices, "run_workers", fake_run_workers)
     monkeypatch.setattr(runner, "run_study", lambda *a, **k: pytest.fail("GPU runs go through the workers"))
     report = tuning.run_tune(target, storage=storage, root=tmp_path)
-    assert [s.env for s in started["slots"]] == [{CUDA_ENV: "0"}, {CUDA_ENV: "1"}]
-    assert all("--storage" in c and storage in c and "--worker" in c for c in started["commands"])
+    # Each worker sees its GPU and the storage through its environment; no command line carries the
+    # URL (it may hold a password, and `ps` shows command lines to every user).
+    assert [s.env for s in started["slots"]] == [{CUDA_ENV: "0", "OPTUNA_STORAGE": storage},
+                                                 {CUDA_ENV: "1", "OPTUNA_STORAGE": storage}]
+    assert all("--worker" in c and "--storage" not in c and not any(storage in a for a in c)
+               for c in started["commands"])
     assert report["cnn"]["default_value"] == 1.0 and report["cnn"]["best_value"] == 0.9
     assert [w["gpu"] for w in report["vae"]["workers"]] == ["0", "1"]
     gpu = tuning.gpu_params(load_params(target))

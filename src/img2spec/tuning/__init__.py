@@ -81,12 +81,13 @@ def _run_gpu_workers(slots, params, params_file, part, n_trials, storage, paths)
     """One `img2spec tune` process per GPU on the shared storage; the report from the storage."""
     import optuna
 
-    from .devices import run_workers, worker_command
+    from .devices import run_workers, with_storage, worker_command
     from .factories import make_storage, storage_url
     from .runner import default_vs_best
 
     url = storage_url(params.tune, storage)
-    codes = run_workers(slots, [worker_command(s, part, str(params_file), url, n_trials) for s in slots],
+    slots = [with_storage(s, url) for s in slots]  # the URL (maybe with a password) stays off command lines
+    codes = run_workers(slots, [worker_command(s, part, str(params_file), n_trials) for s in slots],
                         cwd=str(paths.root))
     report: dict[str, Any] = {}
     for name in _parts(part):

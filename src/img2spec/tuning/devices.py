@@ -15,7 +15,7 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,22 @@ def plan_workers(gpus: Sequence[str], max_workers: int = 0, first_index: int = 0
     return [WorkerSlot(first_index + i, gpu, {CUDA_ENV: gpu}) for i, gpu in enumerate(gpus)]
 
 
-def worker_command(slot: WorkerSlot, part: str, params_file: str, storage: str, n_trials: int | None) -> list[str]:
-    """The command line of one pinned worker (the same `tune`, one device)."""
+def worker_command(slot: WorkerSlot, part: str, params_file: str, n_trials: int | None) -> list[str]:
+    """The command line of one pinned worker (the same `tune`, one device). The storage URL is
+    not on it: it may hold a password, and every user of the machine can read command lines
+    (`ps`); `with_storage` puts it in the worker's environment instead."""
     cmd = [sys.executable, "-m", WORKER_MODULE, "tune", "--part", part, "--worker", str(slot.index),
-           "--storage", storage, "--params", str(params_file)]
+           "--params", str(params_file)]
     if n_trials is not None:
         cmd += ["--n-trials", str(n_trials)]
     return cmd
+
+
+def with_storage(slot: WorkerSlot, storage: str) -> WorkerSlot:
+    """`slot` whose environment names the study storage (`OPTUNA_STORAGE`, read by the worker's `tune`)."""
+    from .factories import STORAGE_ENV
+
+    return replace(slot, env={**slot.env, STORAGE_ENV: storage})
 
 
 def run_workers(slots: Sequence[WorkerSlot], commands: Sequence[list[str]], cwd: str | None = None) -> list[int]:
