@@ -201,3 +201,46 @@ def test_format_error_keeps_reason_across_processes():
                                                         "spectrum_missing_columns", "x.fits")))
     assert err.reason == "spectrum_missing_columns" and str(err).startswith("x.fits") and err.path.name == "x.fits"
     assert SpectrumFormatError("legacy message").reason == "spectrum_wrong_layout"
+
+
+def test_one_reason_for_one_kind_of_bad_file_and_no_astropy_hints(tmp_path):
+    """A PNG named .fits is `corrupt_image` whichever reader meets it (predict's 5-band reader,
+    pack's header scan), and the message carries no advice meant for astropy's API users."""
+    from img2spec.io.fastfits import fast_read_cutout
+    from img2spec.io.ps1_single import scan_file
+
+    png = tmp_path / "123.fits"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
+    errors = []
+    for read in (read_cutout, lambda p: scan_file(p, ("g", "r", "i", "z", "y"))):
+        with pytest.raises(CutoutFormatError) as info:
+            read(png)
+        errors.append(info.value)
+    assert [e.reason for e in errors] == ["corrupt_image", "corrupt_image"]
+    assert fast_read_cutout(png) is None
+    with pytest.raises(SpectrumFormatError) as spec:
+        read_spectrum(png)
+    for e in (*errors, spec.value):
+        assert "123.fits" in str(e) and "ignore_missing" not in str(e) and "If this is really" not in str(e)
+
+
+def test_padding_after_the_last_hdu_is_not_truncation(tmp_path):
+    """An image-HDU file with bytes after its last HDU (an unpadded tail some services write) is
+    reported for what it is (a single-band image: no band extensions, no COADD table); only a
+    file shorter than its HDUs claim is truncated."""
+    path = tmp_path / "single_g.fits"
+    fits.PrimaryHDU(np.ones((8, 8), np.float32)).writeto(path)
+    with open(path, "ab") as fh:
+        fh.write(b"\0" * 100)
+    with pytest.raises(CutoutFormatError) as cut:
+        read_cutout(path)
+    assert cut.value.reason == "missing_band" and "truncated" not in str(cut.value)
+    with pytest.raises(SpectrumFormatError) as spec:
+        read_spectrum(path)
+    assert spec.value.reason == "spectrum_wrong_layout" and "truncated" not in str(spec.value)
+    short = tmp_path / "short.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((64, 64), np.float32), name="G")]).writeto(short)
+    short.write_bytes(short.read_bytes()[:-2880])
+    with pytest.raises(CutoutFormatError) as cut_short:
+        read_cutout(short)
+    assert cut_short.value.reason == "corrupt_image"

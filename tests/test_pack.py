@@ -78,9 +78,9 @@ def test_pack_groups_single_band_files_and_reports_skips(tmp_path):
     assert "['i']" in reasons[inc][1]
     assert len(inc.split(",")) == 4 and all("32_" in f for f in inc.split(","))
     assert "band i missing" in reasons[str(five / "missing_band.fits")][1]
-    assert reasons[str(single / "junk.fits")][0] == "unreadable_cutout"
+    assert reasons[str(single / "junk.fits")][0] == "corrupt_image"  # the same code predict gives it
     saved = json.loads((tmp_path / "shards" / "pack.json").read_text())
-    assert saved["skipped_by_reason"] == {"incomplete_band_set": 1, "missing_band": 1, "unreadable_cutout": 1}
+    assert saved["skipped_by_reason"] == {"incomplete_band_set": 1, "missing_band": 1, "corrupt_image": 1}
     assert saved["n_parts"] == len(list_parts(tmp_path / "shards"))
 
     # repacking the same inputs writes the same shards (same content hashes)

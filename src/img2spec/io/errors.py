@@ -8,6 +8,7 @@ is a different error and stops the stage.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -39,9 +40,32 @@ def fits_truncated(hdul, path: str | Path) -> bool:
 
     astropy drops an incomplete trailing HDU with only a warning, so a truncated
     file would otherwise look like a complete file that lacks that extension.
+    Truncated: shorter than its last HDU claims, or followed by the start of a cut-off
+    extension (`XTENSION`). Other bytes after the last HDU (padding some tools add) are not,
+    and a file whose layout cannot be measured is reported for what is wrong with it.
     """
     try:
         info = hdul.fileinfo(len(hdul) - 1)
-        return Path(path).stat().st_size != info["datLoc"] + info["datSpan"]
+        end = info["datLoc"] + info["datSpan"]
+        size = Path(path).stat().st_size
+        if size <= end:
+            return size < end
+        with open(path, "rb") as fh:
+            fh.seek(end)
+            return fh.read(len(EXTENSION_START)) == EXTENSION_START
     except (OSError, KeyError, TypeError, IndexError, ValueError):
-        return True
+        return False
+
+
+EXTENSION_START = b"XTENSION"
+"""The first keyword of every FITS extension header."""
+
+
+ASTROPY_HINTS = re.compile(r"\s*(If this is really a FITS file[^.]*\.?|[^.]*ignore_missing_(simple|end)=True[^.]*\.?)")
+"""Advice astropy appends for its own API users (keyword arguments of fits.open): noise to ours."""
+
+
+def reader_message(exc: BaseException) -> str:
+    """An astropy/OS error as a user-facing detail: its message without astropy's API hints."""
+    text = ASTROPY_HINTS.sub("", str(exc)).strip().rstrip(",;")
+    return text or type(exc).__name__

@@ -21,7 +21,7 @@ from astropy.wcs import WCS
 
 from .. import BANDS
 from .atomic import atomic_path
-from .errors import FileFormatError, fits_truncated
+from .errors import FileFormatError, fits_truncated, reader_message
 
 PS1_ZP_BASE = 25.0
 """PS1 stack zero point in counts per second: ZP = 25 + 2.5 log10(EXPTIME)."""
@@ -176,8 +176,8 @@ def read_cutout(path: str | Path, bands: tuple[str, ...] = BANDS) -> Cutout:
     except CutoutFormatError:
         raise
     except (OSError, EOFError) as exc:
-        raise CutoutFormatError(f"{path}: not a readable FITS file ({exc})", CORRUPT_IMAGE, path) from exc
+        raise CutoutFormatError(f"{path}: not a readable FITS file ({reader_message(exc)})", CORRUPT_IMAGE, path) from exc
     except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError) as exc:
         # astropy raises these for damaged headers and for values of the wrong kind
-        raise CutoutFormatError(f"{path}: not a readable cutout ({type(exc).__name__}: {exc})",
+        raise CutoutFormatError(f"{path}: not a readable cutout ({type(exc).__name__}: {reader_message(exc)})",
                                 CORRUPT_IMAGE, path) from exc

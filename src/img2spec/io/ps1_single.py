@@ -28,7 +28,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .fastfits import fast_read_headers, fast_read_image
-from .ps1_cutout import Cutout, CutoutFormatError, band_header_values, parse_objid
+from .errors import reader_message
+from .ps1_cutout import CORRUPT_IMAGE, Cutout, CutoutFormatError, band_header_values, parse_objid
 
 ASINH_ALPHA = 2.5 / math.log(10.0)
 """alpha = 2.5 log10(e) = 1.0857 of the PS1 asinh compression."""
@@ -140,7 +141,7 @@ def _headers(path: Path) -> list[dict[str, Any]]:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
             return [dict(h.header) for h in hdul]
     except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise CutoutFormatError(f"{path}: not a readable FITS file ({exc})") from exc
+        raise CutoutFormatError(f"{path}: not a readable FITS file ({reader_message(exc)})", CORRUPT_IMAGE, path) from exc
 
 
 def _float(value: Any) -> float:
@@ -308,7 +309,7 @@ def _read_image(path: Path) -> tuple[dict[str, Any], np.ndarray]:
     except CutoutFormatError:
         raise
     except (OSError, ValueError, TypeError, IndexError) as exc:
-        raise CutoutFormatError(f"{path}: not a readable FITS image ({exc})") from exc
+        raise CutoutFormatError(f"{path}: not a readable FITS image ({reader_message(exc)})", CORRUPT_IMAGE, path) from exc
 
 
 def read_band_group(group: BandGroup) -> Cutout:

@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_path
-from .errors import FileFormatError, fits_truncated
+from .errors import FileFormatError, fits_truncated, reader_message
 
 FLUX_UNIT = "1e-17 erg/s/cm^2/Angstrom"
 COADD_COLUMNS = ("flux", "loglam", "ivar", "and_mask")
@@ -199,10 +199,11 @@ def read_spectrum(path: str | Path) -> SDSSSpectrum:
     except SpectrumFormatError:
         raise
     except (OSError, EOFError) as exc:
-        raise SpectrumFormatError(f"{path}: not a readable FITS file ({exc})", CORRUPT_SPECTRUM, path) from exc
+        raise SpectrumFormatError(f"{path}: not a readable FITS file ({reader_message(exc)})", CORRUPT_SPECTRUM,
+                                  path) from exc
     except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError) as exc:
         # astropy raises these for damaged headers and for values of the wrong kind (e.g. Z as text)
-        raise SpectrumFormatError(f"{path}: not a readable SDSS spectrum ({type(exc).__name__}: {exc})",
+        raise SpectrumFormatError(f"{path}: not a readable SDSS spectrum ({type(exc).__name__}: {reader_message(exc)})",
                                   CORRUPT_SPECTRUM, path) from exc
 
 

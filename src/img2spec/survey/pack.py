@@ -100,7 +100,7 @@ def index_inputs(
         try:
             found = scan_file(path, bands)
         except CutoutFormatError as exc:
-            skips.append(Skip(str(path), "unreadable_cutout", str(exc).replace(f"{path}: ", "")))
+            skips.append(Skip(str(path), exc.reason, str(exc).replace(f"{path}: ", "")))  # the readers' codes, as predict
             continue
         if isinstance(found, CutoutFile):
             objects.append(ObjectSource(str(found.objid), found.ra, found.dec, (str(path),)))
