@@ -79,6 +79,29 @@ def _check_outputs(env, out, *, skip_parts=()):
     return got
 
 
+def test_shard_task_matches_predictor_and_rerun_skips(env, tmp_path):
+    """The per-shard task of every survey, in this process (no cluster): spectra equal the
+    Predictor's, the NaN-centre cutout is a counted skip, a second call is a no-op. The same on a
+    LocalCluster is the slow test below."""
+    from img2spec.io.shards import iter_parts
+    from img2spec.survey.task import ModelSpec, predict_shard
+
+    out = tmp_path / "out"
+    spec = ModelSpec.of(env["predictor"])
+    results = [predict_shard(str(path), rel, str(out), spec) for _, path, rel in iter_parts(env["shards"])]
+    assert len(results) >= 4 and all(r["status"] != "skipped_done" for r in results)
+    got = _check_outputs(env, out)
+    assert len(got) == env["n_good"] == sum(r["n_predicted"] for r in results)
+    skipped = [s for r in results for s in r["skipped"]]
+    assert len(skipped) == 1 and "nan_centre" in str(skipped[0]) and env["bad_id"] in str(skipped[0])
+    assert not [p for p in out.rglob(".*")]  # no temporaries
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.hdf5")}
+    again = [predict_shard(str(path), rel, str(out), spec) for _, path, rel in iter_parts(env["shards"])]
+    assert {r["status"] for r in again} == {"skipped_done"}
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.hdf5")} == mtimes
+
+
+@pytest.mark.slow  # a 2-worker LocalCluster (TensorFlow import and bundle load per worker): ~1 min on 2 busy cores
 def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     from img2spec.survey.run import WORKER_MALLOC_ENV, run_survey
     from img2spec.survey.task import PHASES
@@ -208,6 +231,7 @@ def _worker_pids() -> list[int]:
     return pids
 
 
+@pytest.mark.slow  # two more LocalCluster runs, one with a killed worker
 def test_corrupt_part_reported_and_killed_worker_changes_nothing(env, tmp_path):
     from img2spec.survey.run import run_survey
 
