@@ -16,6 +16,8 @@ from img2spec.config.models import CNNParams, VAEParams
 from img2spec.io.processed import ProcessedData
 from img2spec.prep.synthetic import write_synthetic_processed
 
+pytestmark = pytest.mark.slow  # 25 VAE + 30 CNN epochs (~1-2 min on 2 busy cores); tiny trainings stay in test_models_train
+
 VAE = VAEParams(latent_dim=3, encoder_units=(64,), decoder_units=(64,), epochs=25, kl_warmup_epochs=2, patience=25,
                 batch_size=32, learning_rate=1e-2, seed=0)
 CNN = CNNParams(filters=(8, 16), dense_units=32, epochs=30, patience=30, batch_size=32, learning_rate=1e-2,

@@ -40,9 +40,35 @@ def _params(n: int):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    """A 30-galaxy mock of the committed params (bagpipes spectra: ~40 s), for the slow tests."""
     params = _params(FAST_N)
     truth_dir = realism.generate_mock(params, FAST_N, tmp_path_factory.mktemp("realism"))
     return params, truth_dir, realism.realism_table(params, truth_dir)
+
+
+SYNTHETIC_COLUMNS = ("abs_mag_r", "early_type", "fibre_mag_g", "g_r", "log_stellar_mass", "m_bpt_class", "m_dn4000",
+                     "m_halpha_ew", "m_log_nii_halpha", "m_log_oiii_hbeta", "m_nii_6584_ew", "m_oii_3727_ew",
+                     "m_sf_class", "r50_kpc", "snr_g")
+
+
+def test_compare_verdicts_on_a_synthetic_table():
+    """compare() without a mock (fast): a quantity at the reference agrees, one beyond its tolerance
+    does not, and a quantity that could not be measured is never counted as agreeing."""
+    import pandas as pd
+
+    ref = realism.load_reference()
+    z_ref, tol = ref["redshift"]["median"], ref["redshift"]["tolerance_rel"]
+    table = pd.DataFrame({c: np.full(40, np.nan) for c in SYNTHETIC_COLUMNS})
+    for z, agrees in ((z_ref, True), (z_ref * (1 + 0.9 * tol), True), (z_ref * (1 + 1.2 * tol), False)):
+        report = realism.compare(table.assign(z=np.full(40, z)), ref)
+        check = report["checks"]["redshift_median"]
+        assert (check["agrees"], check["mock"], check["n"]) == (agrees, round(z, 4), 40)
+        others = [c for n, c in report["checks"].items() if n != "redshift_median"]
+        assert others and all(c["agrees"] is False for c in others)
+        assert report["checks"]["dn4000_blue_peak"]["mock"] is None   # nothing measured: no number, no agreement
+        assert report["n_agree"] == int(agrees)
+    md = realism.markdown_table(report | {"mock": "synthetic"})
+    assert "| redshift_median | " in md and "**no**" in md and "0 of" in md
 
 
 def test_reference_file_cites_every_value():
@@ -52,6 +78,7 @@ def test_reference_file_cites_every_value():
         assert isinstance(entry.get("source"), str) and len(entry["source"]) > 10, name
 
 
+@pytest.mark.slow  # the bagpipes mock of the `tiny` fixture
 def test_tiny_mock_medians_match_sdss(tiny):
     _, _, t = tiny
     ref = realism.load_reference()["dn4000_peaks"]
@@ -71,6 +98,7 @@ def test_tiny_mock_medians_match_sdss(tiny):
     assert abs(np.median(t["z"]) / z_ref - 1) < 0.25
 
 
+@pytest.mark.slow  # the bagpipes mock of the `tiny` fixture
 def test_tiny_mock_has_agn_truth_labels(tiny):
     _, _, t = tiny
     assert set(t["agn_class"]) <= {"none", "seyfert", "liner"}
@@ -78,6 +106,7 @@ def test_tiny_mock_has_agn_truth_labels(tiny):
     assert ((t["agn_class"] == "none") == (t["agn_flux_halpha"] == 0)).all()
 
 
+@pytest.mark.slow  # the bagpipes mock of the `tiny` fixture
 def test_report_json_and_figures(tiny, tmp_path):
     """The report's numbers are the mock's own (median z of the table), each verdict follows from
     its deviation and tolerance, and a reference moved out of reach flips exactly that verdict."""

@@ -277,6 +277,21 @@ def test_an_unexpected_error_in_one_object_is_a_counted_skip(clean_raw, tmp_path
     assert row["objid"] == objects[4].objid and row["detail"].startswith("ZeroDivisionError: a bug")
 
 
+def test_prepare_with_nothing_left_is_a_run_error_naming_the_report(clean_raw, tmp_path, params):
+    """Every cutout unreadable: prepare stops with the one error stages turn into exit 1 without a
+    traceback (the stage script itself is the slow test below)."""
+    from img2spec.io.errors import RunInputError
+
+    paths, _ = _copy(clean_raw, tmp_path)
+    match(params, paths)
+    for f in paths.images_dir.glob("*.fits"):
+        f.write_bytes(b"not a FITS file")
+    with pytest.raises(RunInputError, match="0 objects survived.*prepare.json"):
+        prepare(params, paths)
+    assert json.loads((paths.reports / "prepare.json").read_text())["dropped_by_reason"]["corrupt_image"] > 0
+
+
+@pytest.mark.slow  # a stage script in a fresh process (TensorFlow and MLflow imports, sqlite migrations): ~45 s
 def test_prepare_stage_with_nothing_left_exits_1_without_traceback(clean_raw, tmp_path, params, mlflow_uri):
     """Every cutout unreadable: the stage script stops with exit 1 and a message naming the report."""
     import os

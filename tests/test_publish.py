@@ -216,7 +216,7 @@ def test_dvc_revision_load_equals_local_bundle(project, tmp_path):
         Predictor.from_dvc("v0.1", repo=str(repo), cache_dir=tmp_path / "cache2")
 
 
-def test_publish_command_and_stage_script(project, tmp_path, repo_root):
+def test_publish_command_writes_the_bundle_and_names_a_missing_stage(project, tmp_path):
     from typer.testing import CliRunner
 
     from img2spec.cli import app
@@ -227,6 +227,24 @@ def test_publish_command_and_stage_script(project, tmp_path, repo_root):
     result = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(root)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["registry"] is None
+    assert json.loads((root / "reports" / "publish.json").read_text())["bundle_hash"] == \
+        json.loads(result.output)["bundle_hash"]
+    # nothing to publish from: a clear error, not a traceback
+    empty = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(tmp_path)])
+    assert empty.exit_code == 2 and "prepare stage" in empty.output
+
+
+@pytest.mark.slow  # the stage script in a fresh process (TensorFlow, MLflow): ~40 s on 2 busy cores
+def test_publish_command_and_stage_script(project, tmp_path, repo_root):
+    from typer.testing import CliRunner
+
+    from img2spec.cli import app
+
+    root, _ = project
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("publish:\n  registry: false\n  n_samples: 4\n")
+    result = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(root)])
+    assert result.exit_code == 0, result.output
     first = json.loads((root / "models" / "img2spec" / "bundle.json").read_text())
     script = subprocess.run(
         [sys.executable, str(repo_root / "pipeline" / "publish.py"), "--params", str(params_file), "--root", str(root)],
@@ -237,9 +255,6 @@ def test_publish_command_and_stage_script(project, tmp_path, repo_root):
     assert {k: (first[k], second.get(k)) for k in first if first[k] != second.get(k)} == {}
     assert json.loads((root / "reports" / "publish.json").read_text())["bundle_hash"] == \
         json.loads(result.output)["bundle_hash"]
-    # nothing to publish from: a clear error, not a traceback
-    empty = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(tmp_path)])
-    assert empty.exit_code == 2 and "prepare stage" in empty.output
 
 
 def test_bundle_carries_the_sigma_calibration(project, tmp_path):

@@ -66,6 +66,7 @@ def z_data(tmp_path_factory) -> ProcessedData:
     return ProcessedData.open(root)
 
 
+@pytest.mark.slow  # a learning claim: trains until the head beats a constant z (~40 s on 2 busy cores)
 def test_redshift_head_learns_z_from_images(z_data, tmp_path):
     from img2spec.models.inference import load_models, predict_spectra
     from img2spec.models.pca import fit_pca

@@ -203,6 +203,7 @@ def test_spearman_known_values():
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
 
 
+@pytest.mark.slow  # trains a VAE and a CNN per size (~40 s on 2 busy cores); test_spearman_* stay fast
 def test_latent_rank_reports_both_objectives(tmp_path):
     from img2spec.config import params_from_dict
     from img2spec.io.processed import ProcessedData

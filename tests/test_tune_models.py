@@ -42,6 +42,7 @@ def tiny_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # the CNN study below trains the same real objective path; ~30 s on 2 busy cores
 def test_vae_study_real_objective(tiny_root, tmp_path, mlflow_uri):
     from img2spec.tuning.runner import run_study
 
@@ -92,7 +93,7 @@ def test_cnn_study_real_objective(tiny_root, tmp_path, mlflow_uri):
     assert report["best_section"] == best.user_attrs["section_params"]
 
 
-@pytest.mark.parametrize("leak", ["train", "val"])
+@pytest.mark.parametrize("leak", [pytest.param("train", marks=pytest.mark.slow), "val"])  # ~20 s each: one fast
 def test_leak_check_catches_test_rows(tiny_root, leak, monkeypatch):
     """Deliberately mix the test rows into the train (or val) split: the VAE's losses and the
     check above must then fail (the poison is finite, so nothing absorbs it)."""

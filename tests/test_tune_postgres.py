@@ -13,7 +13,7 @@ import pytest
 
 from pg_fixture import postgres_url  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]  # two worker processes on a real PostgreSQL: ~2 min
 
 N_TRIALS = 8
 WORKER_TIMEOUT_S = 300
