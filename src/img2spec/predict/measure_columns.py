@@ -26,10 +26,11 @@ import numpy as np
 from ..config.measure import MeasureParams
 from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, measure_spectra
 from .predictor import BatchResult
+from .writers import Z_FROM_PHOTOZ, Z_UNKNOWN
 
-Z_PREDICTED = "photo-z"
-"""`MEAS_ZSRC` when the CNN photo-z placed the lines (the label of predict.writers ZSOURCE)."""
-Z_NONE = "none"
+Z_PREDICTED = Z_FROM_PHOTOZ
+"""`MEAS_ZSRC` when the CNN photo-z placed the lines: the same label as `ZSOURCE`."""
+Z_NONE = Z_UNKNOWN
 LABELS = {"bpt_class": BPT_LABELS, "agn_class": AGN_LABELS, "sf_class": SF_LABELS}
 # Card comments stay short: a HIERARCH card's key and value leave ~25 characters of 80.
 COMMENTS = {

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config.constants import LINE_REST_VACUUM_A as LINES, OII_DOUBLET_A
 from ..io.atomic import atomic_path
 
 # Vacuum rest wavelengths (A), as on SDSS spectra; doublets/triplets at their mean.
 MAIN_LINES: dict[str, float] = {
-    "[OII]3727": 3728.5,
-    "Hβ": 4862.7,
-    "[OIII]5007": 5008.2,
-    "Mg b": 5176.7,
-    "Na D": 5894.6,
-    "Hα": 6564.6,
+    "[OII]3727": OII_DOUBLET_A,
+    "Hβ": LINES["hbeta"],
+    "[OIII]5007": LINES["oiii_5007"],
+    "Mg b": LINES["mgb_5177"],
+    "Na D": LINES["nad_5894"],
+    "Hα": LINES["halpha"],
 }
 RGB_BANDS = ((2, 3, 4), (1,), (0,))
 """Composite channels from (g, r, i, z, y): red = i+z+y, green = r, blue = g."""

@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
+from ..config.constants import SDSS_FLUX
 from ..io.atomic import atomic_path
 from ..io.sdss_spectrum import SDSSSpectrum, write_spectrum
 
-CALIBRATED = u.CompositeUnit(1e-17, [u.erg, u.s, u.cm, u.AA], [1, -1, -2, -1])
+CALIBRATED = SDSS_FLUX  # 1e-17 erg/s/cm^2/A
 """The SDSS flux unit, 1e-17 erg/s/cm^2/Angstrom."""
 CALIBRATED_UNIT = CALIBRATED.to_string("fits")
 """As a FITS unit string (`10**-17 erg Angstrom-1 s-1 cm-2`): the FITS standard allows no `1e-17`."""

@@ -28,10 +28,11 @@ from scipy.ndimage import uniform_filter
 from .. import BANDS
 from ..config.prepare import ImageCheckParams
 from ..io.ps1_cutout import Cutout
+from ..measure.stats import NMAD_SCALE
 
 NANOMAGGY_ZP = 22.5
 """AB magnitude of 1 nanomaggy."""
-MAD_TO_SIGMA = 1.4826
+MAD_TO_SIGMA = NMAD_SCALE  # sigma of Gaussian noise per median absolute deviation
 SKY_BORDER_FRACTION = 0.125
 """Sky noise is measured on a border strip this fraction of the side wide (away from the galaxy)."""
 SCALING_VERSION = 1

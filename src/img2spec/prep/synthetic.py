@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .. import BANDS
-from ..config.constants import C_KMS
+from ..config.constants import C_KMS, LINE_REST_VACUUM_A
 from ..io.atomic import write_csv
 from ..io.ps1_cutout import Cutout, magzp_for_exptime, write_cutout
 from ..io.sdss_spectrum import SDSSSpectrum, sdss_loglam_grid, write_spectrum
@@ -68,7 +68,7 @@ def model_flux(obj: SyntheticObject, loglam: np.ndarray) -> np.ndarray:
     wave = 10.0**loglam
     rest = wave / (1 + obj.z)
     cont = np.where(rest < 4000.0, 0.55, 1.0) * (rest / 6000.0) ** 0.5
-    line = 3.0 * np.exp(-0.5 * ((rest - 6564.6) / 3.0) ** 2)
+    line = 3.0 * np.exp(-0.5 * ((rest - LINE_REST_VACUUM_A["halpha"]) / 3.0) ** 2)
     scale = float(mag_to_flambda(obj.mags["r"], "r"))
     return (scale * (cont + line)).astype(np.float64)
 

@@ -39,8 +39,6 @@ from .healpix import healpix_pixels
 log = logging.getLogger(__name__)
 PACK_REPORT = "pack.json"
 PART_PREFIX = "part-"
-KRON_BAND = "r"
-"""The catalogue magnitude packed as `rKronMag` (Multimodal Universe field name)."""
 
 
 @dataclass
@@ -162,7 +160,8 @@ def pack(
     out_dir.mkdir(parents=True, exist_ok=True)
     for pdir in out_dir.glob(f"{PARTITION_PREFIX}*"):
         remove_stale_temps(pdir)
-    meta, positions = _catalogue(Path(catalogue) if catalogue else None, KRON_BAND)
+    # the Kron band the pipeline normalises by (packed as `<band>KronMag`, Multimodal Universe's field name)
+    meta, positions = _catalogue(Path(catalogue) if catalogue else None, params.prepare.norm_band)
     skips: list[Skip] = []
     objects, n_files = index_inputs(inputs, bands, sp.group_radius_arcsec, positions, skips)
     pixels = healpix_pixels(np.array([o.ra for o in objects]), np.array([o.dec for o in objects]), sp.healpix_order)

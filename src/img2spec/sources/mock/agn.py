@@ -14,17 +14,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
-from ...config.constants import C_KMS
+from ...config.constants import C_KMS, LINE_REST_VACUUM_A
 from ...config.mock import AGNClassParams, MockParams
 from .population import STAGE_AGN, galaxy_rng
 
 AGN_CLASSES = ("none", "seyfert", "liner")
 # Vacuum rest wavelengths (A) of the narrow lines, as on the SDSS (vacuum) grid.
-LINES_A = {
-    "oii_3726": 3727.09, "oii_3729": 3729.88, "hbeta": 4862.68, "oiii_4959": 4960.30, "oiii_5007": 5008.24,
-    "oi_6300": 6302.05, "nii_6548": 6549.86, "halpha": 6564.61, "nii_6584": 6585.27,
-    "sii_6717": 6718.29, "sii_6731": 6732.67,
-}
+LINES_A = {name: LINE_REST_VACUUM_A[name] for name in (
+    "oii_3726", "oii_3729", "hbeta", "oiii_4959", "oiii_5007", "oi_6300", "nii_6548", "halpha", "nii_6584",
+    "sii_6717", "sii_6731")}
 OIII_DOUBLET_RATIO = 2.98
 NII_DOUBLET_RATIO = 3.05
 """Fixed by atomic physics (Storey & Zeippen 2000): 5007/4959 and 6584/6548."""

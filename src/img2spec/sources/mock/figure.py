@@ -8,11 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from ...config import Params
+from ...config.constants import LINE_REST_VACUUM_A as LINES, OII_DOUBLET_A
 from ...io.ps1_cutout import read_cutout
 from ...io.sdss_spectrum import read_spectrum
+from ...measure.stats import NMAD_SCALE
 from ...paths import Paths
 from . import stages, truth
 from .population import GALAXY_TYPES
+
+DN4000_MARK_A = 4000.0
+"""Where the figure marks the 4000 A break (rest frame)."""
 
 FIGURE_POOL = 18
 """Galaxies generated to pick one of each type from."""
@@ -26,7 +31,7 @@ def rgb_composite(cut, softening: float = ASINH_SOFTENING_SKY) -> np.ndarray:
     chans = []
     for band in ("i", "r", "g"):
         img = cut.to_maggies(band) * 1e9  # nanomaggies: one flux scale for all bands
-        sky = 1.4826 * np.median(np.abs(img - np.median(img)))
+        sky = NMAD_SCALE * np.median(np.abs(img - np.median(img)))
         chans.append((img, max(sky, 1e-6)))
     soft = softening * np.mean([s for _, s in chans])
     stack = np.stack([np.arcsinh(c / soft) for c, _ in chans], axis=-1)
@@ -69,7 +74,8 @@ def make_figure(params: Params, out: Path, n_show: int = 3) -> Path:
             wave = spec.wavelength
             ax.plot(wave, np.where(good, spec.flux, np.nan), lw=0.4, color="0.55", label="observed (noisy)")
             ax.plot(wave, true[i], lw=0.7, color="C3", label="noiseless fibre truth")
-            for line, name in ((3728.5, "[OII]"), (4862.7, "Hb"), (5008.2, "[OIII]"), (6564.6, "Ha"), (4000.0, "D4000")):
+            for line, name in ((OII_DOUBLET_A, "[OII]"), (LINES["hbeta"], "Hb"), (LINES["oiii_5007"], "[OIII]"),
+                               (LINES["halpha"], "Ha"), (DN4000_MARK_A, "D4000")):
                 ax.axvline(line * (1 + g["z"]), color="C0", lw=0.4, alpha=0.5)
                 ax.text(line * (1 + g["z"]), 1.0, name, transform=ax.get_xaxis_transform(), fontsize=6, ha="center",
                         va="bottom", color="C0")

@@ -20,6 +20,7 @@ import numpy as np
 from ...config.constants import C_KMS
 from ...config.mock import MockParams
 from ...io.sdss_spectrum import sdss_loglam_grid
+from ...measure.bands import air_to_vacuum as measure_air_to_vacuum
 
 LOGLAM_STEP = 1e-4
 REF_LOG_MASS = 10.0
@@ -28,17 +29,14 @@ HALPHA_KEY = "H  1  6562.80A"
 KERNEL_SIGMAS = 4
 AIR_VACUUM_MIN_A = 2000.0
 """bagpipes (MILES/BC03 stars, Cloudy lines) works in air above this wavelength, as is the convention;
-the SDSS grid is in vacuum, so the mock converts (Morton 2000, Eq. 8 inverted as in VALD)."""
-_MORTON_AIR_TO_VAC = (8.336624212083e-5, 2.408926869968e-2, 130.1065924522, 1.599740894897e-4, 38.92568793293)
+the SDSS grid is in vacuum, so the mock converts (with the measurement windows' formula)."""
 
 
 def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
-    """Vacuum wavelengths (A) of air wavelengths (A); unchanged below AIR_VACUUM_MIN_A."""
+    """Vacuum wavelengths (A) of air wavelengths (A) by `measure.air_to_vacuum` (one formula for the
+    mock's spectra and the windows that measure them); unchanged below AIR_VACUUM_MIN_A."""
     wave_air = np.asarray(wave_air, np.float64)
-    a, b, c, d, e = _MORTON_AIR_TO_VAC
-    s2 = (1e4 / wave_air) ** 2
-    n = 1.0 + a + b / (c - s2) + d / (e - s2)
-    return np.where(wave_air > AIR_VACUUM_MIN_A, wave_air * n, wave_air)
+    return np.where(wave_air > AIR_VACUUM_MIN_A, measure_air_to_vacuum(wave_air), wave_air)
 
 
 def model_loglam(mp: MockParams) -> np.ndarray:

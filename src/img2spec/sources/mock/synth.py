@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import BANDS
+from ...config.constants import SDSS_FLUX_UNIT
 from ...config.mock import MockParams
 from .cosmology import kpc_per_arcsec
 from .filters import band_weights, maggies_to_mag
@@ -17,7 +18,6 @@ from .population import draw_galaxy
 from .sersic import fibre_fraction
 from .sps import SPS, REF_LOG_MASS, model_loglam, sdss_slice
 
-SDSS_FLUX_UNIT = 1e-17
 COMPONENTS = ("bulge", "disk")
 
 
