@@ -41,7 +41,7 @@ QUANTITIES = {
 RATIO_LINES = {"oiii_hbeta": ("oiii_5007", "hbeta"), "nii_halpha": ("nii_6584", "halpha")}
 SCHEMES = {"sf_quiescent": ("sf_class", SF_LABELS), "bpt": ("bpt_class", BPT_LABELS),
            "agn": ("agn_class", AGN_LABELS)}
-METHODS = ("cnn", "pca_cnn", "knn_colour", "vae_ceiling", "mean_spectrum")
+METHODS = ("cnn", "cnn_given_z", "pca_cnn", "knn_colour", "vae_ceiling", "mean_spectrum")
 """Predicted spectra scored (those present), besides `observed`."""
 
 
@@ -71,15 +71,40 @@ def class_scores(reference: np.ndarray, predicted: np.ndarray, labels: dict[int,
             "n": int(r.size), "n_unclassified": int(np.sum(p == UNCLASSIFIED)), "confusion": confusion}
 
 
+def rest_error_model(wave: np.ndarray, ivar: np.ndarray, z: np.ndarray, rest_wave: np.ndarray) -> np.ndarray:
+    """The observation's ivar carried onto a rest grid at each object's z: rest pixel k takes the
+    observed pixel nearest to rest_wave[k] (1 + z); off the observed grid (or without z) it is 0."""
+    ln_obs = np.log(np.asarray(wave, np.float64))
+    target = np.log(np.asarray(rest_wave, np.float64))[None, :] + np.log1p(np.asarray(z, np.float64))[:, None]
+    pos = np.rint(np.interp(target, ln_obs, np.arange(ln_obs.size), left=-1.0, right=-1.0))
+    pos = np.where(np.isfinite(target), pos, -1.0)
+    inside = pos >= 0
+    got = np.take_along_axis(np.asarray(ivar, np.float32), np.where(inside, pos, 0).astype(np.int64), axis=1)
+    return np.where(inside, got, 0.0).astype(np.float32)
+
+
 def measure_methods(wave: np.ndarray, z: np.ndarray, frame: str, obs: np.ndarray, ivar: np.ndarray,
                     preds: dict[str, np.ndarray], truth: np.ndarray | None,
-                    mp: MeasureParams) -> dict[str, dict[str, np.ndarray]]:
+                    mp: MeasureParams, rest: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+                    ) -> dict[str, dict[str, np.ndarray]]:
     """measure_spectra tables of `truth` (if any), `observed` and every present METHODS entry,
-    all with the observation's ivar as the error model."""
+    all with the observation's ivar as the error model.
+
+    `rest`: (rest_wave, {method: rest-frame spectra}) measured on their own grid at z = 0 (how
+    predict and survey measure a rest-frame prediction), with the observation's ivar carried onto
+    that grid at the catalogue z (`rest_error_model`): the same pixels masked as for the others.
+    """
     spectra = {"truth": truth} if truth is not None else {}
     spectra["observed"] = obs
-    spectra.update({m: preds[m] for m in METHODS if m in preds})
-    return {name: measure_spectra(flux, wave, z, mp, ivar=ivar, frame=frame) for name, flux in spectra.items()}
+    rest_methods = rest[1] if rest is not None else {}
+    spectra.update({m: preds[m] for m in METHODS if m in preds and m not in rest_methods})
+    tables = {name: measure_spectra(flux, wave, z, mp, ivar=ivar, frame=frame) for name, flux in spectra.items()}
+    if rest_methods:
+        rest_wave = rest[0]
+        rest_ivar = rest_error_model(wave, ivar, z, rest_wave)
+        tables.update({m: measure_spectra(flux, rest_wave, 0.0, mp, ivar=rest_ivar, frame="rest")
+                       for m, flux in rest_methods.items() if m in METHODS})
+    return tables
 
 
 def score_measurements(tables: dict[str, dict[str, np.ndarray]], mp: MeasureParams) -> dict:

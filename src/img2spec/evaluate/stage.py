@@ -68,24 +68,28 @@ def paired_comparison(d_model: np.ndarray, d_base: np.ndarray) -> dict:
     return {"improvement": imp, "sem": sem, "significant": bool(imp > sem), "n": int(diff.size)}
 
 
-def _fit_sigma_scale(models, data, ep, z_scales: dict | None = None) -> dict | None:
-    """`metrics.fit_sigma_scale` of the CNN's sigma on the val split (None without val objects)."""
+def _fit_sigma_scale(models, data, ep, z_scales: dict | None = None, *, given_z: bool = False) -> dict | None:
+    """`metrics.fit_sigma_scale` of the CNN's sigma on the val split (None without val objects):
+    without a redshift (the spectrum carried through the photo-z's uncertainty) or, `given_z`, decoded
+    at the catalogue z (a rest-frame decoder's sigma then holds no redshift term: its own factor)."""
     from ..models.inference import predict_spectra
 
     val = data.indices("val")
     if len(val) == 0:
         log.warning("evaluate.calibrate_sigma: the val split is empty; sigma is left unscaled")
         return None
+    z = data.catalog["z"].to_numpy(np.float64)[val] if given_z else None
     pred = predict_spectra(models.cnn, models.decoder, RowView(data.images, val), n_samples=ep.n_samples,
                            batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
-                           photometry=catalogue_photometry(data, val), z_err_scale=scale_of(z_scales))
+                           photometry=catalogue_photometry(data, val), z_err_scale=scale_of(z_scales), z=z)
     fit = fit_sigma_scale(pred.flux, pred.sigma, _rows(data.flux, val), _rows(data.ivar, val))
-    fit.update(fitted_on="val", n_objects=int(len(val)), sigma_method=ep.sigma_method)
+    fit.update(fitted_on="val", n_objects=int(len(val)), sigma_method=ep.sigma_method,
+               redshift="catalogue" if given_z else "predicted")
     if not np.isfinite(fit["scale"]) or fit["scale"] <= 0:
         log.warning("evaluate.calibrate_sigma: fitted scale %s (observation noise alone covers %.1f%% of val "
                     "pixels); sigma is left unscaled", fit["scale"], 100 * fit["floor_coverage"])
         return None
-    log.info("sigma calibration: x%.3f (fitted on %d val objects)", fit["scale"], len(val))
+    log.info("sigma calibration (%s z): x%.3f (fitted on %d val objects)", fit["redshift"], fit["scale"], len(val))
     return fit
 
 
@@ -97,31 +101,55 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
         return _evaluate(params, paths)
 
 
-def _evaluate(params: Params, paths: Paths) -> dict:
+@dataclass
+class Predictions:
+    """Every method's test spectra (observed grid), their sigmas, rest-frame spectra and fits."""
+
+    preds: dict[str, np.ndarray]
+    sigmas: dict[str, np.ndarray]
+    rest: dict[str, np.ndarray]
+    rest_wave: np.ndarray | None
+    notes: dict[str, str]
+    sigma_fits: dict[str, dict]
+    z_scales: dict | None
+    knn_info: dict
+
+
+def _cnn_modes(models, data, test, ep, preds, sigmas, rest) -> tuple[dict, dict | None, np.ndarray | None]:
+    """The CNN as users run it: `cnn` (no z given: its own redshift and uncertainty) and
+    `cnn_given_z` (decoded at the catalogue z), each with its sigma factor fitted on val."""
+    from ..models.inference import predict_spectra
+
+    z_scales = redshift_scales(models.cnn, data, batch_size=ep.batch_size)  # photo-z error factor (val)
+    phot = catalogue_photometry(data, test)  # a hybrid CNN's second input (images-only CNNs ignore it)
+    images = RowView(data.images, test)
+    z_true = data.catalog["z"].to_numpy(np.float64)[test]
+    fits, rest_wave = {}, None
+    for name, z in (("cnn", None), ("cnn_given_z", z_true)):
+        fit = _fit_sigma_scale(models, data, ep, z_scales, given_z=z is not None) if ep.calibrate_sigma else None
+        pred = predict_spectra(models.cnn, models.decoder, images, n_samples=ep.n_samples, batch_size=ep.batch_size,
+                               seed=ep.seed, sigma_method=ep.sigma_method, sigma_scale=fit["scale"] if fit else 1.0,
+                               photometry=phot, z_err_scale=scale_of(z_scales), z=z)
+        preds[name], sigmas[name] = pred.flux, pred.sigma
+        if pred.rest_flux is not None:
+            rest[name], rest_wave = pred.rest_flux, pred.rest_wave
+        if fit:
+            fits[name] = fit
+    return fits, z_scales, rest_wave
+
+
+def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -> Predictions:
+    """The CNN in both modes and every baseline on the test split."""
     from ..models.inference import decode, decoder_input, encode_spectra, load_encoder, load_models, predict_spectra
-    from ..models.direct import direct_dir
 
     ep = params.evaluate
-    data = ProcessedData.open(paths.processed)
-    cat = data.catalog
     train, test = data.indices("train"), data.indices("test")
-    if len(test) == 0:
-        raise ValueError(f"{paths.processed}: the test split is empty; nothing to evaluate")
-    obs, ivar = _rows(data.flux, test), _rows(data.ivar, test)
-    images = RowView(data.images, test)
     preds: dict[str, np.ndarray] = {}
     sigmas: dict[str, np.ndarray] = {}
+    rest: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
-
     models = load_models(paths.vae_dir, paths.cnn_dir)
-    z_scales = redshift_scales(models.cnn, data, batch_size=ep.batch_size)  # photo-z error factor (val)
-    phot_test = catalogue_photometry(data, test)  # a hybrid CNN's second input (images-only CNNs ignore it)
-    sigma_fit = _fit_sigma_scale(models, data, ep, z_scales) if ep.calibrate_sigma else None
-    cnn = predict_spectra(models.cnn, models.decoder, images, n_samples=ep.n_samples,
-                          batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
-                          sigma_scale=sigma_fit["scale"] if sigma_fit else 1.0,
-                          photometry=phot_test, z_err_scale=scale_of(z_scales))
-    preds["cnn"], sigmas["cnn"] = cnn.flux, cnn.sigma
+    fits, z_scales, rest_wave = _cnn_modes(models, data, test, ep, preds, sigmas, rest)
 
     fallback = mean_spectrum(data.flux[train], data.ivar[train])
     preds["mean_spectrum"] = np.tile(fallback, (len(test), 1))
@@ -130,73 +158,111 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     pca_dir = paths.cnn_dir / PCA_SUBDIR
     if (pca_dir / "cnn.keras").exists():
         pca = load_models(pca_dir, pca_dir)
-        p = predict_spectra(pca.cnn, pca.decoder, images, n_samples=ep.n_samples, batch_size=ep.batch_size,
-                            seed=ep.seed, sigma_method=ep.sigma_method, photometry=phot_test)
+        p = predict_spectra(pca.cnn, pca.decoder, RowView(data.images, test), n_samples=ep.n_samples,
+                            batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
+                            photometry=catalogue_photometry(data, test), z_err_scale=scale_of(z_scales))
         preds["pca_cnn"], sigmas["pca_cnn"] = p.flux, p.sigma
+        if p.rest_flux is not None and rest_wave is not None and len(p.rest_wave) == len(rest_wave):
+            rest["pca_cnn"] = p.rest_flux
     else:
         notes["pca_cnn"] = f"{pca_dir}: not trained (cnn.train_pca: false)"
 
+    z_true = data.catalog["z"].to_numpy()[test]
     mu, _ = encode_spectra(load_encoder(paths.vae_dir), obs, ivar)
-    preds["vae_ceiling"] = decode(models.decoder, decoder_input(models.decoder, mu, cat["z"].to_numpy()[test]))
+    preds["vae_ceiling"] = decode(models.decoder, decoder_input(models.decoder, mu, z_true))
     if data.truth_flux is not None:
         preds["noise_floor"] = _rows(data.truth_flux, test)
     else:
         notes["noise_floor"] = "no truth_flux (real data)"
+    return Predictions(preds, sigmas, rest, rest_wave, notes, fits, z_scales, knn_info)
+
+
+def _calibration_section(pr: Predictions, obs, ivar, levels) -> tuple[dict, dict]:
+    """`calibration` of every method with a sigma, and the `sigma_scale` fits with what the
+    unscaled sigma would have given on the same test pixels."""
+    cal = {name: calibration(pr.preds[name], pr.sigmas[name], obs, ivar, levels) for name in pr.sigmas}
+    for name, fit in pr.sigma_fits.items():
+        raw = pr.sigmas[name] / np.float32(fit["scale"])
+        fit["test_calibration_unscaled"] = calibration(pr.preds[name], raw, obs, ivar, levels)
+    return cal, pr.sigma_fits
+
+
+def _evaluate(params: Params, paths: Paths) -> dict:
+    from ..models.direct import direct_dir
+    from ..models.inference import load_models
+
+    ep = params.evaluate
+    data = ProcessedData.open(paths.processed)
+    cat = data.catalog
+    train, test = data.indices("train"), data.indices("test")
+    if len(test) == 0:
+        raise ValueError(f"{paths.processed}: the test split is empty; nothing to evaluate")
+    obs, ivar = _rows(data.flux, test), _rows(data.ivar, test)
+    pr = _predict_all(params, paths, data, obs, ivar)
+    preds = pr.preds
 
     d = {name: deviation(pred, obs, ivar) for name, pred in preds.items()}
     result: dict = {"mean_deviation": {name: summarise(v) for name, v in d.items()}}
-
     # Per rest-frame region: the same objects, only the region's pixels.
     result["regions"] = region_summaries(data, test, ep.regions, preds, obs, ivar)
-
     if "galaxy_type" in cat:
         types = cat["galaxy_type"].to_numpy()[test].astype(str)
         result["galaxy_type"] = {t: {name: summarise(v[types == t]) for name, v in d.items()}
                                  for t in sorted(set(types))}
-
-    result["calibration"] = {name: calibration(preds[name], sigmas[name], obs, ivar, ep.calibration_levels)
-                             for name in sigmas}
-    if sigma_fit:  # what the unscaled sigma would give on the same test pixels (the fitted scale is > 0)
-        raw = cnn.sigma / np.float32(sigma_fit["scale"])
-        sigma_fit["test_calibration_unscaled"] = calibration(preds["cnn"], raw, obs, ivar, ep.calibration_levels)
-        result["sigma_scale"] = {"cnn": sigma_fit}
-    result["redshift"], photoz = photoz_report(models.cnn, data, train, test, ep.knn_neighbours,
-                                               ep.knn_use_magnitude, scales=z_scales, batch_size=ep.batch_size)
-    if z_scales:
-        result["redshift_scale"] = z_scales  # the bundle's inference.z_err_scale
+    result["calibration"], fits = _calibration_section(pr, obs, ivar, ep.calibration_levels)
+    if fits:
+        result["sigma_scale"] = fits
+    cnn = load_models(paths.vae_dir, paths.cnn_dir).cnn
+    result["redshift"], photoz = photoz_report(cnn, data, train, test, ep.knn_neighbours,
+                                               ep.knn_use_magnitude, scales=pr.z_scales, batch_size=ep.batch_size)
+    if pr.z_scales:
+        result["redshift_scale"] = pr.z_scales  # the bundle's inference.z_err_scale
     result["comparison"] = {f"cnn_vs_{b}": paired_comparison(d["cnn"], d[b])
-                            for b in ("knn_colour", "mean_spectrum", "pca_cnn") if b in d}
-    result["notes"] = {"knn_colour": knn_info, "skipped_methods": notes, "n_test": int(len(test)),
-                       "metric": "D_i = mean over good pixels of |pred - obs| sqrt(ivar)"}
+                            for b in ("cnn_given_z", "knn_colour", "mean_spectrum", "pca_cnn") if b in d}
+    result["notes"] = {"knn_colour": pr.knn_info, "skipped_methods": pr.notes, "n_test": int(len(test)),
+                       "metric": "D_i = mean over good pixels of |pred - obs| sqrt(ivar)",
+                       "modes": {"cnn": "no redshift given: the rest-frame prediction carried through the CNN's "
+                                        "own redshift and its calibrated uncertainty; lines measured on the "
+                                        "rest-frame prediction",
+                                 "cnn_given_z": "the catalogue redshift given: decoded and measured at it"}}
     # Lines, Dn4000, Hdelta_A and classes of every spectrum against the truth (evaluate/measurements.py).
+    rest = (pr.rest_wave, {k: v for k, v in pr.rest.items() if k != "cnn_given_z"}) if pr.rest else None
     m_tables = measure_methods(data.wave, cat["z"].to_numpy()[test], data.frame, obs, ivar,
-                               preds, preds.get("noise_floor"), params.measure)
+                               preds, preds.get("noise_floor"), params.measure, rest=rest)
     # The same CNN trained on the measurements themselves (models/direct; absent: noted, skipped).
-    add_direct_table(m_tables, direct_dir(paths), data, test, notes, batch_size=ep.batch_size)
+    add_direct_table(m_tables, direct_dir(paths), data, test, pr.notes, batch_size=ep.batch_size)
     scored = score_measurements(m_tables, params.measure)
     result["measurements"], result["classes"] = scored["measurements"], scored["classes"]
     result["notes"]["measurements"] = scored["notes"]
     write_json(paths.metrics / "evaluate.json", result)
     write_json(paths.metrics / "summary.json", tracking.deviation_metrics(result["mean_deviation"]))  # dvc metrics
+    _write_outputs(paths, data, test, obs, ivar, pr, d, m_tables, scored, photoz, ep)
+    _log_to_mlflow(paths, result)
+    return result
 
-    _write_tables(paths, cat, test, d, ep.hist_bins)
-    _write_figures(paths, data, test, obs, ivar, preds, sigmas, d, images, ep.n_example_plots, ep.hist_bins)
+
+def _write_outputs(paths: Paths, data, test, obs, ivar, pr: Predictions, d, m_tables, scored, photoz, ep) -> None:
+    _write_tables(paths, data.catalog, test, d, ep.hist_bins)
+    _write_figures(paths, data, test, obs, ivar, pr.preds, pr.sigmas, d, RowView(data.images, test),
+                   ep.n_example_plots, ep.hist_bins)
     measurements_figure(paths.figures / "measurements.png", m_tables, scored["notes"]["reference"])
     if photoz:
         pit_figure(paths.figures / "photoz_pit.png", photoz)
+
+
+def _log_to_mlflow(paths: Paths, result: dict) -> None:
     import mlflow
 
     # The stage's MLflow run is active (evaluate_stage); the headline metrics also go on the pipeline row.
     tracking.log_metrics(tracking.deviation_metrics(result["mean_deviation"]))
     mlflow.log_metrics({f"photoz.{name}.{k}": float(v) for name, m in result["redshift"].items() if name != "notes"
-                        for k, v in m.items() if k != "n" and np.isfinite(v)})
+                        for k, v in m.items() if isinstance(v, (int, float)) and k != "n" and np.isfinite(v)})
     mlflow.log_metrics(flat_metrics(result))
     for fig in sorted(paths.figures.glob("*.png")):
         mlflow.log_artifact(str(fig), artifact_path="figures")
     mlflow.log_artifact(str(paths.metrics / "evaluate.json"))
     for name, s in result["mean_deviation"].items():
         log.info("%-14s mean D = %.3f +- %.3f (median %.3f, n=%d)", name, s["mean"], s["sem"], s["median"], s["n"])
-    return result
 
 
 def _write_tables(paths: Paths, cat: pd.DataFrame, test: np.ndarray, d: dict[str, np.ndarray], n_bins: int) -> None:

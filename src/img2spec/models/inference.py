@@ -386,13 +386,16 @@ def _decode_redshift(z_pred: np.ndarray | None, z: np.ndarray | None, n: int) ->
 def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, batch_size: int = 256,
                     seed: int = 0, sigma_method: SigmaMethod = "linearised",
                     sigma_scale: float = 1.0, z: np.ndarray | None = None, z_err_scale: float = 1.0,
-                    photometry: np.ndarray | None = None) -> PredictedSpectra:
+                    photometry: np.ndarray | None = None,
+                    sigma_scale_given_z: float | None = None) -> PredictedSpectra:
     """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc).
 
     `n_samples` and `seed` only matter for `sigma_method="sampled"` (fewer than 2 samples:
     no sigma, as for 'none'). `sigma_scale` multiplies the sigma: the calibration factor
     the evaluate stage fits on the validation split (`metrics.fit_sigma_scale`).
     `z_err_scale` multiplies the redshift head's z_err (its calibration factor, fitted on val).
+    `sigma_scale_given_z` (default: `sigma_scale`) is the factor of a rest-frame decoder's rows
+    decoded at a given z and of `rest_sigma`, whose sigma holds no redshift term.
     `photometry`: the catalogue inputs of a hybrid CNN (None: images only).
 
     A rest-frame decoder (input concat(latents, z)) decodes a rest-frame spectrum (returned as
@@ -424,10 +427,14 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     else:
         flux, sigma, extra = _rest_frame(rest, mu_pred, std, z_pred, z_err, z, sigma_method, n_samples, rng,
                                          batch_size)
-    if sigma_scale != 1.0:
-        sigma *= np.float32(sigma_scale)
-        if extra.get("rest_sigma") is not None:
-            extra["rest_sigma"] *= np.float32(sigma_scale)
+    given_scale = sigma_scale if sigma_scale_given_z is None else float(sigma_scale_given_z)
+    if not (np.isfinite(given_scale) and given_scale >= 0):
+        raise ValueError(f"sigma_scale_given_z must be finite and >= 0, got {given_scale}")
+    row_scale = np.full(len(sigma), sigma_scale, np.float32)
+    if extra:
+        row_scale[extra["z_given"]] = given_scale
+        extra["rest_sigma"] *= np.float32(given_scale)
+    sigma *= row_scale[:, None]
     return PredictedSpectra(flux, sigma, mu_pred, logvar, z_pred, z_err, **extra)
 
 

@@ -118,11 +118,28 @@ def encode_stage(params: Params, paths: Paths) -> dict:
     return {"n": int(len(mu)), "latent_dim": int(mu.shape[1])}
 
 
+def _fit_pca_baseline(data, decoder, n_components: int, seed: int):
+    """(PCA, coefficients of every object, its decoder) in the VAE decoder's frame: a rest-frame
+    decoder gets a PCA of the de-redshifted spectra on the same rest grid (same comparison)."""
+    from .inference import rest_decoder
+    from .pca import fit_pca, to_rest_frame
+
+    train = data.indices("train")
+    rest = rest_decoder(decoder)
+    if rest is None:
+        pca = fit_pca(data.flux[train], data.ivar[train], n_components, seed=seed)
+        return pca, pca.project(data.flux, data.ivar), pca.decoder()
+    z = data.catalog["z"].to_numpy(np.float64)
+    flux, ivar = to_rest_frame(data.flux, data.ivar, data.wave, z, rest.grid)
+    pca = fit_pca(flux[train], ivar[train], n_components, seed=seed)
+    return pca, pca.project(flux, ivar), pca.decoder(rest.grid, data.wave)
+
+
 def train_cnn_stage(params: Params, paths: Paths) -> dict:
     """The CNN on VAE latents -> models/cnn/; the PCA baseline's CNN -> models/cnn/pca/."""
     from .inference import load_models
     from .latents import Latents, load_latents
-    from .pca import PCA_FLOOR_LOGVAR, fit_pca
+    from .pca import PCA_FLOOR_LOGVAR
     from .tracking_cb import MlflowMetrics
     from .train import train_cnn
     from .validation import validation_deviation
@@ -147,11 +164,8 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
         mlflow.log_artifact(str(out / "cnn.keras"), artifact_path="cnn")
         if params.cnn.train_pca:
             # Baseline: PCA with as many components as VAE latents + the same CNN architecture.
-            train = data.indices("train")
-            pca = fit_pca(data.flux[train], data.ivar[train], latents.mu.shape[1], seed=params.cnn.seed)
-            coeffs = pca.project(data.flux, data.ivar)
+            pca, coeffs, pca_decoder = _fit_pca_baseline(data, decoder, latents.mu.shape[1], params.cnn.seed)
             pca_dir = out / PCA_SUBDIR
-            pca_decoder = pca.decoder()
             with atomic_path(pca_dir / "decoder.keras", suffix=".keras") as tmp:
                 pca_decoder.save(tmp)
             pca_lat = Latents(coeffs, np.full_like(coeffs, PCA_FLOOR_LOGVAR))

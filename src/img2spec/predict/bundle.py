@@ -204,9 +204,10 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def sigma_scale(metrics: dict[str, Any], method: str) -> float:
-    """The evaluate stage's calibration factor for `method` (1.0 if not fitted or fitted for another)."""
-    fit = (metrics.get("sigma_scale") or {}).get("cnn") or {}
+def sigma_scale(metrics: dict[str, Any], method: str, mode: str = "cnn") -> float:
+    """The evaluate stage's calibration factor for `method` (1.0 if not fitted or fitted for another);
+    `mode` "cnn" (no redshift given) or "cnn_given_z" (decoded at the user's z)."""
+    fit = (metrics.get("sigma_scale") or {}).get(mode) or {}
     if not fit:
         return 1.0
     if fit.get("sigma_method") != method:
@@ -280,6 +281,7 @@ def _manifest(
         "inference": {
             "sigma_method": params.publish.sigma_method,
             "sigma_scale": sigma_scale(metrics, params.publish.sigma_method),
+            "sigma_scale_given_z": sigma_scale(metrics, params.publish.sigma_method, "cnn_given_z"),
             **z_err_scales(metrics),
             "n_samples": params.publish.n_samples,
             "batch_size": params.publish.batch_size,

@@ -53,6 +53,12 @@ class ManifestView:
         return float(self.manifest["inference"].get("sigma_scale", 1.0))
 
     @property
+    def sigma_scale_given_z(self) -> float:
+        """The factor for spectra decoded at a user's z (their sigma holds no redshift term); older
+        bundles: `sigma_scale`."""
+        return float(self.manifest["inference"].get("sigma_scale_given_z", self.sigma_scale))
+
+    @property
     def z_err_scale(self) -> float:
         """Photo-z error factor fitted on val (with the catalogue photometry of a hybrid CNN); 1.0 if none."""
         return float(self.manifest["inference"].get("z_err_scale", 1.0))

@@ -186,7 +186,7 @@ class Predictor(ManifestView):
         """
         inference = dict(self.manifest["inference"])
         if sigma_method is not None and sigma_method != self.sigma_method:
-            inference.update(sigma_method=sigma_method, sigma_scale=1.0)
+            inference.update(sigma_method=sigma_method, sigma_scale=1.0, sigma_scale_given_z=1.0)
         if n_samples is not None:
             inference["n_samples"] = int(n_samples)
         return replace(self, manifest={**self.manifest, "inference": inference})
@@ -287,6 +287,7 @@ class Predictor(ManifestView):
             sigma_method=self.sigma_method if sigma_method is None else sigma_method,
             # the factor was fitted for the bundle's method only
             sigma_scale=self.sigma_scale if sigma_method in (None, self.sigma_method) else 1.0,
+            sigma_scale_given_z=self.sigma_scale_given_z if sigma_method in (None, self.sigma_method) else 1.0,
         )
         # z: user redshifts (NaN: unknown); only a rest-frame decoder uses them
         if self.photometry_bands is None:
