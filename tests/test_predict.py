@@ -13,6 +13,7 @@ from astropy.io import fits
 
 from img2spec import BANDS
 from img2spec.config import params_from_dict
+from img2spec.config.constants import LINE_REST_VACUUM_A
 from img2spec.io.ps1_cutout import Cutout, write_cutout
 from img2spec.io.sdss_spectrum import FLUX_UNIT, read_spectrum
 from img2spec.paths import Paths
@@ -179,8 +180,8 @@ def test_line_marks_need_a_redshift_in_the_observed_frame():
     wave = np.geomspace(3800, 9200, 50)
     assert line_positions(None, "observed", wave) == {}
     at_z = line_positions(0.1, "observed", wave)
-    assert at_z["Hα"] == pytest.approx(6564.6 * 1.1) and "[OII]3727" in at_z
-    assert line_positions(None, "rest", wave)["Hβ"] == pytest.approx(4862.7)
+    assert at_z["Hα"] == pytest.approx(LINE_REST_VACUUM_A["halpha"] * 1.1) and "[OII]3727" in at_z
+    assert line_positions(None, "rest", wave)["Hβ"] == pytest.approx(LINE_REST_VACUUM_A["hbeta"])
 
 
 def test_csv_table_and_cli(env, tmp_path):

@@ -9,9 +9,9 @@ simply left out.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
+from .io.markdown import markers, replace_section
 from .metrics import GAUSSIAN_BEYOND_3SIGMA, GAUSSIAN_WITHIN_1SIGMA, GAUSSIAN_WITHIN_2SIGMA, TAIL_SIGMA
 
 CEILING_LABEL = "representation ceiling (reconstruction of the observed spectrum)"
@@ -52,33 +52,8 @@ DOORENBOS_AGN_ACCURACY = 0.82
 SIGNIFICANT_SEM = 2.0
 """A coverage differs from the Gaussian value only beyond this many standard errors."""
 TAIL_KEY = f"beyond_{TAIL_SIGMA:g}sigma"
-
-
-def markers(name: str) -> tuple[str, str]:
-    """The start and end comment lines of generated section `name`."""
-    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-
-
-def replace_section(path: str | Path, name: str, text: str) -> bool:
-    """Put `text` between the `name` markers of `path` (atomic, mode kept).
-
-    Returns False, leaving the file untouched, when the markers are missing.
-    """
-    from .io.atomic import write_text
-
-    path = Path(path)
-    start, end = markers(name)
-    old = path.read_text()
-    if start not in old or end not in old:
-        return False
-    head, rest = old.split(start, 1)
-    _, tail = rest.split(end, 1)
-    new = f"{head}{start}\n{text}{end}{tail}"
-    if new != old:
-        mode = path.stat().st_mode & 0o777
-        write_text(path, new)
-        path.chmod(mode)  # the atomic temp file is created 0600
-    return True
+__all__ = ["markers", "replace_section", "evaluation_table", "measurement_table", "calibration_verdict",
+           "METHOD_LABELS", "MEASURE_LABELS", "REDSHIFT_LABELS"]
 
 
 def _labels(table: dict[str, str], present: set[str], kind: str) -> dict[str, str]:

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import yaml
 
 from .config import Params, flatten
-from .docs import markers
+from .io.markdown import markers
 from .logs import redact_text
 
 log = logging.getLogger(__name__)
