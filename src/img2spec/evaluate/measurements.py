@@ -24,9 +24,8 @@ import numpy as np
 from ..config.measure import MeasureParams
 from ..docs import measurement_table as markdown_table  # noqa: F401  (the README renderer, one definition)
 from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, UNCLASSIFIED, measure_spectra
+from ..measure.stats import NMAD_SCALE
 
-NMAD_SCALE = 1.4826
-"""sigma of a Gaussian per median absolute deviation."""
 QUANTITIES = {
     "dn4000": "dn4000",
     "halpha_ew": "halpha_ew",
