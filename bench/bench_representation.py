@@ -58,7 +58,7 @@ def score_variant(vae_params, data: ProcessedData, mp) -> dict:
     obs, ivar = np.asarray(data.flux[val], np.float32), np.asarray(data.ivar[val], np.float32)
     z = data.catalog["z"].to_numpy(np.float64)[val]
     decoder = with_filled_pixels(result.model.decoder, result.info["trained_pixels"])
-    mu, _ = encode_spectra(result.model.encoder, obs, ivar)
+    mu, _ = encode_spectra(result.model.encoder, obs, ivar, z=z)
     recon = decode(decoder, decoder_input(decoder, mu, z))
     truth = None if data.truth_flux is None else np.asarray(data.truth_flux[val], np.float32)
     tables = measure_methods(data.wave, z, data.frame, obs, ivar, {"vae_ceiling": recon}, truth, mp)

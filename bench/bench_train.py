@@ -71,7 +71,7 @@ def main() -> None:
     dt = time.perf_counter() - t
     print(f"VAE  {vp.encoder_units}/{vp.decoder_units} L={vp.latent_dim}: total {dt:.1f} s, first epoch "
           f"{timer.times[0]:.1f} s, then {timer.steady():.2f} s/epoch ({1e3 * timer.steady() / n_train:.3f} ms/object)")
-    mu, lv = encode_spectra(vae.model.encoder, data.flux, data.ivar)
+    mu, lv = encode_spectra(vae.model.encoder, data.flux, data.ivar, z=data.catalog["z"].to_numpy())
     for loss in ("latent", "spectrum"):
         cp = params.cnn.model_copy(update={"epochs": args.epochs, "loss": loss})
         timer = EpochTimer()

@@ -156,7 +156,8 @@ def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params
         pca = load_models(pca_dir, pca_dir)
         out["pca_cnn"] = predict_spectra(pca.cnn, pca.decoder, images, sigma_method="none",
                                          batch_size=predictor.batch_size).flux
-    mu, _ = encode_spectra(load_encoder(trained_root / "models" / "vae"), np.asarray(fresh.flux), np.asarray(fresh.ivar))
+    mu, _ = encode_spectra(load_encoder(trained_root / "models" / "vae"), np.asarray(fresh.flux), np.asarray(fresh.ivar),
+                           z=fresh.catalog["z"].to_numpy())
     out["vae_ceiling"] = decode(predictor.decoder, mu)
     if fresh.truth_flux is not None:
         out["noise_floor"] = np.asarray(fresh.truth_flux)

@@ -43,7 +43,7 @@ def scores(tmp_path_factory):
     train, test = data.indices("train"), data.indices("test")
     obs, ivar = np.asarray(data.flux[test]), np.asarray(data.ivar[test])
     vae = train_vae(VAE, data)
-    mu, logvar = encode_spectra(vae.model.encoder, data.flux, data.ivar)
+    mu, logvar = encode_spectra(vae.model.encoder, data.flux, data.ivar, z=data.catalog["z"].to_numpy())
     cnn = train_cnn(CNN, data, Latents(mu, logvar), vae.model.decoder)
     pred = predict_spectra(cnn.model, vae.model.decoder, data.images[test], batch_size=64, sigma_method="none")
     mean = mean_spectrum(data.flux[train], data.ivar[train])

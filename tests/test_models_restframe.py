@@ -49,7 +49,7 @@ def rest_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("rest")
     data = ProcessedData.open(write_synthetic_processed(root / "processed", n=80))
     vae = train_vae(REST_VAE, data, out_dir=root / "vae")
-    mu, logvar = encode_spectra(vae.model.encoder, data.flux, data.ivar)
+    mu, logvar = encode_spectra(vae.model.encoder, data.flux, data.ivar, z=data.catalog["z"].to_numpy())
     cnn = train_cnn(REST_CNN, data, Latents(mu, logvar), vae.model.decoder, out_dir=root / "cnn")
     return root, data, vae, cnn
 

@@ -90,7 +90,7 @@ def test_cnn_latent_and_spectrum_losses_save_load(vae, data, tmp_path):
     from img2spec.models.train import train_cnn
 
     result, vae_dir = vae
-    mu, logvar = encode_spectra(result.model.encoder, data.flux, data.ivar)
+    mu, logvar = encode_spectra(result.model.encoder, data.flux, data.ivar, z=data.catalog["z"].to_numpy())
     assert np.isfinite(mu).all()
     for loss in ("latent", "spectrum"):
         params = TINY_CNN.model_copy(update={"loss": loss})

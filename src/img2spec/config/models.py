@@ -25,6 +25,12 @@ class VAEParams(Section):
     predicted z or the user's at inference; needs cnn.redshift_weight > 0)."""
     rest_oversample: float = Field(1.0, gt=0)
     """frame: rest: rest-grid pixels per observed-grid pixel width."""
+    line_weight: float = Field(1.0, ge=1)
+    """Likelihood weight of pixels near the emission lines (config.constants.LINE_REST_VACUUM_A at the
+    object's z) relative to the rest: lines are a few pixels of the grid and carry little ivar
+    weight, so an unweighted chi-square lets the decoder draw a smooth continuum. 1: plain chi2."""
+    line_halfwidth_kms: float = Field(400.0, gt=0)
+    """Half-width of the up-weighted window around each line (km/s)."""
     seed: int = 0
 
 

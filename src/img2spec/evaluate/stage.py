@@ -168,7 +168,7 @@ def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -
         notes["pca_cnn"] = f"{pca_dir}: not trained (cnn.train_pca: false)"
 
     z_true = data.catalog["z"].to_numpy()[test]
-    mu, _ = encode_spectra(load_encoder(paths.vae_dir), obs, ivar)
+    mu, _ = encode_spectra(load_encoder(paths.vae_dir), obs, ivar, z=z_true)
     preds["vae_ceiling"] = decode(models.decoder, decoder_input(models.decoder, mu, z_true))
     if data.truth_flux is not None:
         preds["noise_floor"] = _rows(data.truth_flux, test)

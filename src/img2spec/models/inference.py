@@ -477,14 +477,28 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_pred, z_er
                          "rest_flux": rest_flux, "rest_sigma": rest_sigma}
 
 
-def encode_spectra(encoder, flux: np.ndarray, ivar: np.ndarray, *, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Encoder in batches: cleaned (flux, ivar) -> (mu, logvar)."""
+def encode_spectra(encoder, flux: np.ndarray, ivar: np.ndarray, *, z: np.ndarray | None = None,
+                   batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder in batches: cleaned (flux, ivar) -> (mu, logvar). A rest-frame VAE's encoder also
+    takes each spectrum's z (`z`); rows without a finite z get the prior (mu 0, logvar 0): nothing is known."""
     from .data import clean_flux
+    from .vae import encoder_needs_z
 
+    needs_z = encoder_needs_z(encoder)
+    if needs_z and z is None:
+        raise ValueError("this encoder reads spectra in the rest frame (vae.frame: rest): encoding needs z")
+    z_all = None if not needs_z else np.asarray(z, np.float64).reshape(-1)
     mus, lvs = [], []
     for s in range(0, len(flux), batch_size):
         f, iv = clean_flux(flux[s:s + batch_size], ivar[s:s + batch_size])
-        m, lv = encoder([f, iv], training=False)
+        if needs_z:
+            zb = z_all[s:s + batch_size]
+            m, lv = encoder([f, iv, np.nan_to_num(zb).astype(np.float32)[:, None]], training=False)
+            m, lv = _to_numpy(m), _to_numpy(lv)
+            m[~np.isfinite(zb)] = 0.0
+            lv[~np.isfinite(zb)] = 0.0
+        else:
+            m, lv = encoder([f, iv], training=False)
         mus.append(_to_numpy(m))
         lvs.append(_to_numpy(lv))
     return np.concatenate(mus), np.concatenate(lvs)

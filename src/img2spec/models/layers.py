@@ -144,3 +144,47 @@ class RedshiftToObserved(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "rest_ln_start": self.rest_ln_start, "rest_ln_step": self.rest_ln_step,
                 "n_rest": self.n_rest, "obs_ln_wave": self.obs_ln_wave}
+
+
+@keras.saving.register_keras_serializable(package="img2spec")
+class ObservedToRest(keras.layers.Layer):
+    """(flux, ivar, z) on the observed grid -> concat(flux, good-pixel mask) on a rest grid.
+
+    Rest pixel k samples the observed spectrum at ln(lambda_k) + ln(1 + z) by linear
+    interpolation; it is good only when both observed neighbours are unmasked and it falls on
+    the observed grid (else flux 0, mask 0), so the encoder of a rest-frame VAE sees every
+    galaxy's lines in the same pixels whatever its redshift, and never reads under a mask.
+    The output has `MaskedFlux`'s layout (values, then mask).
+    """
+
+    def __init__(self, obs_ln_start: float, obs_ln_step: float, n_obs: int, rest_ln_wave, **kwargs):
+        super().__init__(**kwargs)
+        self.obs_ln_start = float(obs_ln_start)
+        self.obs_ln_step = float(obs_ln_step)
+        self.n_obs = int(n_obs)
+        self.rest_ln_wave = [float(v) for v in np.asarray(rest_ln_wave, np.float64)]
+        self._rest = np.asarray(self.rest_ln_wave, np.float32)
+
+    def call(self, inputs):
+        flux, ivar, z = inputs
+        z = ops.reshape(ops.cast(z, flux.dtype), (-1, 1))
+        rest = ops.convert_to_tensor(self._rest, dtype=flux.dtype)[None, :]
+        pos = (rest + ops.log1p(z) - self.obs_ln_start) / self.obs_ln_step
+        inside = ops.cast((pos >= 0.0) & (pos <= float(self.n_obs - 1)), flux.dtype)
+        pos = ops.clip(pos, 0.0, float(self.n_obs - 1))
+        left = ops.minimum(ops.floor(pos), float(self.n_obs - 2))
+        w = pos - left
+        i0 = ops.cast(left, "int32")
+        good = ivar > 0
+        clean = ops.where(good, flux, ops.zeros_like(flux))
+        mask = ops.cast(good, flux.dtype)
+        ok = ops.take_along_axis(mask, i0, axis=-1) * ops.take_along_axis(mask, i0 + 1, axis=-1) * inside
+        values = (1.0 - w) * ops.take_along_axis(clean, i0, axis=-1) + w * ops.take_along_axis(clean, i0 + 1, axis=-1)
+        return ops.concatenate([values * ok, ok], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 2 * len(self.rest_ln_wave))
+
+    def get_config(self):
+        return {**super().get_config(), "obs_ln_start": self.obs_ln_start, "obs_ln_step": self.obs_ln_step,
+                "n_obs": self.n_obs, "rest_ln_wave": self.rest_ln_wave}

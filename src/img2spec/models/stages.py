@@ -107,7 +107,7 @@ def encode_stage(params: Params, paths: Paths) -> dict:
 
     data = ProcessedData.open(paths.processed)
     encoder = load_encoder(paths.vae_dir)
-    mu, logvar = encode_spectra(encoder, data.flux, data.ivar)
+    mu, logvar = encode_spectra(encoder, data.flux, data.ivar, z=data.catalog["z"].to_numpy(np.float64))
     bad = ~(np.isfinite(mu).all(axis=1) & np.isfinite(logvar).all(axis=1))
     if bad.any():
         raise ValueError(f"encode: {int(bad.sum())} objects gave non-finite latents "

@@ -32,7 +32,7 @@ from .latents import Latents, as_latents  # noqa: E402
 from .layers import FillPixels, fill_indices  # noqa: E402
 from .trainer import CNNTrainer  # noqa: E402
 from .vae import (KLWarmup, SpectrumVAE, build_decoder, build_encoder, build_rest_decoder,  # noqa: E402
-                  is_redshift_conditioned)
+                  build_rest_encoder, is_redshift_conditioned)
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,16 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
         tr, va, z_tr, z_va = _with_redshift(data, tr, va)
     flux_tr, ivar_tr = clean_flux(data.flux[tr], data.ivar[tr])
     flux_va, ivar_va = clean_flux(data.flux[va], data.ivar[va])
+    trained_pixels = (ivar_tr > 0).mean(axis=0) >= MIN_TRAIN_COVERAGE
+    if p.line_weight != 1.0:  # the encoder reads ivar as a mask only: weights change the loss alone
+        z_all = data.catalog[REDSHIFT_COLUMN].to_numpy(np.float64)
+        ivar_tr = ivar_tr * line_weights(data.wave, z_all[tr], p.line_weight, p.line_halfwidth_kms, data.frame)
+        ivar_va = ivar_va * line_weights(data.wave, z_all[va], p.line_weight, p.line_halfwidth_kms, data.frame)
     n_pix = flux_tr.shape[1]
     encoder = build_encoder(n_pix, p.latent_dim, p.encoder_units)
     if p.frame == "rest":
+        encoder = build_rest_encoder(data.wave, p.latent_dim, p.encoder_units, float(z_tr.min()), float(z_tr.max()),
+                                     p.rest_oversample)
         decoder = build_rest_decoder(data.wave, p.latent_dim, p.decoder_units, float(z_tr.min()), float(z_tr.max()),
                                      p.rest_oversample)
     else:
@@ -140,11 +147,26 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
     result = TrainResult(vae, history, _best(history, start=warm), seconds,
                          {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
                           "n_pix": n_pix, "latent_dim": p.latent_dim,
-                          "trained_pixels": (ivar_tr > 0).mean(axis=0) >= MIN_TRAIN_COVERAGE})
+                          "trained_pixels": trained_pixels})
     log.info("VAE: %d epochs in %.0f s, best val loss %.4f", result.info["epochs_run"], seconds, result.best_val_loss)
     if out_dir is not None:
         save_vae(result, p, data, out_dir)
     return result
+
+
+def line_weights(wave: np.ndarray, z: np.ndarray, weight: float, halfwidth_kms: float,
+                 frame: str = "observed") -> np.ndarray:
+    """(N, P) likelihood weights: `weight` within +-halfwidth_kms of every emission line of
+    `LINE_REST_VACUUM_A` at each object's z (z = 0 on a rest-frame grid; no finite z: 1), else 1."""
+    from ..config.constants import C_KMS, LINE_REST_VACUUM_A
+
+    lines = np.array(sorted(LINE_REST_VACUUM_A.values()), np.float64)
+    z = np.zeros(len(z)) if frame == "rest" else np.asarray(z, np.float64)
+    ln_wave = np.log(np.asarray(wave, np.float64))
+    near = np.zeros((len(z), ln_wave.size), bool)
+    for ln_line in np.log(lines):  # one line at a time: (N, P) memory, not (N, P, lines)
+        near |= np.abs(ln_wave[None, :] - (ln_line + np.log1p(z))[:, None]) <= halfwidth_kms / C_KMS
+    return np.where(near, np.float32(weight), np.float32(1.0)).astype(np.float32)
 
 
 def _with_redshift(data, tr: np.ndarray, va: np.ndarray):

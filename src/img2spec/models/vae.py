@@ -12,7 +12,7 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-from .layers import Columns, MaskedFlux, RedshiftToObserved
+from .layers import Columns, MaskedFlux, ObservedToRest, RedshiftToObserved
 from .losses import LOGVAR_CLIP, chi2_per_pixel, kl_divergence
 
 
@@ -28,6 +28,33 @@ def build_encoder(n_pix: int, latent_dim: int, units: Sequence[int]) -> keras.Mo
     logvar = layers.Dense(latent_dim, name="logvar", kernel_initializer="zeros",
                           bias_initializer=keras.initializers.Constant(-4.0))(x)
     return keras.Model([flux, ivar], [mu, logvar], name="encoder")
+
+
+def build_rest_encoder(obs_wave, latent_dim: int, units: Sequence[int], z_min: float, z_max: float,
+                       oversample: float = 1.0) -> keras.Model:
+    """(flux, ivar, z) -> (mu, logvar) through `ObservedToRest`: the encoder of a rest-frame VAE reads
+    the spectrum on the decoder's rest grid, where every galaxy's lines sit in the same pixels."""
+    import numpy as np
+
+    ln_obs = np.log(np.asarray(obs_wave, np.float64))
+    start, step, n_rest = rest_grid(obs_wave, z_min, z_max, oversample)
+    flux = keras.Input((ln_obs.size,), name="flux")
+    ivar = keras.Input((ln_obs.size,), name="ivar")
+    z = keras.Input((1,), name="z")
+    obs_step = float((ln_obs[-1] - ln_obs[0]) / (ln_obs.size - 1))
+    x = ObservedToRest(float(ln_obs[0]), obs_step, ln_obs.size, start + step * np.arange(n_rest),
+                       name="rest_flux_and_mask")([flux, ivar, z])
+    for i, n in enumerate(units):
+        x = layers.Dense(n, activation="gelu", name=f"enc_dense{i}")(x)
+    mu = layers.Dense(latent_dim, name="mu")(x)
+    logvar = layers.Dense(latent_dim, name="logvar", kernel_initializer="zeros",
+                          bias_initializer=keras.initializers.Constant(-4.0))(x)
+    return keras.Model([flux, ivar, z], [mu, logvar], name="encoder")
+
+
+def encoder_needs_z(encoder: keras.Model) -> bool:
+    """True for a rest-frame VAE's encoder, whose inputs are (flux, ivar, z)."""
+    return len(encoder.inputs) == 3
 
 
 def build_decoder(n_pix: int, latent_dim: int, units: Sequence[int]) -> keras.Model:
@@ -96,7 +123,9 @@ class SpectrumVAE(keras.Model):
 
     def call(self, inputs, training=False):
         flux, ivar = inputs[0], inputs[1]
-        mu, logvar = self.encoder([flux, ivar], training=training)
+        enc_in = [flux, ivar, ops.reshape(ops.cast(inputs[2], flux.dtype), (-1, 1))] if encoder_needs_z(self.encoder) \
+            else [flux, ivar]
+        mu, logvar = self.encoder(enc_in, training=training)
         if training:
             eps = keras.random.normal(ops.shape(mu), seed=self.seed_gen)
             z = mu + ops.exp(0.5 * ops.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)) * eps

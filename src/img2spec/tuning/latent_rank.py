@@ -51,7 +51,7 @@ def rank_latent_sizes(params, data, sizes: Sequence[int], cnn_epochs: int) -> di
         vae = train_vae(vae_params, data, callbacks=[ValNegElbo(), history])
         warm = min(vae_params.kl_warmup_epochs, max(vae_params.epochs - 1, 0))
         elbo = _at_best_epoch(history.history, NEG_ELBO_KEY, warm)
-        mu, logvar = encode_spectra(vae.model.encoder, data.flux, data.ivar)
+        mu, logvar = encode_spectra(vae.model.encoder, data.flux, data.ivar, z=data.catalog["z"].to_numpy())
         decoder = with_filled_pixels(vae.model.decoder, vae.info["trained_pixels"])
         cnn = train_cnn(cnn_params, data, Latents(mu, logvar), decoder)
         d = validation_deviation(cnn.model, decoder, data)
