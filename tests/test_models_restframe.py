@@ -112,3 +112,17 @@ def test_rest_decoder_needs_the_redshift_head(rest_models):
     with pytest.raises(ValueError, match="redshift_weight"):
         train_cnn(REST_CNN.model_copy(update={"redshift_weight": 0.0}), data, lat, vae.model.decoder)
     assert VAEParams().frame == "observed"
+
+
+def test_given_z_rows_take_their_own_sigma_factor(rest_models):
+    from img2spec.models.inference import predict_spectra
+
+    _, data, vae, cnn = rest_models
+    images = data.images[:4]
+    z = np.array([0.07, np.nan, 0.09, np.nan])
+    raw = predict_spectra(cnn.model, vae.model.decoder, images, z=z)
+    scaled = predict_spectra(cnn.model, vae.model.decoder, images, z=z, sigma_scale=2.0, sigma_scale_given_z=3.0)
+    known = np.isfinite(z)
+    np.testing.assert_allclose(scaled.sigma[known], 3.0 * raw.sigma[known], rtol=1e-6)
+    np.testing.assert_allclose(scaled.sigma[~known], 2.0 * raw.sigma[~known], rtol=1e-6)
+    np.testing.assert_allclose(scaled.rest_sigma, 3.0 * raw.rest_sigma, rtol=1e-6)  # no redshift term in it

@@ -11,7 +11,7 @@ from optuna_integration import KerasPruningCallback
 
 #: The default Keras log key reported to the pruner.
 MONITOR = "val_loss"
-#: The VAE's objective and pruning key: val chi2/P + KL/P, the negative ELBO at KL weight 1.
+#: The VAE study's pruning key (its objective is the representation score): val chi2/P + KL/P, the negative ELBO at KL weight 1.
 #: The trained loss weights KL by the tuned kl_weight, so it would favour the smallest weight.
 NEG_ELBO_KEY = "val_neg_elbo"
 #: The CNN's pruning key: val mean D_i, comparable across loss choices (val_loss is not).

@@ -43,8 +43,10 @@ def _finite(value: float, what: str) -> float:
 
 @dataclass
 class VAEObjective:
-    """Minimise the VAE's validation negative ELBO (chi2/P + KL/P at KL weight 1), read at the
-    epoch whose weights early stopping restores; the trained (weighted) val loss is kept too."""
+    """Minimise what users get from the representation: `representation.representation_score` of its
+    val reconstructions (D and the NMAD of EW(Halpha), Dn4000, Hdelta_A, each as a ratio to the colour
+    kNN's). The ELBO rewards smooth reconstructions without lines, so it is only kept (user attribute
+    and MLflow metric), as the per-epoch value the pruner compares between trials."""
 
     params: Params
     study: VAEStudyParams
@@ -64,15 +66,29 @@ class VAEObjective:
             start = time.perf_counter()
             result = train_vae(vae_params, self.data, callbacks=[ValNegElbo(), logger, pruner])
             warm = min(vae_params.kl_warmup_epochs, max(vae_params.epochs - 1, 0))
-            value = _finite(_at_best_epoch(logger.history, NEG_ELBO_KEY, warm), "VAE validation -ELBO")
+            elbo = _finite(_at_best_epoch(logger.history, NEG_ELBO_KEY, warm), "VAE validation -ELBO")
+            rep = self._score(result)
+            value = _finite(rep["score"], "VAE representation score")
+            trial.set_user_attr("val_neg_elbo", elbo)
+            trial.set_user_attr("representation_ratios", rep["ratios"])
             val_loss = float(result.best_val_loss)
             seconds = time.perf_counter() - start
             epochs = len(logger.history.get("loss", []))
             trial.set_user_attr("val_loss", val_loss)
             trial.set_user_attr("epochs", epochs)
-            mlflow.log_metrics({"best_val_neg_elbo": value, "best_val_loss": val_loss,
-                                "train_seconds": seconds, "epochs_run": epochs})
+            mlflow.log_metrics({"representation_score": value, "best_val_neg_elbo": elbo, "best_val_loss": val_loss,
+                                "train_seconds": seconds, "epochs_run": epochs,
+                                **{f"ratio_{k}": v for k, v in rep["ratios"].items()}})
             return value
+
+    def _score(self, result) -> dict:
+        from ..models.train import with_filled_pixels
+        from .representation import representation_score
+
+        decoder = with_filled_pixels(result.model.decoder, result.info["trained_pixels"])
+        ep = self.params.evaluate
+        return representation_score(result.model.encoder, decoder, self.data, self.params.measure,
+                                    k=ep.knn_neighbours, use_magnitude=ep.knn_use_magnitude)
 
 
 def _at_best_epoch(history: dict[str, list[float]], key: str, start: int) -> float:
