@@ -55,6 +55,10 @@ class CNNParams(Section):
     """plain: conv-BN-ReLU-pool blocks; resnet: residual blocks (two convs + projection shortcut)."""
     bn_momentum: float = Field(0.99, gt=0, lt=1)
     """Momentum of the BatchNormalization moving statistics (inference-time mean/variance)."""
+    line_weight: float = Field(1.0, ge=1)
+    """loss = spectrum: chi-square weight of pixels near the emission lines (as `vae.line_weight`, at the
+    object's catalogue z; half-width `line_halfwidth_kms`); 1: plain chi2."""
+    line_halfwidth_kms: float = Field(400.0, gt=0)
     redshift_weight: float = Field(0.0, ge=0)
     """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
     photometry: bool = False

@@ -275,6 +275,10 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     targets = {"mu": lat.mu, "var": np.exp(lat.logvar)}
     if p.loss == "spectrum":
         targets.update(flux=data.flux, ivar=data.ivar)
+        if p.line_weight != 1.0:  # the line windows weigh more in the chi-square (see vae.line_weight)
+            z_cat = data.catalog[REDSHIFT_COLUMN].to_numpy(np.float64)
+            targets["ivar"] = np.asarray(data.ivar, np.float32) * line_weights(
+                data.wave, z_cat, p.line_weight, p.line_halfwidth_kms, data.frame)
     if z_target is not None:
         targets["z"] = z_target
     train_ds = image_dataset(images, tr, targets, batch_size=p.batch_size, training=True, seed=p.seed,
