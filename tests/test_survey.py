@@ -125,7 +125,8 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     got = _check_outputs(env, out)
     assert len(got) == env["n_good"] == report["objects"]["predicted"]
     assert report["objects"]["skipped_by_reason"] == {"nan_centre": 1}
-    assert env["bad_id"] in report["skipped"][0]["file"] and "nan_centre" in report["skipped"][0]["detail"]
+    skipped = pd.read_parquet(out / "skipped.parquet")
+    assert list(skipped["object_id"]) == [env["bad_id"]] and "nan_centre" in skipped["detail"][0]
     cat = pd.read_parquet(out / "catalogue")
     assert len(cat) == env["n_good"] + 1 and set(cat["healpix"].astype(int)) == {h for h, _ in list_parts(out)}
     row = cat.set_index("object_id").loc[env["bad_id"]]
@@ -278,7 +279,9 @@ def test_corrupt_part_reported_and_killed_worker_changes_nothing(env, tmp_path):
     # Dask's retry finds the output with the same bundle hash and skips it, so both counts are "done".
     assert report["shards"]["done"] + report["shards"]["skipped_already_done"] == n_parts - 1
     assert report["objects"]["skipped_by_reason"]["missing_band"] == len(full)  # the 4-band shard
-    assert any("band(s) ['y'] missing" in s["detail"] for s in report["skipped"])
+    skipped = pd.read_parquet(out / "skipped.parquet")
+    assert skipped["detail"].str.contains("band(s) ['y'] missing", regex=False).sum() == len(full)
+    assert set(skipped.loc[skipped["reason"] == "missing_band", "shard"]) == {"healpix=999/part-00000.hdf5"}
     got = _check_outputs(env, out)
     corrupt_ids = set(read_cutout_shard(env["shards"] / corrupt.relative_to(shards)).object_id)
     assert set(got) == set(env["expected"]) - corrupt_ids
@@ -441,3 +444,242 @@ def test_client_kill9_leaves_no_orphans_and_resumes_to_identical_outputs(env, tm
     cat_ref = pd.read_parquet(ref / "catalogue").sort_values("object_id", ignore_index=True)
     assert len(cat_ref) == len(parts)
     pd.testing.assert_frame_equal(cat_got, cat_ref, check_exact=True)
+
+
+def _fsynced_paths(monkeypatch) -> list[str]:
+    """Record the path of every fsync'ed descriptor from now on (the call itself still happens)."""
+    import img2spec.survey.task as task_module
+
+    real = os.fsync
+    seen: list[str] = []
+
+    def fsync(fd):
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(task_module.os, "fsync", fsync)
+    return seen
+
+
+def test_done_needs_both_outputs_stamped_and_they_are_fsynced(env, tmp_path, monkeypatch):
+    """A shard counts as done only with its spectra shard and its catalogue part both present and
+    both stamped with this bundle and this input; each file is fsynced under its temporary name
+    (before the rename) and the directories holding the new names after it."""
+    from img2spec.io.shards import iter_parts, read_attrs
+    from img2spec.survey.task import ModelSpec, is_done, output_paths, predict_shard
+
+    out = tmp_path / "out"
+    spec = ModelSpec.of(env["predictor"])
+    _, path, rel = next(iter_parts(env["shards"]))
+    input_hash = read_attrs(path)["content_hash"]
+    spectra, catalogue = output_paths(out, rel)
+    synced = _fsynced_paths(monkeypatch)
+    assert predict_shard(str(path), rel, str(out), spec)["status"] == "done"
+    for final in (spectra, catalogue):
+        temps = [s for s in synced if os.path.dirname(s) == str(final.parent)
+                 and os.path.basename(s).startswith(f".{final.name}.tmp-")]
+        assert temps, (final, synced)
+    for d in (spectra.parent, catalogue.parent, catalogue.parent.parent, out):
+        assert str(d) in synced, (d, synced)
+    # the spectra shard (the marker) is synced after the catalogue part is complete under its final name
+    first_spectra_sync = min(i for i, s in enumerate(synced) if os.path.basename(s).startswith(f".{spectra.name}"))
+    assert str(catalogue.parent) in synced[:first_spectra_sync]
+    assert is_done(out, rel, spec.bundle_hash, input_hash) is not None
+
+    frame = pd.read_parquet(catalogue)
+    catalogue.unlink()  # a lost catalogue part: not done, and the task predicts the shard again
+    assert is_done(out, rel, spec.bundle_hash, input_hash) is None
+    assert predict_shard(str(path), rel, str(out), spec)["status"] == "done" and catalogue.exists()
+    frame.to_parquet(catalogue, index=False)  # a part without the stamp (as another writer leaves it)
+    assert is_done(out, rel, spec.bundle_hash, input_hash) is None
+    from img2spec.survey.task import write_catalogue_part
+    write_catalogue_part(catalogue, frame, {"bundle_hash": "another-bundle", "input_hash": input_hash}, out)
+    assert is_done(out, rel, spec.bundle_hash, input_hash) is None
+    write_catalogue_part(catalogue, frame, {"bundle_hash": spec.bundle_hash, "input_hash": "another-input"}, out)
+    assert is_done(out, rel, spec.bundle_hash, input_hash) is None
+    write_catalogue_part(catalogue, frame.iloc[:-1], {"bundle_hash": spec.bundle_hash, "input_hash": input_hash}, out)
+    assert is_done(out, rel, spec.bundle_hash, input_hash) is None  # rows missing
+    write_catalogue_part(catalogue, frame, {"bundle_hash": spec.bundle_hash, "input_hash": input_hash}, out)
+    assert is_done(out, rel, spec.bundle_hash, input_hash) is not None
+
+
+class _InlineFuture:
+    """A finished Dask future: the task ran in this process when it was submitted."""
+
+    def __init__(self, fn, args):
+        self._result, self._error = None, None
+        try:
+            self._result = fn(*args)
+        except Exception as exc:  # as Dask hands a task's error to the client
+            self._error = exc
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def release(self) -> None:
+        pass
+
+
+class _InlineClient:
+    """A Dask client whose tasks run in this process at submission; records every task key."""
+
+    keys: list[str] = []
+    dashboard_link = None
+
+    def __init__(self, address) -> None:
+        self.address = address
+
+    def register_plugin(self, plugin) -> None:
+        pass
+
+    def nthreads(self) -> dict:
+        return {"inline": 1}
+
+    def submit(self, fn, *args, key, **kwargs):
+        _InlineClient.keys.append(key)
+        return _InlineFuture(fn, args)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def inline_dask(monkeypatch):
+    """`run_survey(..., scheduler=...)` with its tasks run in this process (no cluster, no TensorFlow import per worker)."""
+    import distributed
+
+    monkeypatch.setattr(distributed, "Client", _InlineClient)
+    monkeypatch.setattr(distributed, "as_completed", lambda futures: list(futures))
+    _InlineClient.keys = []
+    return _InlineClient
+
+
+def test_task_keys_name_the_shard_and_output_directories(env, tmp_path, inline_dask):
+    """Two surveys of shards with the same names on one scheduler never share a task key (a scheduler
+    keeps results by key), while a rerun of the same survey submits the same keys."""
+    from img2spec.survey.run import run_survey
+
+    other_shards = tmp_path / "other_shards"
+    shutil.copytree(env["shards"], other_shards)
+    n_parts = len(list_parts(env["shards"]))
+    runs = {}
+    for name, shards, out in (("a", env["shards"], tmp_path / "a"), ("b", env["shards"], tmp_path / "b"),
+                              ("c", other_shards, tmp_path / "c")):
+        inline_dask.keys = []
+        report = run_survey(shards, env["predictor"], out, env["params"], scheduler="inline://")
+        assert report["shards"]["done"] == n_parts
+        runs[name] = set(inline_dask.keys)
+        assert len(runs[name]) == n_parts
+    assert not runs["a"] & runs["b"] and not runs["a"] & runs["c"] and not runs["b"] & runs["c"]
+    shutil.rmtree(tmp_path / "a")
+    inline_dask.keys = []
+    run_survey(env["shards"], env["predictor"], tmp_path / "a", env["params"], scheduler="inline://")
+    assert set(inline_dask.keys) == runs["a"]
+
+
+def test_survey_skips_go_to_a_table_and_flags_are_integers(env, tmp_path, inline_dask):
+    """survey.json counts skips by reason without listing them; skipped.parquet has one row per skipped
+    object; the catalogue's flag and class columns are integers (null flags, class -1 where skipped)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from img2spec.measure.classify import UNCLASSIFIED
+    from img2spec.survey.run import run_survey
+
+    out = tmp_path / "out"
+    report = run_survey(env["shards"], env["predictor"], out, env["params"], scheduler="inline://")
+    saved = json.loads((out / "survey.json").read_text())
+    for rep in (report, saved):
+        assert "skipped" not in rep and rep["objects"]["skipped"] == 1
+        assert rep["objects"]["skipped_by_reason"] == {"nan_centre": 1}
+    skipped = pd.read_parquet(out / "skipped.parquet")
+    assert list(skipped.columns) == ["shard", "object_id", "reason", "detail"] and len(skipped) == 1
+    row = skipped.iloc[0]
+    assert row["object_id"] == env["bad_id"] and row["reason"] == "nan_centre" and "nan_centre" not in row["shard"]
+    assert (env["shards"] / row["shard"]).is_file() and row["detail"]
+
+    schema = pq.read_schema(next((out / "catalogue").rglob("*.parquet")))
+    flag_cols = [n for n in schema.names if n.endswith("_flag") or n == "quality_flags"]
+    class_cols = [n for n in schema.names if n.endswith("_class")]
+    assert len(flag_cols) > 5 and {"bpt_class", "agn_class", "sf_class"} <= set(class_cols)
+    for name in flag_cols + class_cols:
+        assert pa.types.is_integer(schema.field(name).type), (name, schema.field(name).type)
+    cat = pd.read_parquet(out / "catalogue").set_index("object_id")
+    bad, good = cat.loc[env["bad_id"]], cat[cat["predicted"]]
+    assert all(pd.isna(bad[n]) for n in flag_cols if n != "quality_flags") and bad["quality_flags"] & 1
+    assert all(bad[n] == UNCLASSIFIED for n in class_cols)
+    assert all(good[n].notna().all() for n in flag_cols)
+
+    # a rerun predicts nothing: no skips of its own, an empty table
+    again = run_survey(env["shards"], env["predictor"], out, env["params"], scheduler="inline://")
+    assert again["objects"]["skipped"] == 0 and len(pd.read_parquet(out / "skipped.parquet")) == 0
+
+
+def test_survey_refuses_outputs_of_another_packing(env, tmp_path, inline_dask):
+    """Outputs of shards that are not in the shard directory (an earlier packing with other part names)
+    stop the run with a message naming them, before anything is predicted or read beside them."""
+    from img2spec.survey.run import SurveyError, run_survey
+
+    out = tmp_path / "out"
+    first = run_survey(env["shards"], env["predictor"], out, env["params"], scheduler="inline://")
+    assert first["shards"]["failed"] == 0
+    repacked = tmp_path / "repacked"
+    shutil.copytree(env["shards"], repacked)
+    _, old = list_parts(repacked)[0]
+    new = old.with_name("part-renamed-00000.hdf5")  # the same objects under another packing's name
+    old.rename(new)
+    old_rel = old.relative_to(repacked).as_posix()
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    inline_dask.keys = []
+    with pytest.raises(SurveyError, match="not in") as err:
+        run_survey(repacked, env["predictor"], out, env["params"], scheduler="inline://")
+    assert old_rel in str(err.value) and "--out" in str(err.value)
+    assert not inline_dask.keys  # nothing submitted
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == before
+    # a catalogue part alone (its spectra shard gone) is refused as well
+    (out / old_rel).unlink()
+    with pytest.raises(SurveyError, match=r"catalogue/.*\.parquet"):
+        run_survey(repacked, env["predictor"], out, env["params"], scheduler="inline://")
+
+
+def test_local_cluster_is_closed_when_the_client_fails_to_start(env, tmp_path, monkeypatch):
+    """A client that cannot connect leaves no LocalCluster (no worker processes) behind."""
+    import distributed
+
+    import img2spec.survey.run as run_module
+
+    closed: list[bool] = []
+
+    class Cluster:
+        def close(self) -> None:
+            closed.append(True)
+
+    def no_client(*args, **kwargs):
+        raise OSError("client failed to start")
+
+    monkeypatch.setattr(run_module, "_local_cluster", lambda params: Cluster())
+    monkeypatch.setattr(distributed, "Client", no_client)
+    with pytest.raises(OSError, match="client failed to start"):
+        run_module.run_survey(env["shards"], env["predictor"], tmp_path / "out", env["params"])
+    assert closed == [True]
+
+
+def test_real_local_cluster_leaves_no_worker_when_the_client_fails(env, tmp_path, monkeypatch):
+    """The same with a real LocalCluster of one worker (no TensorFlow in it: ~1-2 s): no worker process is left."""
+    import distributed
+
+    from img2spec.survey.run import run_survey
+
+    def no_client(*args, **kwargs):
+        raise OSError("client failed to start")
+
+    monkeypatch.setattr(distributed, "Client", no_client)
+    one = params_from_dict({"survey": {"n_workers": 1, "threads_per_worker": 1, "dashboard_port": 0}})
+    with pytest.raises(OSError, match="client failed to start"):
+        run_survey(env["shards"], env["predictor"], tmp_path / "out", one)
+    deadline = time.monotonic() + 10
+    while _worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _worker_pids()

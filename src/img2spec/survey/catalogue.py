@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..config.measure import MeasureParams
 from ..measure import measure_spectra
+from ..measure.classify import UNCLASSIFIED
 from ..predict.measure_columns import Z_NONE, measurement_target, measure_target
 from ..predict.predictor import BatchResult
 
@@ -26,6 +27,8 @@ FLAG_SIGMA_NONFINITE = 4
 """Some pixel of the predicted sigma is NaN or inf."""
 FLAG_FLUX_NONFINITE = 8
 """Some pixel of the predicted flux is NaN or inf."""
+CLASS_SUFFIX = "_class"
+"""Integer class columns (`measure.classify`): `UNCLASSIFIED` (-1) on the rows of skipped objects."""
 
 
 def measurement_columns(wave: np.ndarray, flux: np.ndarray, sigma: np.ndarray,
@@ -103,5 +106,26 @@ def catalogue_frame(
         probe = measurement_columns(wave, blank, blank, np.full(1, np.nan), frame, measure_params)
         measured = {name: np.asarray(values)[:0] for name, values in probe.items()}
     for name, values in measured.items():
-        cols[name] = spread(np.asarray(values), np.asarray(values).dtype if np.asarray(values).dtype.kind == "f" else np.float64)
+        cols[name] = _spread_measured(name, np.asarray(values), rows, n)
     return pd.DataFrame(cols)
+
+
+def _spread_measured(name: str, values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """A measurement column over all n objects from its values on `rows`: floats NaN elsewhere,
+    classes `UNCLASSIFIED`, flags (and any other integer) null in a nullable integer of their own
+    width, so every part stores them as integers (a float column would turn bit tests into guesses)."""
+    if values.dtype.kind == "f":
+        full = np.full(n, np.nan, values.dtype)
+        full[rows] = values
+        return full
+    if values.dtype.kind not in "iub":
+        raise TypeError(f"measurement column {name}: unexpected dtype {values.dtype}")
+    if name.endswith(CLASS_SUFFIX):
+        full = np.full(n, UNCLASSIFIED, values.dtype)
+        full[rows] = values
+        return full
+    data = np.zeros(n, values.dtype)
+    data[rows] = values
+    mask = np.ones(n, bool)
+    mask[rows] = False
+    return pd.arrays.IntegerArray(data.astype(values.dtype if values.dtype.kind != "b" else np.int8), mask)

@@ -7,8 +7,10 @@ workers must see the shard, output and bundle paths. Shards already predicted by
 same bundle from the same input are skipped before any worker starts, so a rerun is a
 no-op and a killed run resumes. Dask retries a failed task `survey.retries` times and
 reschedules the task of a worker that died; a shard that still fails is reported in
-`survey.json`, the others finish. LocalCluster workers start with `WORKER_MALLOC_ENV` (glibc
-malloc thresholds; Dask's default costs ~1.5x the CPU per shard); start the workers of an
+`survey.json`, the others finish. Skipped objects are counted by reason in `survey.json` and
+listed in `skipped.parquet`. An output directory holding outputs of shards that are not in the
+shard directory (an earlier packing, another shard directory) is refused. LocalCluster
+workers start with `WORKER_MALLOC_ENV` (glibc malloc thresholds; Dask's default costs ~1.5x the CPU per shard); start the workers of an
 existing cluster with the same environment variables. This process (the client) needs only
 the bundle's manifest (`BundleInfo`) and never imports TensorFlow; the workers load the networks.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -26,17 +29,22 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Params
-from ..io.atomic import remove_stale_temps, write_json
+from ..io.atomic import atomic_path, remove_stale_temps, write_json
 from ..io.processes import die_with_parent
-from ..io.shards import iter_parts, read_attrs
+from ..io.shards import PARTITION_PREFIX, SHARD_SUFFIX, iter_parts, list_parts, read_attrs
 from ..logs import progress
 from ..predict.bundle_info import BundleInfo
-from .pack import reason_counts
-from ..predict.inputs import Skip
-from .task import CATALOGUE_DIR, PHASES, ModelSpec, is_done, output_paths, predict_shard
+from .task import (CATALOGUE_DIR, CATALOGUE_SUFFIX, PHASES, ModelSpec, fsync_dirs, fsync_path, is_done, output_paths,
+                   predict_shard)
 
 log = logging.getLogger(__name__)
 SURVEY_REPORT = "survey.json"
+SKIPPED_TABLE = "skipped.parquet"
+"""One row per skipped object of the run's predicted shards: shard, object_id, reason, detail."""
+SKIPPED_COLUMNS = ("shard", "object_id", "reason", "detail")
+SKIPPED_ROW_GROUP = 10_000
+"""Skipped rows held in memory before they go to the table file (memory stays bounded on any survey)."""
+STALE_EXAMPLES = 5
 DASHBOARD_HOST = "127.0.0.1"
 WORKER_MALLOC_MMAP_THRESHOLD = 32 * 2**20
 """Bytes: allocations below this come from the heap, where freed blocks are reused (glibc's maximum on 64-bit)."""
@@ -74,7 +82,8 @@ class SurveyCounts:
     failed: list[dict[str, str]] = field(default_factory=list)
     n_objects: int = 0
     n_predicted: int = 0
-    skipped: list[Skip] = field(default_factory=list)
+    n_skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
     worker_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     predict_seconds: float = 0.0
     load_seconds: float = 0.0
@@ -126,6 +135,69 @@ def _jobs(shards_dir: Path) -> list[ShardJob]:
         attrs = read_attrs(path) or {}
         jobs.append(ShardJob(healpix, path, rel, int(attrs.get("n_objects", 0) or 0), attrs.get("content_hash")))
     return jobs
+
+
+class SkippedTable:
+    """Streams skipped objects into a Parquet file (`SKIPPED_COLUMNS`, all strings) in row groups."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.schema = pa.schema([(c, pa.string()) for c in SKIPPED_COLUMNS])
+        self._writer = pq.ParquetWriter(path, self.schema)
+        self._rows: list[dict[str, str]] = []
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Queue `rows` (dicts with `SKIPPED_COLUMNS`); a full row group is written."""
+        self._rows.extend({c: str(r[c]) for c in SKIPPED_COLUMNS} for r in rows)
+        if len(self._rows) >= SKIPPED_ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._rows:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self._rows = []
+
+    def close(self) -> None:
+        """Write what is queued and the file's footer (a run without skips gives an empty table)."""
+        self._flush()
+        self._writer.close()
+
+
+def task_key(shards_dir: Path, out_dir: Path, rel: str, bundle_hash: str) -> str:
+    """The Dask key of a shard's task: its shard, bundle, shard directory and output directory.
+
+    A scheduler keeps results by key, so two surveys on one scheduler with the same shard names
+    (other shard or output directories) must never share one."""
+    where = hashlib.sha256(f"{Path(shards_dir).resolve()}\0{Path(out_dir).resolve()}".encode()).hexdigest()
+    return f"img2spec-shard-{rel}-{bundle_hash[:12]}-{where[:16]}"
+
+
+def stale_outputs(out_dir: Path, jobs: list[ShardJob]) -> list[Path]:
+    """Spectra shards and catalogue parts under `out_dir` of shards that are not among `jobs`
+    (an earlier packing with another HEALPix order or part size, or another shard directory)."""
+    rels = {j.rel for j in jobs}
+    stale = [p for _, p in list_parts(out_dir) if p.relative_to(out_dir).as_posix() not in rels]
+    cat_dir = out_dir / CATALOGUE_DIR
+    for pdir in sorted(cat_dir.glob(f"{PARTITION_PREFIX}*")):
+        for p in sorted(pdir.glob(f"*{CATALOGUE_SUFFIX}")):
+            rel = p.relative_to(cat_dir).with_suffix(SHARD_SUFFIX).as_posix()
+            if not p.name.startswith(".") and rel not in rels:
+                stale.append(p)
+    return stale
+
+
+def _refuse_stale(out_dir: Path, shards_dir: Path, jobs: list[ShardJob]) -> None:
+    stale = stale_outputs(out_dir, jobs)
+    if stale:
+        examples = ", ".join(p.relative_to(out_dir).as_posix() for p in stale[:STALE_EXAMPLES])
+        raise SurveyError(
+            f"{out_dir}: {len(stale)} output file(s) of shards that are not in {shards_dir} (e.g. {examples}): "
+            "outputs of an earlier packing (another HEALPix order or part size) or of another shard directory, "
+            "which would be read beside this run's; remove them or choose another --out")
 
 
 def _cleanup(out_dir: Path, jobs: list[ShardJob]) -> None:
@@ -190,6 +262,7 @@ def run_survey(
     if not jobs:
         raise SurveyError(f"{shards_dir}: no shards (healpix=<N>/<part>.hdf5); make them with `img2spec pack`")
     out_dir.mkdir(parents=True, exist_ok=True)
+    _refuse_stale(out_dir, shards_dir, jobs)
     if scheduler is None:  # pids in temporary names mean something only on this machine
         _cleanup(out_dir, jobs)
     sp = params.survey
@@ -204,10 +277,17 @@ def run_survey(
             counts.skipped_done += 1
             counts.n_objects += int(done.get("n_input_objects", job.n_objects))
     info: dict[str, Any] = {"scheduler": scheduler or "LocalCluster", "n_workers": 0, "threads_per_worker": None}
-    if todo:
-        _run_jobs(todo, out_dir, spec, params, scheduler, counts, info)
-        if scheduler is None:
-            _cleanup(out_dir, jobs)
+    with atomic_path(out_dir / SKIPPED_TABLE) as tmp:
+        table = SkippedTable(tmp)
+        try:
+            if todo:
+                _run_jobs(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, table)
+        finally:
+            table.close()
+        fsync_path(tmp)
+    fsync_dirs(out_dir / SKIPPED_TABLE, out_dir)
+    if todo and scheduler is None:
+        _cleanup(out_dir, jobs)
     seconds = time.perf_counter() - t0
     report = _report(counts, seconds, t0_unix, bundle, info, shards_dir, out_dir)
     write_json(out_dir / SURVEY_REPORT, report)
@@ -218,23 +298,28 @@ def run_survey(
     return report
 
 
-def _run_jobs(todo: list[ShardJob], out_dir: Path, spec: ModelSpec, params: Params, scheduler: str | None,
-              counts: SurveyCounts, info: dict[str, Any]) -> None:
+def _run_jobs(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec: ModelSpec, params: Params,
+              scheduler: str | None, counts: SurveyCounts, info: dict[str, Any], skipped: SkippedTable) -> None:
     """The todo shards on a LocalCluster (with WORKER_MALLOC_ENV) or on the cluster at `scheduler`."""
     with contextlib.ExitStack() as stack:
         if scheduler is None:
             stack.enter_context(_worker_malloc_env())
-        _run_on_cluster(todo, out_dir, spec, params, scheduler, counts, info)
+        _run_on_cluster(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, skipped)
 
 
-def _run_on_cluster(todo: list[ShardJob], out_dir: Path, spec: ModelSpec, params: Params, scheduler: str | None,
-                    counts: SurveyCounts, info: dict[str, Any]) -> None:
+def _run_on_cluster(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec: ModelSpec, params: Params,
+                    scheduler: str | None, counts: SurveyCounts, info: dict[str, Any], skipped: SkippedTable) -> None:
     from distributed import Client, as_completed
 
     sp = params.survey
     t_start = time.perf_counter()
     cluster = _local_cluster(params) if scheduler is None else None
-    client = Client(cluster) if cluster is not None else Client(scheduler)
+    try:
+        client = Client(cluster) if cluster is not None else Client(scheduler)
+    except BaseException:
+        if cluster is not None:  # its worker processes would outlive the failed start
+            cluster.close()
+        raise
     try:
         if cluster is not None:
             client.register_plugin(_local_worker_plugin())
@@ -247,7 +332,7 @@ def _run_on_cluster(todo: list[ShardJob], out_dir: Path, spec: ModelSpec, params
         # others idle at the end of the run.
         futures = {
             client.submit(predict_shard, str(job.path.resolve()), job.rel, str(out_dir.resolve()), spec, sp.batch_size,
-                          key=f"img2spec-shard-{job.rel}-{spec.bundle_hash[:12]}", retries=sp.retries, pure=False,
+                          key=task_key(shards_dir, out_dir, job.rel, spec.bundle_hash), retries=sp.retries, pure=False,
                           priority=job.n_objects): job
             for job in sorted(todo, key=lambda j: -j.n_objects)
         }
@@ -262,7 +347,7 @@ def _run_on_cluster(todo: list[ShardJob], out_dir: Path, spec: ModelSpec, params
                     counts.failed.append({"shard": job.rel, "reason": f"{type(exc).__name__}: {exc}"})
                     counts.n_objects += job.n_objects
                 else:
-                    _add(counts, res)
+                    _add(counts, res, skipped)
                 shard_bar.update(1)
                 obj_bar.update(job.n_objects)
                 fut.release()
@@ -277,14 +362,17 @@ def _run_on_cluster(todo: list[ShardJob], out_dir: Path, spec: ModelSpec, params
         counts.shutdown_seconds = time.perf_counter() - t_close  # workers retire, TensorFlow processes exit
 
 
-def _add(counts: SurveyCounts, res: dict[str, Any]) -> None:
+def _add(counts: SurveyCounts, res: dict[str, Any], skipped: SkippedTable) -> None:
     if res["status"] == "skipped_done":
         counts.skipped_done += 1
     else:
         counts.done += 1
     counts.n_objects += int(res["n_objects"])
     counts.n_predicted += int(res["n_predicted"]) if res["status"] == "done" else 0
-    counts.skipped.extend(Skip(s["file"], s["reason"], s["detail"]) for s in res["skipped"])
+    for s in res["skipped"]:
+        counts.skipped_by_reason[s["reason"]] = counts.skipped_by_reason.get(s["reason"], 0) + 1
+    counts.n_skipped += len(res["skipped"])
+    skipped.add(res["skipped"])
     counts.predict_seconds += float(res["seconds"])
     if res["status"] == "done":
         counts.load_seconds += float(res.get("load_seconds", 0.0))
@@ -331,9 +419,10 @@ def _report(counts: SurveyCounts, seconds: float, t0_unix: float, bundle: Bundle
         "shards": {"total": counts.n_shards, "done": counts.done, "skipped_already_done": counts.skipped_done,
                    "failed": len(counts.failed)},
         "failed": counts.failed,
-        "objects": {"total": counts.n_objects, "predicted": counts.n_predicted, "skipped": len(counts.skipped),
-                    "skipped_by_reason": reason_counts(counts.skipped)},
-        "skipped": [s.as_dict() for s in counts.skipped],
+        # this run's skipped objects (shards predicted now); one row each in skipped_table
+        "objects": {"total": counts.n_objects, "predicted": counts.n_predicted, "skipped": counts.n_skipped,
+                    "skipped_by_reason": dict(sorted(counts.skipped_by_reason.items()))},
+        "skipped_table": str(out_dir / SKIPPED_TABLE),
         "seconds": round(seconds, 3),
         "galaxies_per_s": round(counts.n_predicted / seconds, 1) if seconds > 0 and counts.n_predicted else None,
         # from the first shard task's start (after its worker loaded the bundle) to the last one's

@@ -4,12 +4,15 @@ A worker loads the bundle once (`worker_predictor`, cached per process and keyed
 bundle hash and inference options) with TensorFlow's thread pools sized before its first
 op, so `n_workers` workers of `threads_per_worker` threads use the cores without
 oversubscribing them. The task writes the catalogue part first and the spectra shard last,
-both atomically: the spectra shard, stamped with the bundle hash and the input shard's
-content hash, is the marker that the shard is done (`is_done`).
+both atomically and durably (each file fsynced before its rename, its directories after):
+both stamped with the bundle hash and the input shard's content hash (HDF5 attributes,
+Parquet key-value metadata), and a shard is done only when both are there with this
+bundle's and this input's stamps (`is_done`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import resource
@@ -17,11 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
-from ..io.atomic import write_parquet
+from ..io.atomic import atomic_path
 from ..io.shards import CutoutShard, SpectraShard, read_attrs, read_cutout_shard, write_spectra_shard
 from ..predict.bundle_info import BundleInfo
 from ..predict.predictor import BatchResult, Predictor
@@ -30,6 +34,8 @@ from .catalogue import catalogue_frame
 log = logging.getLogger(__name__)
 CATALOGUE_DIR = "catalogue"
 CATALOGUE_SUFFIX = ".parquet"
+CATALOGUE_STAMP_KEY = b"img2spec_survey"
+"""Parquet key-value metadata of a catalogue part: JSON of its bundle hash, input hash and row count."""
 
 
 @dataclass(frozen=True)
@@ -112,13 +118,79 @@ def output_paths(out_dir: str | Path, rel: str) -> tuple[Path, Path]:
     return spectra, catalogue
 
 
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a directory (a directory: the names created or renamed in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dirs(path: str | Path, top: str | Path) -> None:
+    """fsync every directory from `path`'s parent up to `top` (included): a renamed file's name,
+    and the names of directories created for it, are on disk."""
+    path, top = Path(path).absolute(), Path(top).absolute()
+    d = path.parent
+    while True:
+        fsync_path(d)
+        if d == top or top not in d.parents:
+            break
+        d = d.parent
+
+
+def write_durably(path: str | Path, write: Callable[[Path], None], top: str | Path) -> None:
+    """`write(tmp)` into a temporary beside `path`, fsync it, rename it onto `path`, fsync the
+    directories up to `top`. The io writers rename without fsync; a file that counts as done
+    must survive a power cut, so the durability is added here around them."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        write(tmp)
+        fsync_path(tmp)
+    fsync_dirs(path, top)
+
+
+def write_catalogue_part(path: str | Path, frame: pd.DataFrame, stamp: dict[str, Any], top: str | Path) -> None:
+    """The catalogue part `frame` as Parquet with `stamp` (and its row count) in the file's metadata, durably."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = {**(table.schema.metadata or {}),
+            CATALOGUE_STAMP_KEY: json.dumps({**stamp, "n_rows": len(frame)}).encode()}
+    table = table.replace_schema_metadata(meta)
+    write_durably(path, lambda tmp: pq.write_table(table, tmp), top)
+
+
+def catalogue_stamp(path: str | Path) -> dict[str, Any] | None:
+    """The stamp of a catalogue part (its footer only), or None when missing, unreadable or unstamped."""
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.read_metadata(path)
+        raw = (md.metadata or {}).get(CATALOGUE_STAMP_KEY)
+        stamp = json.loads(raw) if raw else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stamp, dict) or stamp.get("n_rows") != md.num_rows:
+        return None
+    return stamp
+
+
 def is_done(out_dir: str | Path, rel: str, bundle_hash: str, input_hash: str | None) -> dict[str, Any] | None:
-    """The attributes of a finished output of `rel` by this bundle from this input, else None."""
+    """The attributes of a finished output of `rel` by this bundle from this input, else None.
+
+    Finished: the spectra shard and the catalogue part both exist, both stamped with this bundle
+    hash and this input hash, the catalogue with one row per input object."""
+    if input_hash is None:
+        return None
     spectra, catalogue = output_paths(out_dir, rel)
     attrs = read_attrs(spectra) if spectra.exists() else None
-    if attrs is None or not catalogue.exists():
+    if attrs is None or attrs.get("bundle_hash") != bundle_hash or attrs.get("input_hash") != input_hash:
         return None
-    if attrs.get("bundle_hash") != bundle_hash or input_hash is None or attrs.get("input_hash") != input_hash:
+    stamp = catalogue_stamp(catalogue)
+    if (stamp is None or stamp.get("bundle_hash") != bundle_hash or stamp.get("input_hash") != input_hash
+            or stamp.get("n_rows") != attrs.get("n_input_objects")):
         return None
     return attrs
 
@@ -224,21 +296,24 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
         frame["photometry_used"] = np.isin(np.arange(len(shard)), kept[result.photometry_used])
     clock.lap("catalogue")
     spectra_path, catalogue_path = output_paths(out_dir, rel)
-    write_parquet(catalogue_path, frame)
+    input_hash = str(input_attrs.get("content_hash"))
+    write_catalogue_part(catalogue_path, frame, {"bundle_hash": spec.bundle_hash, "input_hash": input_hash}, out_dir)
     attrs = {
-        "bundle_hash": spec.bundle_hash, "input_hash": str(input_attrs.get("content_hash")),
+        "bundle_hash": spec.bundle_hash, "input_hash": input_hash,
         "input_shard": rel, "n_input_objects": len(shard), "model_name": predictor.name,
         "model_version": predictor.version, "sigma_method": predictor.sigma_method,
         "sigma_scale": predictor.sigma_scale, "flux_unit": "normalised (multiply by catalogue norm for 1e-17 erg/s/cm2/A)",
     }
-    write_spectra_shard(spectra_path, SpectraShard(
+    spectra = SpectraShard(
         object_id=shard.object_id[kept], ra=shard.ra[kept], dec=shard.dec[kept],
         flux=result.flux, sigma=result.sigma, wave=predictor.wave, z=result.z, z_err=result.z_err,
         z_used=result.z_used, rest_wave=result.rest_wave, rest_flux=result.rest_flux, rest_sigma=result.rest_sigma,
         attrs=attrs,
-    ))
+    )
+    # last: a spectra shard under its final name (with a stamped catalogue beside it) marks the shard done
+    write_durably(spectra_path, lambda tmp: write_spectra_shard(tmp, spectra), out_dir)
     clock.lap("write")
-    skipped = [{"file": f"{rel}#{shard.object_id[i]}", "reason": code, "detail": detail}
+    skipped = [{"shard": rel, "object_id": str(shard.object_id[i]), "reason": code, "detail": detail}
                for i, (code, detail) in sorted(rejected.items())]
     return {**base, "status": "done", "n_objects": len(shard), "n_predicted": len(kept), "skipped": skipped,
             "seconds": time.perf_counter() - t0, "finished": time.time(), "peak_rss_mb": _peak_rss_mb(),
