@@ -104,3 +104,57 @@ def test_pack_needs_a_position_and_takes_it_from_the_catalogue(tmp_path):
     assert report["n_objects_packed"] == 1
     shard = read_cutout_shard(list_parts(tmp_path / "s2")[0][1])
     assert shard.z[0] == 0.1 and shard.rKronMag[0] == np.float32(17.5)
+
+
+def _objects(shards) -> dict[str, list[str]]:
+    """Object id -> the parts (relative paths) that hold it."""
+    found: dict[str, list[str]] = {}
+    for _, path in list_parts(shards):
+        for oid in read_cutout_shard(path).object_id:
+            found.setdefault(str(oid), []).append(path.relative_to(shards).as_posix())
+    return found
+
+
+def test_two_packs_into_one_directory_keep_each_others_parts(tmp_path):
+    """Packs of two input sets into one directory (same sky pixels) both keep their parts; a repack
+    of one set with another part size replaces only that set's parts; temporaries of a dead writer
+    go, those of a live writer stay."""
+    import os
+    import subprocess
+
+    from img2spec.io.atomic import temp_path
+
+    rng = np.random.default_rng(5)
+    sets = {}
+    for name, first in (("a", 100), ("b", 200)):
+        d = tmp_path / name
+        sets[name] = [galaxy_cutout(first + i, rng) for i in range(5)]  # all near one sky position
+        for c in sets[name]:
+            write_cutout(d / f"{c.objid}.fits", c)
+    ids = {name: {str(c.objid) for c in cs} for name, cs in sets.items()}
+    shards = tmp_path / "shards"
+    params = params_from_dict({"survey": {"healpix_order": 4, "objects_per_part": 2}})
+    pack([tmp_path / "a"], shards, params)
+    b_report = pack([tmp_path / "b"], shards, params)
+    found = _objects(shards)
+    assert set(found) == ids["a"] | ids["b"] and all(len(v) == 1 for v in found.values())
+    b_parts = {p.relative_to(shards).as_posix(): p.stat().st_mtime_ns for _, p in list_parts(shards)
+               if p.relative_to(shards).as_posix() in {q["path"] for q in b_report["parts"]}}
+    assert len(b_parts) == 3
+
+    # temporaries: one of a dead writer, one of this (live) process
+    pdir = next(shards.glob("healpix=*"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    dead_tmp = temp_path(pdir / "part-x.hdf5", pid=dead.pid)
+    live_tmp = temp_path(pdir / "part-y.hdf5", pid=os.getpid())
+    dead_tmp.write_bytes(b"partial")
+    live_tmp.write_bytes(b"being written")
+
+    a_again = pack([tmp_path / "a"], shards, params_from_dict({"survey": {"healpix_order": 4, "objects_per_part": 3}}))
+    found = _objects(shards)
+    assert set(found) == ids["a"] | ids["b"] and all(len(v) == 1 for v in found.values())  # no duplicate of a
+    assert {v[0] for k, v in found.items() if k in ids["a"]} == {p["path"] for p in a_again["parts"]}
+    assert len(a_again["parts"]) == 2
+    assert {rel: (shards / rel).stat().st_mtime_ns for rel in b_parts} == b_parts  # b untouched
+    assert not dead_tmp.exists() and live_tmp.exists()

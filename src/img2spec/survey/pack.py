@@ -6,8 +6,13 @@ Two passes, so memory holds one part of images at a time whatever the input size
    nested HEALPix pixel at `survey.healpix_order`.
 2. write: per pixel, objects sorted by id are cut into parts of at most
    `survey.objects_per_part` and written with `io.shards.write_cutout_shard` as
-   `healpix=<N>/part-<k>.hdf5` (objects whose images have another shape than the part's
-   first go to `part-<k>-<H>x<W>.hdf5`, so nothing is dropped for its size).
+   `healpix=<N>/part-<tag>-<k>.hdf5` (objects whose images have another shape than the part's
+   first go to `part-<tag>-<k>-<H>x<W>.hdf5`, so nothing is dropped for its size).
+
+`<tag>` names the input set (`inputs_tag`): the parts of one set of inputs are that run's own.
+A pack removes only its own parts that it did not write again (an earlier pack of the same
+inputs with another HEALPix order or part size) and temporaries of writers that are gone, so
+packs of other inputs into the same directory, finished or running, keep their parts.
 
 Every input file is counted; a file that cannot be packed is a skip with a reason in
 `pack.json`. The same inputs give byte-identical shard contents (same content hashes),
@@ -16,8 +21,10 @@ so a survey rerun after a repack skips what it already predicted.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +46,9 @@ from .healpix import healpix_pixels
 log = logging.getLogger(__name__)
 PACK_REPORT = "pack.json"
 PART_PREFIX = "part-"
+_UNTAGGED_PART = re.compile(rf"^{PART_PREFIX}\d+(-\d+x\d+)?{re.escape(SHARD_SUFFIX)}$")
+INPUTS_TAG_LENGTH = 10
+"""Hex digits of the input-set tag in part names (40 bits: no collision among a directory's packs)."""
 
 
 @dataclass
@@ -65,6 +75,22 @@ def reason_counts(skips: Iterable[Skip]) -> dict[str, int]:
     for s in skips:
         counts[s.reason] = counts.get(s.reason, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def inputs_tag(inputs: Sequence[str | Path]) -> str:
+    """The tag of an input set in part names: a digest of its resolved paths, order and repeats ignored."""
+    names = sorted({str(Path(i).resolve()) for i in inputs})
+    return hashlib.sha256("\0".join(names).encode()).hexdigest()[:INPUTS_TAG_LENGTH]
+
+
+def own_stale_parts(out_dir: Path, tag: str, written: set[str]) -> list[Path]:
+    """Parts of the input set `tag` under `out_dir` that this pack did not write (paths relative
+    to `out_dir` in `written`), and untagged parts (`part-<k>[-<H>x<W>]`, written when a pack
+    owned its whole directory); parts of other input sets are not this pack's to remove."""
+    own = f"{PART_PREFIX}{tag}-"
+    return [p for p in sorted(out_dir.glob(f"{PARTITION_PREFIX}*/{PART_PREFIX}*{SHARD_SUFFIX}"))
+            if (p.name.startswith(own) or _UNTAGGED_PART.match(p.name))
+            and p.relative_to(out_dir).as_posix() not in written]
 
 
 def _catalogue(path: Path | None, norm_band: str) -> tuple[ObjectMeta, dict[str, tuple[float, float]]]:
@@ -169,6 +195,7 @@ def pack(
     for obj, pix in zip(objects, pixels):
         obj.healpix = int(pix)
         by_pixel.setdefault(int(pix), []).append(obj)
+    tag = inputs_tag(inputs)
     parts: list[dict] = []
     n_packed = 0
     bar = progress(total=len(objects), desc="pack: write", unit="obj")
@@ -191,25 +218,22 @@ def pack(
                         skips.append(Skip(",".join(item[0].files), "wrong_shape", f"band shapes differ: {sorted(shapes)}"))
                         continue
                     by_shape.setdefault(shape, []).append(item)
-                name = f"{PART_PREFIX}{k // sp.objects_per_part:05d}"
+                name = f"{PART_PREFIX}{tag}-{k // sp.objects_per_part:05d}"
                 for j, (shape, group) in enumerate(by_shape.items()):
                     part = name if j == 0 else f"{name}-{shape[0]}x{shape[1]}"
                     parts.append(_write_part(out_dir, pix, part, group, bands, meta, sp.healpix_order))
                     n_packed += len(group)
     finally:
         bar.close()
-    written = {p["path"] for p in parts}
-    stale = [p for p in out_dir.glob(f"{PARTITION_PREFIX}*/{PART_PREFIX}*{SHARD_SUFFIX}")
-             if p.relative_to(out_dir).as_posix() not in written]
-    for path in stale:  # parts of an earlier pack into the same directory that this one did not write
-        path.unlink()
+    for path in own_stale_parts(out_dir, tag, {p["path"] for p in parts}):
+        path.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     report = {
         "n_inputs": n_files, "n_objects_packed": n_packed, "n_parts": len(parts), "n_pixels": len(by_pixel),
         "n_skipped": len(skips), "skipped_by_reason": reason_counts(skips),
         "skipped": [s.as_dict() for s in skips],
         "healpix_order": sp.healpix_order, "objects_per_part": sp.objects_per_part, "bands": list(bands),
-        "catalogue": str(catalogue) if catalogue else None,
+        "catalogue": str(catalogue) if catalogue else None, "inputs_tag": tag,
         "seconds": round(seconds, 3), "cutouts_per_s": round(n_packed / seconds, 1) if seconds > 0 else None,
         "parts": parts,
     }
