@@ -243,7 +243,7 @@ def readme(
 @app.command("pack")
 def pack_cmd(
     inputs: list[Path] = typer.Argument(..., help="5-band cutout FITS files, single-band PS1 cutout-service files, or directories of them"),
-    out: Path = typer.Option(..., "--out", "-o", help="shard directory: healpix=<N>/part-<k>.hdf5 and pack.json"),
+    out: Path = typer.Option(..., "--out", "-o", help="shard directory: healpix=<N>/part-<tag>-<k>.hdf5 (tag: digest of the inputs) and pack.json"),
     catalogue: Optional[Path] = typer.Option(None, "--catalogue", help="CSV objid[,ra,dec][,z][,rKronMag] packed beside the images"),
     params: Path = typer.Option(Path("params.yaml"), help="parameter file (survey.healpix_order, survey.objects_per_part, data.bands)"),
 ) -> None:
