@@ -46,13 +46,14 @@ repro: setup  ## run the whole DVC pipeline (default: offline mock survey), then
 readme: setup  ## re-render the README's evaluation table from metrics/evaluate.json
 	$(BIN)/img2spec readme
 
-test: setup  ## run the fast test suite (offline, < 15 min on 2 cores; CI=true also installs PostgreSQL)
+test: setup  ## run the fast test suite (offline, ~7 min on 2 cores; CI=true also installs PostgreSQL)
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ci_postgres.sh; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-slow: setup  ## run the slow end-to-end tests too (installs Debian's chromium for the MLflow UI check)
+test-slow: setup  ## run only the slow end-to-end tests (minutes each; installs Debian's chromium for the MLflow UI check)
+	@if [ "$${CI:-}" = "true" ]; then bash scripts/ci_postgres.sh; fi
 	bash scripts/install_browser.sh
-	$(BIN)/python -m pytest -m "" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 tune: setup  ## Optuna study of the VAE and CNN (params: tune)
 	$(BIN)/img2spec tune
