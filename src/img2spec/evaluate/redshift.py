@@ -25,6 +25,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from ..measure.stats import nmad
 from .baselines import colour_features
+from .rows import RowView
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def redshift_scales(cnn, data, *, batch_size: int = 256) -> dict | None:
     if len(val) == 0:
         log.warning("photo-z: the val split is empty; z_err is left unscaled")
         return None
-    images = _RowView(data.images, val)
+    images = RowView(data.images, val)
     preds = cnn_photoz(cnn, images, catalogue_photometry(data, val), batch_size=batch_size)
     if not preds:
         return None
@@ -206,7 +207,7 @@ def photoz_report(cnn, data, train: np.ndarray, test: np.ndarray, k: int, use_ma
                   scales: dict | None, batch_size: int = 256) -> tuple[dict, dict]:
     """(`redshift_metrics` on the test split for the CNN (with its photometry and, if hybrid, without),
     errors calibrated with `scales` from `redshift_scales`; {name: (z_pred, z_err, z_true)} for `pit_figure`)."""
-    preds = cnn_photoz(cnn, _RowView(data.images, test), catalogue_photometry(data, test), batch_size=batch_size)
+    preds = cnn_photoz(cnn, RowView(data.images, test), catalogue_photometry(data, test), batch_size=batch_size)
     cal = {name: (z, z_err * np.float32(scale_of(scales, name))) for name, (z, z_err) in preds.items()}
     z, z_err = cal.get("cnn", (None, None))
     z_i, z_err_i = cal.get("cnn_images_only", (None, None))
@@ -216,23 +217,6 @@ def photoz_report(cnn, data, train: np.ndarray, test: np.ndarray, k: int, use_ma
         out["notes"]["z_err_scale"] = {name: fit["scale"] for name, fit in scales.items()}
     z_true = data.catalog[REDSHIFT_COLUMN].to_numpy(np.float64)[test]
     return out, {name: (zp, ze, z_true) for name, (zp, ze) in cal.items()}
-
-
-class _RowView:
-    """Lazy rows of a memmapped array (slicing reads only the requested rows)."""
-
-    def __init__(self, array, rows: np.ndarray) -> None:
-        self.array, self.rows = array, np.asarray(rows)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), *self.array.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, item):
-        return np.asarray(self.array[self.rows[item]])
 
 
 # ----------------------------------------------------------------------------- PIT

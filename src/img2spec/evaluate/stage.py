@@ -26,35 +26,12 @@ from .figures import examples_figure, histogram_figure, trend_figure
 from .measure_figures import measurements_figure
 from .measurements import flat_metrics, measure_methods, score_measurements
 from .regions import region_summaries
+from .rows import RowView, load_rows
 from .redshift import catalogue_photometry, photoz_report, pit_figure, redshift_scales, scale_of
 
 log = logging.getLogger(__name__)
 
 PCA_SUBDIR = "pca"
-LOAD_CHUNK = 2048
-
-
-@dataclass
-class RowView:
-    """Lazy rows of a memmapped array: slicing reads only the requested rows."""
-
-    array: np.ndarray
-    rows: np.ndarray
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), *self.array.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, item):
-        return np.asarray(self.array[self.rows[item]])
-
-
-def _rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.asarray(array[rows[s:s + LOAD_CHUNK]], np.float32)
-                           for s in range(0, len(rows), LOAD_CHUNK)]) if len(rows) else np.zeros((0, *array.shape[1:]), np.float32)
 
 
 def paired_comparison(d_model: np.ndarray, d_base: np.ndarray) -> dict:
@@ -82,7 +59,7 @@ def _fit_sigma_scale(models, data, ep, z_scales: dict | None = None, *, given_z:
     pred = predict_spectra(models.cnn, models.decoder, RowView(data.images, val), n_samples=ep.n_samples,
                            batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
                            photometry=catalogue_photometry(data, val), z_err_scale=scale_of(z_scales), z=z)
-    fit = fit_sigma_scale(pred.flux, pred.sigma, _rows(data.flux, val), _rows(data.ivar, val))
+    fit = fit_sigma_scale(pred.flux, pred.sigma, load_rows(data.flux, val), load_rows(data.ivar, val))
     fit.update(fitted_on="val", n_objects=int(len(val)), sigma_method=ep.sigma_method,
                redshift="catalogue" if given_z else "predicted")
     if not np.isfinite(fit["scale"]) or fit["scale"] <= 0:
@@ -171,7 +148,7 @@ def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -
     mu, _ = encode_spectra(load_encoder(paths.vae_dir), obs, ivar, z=z_true)
     preds["vae_ceiling"] = decode(models.decoder, decoder_input(models.decoder, mu, z_true))
     if data.truth_flux is not None:
-        preds["noise_floor"] = _rows(data.truth_flux, test)
+        preds["noise_floor"] = load_rows(data.truth_flux, test)
     else:
         notes["noise_floor"] = "no truth_flux (real data)"
     return Predictions(preds, sigmas, rest, rest_wave, notes, fits, z_scales, knn_info)
@@ -197,7 +174,7 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     train, test = data.indices("train"), data.indices("test")
     if len(test) == 0:
         raise ValueError(f"{paths.processed}: the test split is empty; nothing to evaluate")
-    obs, ivar = _rows(data.flux, test), _rows(data.ivar, test)
+    obs, ivar = load_rows(data.flux, test), load_rows(data.ivar, test)
     pr = _predict_all(params, paths, data, obs, ivar)
     preds = pr.preds
 
