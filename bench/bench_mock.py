@@ -1,6 +1,6 @@
 """Benchmark the mock survey: galaxies/s per stage and peak memory, at one or more sizes.
 
-    python bench/bench_mock.py --n 5000 36000 [--workers 2] [--root /tmp/mockbench]
+    python bench/bench_mock.py --n 5000 36000 [--workers 2] [--root WORKDIR]
 
 Each size runs the four source stages in a fresh subprocess (so peak RSS is per
 size) under <root>/n<N>/ and prints a table; results also go to <root>/bench_mock.json.
@@ -13,6 +13,7 @@ import argparse
 import json
 import resource
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[5000])
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--root", type=Path, default=Path("/tmp/mockbench"))
+    ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "mockbench",
+                    help="work directory (default: mockbench in the system temporary directory)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     results = []

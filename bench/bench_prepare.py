@@ -11,7 +11,7 @@ workers of PSS (proportional set size: shared copy-on-write pages are split
 between processes rather than counted once per worker), with RSS beside it.
 
     .venv/bin/python bench/bench_prepare.py --n 36000        # targets: >= 500/s, < 4 GiB
-    .venv/bin/python bench/bench_prepare.py --n 2000 --keep /tmp/bench_prep
+    .venv/bin/python bench/bench_prepare.py --n 2000 --keep WORKDIR
 """
 
 from __future__ import annotations
