@@ -49,8 +49,10 @@ def env(tmp_path_factory):
     bad = galaxy_cutout(3000, rng)
     bad.data["r"][4:12, 4:12] = np.nan  # the whole 8x8 centre box
     write_cutout(extra / "nan_centre.fits", bad)
+    # the spectra store: these tests read the spectra files (the compact store: test_survey_read)
     params = params_from_dict({"survey": {"healpix_order": 3, "objects_per_part": 4, "n_workers": 2,
-                                          "threads_per_worker": 1, "retries": 1, "batch_size": 3}})
+                                          "threads_per_worker": 1, "retries": 1, "batch_size": 3,
+                                          "store": "spectra"}})
     shards = root / "shards"
     pack([root / "data" / "raw" / "images", extra], shards, params)
     # what the Predictor gives for every good cutout, one call on all of them
@@ -88,7 +90,7 @@ def test_shard_task_matches_predictor_and_rerun_skips(env, tmp_path):
 
     out = tmp_path / "out"
     spec = ModelSpec.of(env["predictor"])
-    results = [predict_shard(str(path), rel, str(out), spec) for _, path, rel in iter_parts(env["shards"])]
+    results = [predict_shard(str(path), rel, str(out), spec, store="spectra") for _, path, rel in iter_parts(env["shards"])]
     assert len(results) >= 4 and all(r["status"] != "skipped_done" for r in results)
     got = _check_outputs(env, out)
     assert len(got) == env["n_good"] == sum(r["n_predicted"] for r in results)
@@ -96,7 +98,7 @@ def test_shard_task_matches_predictor_and_rerun_skips(env, tmp_path):
     assert len(skipped) == 1 and "nan_centre" in str(skipped[0]) and env["bad_id"] in str(skipped[0])
     assert not [p for p in out.rglob(".*")]  # no temporaries
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.hdf5")}
-    again = [predict_shard(str(path), rel, str(out), spec) for _, path, rel in iter_parts(env["shards"])]
+    again = [predict_shard(str(path), rel, str(out), spec, store="spectra") for _, path, rel in iter_parts(env["shards"])]
     assert {r["status"] for r in again} == {"skipped_done"}
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.hdf5")} == mtimes
 
@@ -367,7 +369,7 @@ def test_client_kill9_leaves_no_orphans_and_resumes_to_identical_outputs(env, tm
 
     # One object per shard and per forward pass: ~20 tasks, so the client is killed with most still to do.
     survey = {"healpix_order": 3, "objects_per_part": 1, "n_workers": 2, "threads_per_worker": 1, "retries": 1,
-              "batch_size": 1}
+              "batch_size": 1, "store": "spectra"}
     params = params_from_dict({"survey": survey})
     shards = tmp_path / "shards"
     pack([env["root"] / "data" / "raw" / "images", env["root"] / "extra"], shards, params)
@@ -416,7 +418,7 @@ def test_client_kill9_leaves_no_orphans_and_resumes_to_identical_outputs(env, tm
         rel = path.relative_to(out).as_posix()
         attrs = read_attrs(path)
         assert attrs is not None and read_spectra_shard(path).flux.shape[0] == attrs["n_objects"]
-        n_done += is_done(out, rel, env["predictor"].bundle_hash, read_attrs(shards / rel)["content_hash"]) is not None
+        n_done += is_done(out, rel, env["predictor"].bundle_hash, read_attrs(shards / rel)["content_hash"], "spectra") is not None
     assert 1 <= n_done < len(parts), (n_done, len(parts))  # killed mid-run
     # Temporaries a kill -9 cannot clean up belong to dead writers, which the rerun removes.
     temps = [p for p in out.rglob(".*") if temp_owner(p.name) is not None]
@@ -474,7 +476,7 @@ def test_done_needs_both_outputs_stamped_and_they_are_fsynced(env, tmp_path, mon
     input_hash = read_attrs(path)["content_hash"]
     spectra, catalogue = output_paths(out, rel)
     synced = _fsynced_paths(monkeypatch)
-    assert predict_shard(str(path), rel, str(out), spec)["status"] == "done"
+    assert predict_shard(str(path), rel, str(out), spec, store="spectra")["status"] == "done"
     for final in (spectra, catalogue):
         temps = [s for s in synced if os.path.dirname(s) == str(final.parent)
                  and os.path.basename(s).startswith(f".{final.name}.tmp-")]
@@ -484,23 +486,23 @@ def test_done_needs_both_outputs_stamped_and_they_are_fsynced(env, tmp_path, mon
     # the spectra shard (the marker) is synced after the catalogue part is complete under its final name
     first_spectra_sync = min(i for i, s in enumerate(synced) if os.path.basename(s).startswith(f".{spectra.name}"))
     assert str(catalogue.parent) in synced[:first_spectra_sync]
-    assert is_done(out, rel, spec.bundle_hash, input_hash) is not None
+    assert is_done(out, rel, spec.bundle_hash, input_hash, "spectra") is not None
 
     frame = pd.read_parquet(catalogue)
     catalogue.unlink()  # a lost catalogue part: not done, and the task predicts the shard again
-    assert is_done(out, rel, spec.bundle_hash, input_hash) is None
-    assert predict_shard(str(path), rel, str(out), spec)["status"] == "done" and catalogue.exists()
+    assert is_done(out, rel, spec.bundle_hash, input_hash, "spectra") is None
+    assert predict_shard(str(path), rel, str(out), spec, store="spectra")["status"] == "done" and catalogue.exists()
     frame.to_parquet(catalogue, index=False)  # a part without the stamp (as another writer leaves it)
-    assert is_done(out, rel, spec.bundle_hash, input_hash) is None
+    assert is_done(out, rel, spec.bundle_hash, input_hash, "spectra") is None
     from img2spec.survey.task import write_catalogue_part
     write_catalogue_part(catalogue, frame, {"bundle_hash": "another-bundle", "input_hash": input_hash}, out)
-    assert is_done(out, rel, spec.bundle_hash, input_hash) is None
+    assert is_done(out, rel, spec.bundle_hash, input_hash, "spectra") is None
     write_catalogue_part(catalogue, frame, {"bundle_hash": spec.bundle_hash, "input_hash": "another-input"}, out)
-    assert is_done(out, rel, spec.bundle_hash, input_hash) is None
+    assert is_done(out, rel, spec.bundle_hash, input_hash, "spectra") is None
     write_catalogue_part(catalogue, frame.iloc[:-1], {"bundle_hash": spec.bundle_hash, "input_hash": input_hash}, out)
-    assert is_done(out, rel, spec.bundle_hash, input_hash) is None  # rows missing
+    assert is_done(out, rel, spec.bundle_hash, input_hash, "spectra") is None  # rows missing
     write_catalogue_part(catalogue, frame, {"bundle_hash": spec.bundle_hash, "input_hash": input_hash}, out)
-    assert is_done(out, rel, spec.bundle_hash, input_hash) is not None
+    assert is_done(out, rel, spec.bundle_hash, input_hash, "spectra") is not None
 
 
 class _InlineFuture:

@@ -42,7 +42,8 @@ def env(tmp_path_factory):
 def _run(env, predictor, out):
     from img2spec.survey.task import ModelSpec, output_paths, predict_shard
 
-    report = predict_shard(str(env["shard"]), REL, str(out), ModelSpec.of(predictor), batch_size=BATCH)
+    report = predict_shard(str(env["shard"]), REL, str(out), ModelSpec.of(predictor), batch_size=BATCH,
+                           store="spectra")
     assert report["status"] == "done" and report["n_predicted"] == len(Z_SHARD)
     spectra, catalogue = output_paths(out, REL)
     return read_spectra_shard(spectra), pd.read_parquet(catalogue)

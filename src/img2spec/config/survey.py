@@ -1,8 +1,14 @@
 """`survey`: packing cutouts into HEALPix shards and predicting them on Dask (owned by survey/)."""
 
+from typing import Literal, get_args
+
 from pydantic import Field
 
 from .base import Section
+
+
+SurveyStore = Literal["compact", "spectra"]
+SURVEY_STORES: tuple[str, ...] = get_args(SurveyStore)
 
 
 class SurveyParams(Section):
@@ -33,3 +39,8 @@ class SurveyParams(Section):
     """Dask retries of a failed shard task before it is reported as failed."""
     batch_size: int | None = Field(None, ge=1)
     """Objects per forward pass (None: the bundle's inference batch size)."""
+    store: SurveyStore = "compact"
+    """What `img2spec survey` writes per shard beside the catalogue: 'compact' (the latent mean and
+    1-sigma, the decode redshift and its error: ~0.2 KB per galaxy, decoded on read by
+    `img2spec.survey.open_survey` / `img2spec decode`) or 'spectra' (flux and sigma, and a rest-frame
+    bundle's rest-frame arrays: ~30 KB per galaxy)."""

@@ -5,8 +5,13 @@ spectra reads as one partitioned dataset). Field names follow the Multimodal Uni
 data set: `object_id`, `ra`, `dec`, `image_flux` (N, bands, H, W) float32, per-band
 `magzp`, the band names, optional `z`, `rKronMag` and `mag` (every band's catalogue magnitude).
 
+A survey writes per cutout shard either a spectra shard (flux and sigma, `--store spectra`) or
+a latent shard (`--store compact`, the default): what the spectra are a deterministic function
+of (latent mean and 1-sigma, the decode redshift and its error), decoded on read by
+`img2spec.survey.open_survey`.
+
 Every shard carries a `content_hash` attribute (sha256 of what it holds), computed when
-it is written; a spectra shard records the content hash of the cutout shard it came from
+it is written; a survey output records the content hash of the cutout shard it came from
 and the bundle hash, which is how `survey` knows an output is already done. Writes are
 atomic (`io.atomic.atomic_path`): a killed writer never leaves a partial shard.
 """
@@ -27,6 +32,7 @@ from .ps1_cutout import Cutout
 
 CUTOUT_FORMAT = "img2spec-cutout-shard"
 SPECTRA_FORMAT = "img2spec-spectra-shard"
+LATENT_FORMAT = "img2spec-latent-shard"
 FORMAT_VERSION = 1
 SHARD_SUFFIX = ".hdf5"
 PARTITION_PREFIX = "healpix="
@@ -209,6 +215,8 @@ class SpectraShard:
     """(N, R) float32 rest-frame prediction, normalised like `flux`."""
     rest_sigma: np.ndarray | None = None
     """(N, R) float32 1-sigma of `rest_flux`."""
+    norm_mag: np.ndarray | None = None
+    """(N,) float32 magnitude of the flux normalisation (the cutout shard's rKronMag; NaN: none)."""
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -216,8 +224,8 @@ class SpectraShard:
 
 
 REST_DATASETS = (("z_used", np.float32), ("rest_wave", np.float64), ("rest_flux", np.float32),
-                 ("rest_sigma", np.float32))
-"""Optional datasets of a spectra shard written by a rest-frame bundle (name, dtype)."""
+                 ("rest_sigma", np.float32), ("norm_mag", np.float32))
+"""Optional datasets of a spectra shard (name, dtype): a rest-frame bundle's, and the norm magnitude."""
 
 
 def write_spectra_shard(path: str | Path, shard: SpectraShard) -> None:
@@ -279,3 +287,85 @@ def iter_parts(root: str | Path) -> Iterator[tuple[int, Path, str]]:
     """(healpix, path, path relative to root) for every shard under root."""
     for healpix, path in list_parts(root):
         yield healpix, path, path.relative_to(root).as_posix()
+
+
+@dataclass
+class LatentShard:
+    """What the spectra of one shard are a function of (row i = predicted object i, shard order).
+
+    `survey.read` decodes it with the bundle named by `attrs['bundle_hash']`: rows with the same
+    `decode_group` were decoded together in the survey (one call, in row order), and are again."""
+
+    object_id: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    latent_mu: np.ndarray
+    """(N, L) float32 predicted latent mean."""
+    latent_std: np.ndarray
+    """(N, L) float32 latent 1-sigma the spectrum's sigma is propagated from."""
+    decode_group: np.ndarray
+    """(N,) int32: rows decoded in one call share a value."""
+    z: np.ndarray | None = None
+    """(N,) float32 predicted redshift (CNN with a redshift head)."""
+    z_err: np.ndarray | None = None
+    """(N,) float32 calibrated 1-sigma of `z`: the width a rest-frame decoder averages over."""
+    z_used: np.ndarray | None = None
+    """(N,) float32 redshift decoded at (rest-frame bundles)."""
+    z_given: np.ndarray | None = None
+    """(N,) bool: `z_used` is the shard's (catalogue) z, decoded exactly at it (rest-frame bundles)."""
+    photometry_used: np.ndarray | None = None
+    """(N,) bool: a hybrid bundle saw the object's catalogue photometry."""
+    norm_mag: np.ndarray | None = None
+    """(N,) float32 magnitude of the flux normalisation (NaN: none)."""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.object_id)
+
+
+LATENT_OPTIONAL = (("z", "z_pred", np.float32), ("z_err", "z_pred_err", np.float32), ("z_used", "z_used", np.float32),
+                   ("z_given", "z_given", bool), ("photometry_used", "photometry_used", bool),
+                   ("norm_mag", "norm_mag", np.float32))
+"""Optional fields of a latent shard: (field, dataset name, dtype)."""
+
+
+def write_latent_shard(path: str | Path, shard: LatentShard) -> None:
+    """Write a latent shard atomically (the file under its final name is complete)."""
+    import h5py
+
+    n = len(shard)
+    if shard.latent_mu.shape != shard.latent_std.shape or len(shard.latent_mu) != n or len(shard.decode_group) != n:
+        raise ValueError(f"latent shard: {n} objects, latent_mu {shard.latent_mu.shape}, "
+                         f"latent_std {shard.latent_std.shape}, decode_group {np.shape(shard.decode_group)}")
+    text = h5py.string_dtype()
+    with atomic_path(path, suffix=f"{SHARD_SUFFIX}.tmp") as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("object_id", data=_str_array(shard.object_id), dtype=text)
+        f.create_dataset("ra", data=np.asarray(shard.ra, np.float64))
+        f.create_dataset("dec", data=np.asarray(shard.dec, np.float64))
+        f.create_dataset("latent_mu", data=np.asarray(shard.latent_mu, np.float32))
+        f.create_dataset("latent_std", data=np.asarray(shard.latent_std, np.float32))
+        f.create_dataset("decode_group", data=np.asarray(shard.decode_group, np.int32))
+        for name, dataset, dtype in LATENT_OPTIONAL:
+            if getattr(shard, name) is not None:
+                f.create_dataset(dataset, data=np.asarray(getattr(shard, name), dtype))
+        f.attrs.update({**shard.attrs, "format": LATENT_FORMAT, "format_version": FORMAT_VERSION, "n_objects": n})
+
+
+def read_latent_shard(path: str | Path) -> LatentShard:
+    """Read a latent shard; ShardFormatError names the file when it is not one."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != LATENT_FORMAT:
+                raise ShardFormatError(f"{path}: not an img2spec latent shard (format {f.attrs.get('format')!r})")
+            return LatentShard(
+                object_id=_strings(f["object_id"]), ra=f["ra"][()], dec=f["dec"][()],
+                latent_mu=f["latent_mu"][()], latent_std=f["latent_std"][()], decode_group=f["decode_group"][()],
+                **{name: f[dataset][()] for name, dataset, _ in LATENT_OPTIONAL if dataset in f},
+                attrs=dict(f.attrs),
+            )
+    except ShardFormatError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ShardFormatError(f"{path}: unreadable latent shard ({exc})") from exc

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -50,7 +50,8 @@ class PredictedSpectra:
     sigma: np.ndarray
     """(N, P) per-pixel 1-sigma of the prediction (see `SIGMA_METHODS`; NaN for 'none')."""
     latent_mu: np.ndarray
-    latent_logvar: np.ndarray
+    latent_logvar: np.ndarray | None
+    """(N, L) the CNN's latent log-variance (None from `decode_latents`, which starts at `latent_std`)."""
     z: np.ndarray | None = None
     """(N,) predicted redshift (mean of the CNN's redshift head); None for a CNN without one."""
     z_err: np.ndarray | None = None
@@ -67,6 +68,9 @@ class PredictedSpectra:
     """(N, R) the rest-frame prediction (same normalisation as `flux`); None for an observed-frame decoder."""
     rest_sigma: np.ndarray | None = None
     """(N, R) its 1-sigma from the latent uncertainty alone (no redshift in it)."""
+    latent_std: np.ndarray | None = None
+    """(N, L) float32 latent 1-sigma the sigma was propagated from (`latent_std`): with `latent_mu`
+    (and a rest-frame decoder's z_used, z_given, z_err) all `decode_latents` needs."""
 
 
 class LoadedModels(NamedTuple):
@@ -383,6 +387,21 @@ def _decode_redshift(z_pred: np.ndarray | None, z: np.ndarray | None, n: int) ->
     return z_use, given
 
 
+def latent_std(logvar: np.ndarray) -> np.ndarray:
+    """(N, L) float32 latent 1-sigma from the CNN's log-variance: what the spectrum's sigma propagates."""
+    return np.exp(0.5 * np.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)).astype(np.float32)
+
+
+def _check_options(n_samples: int, batch_size: int, sigma_method: str, **scales: float) -> None:
+    if n_samples < 0 or batch_size < 1:
+        raise ValueError(f"n_samples must be >= 0 and batch_size >= 1 (got {n_samples}, {batch_size})")
+    if sigma_method not in SIGMA_METHODS:
+        raise ValueError(f"sigma_method must be one of {SIGMA_METHODS}, got {sigma_method!r}")
+    for name, value in scales.items():
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {value}")
+
+
 def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, batch_size: int = 256,
                     seed: int = 0, sigma_method: SigmaMethod = "linearised",
                     sigma_scale: float = 1.0, z: np.ndarray | None = None, z_err_scale: float = 1.0,
@@ -403,39 +422,69 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     it is placed at that z exactly; elsewhere the observed-frame `flux` and `sigma` are the rest
     spectrum averaged over the predicted N(z, z_err) (`restframe.marginalise_redshift`): the
     expected spectrum given what the images say about z, not a sharp guess at one z.
+
+    The images go through the CNN here; everything after it is `decode_latents`, which a
+    survey's reader calls again on the stored latents to get the same spectra.
     """
     if not (hasattr(images, "shape") and hasattr(images, "__getitem__")):
         images = np.asarray(images)  # sliceable arrays (memmaps, row views) stay lazy
     if len(images.shape) != 4:
         raise ValueError(f"images: expected (N, H, W, C), got shape {images.shape}")
-    if n_samples < 0 or batch_size < 1:
-        raise ValueError(f"n_samples must be >= 0 and batch_size >= 1 (got {n_samples}, {batch_size})")
-    if sigma_method not in SIGMA_METHODS:
-        raise ValueError(f"sigma_method must be one of {SIGMA_METHODS}, got {sigma_method!r}")
-    for name, value in (("sigma_scale", sigma_scale), ("z_err_scale", z_err_scale)):
-        if not (np.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    rng = np.random.default_rng(seed)
+    _check_options(n_samples, batch_size, sigma_method, sigma_scale=sigma_scale, z_err_scale=z_err_scale)
     mu_pred, logvar, z_pred, z_err = predict_outputs(cnn, images, batch_size=batch_size, photometry=photometry)
     if z_err is not None and z_err_scale != 1.0:
         z_err = (z_err * np.float32(z_err_scale)).astype(np.float32)
-    std = np.exp(0.5 * np.clip(logvar, -LOGVAR_CLIP, LOGVAR_CLIP)).astype(np.float32)
-    rest = rest_decoder(decoder) if is_conditioned(decoder, mu_pred.shape[1]) else None
+    std = latent_std(logvar)
+    z_use = given = None
+    if is_conditioned(decoder, mu_pred.shape[1]):
+        z_use, given = _decode_redshift(z_pred, z, len(mu_pred))
+    out = decode_latents(decoder, mu_pred, std, z_used=z_use, z_given=given, z_err=z_err, n_samples=n_samples,
+                         batch_size=batch_size, seed=seed, sigma_method=sigma_method, sigma_scale=sigma_scale,
+                         sigma_scale_given_z=sigma_scale_given_z)
+    return replace(out, latent_logvar=logvar, z=z_pred, z_err=z_err)
+
+
+def decode_latents(decoder, mu: np.ndarray, std: np.ndarray, *, z_used: np.ndarray | None = None,
+                   z_given: np.ndarray | None = None, z_err: np.ndarray | None = None, n_samples: int = 32,
+                   batch_size: int = 256, seed: int = 0, sigma_method: SigmaMethod = "linearised",
+                   sigma_scale: float = 1.0, sigma_scale_given_z: float | None = None,
+                   with_sigma: bool = True) -> PredictedSpectra:
+    """Latent mean and 1-sigma (N, L) -> `PredictedSpectra`: the decoding half of `predict_spectra`.
+
+    The one per-batch decode of `predict_spectra` (hence of `img2spec predict` and `survey`) and
+    of a survey read back from its latents (`survey.read`): the same inputs in the same batches
+    give the same bits. A rest-frame decoder needs `z_used` (the z each row is decoded at),
+    `z_given` (True: exactly at it, else averaged over N(z_used, z_err)) and the calibrated `z_err`.
+    Options as in `predict_spectra`; the latent noise of `sampled` comes from `seed` afresh per call.
+    `with_sigma=False` skips the uncertainty (sigma and rest_sigma None): flux alone, ~2x faster.
+    """
+    mu, std = np.asarray(mu, np.float32), np.asarray(std, np.float32)
+    given_scale = sigma_scale if sigma_scale_given_z is None else float(sigma_scale_given_z)
+    _check_options(n_samples, batch_size, sigma_method, sigma_scale=sigma_scale, sigma_scale_given_z=given_scale)
+    method = sigma_method if with_sigma else "none"
+    rng = np.random.default_rng(seed)
+    rest = rest_decoder(decoder) if is_conditioned(decoder, mu.shape[1]) else None
     if rest is None:
-        flux, sigma = _observed_frame(decoder, mu_pred, std, sigma_method, n_samples, rng, batch_size)
+        flux, sigma = _observed_frame(decoder, mu, std, method, n_samples, rng, batch_size)
         extra: dict[str, Any] = {}
     else:
-        flux, sigma, extra = _rest_frame(rest, mu_pred, std, z_pred, z_err, z, sigma_method, n_samples, rng,
-                                         batch_size)
-    given_scale = sigma_scale if sigma_scale_given_z is None else float(sigma_scale_given_z)
-    if not (np.isfinite(given_scale) and given_scale >= 0):
-        raise ValueError(f"sigma_scale_given_z must be finite and >= 0, got {given_scale}")
+        if z_used is None or z_given is None:
+            raise ValueError("this decoder is redshift-conditioned (vae.frame: rest): decoding needs z_used and z_given")
+        z_use = np.asarray(z_used, np.float32).reshape(-1)
+        given = np.asarray(z_given, bool).reshape(-1)
+        if len(z_use) != len(mu) or len(given) != len(mu):
+            raise ValueError(f"z_used / z_given: {len(z_use)} / {len(given)} values for {len(mu)} latents")
+        flux, sigma, extra = _rest_frame(rest, mu, std, z_use, given, z_err, method, n_samples, rng, batch_size)
     row_scale = np.full(len(sigma), sigma_scale, np.float32)
     if extra:
         row_scale[extra["z_given"]] = given_scale
         extra["rest_sigma"] *= np.float32(given_scale)
     sigma *= row_scale[:, None]
-    return PredictedSpectra(flux, sigma, mu_pred, logvar, z_pred, z_err, **extra)
+    if not with_sigma:
+        sigma = None
+        if extra:
+            extra["rest_sigma"] = None
+    return PredictedSpectra(flux, sigma, mu, None, latent_std=std, **extra)
 
 
 def _observed_frame(decoder, mu: np.ndarray, std: np.ndarray, method: str, n_samples: int,
@@ -447,15 +496,15 @@ def _observed_frame(decoder, mu: np.ndarray, std: np.ndarray, method: str, n_sam
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         flux[sl] = decode(decoder, mu[sl], batch_size=batch_size)
-        sigma[sl] = _latent_sigma(decoder, mu[sl], std[sl], method, n_samples, rng, batch_size)
+        if method != "none":  # 'none': no Jacobian or draws at all
+            sigma[sl] = _latent_sigma(decoder, mu[sl], std[sl], method, n_samples, rng, batch_size)
     return flux, sigma
 
 
-def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_pred, z_err, z, method: str,
-                n_samples: int, rng: np.random.Generator, batch_size: int):
+def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.ndarray, given: np.ndarray, z_err,
+                method: str, n_samples: int, rng: np.random.Generator, batch_size: int):
     """Rest-frame prediction, then the observed frame at the given z or over the predicted z's spread."""
     n = len(mu)
-    z_use, given = _decode_redshift(z_pred, z, n)
     width = np.where(given, 0.0, z_err if z_err is not None else 0.0).astype(np.float64)
     cond = np.concatenate([mu, z_use[:, None]], axis=1).astype(np.float32)
     cond_std = np.concatenate([std, np.zeros((n, 1), np.float32)], axis=1)  # z enters by marginalisation
@@ -467,7 +516,8 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_pred, z_er
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         rest_flux[sl] = decode(rest.model, cond[sl], batch_size=batch_size)
-        rest_sigma[sl] = _latent_sigma(rest.model, cond[sl], cond_std[sl], method, n_samples, rng, batch_size)
+        if method != "none":  # 'none': no Jacobian or draws at all
+            rest_sigma[sl] = _latent_sigma(rest.model, cond[sl], cond_std[sl], method, n_samples, rng, batch_size)
         var = np.nan_to_num(rest_sigma[sl].astype(np.float64) ** 2)
         flux[sl], sigma[sl] = marginalise_redshift(rest.grid, rest_flux[sl], var, rest.obs_ln_wave,
                                                    z_use[sl], width[sl])

@@ -60,15 +60,27 @@ def merge_rows(parts: Sequence[tuple[np.ndarray, object]], n: int):
     return type(first)(**values)
 
 
+def call_groups(used: np.ndarray) -> list[tuple[np.ndarray, bool]]:
+    """(rows, with photometry) of each `predict_split` call for objects `used`: one group when every
+    object has photometry or none has, else those with it, then those without (each in row order).
+    A survey stores this grouping so that its reader decodes the same rows together."""
+    used = np.asarray(used, bool)
+    if used.all() or not used.any():
+        return [(np.arange(len(used)), bool(used.all()))]
+    return [(np.flatnonzero(used), True), (np.flatnonzero(~used), False)]
+
+
 def predict_split(predict: Callable[..., object], images: np.ndarray, mags: np.ndarray | None, used: np.ndarray,
                   z: np.ndarray | None, scale_with: float, scale_without: float):
-    """`predict(images, photometry=..., z=..., z_err_scale=...)` with each object's error factor: one call
-    when every object has photometry or none has, else one per group, merged back in order."""
-    if used.all() or not used.any():
-        return predict(images, photometry=mags if used.all() else None, z=z,
-                       z_err_scale=scale_with if used.all() else scale_without)
+    """`predict(images, photometry=..., z=..., z_err_scale=...)` with each object's error factor, one
+    call per `call_groups` group, merged back in order."""
+    groups = call_groups(used)
+    if len(groups) == 1:
+        with_phot = groups[0][1]
+        return predict(images, photometry=mags if with_phot else None, z=z,
+                       z_err_scale=scale_with if with_phot else scale_without)
     parts = []
-    for rows, with_phot in ((np.flatnonzero(used), True), (np.flatnonzero(~used), False)):
+    for rows, with_phot in groups:
         parts.append((rows, predict(images[rows], photometry=mags[rows] if with_phot else None,
                                     z=None if z is None else np.asarray(z)[rows],
                                     z_err_scale=scale_with if with_phot else scale_without)))

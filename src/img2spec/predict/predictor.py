@@ -79,6 +79,11 @@ class BatchResult:
     photometry_used: np.ndarray | None = None
     """(N,) bool: True where a hybrid bundle saw the object's catalogue photometry (False: images
     alone, `predict.photometry`); None for an images-only bundle."""
+    latent_mu: np.ndarray | None = None
+    """(N, L) float32 predicted latent mean: with `latent_std` (and z_used, z_given, z_err of a
+    rest-frame bundle) what `Predictor.decode_batch` decodes the spectra from."""
+    latent_std: np.ndarray | None = None
+    """(N, L) float32 latent 1-sigma the sigma was propagated from."""
 
     def __len__(self) -> int:
         return len(self.flux)
@@ -98,7 +103,8 @@ class BatchResult:
         rest_wave = parts[0].rest_wave if parts else None
         return cls(flux=cat("flux"), sigma=cat("sigma"), z=cat("z"), z_err=cat("z_err"), z_used=cat("z_used"),
                    z_given=cat("z_given"), rest_wave=rest_wave, rest_flux=cat("rest_flux"),
-                   rest_sigma=cat("rest_sigma"), photometry_used=cat("photometry_used"))
+                   rest_sigma=cat("rest_sigma"), photometry_used=cat("photometry_used"),
+                   latent_mu=cat("latent_mu"), latent_std=cat("latent_std"))
 
 
 @dataclass
@@ -279,8 +285,18 @@ class Predictor(ManifestView):
         from ..models.inference import predict_spectra
 
         images = self.check_images(images)
-        call = functools.partial(
-            predict_spectra, self.cnn, self.decoder,
+        call = functools.partial(predict_spectra, self.cnn, self.decoder,
+                                 **self._decode_options(n_samples, batch_size, seed, sigma_method))
+        # z: user redshifts (NaN: unknown); only a rest-frame decoder uses them
+        if self.photometry_bands is None:
+            return call(images, z=z, z_err_scale=self.z_err_scale)
+        mags, used = check_photometry(photometry, len(images), self.photometry_bands, quiet=True)
+        return predict_split(call, images, mags, used, z, self.z_err_scale, self.z_err_scale_images_only)
+
+    def _decode_options(self, n_samples: int | None, batch_size: int | None, seed: int | None,
+                        sigma_method: str | None) -> dict[str, Any]:
+        """Decoding options of `predict` and `decode_batch` (unset: the bundle's)."""
+        return dict(
             n_samples=self.n_samples if n_samples is None else int(n_samples),
             batch_size=self.batch_size if batch_size is None else int(batch_size),
             seed=self.seed if seed is None else int(seed),
@@ -289,11 +305,22 @@ class Predictor(ManifestView):
             sigma_scale=self.sigma_scale if sigma_method in (None, self.sigma_method) else 1.0,
             sigma_scale_given_z=self.sigma_scale_given_z if sigma_method in (None, self.sigma_method) else 1.0,
         )
-        # z: user redshifts (NaN: unknown); only a rest-frame decoder uses them
-        if self.photometry_bands is None:
-            return call(images, z=z, z_err_scale=self.z_err_scale)
-        mags, used = check_photometry(photometry, len(images), self.photometry_bands, quiet=True)
-        return predict_split(call, images, mags, used, z, self.z_err_scale, self.z_err_scale_images_only)
+
+    def decode_batch(self, latent_mu: np.ndarray, latent_std: np.ndarray, *, z_used: np.ndarray | None = None,
+                     z_given: np.ndarray | None = None, z_err: np.ndarray | None = None,
+                     batch_size: int | None = None, seed: int | None = None, with_sigma: bool = True) -> BatchResult:
+        """Spectra of stored latents (`BatchResult.latent_mu`, `latent_std`, z_used, z_given, z_err)
+        with this predictor's options: `models.inference.decode_latents`, the decode `predict_batch`
+        runs, so the rows `predict_batch` decoded in one call, decoded again in one call with the
+        same `batch_size` and `seed`, give the same bits. `with_sigma=False`: flux only (sigma NaN)."""
+        from ..models.inference import decode_latents
+
+        pred = decode_latents(self.decoder, latent_mu, latent_std, z_used=z_used, z_given=z_given, z_err=z_err,
+                              with_sigma=with_sigma, **self._decode_options(None, batch_size, seed, None))
+        if not with_sigma:  # one BatchResult layout: sigma is an array, NaN when not computed
+            pred = replace(pred, sigma=np.full_like(pred.flux, np.nan),
+                           rest_sigma=None if pred.rest_flux is None else np.full_like(pred.rest_flux, np.nan))
+        return _batch_result(pred, None)
 
     def predict_batch(self, images: np.ndarray, *, batch_size: int | None = None, seed: int | None = None,
                       z: np.ndarray | None = None, photometry: np.ndarray | None = None,
@@ -310,18 +337,7 @@ class Predictor(ManifestView):
         pred = self.predict(images, batch_size=batch_size, seed=seed, z=z, photometry=photometry)
         used = None if self.photometry_bands is None else \
             check_photometry(photometry, len(pred.flux), self.photometry_bands, object_ids)[1]
-
-        def field_(name: str, dtype) -> np.ndarray | None:  # fields a decoder without them leaves None
-            value = getattr(pred, name, None)
-            return None if value is None else np.asarray(value, dtype)
-
-        return BatchResult(
-            flux=np.asarray(pred.flux, np.float32), sigma=np.asarray(pred.sigma, np.float32),
-            z=field_("z", np.float32), z_err=field_("z_err", np.float32),
-            z_used=field_("z_used", np.float32), z_given=field_("z_given", bool),
-            rest_wave=field_("rest_wave", np.float64), rest_flux=field_("rest_flux", np.float32),
-            rest_sigma=field_("rest_sigma", np.float32), photometry_used=used,
-        )
+        return _batch_result(pred, used)
 
     def prepare_stack(
         self, stack: np.ndarray, magzp: np.ndarray, bands: Sequence[str], pixel_scale: np.ndarray,
@@ -408,6 +424,22 @@ class Predictor(ManifestView):
         if "rev" in self.provenance:
             cards["DVCREV"] = (str(self.provenance["rev"])[:60], "git revision of the DVC bundle")
         return cards
+
+
+def _batch_result(pred, used: np.ndarray | None) -> BatchResult:
+    """A `models.inference.PredictedSpectra` as the `BatchResult` predict and survey write."""
+    def field_(name: str, dtype) -> np.ndarray | None:  # fields a decoder without them leaves None
+        value = getattr(pred, name, None)
+        return None if value is None else np.asarray(value, dtype)
+
+    return BatchResult(
+        flux=np.asarray(pred.flux, np.float32), sigma=np.asarray(pred.sigma, np.float32),
+        z=field_("z", np.float32), z_err=field_("z_err", np.float32),
+        z_used=field_("z_used", np.float32), z_given=field_("z_given", bool),
+        rest_wave=field_("rest_wave", np.float64), rest_flux=field_("rest_flux", np.float32),
+        rest_sigma=field_("rest_sigma", np.float32), photometry_used=used,
+        latent_mu=field_("latent_mu", np.float32), latent_std=field_("latent_std", np.float32),
+    )
 
 
 def _empty_band(nmgy: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ no-op and a killed run resumes. Dask retries a failed task `survey.retries` time
 reschedules the task of a worker that died; a shard that still fails is reported in
 `survey.json`, the others finish. Skipped objects are counted by reason in `survey.json` and
 listed in `skipped.parquet`. An output directory holding outputs of shards that are not in the
-shard directory (an earlier packing, another shard directory) is refused. LocalCluster
+shard directory (an earlier packing, another shard directory), or outputs of the other store
+(`survey.store`: compact or spectra), is refused. LocalCluster
 workers start with `WORKER_MALLOC_ENV` (glibc malloc thresholds; Dask's default costs ~1.5x the CPU per shard); start the workers of an
 existing cluster with the same environment variables. This process (the client) needs only
 the bundle's manifest (`BundleInfo`) and never imports TensorFlow; the workers load the networks.
@@ -34,6 +35,7 @@ from ..io.processes import die_with_parent
 from ..io.shards import PARTITION_PREFIX, SHARD_SUFFIX, iter_parts, list_parts, read_attrs
 from ..logs import progress
 from ..predict.bundle_info import BundleInfo
+from .store import check_store, store_of
 from .task import (CATALOGUE_DIR, CATALOGUE_SUFFIX, PHASES, ModelSpec, fsync_dirs, fsync_path, is_done, output_paths,
                    predict_shard)
 
@@ -200,6 +202,23 @@ def _refuse_stale(out_dir: Path, shards_dir: Path, jobs: list[ShardJob]) -> None
             "which would be read beside this run's; remove them or choose another --out")
 
 
+def mixed_store_outputs(out_dir: Path, store: str) -> list[Path]:
+    """Output shards under `out_dir` written by the other store (one directory holds one store:
+    `open_survey` reads them all alike, and a done check of one store never counts the other's)."""
+    return [p for _, p in list_parts(out_dir) if store_of(read_attrs(p)) not in (None, store)]
+
+
+def _refuse_mixed_store(out_dir: Path, store: str) -> None:
+    other = mixed_store_outputs(out_dir, store)
+    if other:
+        examples = ", ".join(p.relative_to(out_dir).as_posix() for p in other[:STALE_EXAMPLES])
+        theirs = store_of(read_attrs(other[0]))
+        raise SurveyError(
+            f"{out_dir}: {len(other)} output shard(s) of --store {theirs} (e.g. {examples}), and this run writes "
+            f"--store {store}: one output directory holds one store; rerun with --store {theirs}, "
+            "or remove them or choose another --out")
+
+
 def _cleanup(out_dir: Path, jobs: list[ShardJob]) -> None:
     """Temporaries left by killed writers (a kill -9 of this client or of a worker) in the output tree."""
     dirs = {output_paths(out_dir, j.rel)[0].parent for j in jobs} | {output_paths(out_dir, j.rel)[1].parent for j in jobs}
@@ -247,12 +266,13 @@ def _local_cluster(params: Params):
 
 def run_survey(
     shards_dir: str | Path, bundle: BundleInfo, out_dir: str | Path, params: Params,
-    scheduler: str | None = None,
+    scheduler: str | None = None, store: str | None = None,
 ) -> dict[str, Any]:
     """Predict every shard under `shards_dir` into `out_dir`; returns (and writes) the survey report.
 
     `bundle`: the model as the workers will load it (a `BundleInfo`; a loaded `Predictor` works
-    too). This process never runs the networks, so it need not import TensorFlow.
+    too). This process never runs the networks, so it need not import TensorFlow. `store`:
+    'compact' or 'spectra' (`survey.store` of `params` when None).
     """
     t0, t0_unix = time.perf_counter(), time.time()
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
@@ -263,6 +283,8 @@ def run_survey(
         raise SurveyError(f"{shards_dir}: no shards (healpix=<N>/<part>.hdf5); make them with `img2spec pack`")
     out_dir.mkdir(parents=True, exist_ok=True)
     _refuse_stale(out_dir, shards_dir, jobs)
+    store = check_store(store or params.survey.store)
+    _refuse_mixed_store(out_dir, store)
     if scheduler is None:  # pids in temporary names mean something only on this machine
         _cleanup(out_dir, jobs)
     sp = params.survey
@@ -270,7 +292,7 @@ def run_survey(
     counts = SurveyCounts(n_shards=len(jobs))
     todo: list[ShardJob] = []
     for job in jobs:
-        done = is_done(out_dir, job.rel, bundle.bundle_hash, job.input_hash)
+        done = is_done(out_dir, job.rel, bundle.bundle_hash, job.input_hash, store)
         if done is None:
             todo.append(job)
         else:
@@ -281,7 +303,7 @@ def run_survey(
         table = SkippedTable(tmp)
         try:
             if todo:
-                _run_jobs(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, table)
+                _run_jobs(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, table, store)
         finally:
             table.close()
         fsync_path(tmp)
@@ -289,7 +311,7 @@ def run_survey(
     if todo and scheduler is None:
         _cleanup(out_dir, jobs)
     seconds = time.perf_counter() - t0
-    report = _report(counts, seconds, t0_unix, bundle, info, shards_dir, out_dir)
+    report = _report(counts, seconds, t0_unix, bundle, info, shards_dir, out_dir, store)
     write_json(out_dir / SURVEY_REPORT, report)
     for f in counts.failed:
         log.error("shard %s failed: %s", f["shard"], f["reason"])
@@ -299,16 +321,18 @@ def run_survey(
 
 
 def _run_jobs(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec: ModelSpec, params: Params,
-              scheduler: str | None, counts: SurveyCounts, info: dict[str, Any], skipped: SkippedTable) -> None:
+              scheduler: str | None, counts: SurveyCounts, info: dict[str, Any], skipped: SkippedTable,
+              store: str) -> None:
     """The todo shards on a LocalCluster (with WORKER_MALLOC_ENV) or on the cluster at `scheduler`."""
     with contextlib.ExitStack() as stack:
         if scheduler is None:
             stack.enter_context(_worker_malloc_env())
-        _run_on_cluster(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, skipped)
+        _run_on_cluster(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, skipped, store)
 
 
 def _run_on_cluster(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec: ModelSpec, params: Params,
-                    scheduler: str | None, counts: SurveyCounts, info: dict[str, Any], skipped: SkippedTable) -> None:
+                    scheduler: str | None, counts: SurveyCounts, info: dict[str, Any], skipped: SkippedTable,
+                    store: str) -> None:
     from distributed import Client, as_completed
 
     sp = params.survey
@@ -332,7 +356,8 @@ def _run_on_cluster(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec:
         # others idle at the end of the run.
         futures = {
             client.submit(predict_shard, str(job.path.resolve()), job.rel, str(out_dir.resolve()), spec, sp.batch_size,
-                          key=task_key(shards_dir, out_dir, job.rel, spec.bundle_hash), retries=sp.retries, pure=False,
+                          store, key=task_key(shards_dir, out_dir, job.rel, spec.bundle_hash), retries=sp.retries,
+                          pure=False,
                           priority=job.n_objects): job
             for job in sorted(todo, key=lambda j: -j.n_objects)
         }
@@ -411,7 +436,7 @@ def steady_rate(tasks: list[dict[str, Any]]) -> float | None:
 
 
 def _report(counts: SurveyCounts, seconds: float, t0_unix: float, bundle: BundleInfo, info: dict[str, Any],
-            shards_dir: Path, out_dir: Path) -> dict[str, Any]:
+            shards_dir: Path, out_dir: Path, store: str) -> dict[str, Any]:
     first_start = min((t["started"] for t in counts.tasks), default=None)  # after cluster start-up
     span = max(t["finished"] for t in counts.tasks) - first_start if first_start is not None else None
     steady = steady_rate(counts.tasks)
@@ -447,7 +472,10 @@ def _report(counts: SurveyCounts, seconds: float, t0_unix: float, bundle: Bundle
         "worker_peak_rss_mb": {k: round(v, 1) for k, v in sorted(counts.worker_peak_rss_mb.items())},
         "cluster": {**info, "tf_intra_inter_op_threads": sorted(list(t) for t in counts.tf_threads),
                     "worker_environ": counts.worker_environ},
+        # `path`: the bundle `open_survey` decodes with unless told otherwise
         "model": {"name": bundle.name, "version": bundle.version, "bundle_hash": bundle.bundle_hash,
-                  "sigma_method": bundle.sigma_method, **bundle.provenance},
+                  "sigma_method": bundle.sigma_method, **bundle.provenance,
+                  "path": str(Path(bundle.bundle_dir).resolve())},
+        "store": store,
         "shards_dir": str(shards_dir), "catalogue": str(out_dir / CATALOGUE_DIR),
     }

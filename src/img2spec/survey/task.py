@@ -1,13 +1,14 @@
-"""One survey task: a cutout shard in, its spectra shard and catalogue part out (runs on a Dask worker).
+"""One survey task: a cutout shard in, its output shard and catalogue part out (runs on a Dask worker).
 
 A worker loads the bundle once (`worker_predictor`, cached per process and keyed on the
 bundle hash and inference options) with TensorFlow's thread pools sized before its first
 op, so `n_workers` workers of `threads_per_worker` threads use the cores without
-oversubscribing them. The task writes the catalogue part first and the spectra shard last,
+oversubscribing them. The task writes the catalogue part first and the output shard last
+(a latent shard for the `compact` store, a spectra shard for `spectra`: `survey.store`),
 both atomically and durably (each file fsynced before its rename, its directories after):
-both stamped with the bundle hash and the input shard's content hash (HDF5 attributes,
-Parquet key-value metadata), and a shard is done only when both are there with this
-bundle's and this input's stamps (`is_done`).
+both stamped with the bundle hash, the input shard's content hash and the store (HDF5
+attributes, Parquet key-value metadata), and a shard is done only when both are there with
+this bundle's, this input's and this store's stamps (`is_done`).
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ import numpy as np
 import pandas as pd
 
 from ..io.atomic import atomic_path
-from ..io.shards import CutoutShard, SpectraShard, read_attrs, read_cutout_shard, write_spectra_shard
+from ..io.shards import CutoutShard, LatentShard, read_attrs, read_cutout_shard, write_latent_shard, write_spectra_shard
 from ..predict.bundle_info import BundleInfo
 from ..predict.predictor import BatchResult, Predictor
 from .catalogue import catalogue_frame
+from .store import batch_groups, output_shard, store_of
 
 log = logging.getLogger(__name__)
 CATALOGUE_DIR = "catalogue"
 CATALOGUE_SUFFIX = ".parquet"
 CATALOGUE_STAMP_KEY = b"img2spec_survey"
-"""Parquet key-value metadata of a catalogue part: JSON of its bundle hash, input hash and row count."""
+"""Parquet key-value metadata of a catalogue part: JSON of its bundle hash, input hash, store and row count."""
+LEGACY_STORE = "spectra"
+"""Store of a catalogue stamp without one (written before the compact store existed)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ def worker_predictor(spec: ModelSpec) -> Predictor:
 
 
 def output_paths(out_dir: str | Path, rel: str) -> tuple[Path, Path]:
-    """(spectra shard, catalogue part) of the cutout shard at `rel` (e.g. 'healpix=12/part-00000.hdf5')."""
+    """(output shard (latent or spectra), catalogue part) of the cutout shard at `rel` (e.g. 'healpix=12/part-00000.hdf5')."""
     out_dir = Path(out_dir)
     spectra = out_dir / rel
     catalogue = (out_dir / CATALOGUE_DIR / rel).with_suffix(CATALOGUE_SUFFIX)
@@ -177,20 +181,24 @@ def catalogue_stamp(path: str | Path) -> dict[str, Any] | None:
     return stamp
 
 
-def is_done(out_dir: str | Path, rel: str, bundle_hash: str, input_hash: str | None) -> dict[str, Any] | None:
-    """The attributes of a finished output of `rel` by this bundle from this input, else None.
+def is_done(out_dir: str | Path, rel: str, bundle_hash: str, input_hash: str | None,
+            store: str = "compact") -> dict[str, Any] | None:
+    """The attributes of a finished output of `rel` by this bundle from this input in `store`, else None.
 
-    Finished: the spectra shard and the catalogue part both exist, both stamped with this bundle
-    hash and this input hash, the catalogue with one row per input object."""
+    Finished: the output shard (of `store`'s format) and the catalogue part both exist, both
+    stamped with this bundle hash and this input hash, the catalogue stamped with `store` and
+    with one row per input object. An output of the other store is not done (the client refuses
+    to mix stores in one directory: `run.mixed_store_outputs`)."""
     if input_hash is None:
         return None
-    spectra, catalogue = output_paths(out_dir, rel)
-    attrs = read_attrs(spectra) if spectra.exists() else None
-    if attrs is None or attrs.get("bundle_hash") != bundle_hash or attrs.get("input_hash") != input_hash:
+    shard, catalogue = output_paths(out_dir, rel)
+    attrs = read_attrs(shard) if shard.exists() else None
+    if (attrs is None or store_of(attrs) != store or attrs.get("bundle_hash") != bundle_hash
+            or attrs.get("input_hash") != input_hash):
         return None
     stamp = catalogue_stamp(catalogue)
     if (stamp is None or stamp.get("bundle_hash") != bundle_hash or stamp.get("input_hash") != input_hash
-            or stamp.get("n_rows") != attrs.get("n_input_objects")):
+            or stamp.get("store", LEGACY_STORE) != store or stamp.get("n_rows") != attrs.get("n_input_objects")):
         return None
     return attrs
 
@@ -226,13 +234,15 @@ def _peak_rss_mb() -> float:
 
 
 def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: int,
-                        clock: _Clock) -> tuple[BatchResult, np.ndarray, dict]:
+                        clock: _Clock) -> tuple[BatchResult, np.ndarray, dict, np.ndarray]:
     """Check, stretch and predict `batch_size` objects at a time (memory: one batch of images).
 
-    Returns the predictions of the kept objects in shard order, their indices, and
-    {index: (code, detail)} of the rejected ones.
+    Returns the predictions of the kept objects in shard order, their indices,
+    {index: (code, detail)} of the rejected ones, and each kept object's decode group (the rows
+    one decode call saw: `store.batch_groups`).
     """
     parts: list[BatchResult] = []
+    groups: list[np.ndarray] = []
     kept: list[np.ndarray] = []
     rejected: dict[int, tuple[str, str]] = {}
     for start in range(0, len(shard), batch_size):
@@ -249,21 +259,24 @@ def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: in
         parts.append(predictor.predict_batch(prepared.images, batch_size=batch_size, z=z,
                                              photometry=None if phot is None else phot[prepared.kept],
                                              object_ids=shard.object_id[sl][prepared.kept]))
+        groups.append(batch_groups(parts[-1], sum(len(np.unique(g)) for g in groups)))  # numbered on
         clock.lap("predict")
         kept.append(prepared.kept + start)
         rejected.update({i + start: r for i, r in prepared.rejected.items()})
     if not parts:  # an empty shard
         parts.append(predictor.predict_batch(np.zeros((0, *predictor.input_shape), np.float32)))
     result = BatchResult.concat(parts)
-    return result, (np.concatenate(kept) if kept else np.zeros(0, np.int64)), rejected
+    decode_group = np.concatenate(groups) if groups else np.zeros(0, np.int32)
+    return result, (np.concatenate(kept) if kept else np.zeros(0, np.int64)), rejected, decode_group
 
 
-def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batch_size: int | None = None) -> dict[str, Any]:
-    """Predict every usable cutout of one shard; returns the task's counts (for survey.json)."""
+def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batch_size: int | None = None,
+                  store: str = "compact") -> dict[str, Any]:
+    """Predict every usable cutout of one shard into `store`; returns the task's counts (for survey.json)."""
     t0 = time.perf_counter()
     base: dict[str, Any] = {"shard": rel, "pid": os.getpid()}
     input_attrs = read_attrs(shard_path) or {}
-    done = is_done(out_dir, rel, spec.bundle_hash, input_attrs.get("content_hash"))
+    done = is_done(out_dir, rel, spec.bundle_hash, input_attrs.get("content_hash"), store)
     if done is not None:
         return {**base, "status": "skipped_done", "n_objects": int(done.get("n_input_objects", 0)),
                 "n_predicted": int(done.get("n_objects", 0)), "skipped": [], "seconds": 0.0,
@@ -278,13 +291,15 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
     clock, cpu0 = _Clock(), _cpu_seconds()
     shard = read_cutout_shard(shard_path)
     clock.lap("read")
-    result, kept, rejected = _predict_in_batches(predictor, shard, batch_size or predictor.batch_size, clock)
+    batch_size = batch_size or predictor.batch_size
+    result, kept, rejected, decode_group = _predict_in_batches(predictor, shard, batch_size, clock)
     predicted = np.zeros(len(shard), bool)
     predicted[kept] = True
     reasons = [rejected[i][0] if i in rejected else "" for i in range(len(shard))]
-    norm = np.full(len(shard), np.nan)
+    norm, norm_mag = np.full(len(shard), np.nan), np.full(len(shard), np.nan, np.float32)
     if shard.rKronMag is not None and predictor.manifest["normalisation"]["band"] == "r":
         norm = np.asarray(predictor.norm_from_mag(shard.rKronMag), np.float64)
+        norm_mag = np.asarray(shard.rKronMag, np.float32)
     frame = catalogue_frame(
         object_id=shard.object_id, ra=shard.ra, dec=shard.dec, shard=rel, norm=norm,
         skip_reason=reasons, predicted=predicted, wave=predictor.wave, flux=result.flux, sigma=result.sigma,
@@ -295,23 +310,22 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
     if result.photometry_used is not None:  # hybrid bundle: which objects it saw with catalogue photometry
         frame["photometry_used"] = np.isin(np.arange(len(shard)), kept[result.photometry_used])
     clock.lap("catalogue")
-    spectra_path, catalogue_path = output_paths(out_dir, rel)
+    output_path, catalogue_path = output_paths(out_dir, rel)
     input_hash = str(input_attrs.get("content_hash"))
-    write_catalogue_part(catalogue_path, frame, {"bundle_hash": spec.bundle_hash, "input_hash": input_hash}, out_dir)
+    stamp = {"bundle_hash": spec.bundle_hash, "input_hash": input_hash, "store": store}
+    write_catalogue_part(catalogue_path, frame, stamp, out_dir)
     attrs = {
         "bundle_hash": spec.bundle_hash, "input_hash": input_hash,
         "input_shard": rel, "n_input_objects": len(shard), "model_name": predictor.name,
         "model_version": predictor.version, "sigma_method": predictor.sigma_method,
         "sigma_scale": predictor.sigma_scale, "flux_unit": "normalised (multiply by catalogue norm for 1e-17 erg/s/cm2/A)",
     }
-    spectra = SpectraShard(
-        object_id=shard.object_id[kept], ra=shard.ra[kept], dec=shard.dec[kept],
-        flux=result.flux, sigma=result.sigma, wave=predictor.wave, z=result.z, z_err=result.z_err,
-        z_used=result.z_used, rest_wave=result.rest_wave, rest_flux=result.rest_flux, rest_sigma=result.rest_sigma,
-        attrs=attrs,
-    )
-    # last: a spectra shard under its final name (with a stamped catalogue beside it) marks the shard done
-    write_durably(spectra_path, lambda tmp: write_spectra_shard(tmp, spectra), out_dir)
+    output = output_shard(store, result=result, groups=decode_group, object_id=shard.object_id[kept],
+                          ra=shard.ra[kept], dec=shard.dec[kept], norm_mag=norm_mag[kept], wave=predictor.wave,
+                          attrs=attrs, predictor=predictor, batch_size=batch_size)
+    write = write_latent_shard if isinstance(output, LatentShard) else write_spectra_shard
+    # last: an output shard under its final name (with a stamped catalogue beside it) marks the shard done
+    write_durably(output_path, lambda tmp: write(tmp, output), out_dir)
     clock.lap("write")
     skipped = [{"shard": rel, "object_id": str(shard.object_id[i]), "reason": code, "detail": detail}
                for i, (code, detail) in sorted(rejected.items())]
