@@ -270,13 +270,18 @@ def pack_cmd(
 def survey_cmd(
     shards: Path = typer.Argument(..., help="shard directory written by `img2spec pack`"),
     model: str = typer.Option("models/img2spec", "--model", "-m", help="bundle directory, DVC path (with --rev) or MLflow URI models:/img2spec@champion"),
-    out: Path = typer.Option(..., "--out", "-o", help="output: healpix=<N>/<part>.hdf5 spectra, catalogue/ (Parquet), survey.json"),
+    out: Path = typer.Option(..., "--out", "-o", help="output: healpix=<N>/<part>.hdf5 (latents or spectra, see --store), catalogue/ (Parquet), survey.json"),
     rev: Optional[str] = typer.Option(None, "--rev", help="git revision of the DVC repo holding the bundle"),
     repo: Optional[str] = typer.Option(None, "--repo", help="DVC repo URL or path for --rev (default: this repo)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler (default: a LocalCluster from params)"),
-    params: Path = typer.Option(Path("params.yaml"), help="parameter file (survey: workers, threads, retries)"),
+    store: Optional[str] = typer.Option(
+        None, "--store",
+        help="what each shard's output holds: compact (latent mean and 1-sigma, redshift: ~0.2 KB per galaxy, "
+        "decoded on read by `img2spec decode` or img2spec.survey.open_survey) or spectra (flux and sigma "
+        "files, ~30 KB per galaxy); default: survey.store in params. One --out holds one store."),
+    params: Path = typer.Option(Path("params.yaml"), help="parameter file (survey: workers, threads, retries, store)"),
 ) -> None:
-    """Predict every shard on Dask: spectra shards, a Parquet catalogue and survey.json."""
+    """Predict every shard on Dask: output shards (compact latents or spectra), a Parquet catalogue and survey.json."""
     import json
 
     from .config import ConfigError, Params, load_params
@@ -289,13 +294,55 @@ def survey_cmd(
         cfg = load_params(params) if params.is_file() else Params()
         # the manifest only: the workers load the networks, this process never imports TensorFlow
         bundle = _load_model(BundleInfo.load, model, rev, repo)
-        report = run_survey(shards, bundle, out, cfg, scheduler=scheduler)
+        report = run_survey(shards, bundle, out, cfg, scheduler=scheduler, store=store)
     except (ConfigError, BundleError, SurveyError, ValueError, RuntimeError, OSError) as exc:
         typer.echo(f"img2spec survey: {exc}", err=True)
         raise typer.Exit(2)
     report = {k: v for k, v in report.items() if k != "skipped"}  # in survey.json
     typer.echo(json.dumps(report, indent=2, default=str))
     if report["shards"]["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command("decode")
+def decode_cmd(
+    survey: Path = typer.Argument(..., help="output directory of `img2spec survey`"),
+    where: Optional[str] = typer.Option(None, "--where", help="pandas query on the catalogue, e.g. 'z_pred < 0.1 and bpt_class == 2'"),
+    ids: Optional[list[str]] = typer.Option(None, "--ids", help="object ids (repeat the option, or comma-separate them)"),
+    healpix: Optional[int] = typer.Option(None, "--healpix", min=0, help="one HEALPix pixel of the survey's partition"),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory: one spec-pred-<objid>.fits per object, as `img2spec predict` writes"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="bundle directory or models:/ URI (default: the bundle recorded in SURVEY/survey.json; its hash must match)"),
+) -> None:
+    """Decode the spectra of a survey selection into FITS files (the selection options combine: all must hold)."""
+    import json
+
+    from .predict.bundle import BundleError
+
+    if where is None and not ids and healpix is None:
+        typer.echo("img2spec decode: nothing selected: give --where, --ids and/or --healpix", err=True)
+        raise typer.Exit(2)
+    if not survey.is_dir():
+        typer.echo(f"img2spec decode: {survey}: no such survey directory", err=True)
+        raise typer.Exit(2)
+    setup_logging()
+    try:
+        import_tensorflow()
+        from .survey.export import decode_to_fits
+        from .survey.read import open_survey
+
+        opened = open_survey(survey, model=model)
+        selection: object = [i.strip() for arg in ids for i in arg.split(",") if i.strip()] if ids else None
+        if where is not None and selection is not None:  # both: the ids among the query's rows
+            chosen = opened.select(where, healpix=healpix)
+            missing = sorted(set(selection) - set(chosen["object_id"]))
+            if missing:
+                raise ValueError(f"{len(missing)} of the --ids not selected by --where: {missing[:5]}")
+        report = decode_to_fits(opened, out, selection if selection is not None else where, healpix=healpix)
+    except (BundleError, ValueError, RuntimeError, OSError) as exc:
+        typer.echo(f"img2spec decode: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps(report, indent=2))
+    if report["n_written"] == 0:
         raise typer.Exit(1)
 
 

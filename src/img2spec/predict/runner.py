@@ -28,10 +28,10 @@ from ..io.ps1_single import BandGroup, read_band_group
 from .inputs import (ObjectMeta, Skip, expand_inputs, fetch_table_cutouts, group_single_band, read_object_meta,
                      stack_photometry)
 from .plot import plot_prediction
-from .predictor import InputError, Predictor, check_code
-from .measure_columns import Z_PREDICTED, measurement_target, target_columns
-from .writers import (Z_FROM_CATALOGUE, Z_FROM_PHOTOZ, Z_UNKNOWN, ObjectInfo, RestSpectrum, TableWriter,
-                      output_stem, prediction_record, redshift_columns, scale, write_prediction)
+from .predictor import BatchResult, InputError, Predictor, check_code
+from .measure_columns import Z_PREDICTED, MeasureTarget, measurement_target, target_columns
+from .writers import (Z_FROM_CATALOGUE, Z_FROM_PHOTOZ, Z_UNKNOWN, ObjectInfo, RestSpectrum, ScaledPrediction,
+                      TableWriter, output_stem, prediction_record, redshift_columns, scale, write_prediction)
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
@@ -275,23 +275,13 @@ def _flush(
     phot = stack_photometry([info.photometry for info, _ in batch], predictor.photometry_bands)  # hybrid bundles
     pred = predictor.predict_batch(images, batch_size=opts.batch_size, seed=opts.seed, z=user_z, photometry=phot,
                                    object_ids=[info.objid for info, _ in batch])
-    # Lines, Dn4000, Hdelta_A, classes, with the bundle's measure params, on what was decoded: the
-    # rest-frame spectrum at its decode z, else the observed one at the given (else predicted) z.
-    target = measurement_target(pred, predictor.wave, predictor.frame, user_z, [i.z_source for i, _ in batch])
-    measured = target_columns(target, predictor.measure_params)
+    target, predictions = scaled_predictions(predictor, [info for info, _ in batch], pred, user_z)
     writes.wait()  # the previous batch's files are done before this one's start
     futures: list = []
     infos, scaled, outs = [], [], []
-    for k, (info, image) in enumerate(batch):
+    for k, ((info, image), sp) in enumerate(zip(batch, predictions)):
         photoz = target.z_source[k] == Z_PREDICTED  # no user z: the photo-z places the lines
-        if photoz:
-            info.z_source = Z_FROM_PHOTOZ
-        rest = None if not pred.has_rest else RestSpectrum(
-            pred.rest_wave, pred.rest_flux[k], pred.rest_sigma[k], float(target.z[k]), info.z_source)
-        sp = scale(predictor, info, pred.flux[k], pred.sigma[k], rest)
-        z_pred, z_err = (None, None) if pred.z is None else (float(pred.z[k]), float(pred.z_err[k]))
-        sp.columns.update(redshift_columns(z_pred, z_err))
-        sp.columns.update(measured[k])
+        z_err = None if pred.z is None else float(pred.z_err[k])
         stem = output_stem(info.objid)
         fits_path = opts.out_dir / f"{stem}.fits"
         if opts.per_object:
@@ -316,6 +306,29 @@ def _flush(
     if writer is not None:
         writer.add(infos, scaled, outs)
     writes.started(futures, len(batch))
+
+
+def scaled_predictions(predictor: Predictor, infos: list[ObjectInfo], pred: BatchResult,
+                       user_z: np.ndarray) -> tuple[MeasureTarget, list[ScaledPrediction]]:
+    """Each object of a predicted batch as `img2spec predict` writes it (FITS cards, table columns):
+    its lines, Dn4000, Hdelta_A and classes with the bundle's measure params on what was decoded
+    (the rest-frame spectrum at its decode z, else the observed one at the given, else predicted,
+    z), the photo-z, the rest-frame spectrum, the flux scaled by `info.mag` where given. Sets
+    `info.z_source` to photo-z where the photo-z placed the lines. Also what `img2spec decode` writes."""
+    target = measurement_target(pred, predictor.wave, predictor.frame, user_z, [i.z_source for i in infos])
+    measured = target_columns(target, predictor.measure_params)
+    out = []
+    for k, info in enumerate(infos):
+        if target.z_source[k] == Z_PREDICTED:
+            info.z_source = Z_FROM_PHOTOZ
+        rest = None if not pred.has_rest else RestSpectrum(
+            pred.rest_wave, pred.rest_flux[k], pred.rest_sigma[k], float(target.z[k]), info.z_source)
+        sp = scale(predictor, info, pred.flux[k], pred.sigma[k], rest)
+        z_pred, z_err = (None, None) if pred.z is None else (float(pred.z[k]), float(pred.z_err[k]))
+        sp.columns.update(redshift_columns(z_pred, z_err))
+        sp.columns.update(measured[k])
+        out.append(sp)
+    return target, out
 
 
 def _short(objid: str, n: int = TITLE_ID_CHARS) -> str:

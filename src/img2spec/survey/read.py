@@ -54,6 +54,8 @@ class SurveySpectra:
     """flux, sigma (NaN when decoded without), z, z_err, z_used, z_given, rest_* as `predict` gives them."""
     norm_mag: np.ndarray
     """(N,) float32 magnitude of the flux normalisation (NaN: none): flux x `catalogue.norm` is 1e-17 erg/s/cm^2/A."""
+    predictor: Predictor
+    """The bundle with the options the spectra were decoded with (FITS headers name it)."""
 
     def __len__(self) -> int:
         return len(self.catalogue)
@@ -140,27 +142,27 @@ class Survey:
         """The spectra of a selection (see `select`) as NumPy arrays, in the order of `select`.
         `with_sigma=False` decodes the flux alone (sigma NaN), ~2x faster."""
         rows = self.select(selection, healpix=healpix)
-        parts = list(self._decode(rows, with_sigma))
+        parts = list(self.decode_selected(rows, with_sigma))
         if not parts:
             empty = rows.iloc[:0]
             return SurveySpectra(empty, self.predictor.wave, BatchResult(
                 flux=np.zeros((0, len(self.predictor.wave)), np.float32),
-                sigma=np.zeros((0, len(self.predictor.wave)), np.float32)), np.zeros(0, np.float32))
+                sigma=np.zeros((0, len(self.predictor.wave)), np.float32)), np.zeros(0, np.float32), self.predictor)
         order = np.concatenate([p[0] for p in parts])
         result = BatchResult.concat([p[1].result for p in parts])
         back = np.empty(len(order), np.int64)
         back[order] = np.arange(len(order))
         norm_mag = np.concatenate([p[1].norm_mag for p in parts])[back]
-        return SurveySpectra(rows, self.predictor.wave, take_rows(result, back), norm_mag)
+        return SurveySpectra(rows, self.predictor.wave, take_rows(result, back), norm_mag, parts[0][1].predictor)
 
     def iter_spectra(self, selection: str | Sequence[str] | None = None, *, healpix: int | None = None,
                      with_sigma: bool = True) -> Iterator[SurveySpectra]:
         """`spectra` one output shard at a time (memory: one shard's selected spectra)."""
-        for _, part in self._decode(self.select(selection, healpix=healpix), with_sigma):
+        for _, part in self.decode_selected(self.select(selection, healpix=healpix), with_sigma):
             yield part
 
-    def _decode(self, rows: pd.DataFrame, with_sigma: bool) -> Iterator[tuple[np.ndarray, SurveySpectra]]:
-        """(positions in `rows`, their spectra) per output shard."""
+    def decode_selected(self, rows: pd.DataFrame, with_sigma: bool = True) -> Iterator[tuple[np.ndarray, SurveySpectra]]:
+        """(positions in `rows`, their spectra) per output shard, for catalogue rows from `select`."""
         if not len(rows):
             return
         for rel, idx in rows.groupby("shard", sort=True).indices.items():
@@ -185,15 +187,17 @@ class Survey:
         if (where < 0).any():
             raise StoreError(f"{path}: {int((where < 0).sum())} selected object(s) missing from the shard")
         if isinstance(shard, LatentShard):
-            result = decode_rows(self._decoder(attrs, path), shard, where, with_sigma=with_sigma)
+            predictor = self._decoder(attrs, path)
+            result = decode_rows(predictor, shard, where, with_sigma=with_sigma)
         else:
+            predictor = self.predictor.with_options(sigma_method=str(attrs.get("sigma_method", self.predictor.sigma_method)))
             result = take_rows(BatchResult(flux=shard.flux, sigma=shard.sigma, z=shard.z, z_err=shard.z_err,
                                            z_used=shard.z_used, rest_wave=shard.rest_wave, rest_flux=shard.rest_flux,
                                            rest_sigma=shard.rest_sigma), where)
             if result.z_used is not None:  # a spectra shard keeps no given flag: it is the catalogue's z source
                 result.z_given = (rows["z_lines_source"] == "catalogue").to_numpy()
         norm_mag = np.full(len(rows), np.nan, np.float32) if shard.norm_mag is None else shard.norm_mag[where]
-        return SurveySpectra(rows, self.predictor.wave, result, norm_mag)
+        return SurveySpectra(rows, self.predictor.wave, result, norm_mag, predictor)
 
     def _decoder(self, attrs: dict[str, Any], path: Path) -> Predictor:
         key = (str(attrs["sigma_method"]), int(attrs["n_samples"]))
