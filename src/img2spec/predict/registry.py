@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def _pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = [f"img2spec=={__version__}"]
-    for pkg in ("tensorflow", "keras", "numpy", "astropy", "mlflow"):
+    for pkg in ("tensorflow", "keras", "numpy", "astropy", "mlflow", "onnxruntime"):
         try:
             reqs.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:
@@ -40,6 +41,9 @@ def log_and_register(bundle_dir: Path, manifest: dict[str, Any], params: Params,
     from .pyfunc import BundleModel, signature
 
     name, alias = params.publish.model_name, params.publish.alias
+    # Register where the run is tracked: MLflow's registry URI is process-global and may still
+    # point at an earlier store (another project's sqlite file) unless MLFLOW_REGISTRY_URI says where.
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or tracking.tracking_uri(paths.root))
     sig = signature(
         tuple(manifest["input"]["shape"]), int(manifest["output"]["n_pix"]),
         params.publish.n_samples, params.publish.seed, params.publish.sigma_method,
