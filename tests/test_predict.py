@@ -37,8 +37,10 @@ def env(tmp_path_factory):
 
 def test_bundle_predict_equals_direct_predict_spectra(env):
     from img2spec.models.inference import load_models, predict_spectra
+    from img2spec.predict import Predictor
 
-    root, facts, predictor = env
+    root, facts, _ = env
+    predictor = Predictor.from_path(root / "models" / "img2spec", runtime="tensorflow")  # bit-equal to Keras
     cnn, decoder = load_models(root / "models" / "vae", root / "models" / "cnn")[:2]
     direct = predict_spectra(cnn, decoder, facts["images"], n_samples=N_SAMPLES, batch_size=5, seed=0)
     assert predictor.sigma_method == "linearised"  # the publish default, recorded in the bundle
@@ -54,6 +56,47 @@ def test_bundle_predict_equals_direct_predict_spectra(env):
     stack = np.stack([c.stack() for c in facts["cutouts"]])
     magzp = np.array([[c.magzp[b] for b in BANDS] for c in facts["cutouts"]])
     np.testing.assert_array_equal(predictor.predict_counts(stack, magzp).flux, direct.flux)
+
+
+EXPORT_ATOL = 1e-5
+"""Exported (ONNX) graphs against Keras: latents, z, flux and the linearised sigma (exported from the
+same TensorFlow graph) agree to this (normalised flux units; measured ~2e-7)."""
+
+
+def test_exported_graphs_equal_keras(env):
+    from img2spec.predict import Predictor
+
+    root, facts, onnx = env
+    assert onnx.runtime == "onnx" and type(onnx.cnn).__name__ == "ExportedGraph"  # the bundle's default
+    keras = Predictor.from_path(root / "models" / "img2spec", runtime="tensorflow")
+    for method in ("linearised", "sampled"):
+        a, b = onnx.predict(facts["images"], sigma_method=method), keras.predict(facts["images"], sigma_method=method)
+        for name in ("latent_mu", "latent_logvar", "flux", "sigma"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=EXPORT_ATOL, err_msg=name)
+    meta = json.loads((root / "models" / "img2spec" / "onnx.json").read_text())
+    assert set(meta["max_abs_diff"]) == {"cnn", "decoder", "sigma"}
+    manifest = json.loads((root / "models" / "img2spec" / "bundle.json").read_text())
+    assert {"cnn.onnx", "decoder.onnx", "decoder_sigma.onnx", "onnx.json"} <= set(manifest["files"])
+    assert manifest["inference"]["runtime"] == "onnx"
+
+
+def test_worker_with_exported_graphs_never_imports_tensorflow(env):
+    import subprocess
+    import sys
+
+    root, facts, _ = env
+    np.save(root / "probe.npy", facts["images"][:3])
+    code = (
+        "import sys, numpy as np\n"
+        "from img2spec.predict.bundle_info import BundleInfo\n"
+        "from img2spec.survey.task import ModelSpec, worker_predictor\n"
+        f"spec = ModelSpec.of(BundleInfo.from_path({str(root / 'models' / 'img2spec')!r}))\n"
+        f"out = worker_predictor(spec).predict_batch(np.load({str(root / 'probe.npy')!r}))\n"
+        "print(out.flux.shape, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["False", "False"], done.stdout
 
 
 def test_predict_rejects_arrays_that_do_not_fit(env):

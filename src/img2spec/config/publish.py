@@ -8,6 +8,8 @@ from .base import Section
 
 SigmaMethodParam = Literal["linearised", "sampled"]
 """Uncertainty methods a user can choose (models.inference.SIGMA_METHODS adds 'none')."""
+RuntimeParam = Literal["onnx", "tensorflow"]
+"""What runs a bundle's networks: its exported ONNX graphs (onnxruntime, no TensorFlow) or its Keras models."""
 
 
 class PublishParams(Section):
@@ -20,6 +22,9 @@ class PublishParams(Section):
     sigma_method: SigmaMethodParam = "linearised"
     """Per-pixel uncertainty: first-order propagation of the latent variance through the
     decoder (exact Jacobian, deterministic, fast) or the std of `n_samples` decoded draws."""
+    runtime: RuntimeParam = "onnx"
+    """`onnx`: export the networks to ONNX in the bundle and run them with onnxruntime by default
+    (predict and survey workers then never import TensorFlow); `tensorflow`: Keras models only."""
     n_samples: int = Field(32, ge=1)
     """Latent samples drawn through the decoder (sigma_method: sampled only)."""
     batch_size: int = Field(256, ge=1)

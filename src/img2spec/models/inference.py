@@ -26,17 +26,23 @@ from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
-from ..logs import quiet_tensorflow
+from .contract import (LOGVAR_CLIP, PHOTOMETRY_INPUT, has_redshift_head, photometry_features, split_output,
+                       uses_photometry)
+from .onnx_runtime import ExportedGraph
+from .restframe import RestGrid, marginalise_redshift
 
-quiet_tensorflow()
 
-import keras  # noqa: E402
+def _keras():
+    """Keras (and TensorFlow under it), imported on first use: a prediction from a bundle's
+    exported graphs (`onnx_runtime.ExportedGraph`) runs through this module without it."""
+    from ..logs import quiet_tensorflow
 
-from . import layers as _layers  # noqa: E402,F401  (registers custom layers for loading)
-from .cnn import (PHOTOMETRY_INPUT, has_redshift_head, photometry_features, split_output,  # noqa: E402
-                  uses_photometry)
-from .losses import LOGVAR_CLIP  # noqa: E402
-from .restframe import RestGrid, marginalise_redshift  # noqa: E402
+    quiet_tensorflow()
+    import keras
+
+    from . import layers  # noqa: F401  (registers the custom layers for loading)
+
+    return keras
 
 
 SigmaMethod = Literal["linearised", "sampled", "none"]
@@ -81,7 +87,9 @@ class LoadedModels(NamedTuple):
 
 
 def _to_numpy(x) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(x))
+    if isinstance(x, np.ndarray):  # an exported graph's output
+        return x
+    return np.asarray(_keras().ops.convert_to_numpy(x))
 
 
 def _read_json(path: Path) -> dict:
@@ -94,6 +102,7 @@ def load_models(vae_dir: str | Path, cnn_dir: str | Path) -> LoadedModels:
     for path in (cnn_dir / "cnn.keras", vae_dir / "decoder.keras"):
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; run the training stages (or pull the model)")
+    keras = _keras()
     cnn = keras.saving.load_model(cnn_dir / "cnn.keras", compile=False)
     decoder = keras.saving.load_model(vae_dir / "decoder.keras", compile=False)
     return LoadedModels(cnn, decoder, _read_json(vae_dir / "vae.json"), _read_json(cnn_dir / "cnn.json"))
@@ -103,7 +112,7 @@ def load_encoder(vae_dir: str | Path):
     path = Path(vae_dir) / "encoder.keras"
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; run the train_vae stage")
-    return keras.saving.load_model(path, compile=False)
+    return _keras().saving.load_model(path, compile=False)
 
 
 _COMPILED: dict[tuple[int, str], Any] = {}
@@ -149,7 +158,10 @@ def _forward(model):
 
     Without a signature TensorFlow traces the first batch size, then again for the next one
     (e.g. a shard's last, partial batch): a second ~0.5-1 s of CPU in every survey worker.
+    An exported graph (`onnx_runtime.ExportedGraph`) is its own forward function.
     """
+    if isinstance(model, ExportedGraph):
+        return model
     import tensorflow as tf
 
     # A partial per model, not a shared lambda: TensorFlow's retracing detector keys on the
@@ -215,6 +227,7 @@ LINEAR_SPLIT_RTOL = 1e-4
 
 def _chain(layer) -> list:
     """Layers of a (possibly nested) model in call order, InputLayers dropped."""
+    import keras
     if isinstance(layer, keras.Model):
         return [leaf for sub in layer.layers if not isinstance(sub, keras.layers.InputLayer)
                 for leaf in _chain(sub)]
@@ -225,10 +238,14 @@ def _is_linear(layer) -> bool:
     """A bias-free linear map of the tangent: a Dense without activation, or a `linear_map` layer."""
     if getattr(layer, "linear_map", False):
         return True
+    import keras
+
     return isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.linear
 
 
 def _apply(layers: list, x):
+    import keras
+
     for layer in layers:
         x = layer(x, training=False) if isinstance(layer, keras.Model) else layer(x)
     return x
@@ -237,6 +254,8 @@ def _apply(layers: list, x):
 def _tail_tangent(tail: list, t):
     """Push a tangent through the linear tail: Dense -> t @ kernel (the bias drops out)."""
     import tensorflow as tf
+
+    import keras
 
     for layer in tail:
         t = tf.matmul(t, layer.kernel) if isinstance(layer, keras.layers.Dense) else layer(t)
@@ -287,7 +306,10 @@ def _sigma(ref, split, L: int, z, tangents):
 
 
 def _sigma_graph(decoder):
-    """Compiled (z, tangents) -> sigma for the decoder (see `linearised_sigma`)."""
+    """Compiled (z, tangents) -> sigma for the decoder (see `linearised_sigma`); an exported
+    decoder's own sigma graph (the export of this one)."""
+    if isinstance(decoder, ExportedGraph):
+        return decoder.sigma
     import tensorflow as tf
 
     def build(ref):
@@ -341,13 +363,20 @@ class RestDecoder:
 
 def rest_decoder(decoder) -> RestDecoder | None:
     """The layers of a rest-frame decoder before its `RedshiftToObserved`, as a model of their own
-    (cached per decoder), with the rest grid; None for an observed-frame decoder."""
+    (cached per decoder), with the rest grid; None for an observed-frame decoder. An exported
+    rest-frame decoder ships that half as its own graph."""
+    if isinstance(decoder, ExportedGraph):
+        return None if decoder.rest is None else RestDecoder(decoder.rest, decoder.rest_grid, decoder.obs_ln_wave)
+    from .layers import RedshiftToObserved
+
     chain = _chain(decoder)
-    shift = [i for i, layer in enumerate(chain) if isinstance(layer, _layers.RedshiftToObserved)]
+    shift = [i for i, layer in enumerate(chain) if isinstance(layer, RedshiftToObserved)]
     if not shift:
         return None
 
     def build(ref):
+        import keras
+
         layer = chain[shift[0]]
         x = inp = keras.Input((int(ref().input_shape[-1]),), name="latent_and_z")
         for body_layer in chain[:shift[0]]:

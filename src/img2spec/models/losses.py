@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from keras import ops
 
-LOGVAR_CLIP = 12.0
-"""|log-variance| bound inside losses: keeps exp() finite early in training."""
+from .contract import LOGVAR_CLIP  # noqa: F401  (the bound lives with the array contract; re-exported)
 
 
 def chi2_per_pixel(pred, flux, ivar):

@@ -3,6 +3,9 @@
 Layout (all files flat, so `models.inference.load_models(bundle, bundle)` reads it):
 - `cnn.keras` (+ `cnn.json`): images -> latent mean and log-variance
 - `decoder.keras` (+ `vae.json`): latents -> normalised flux on `wave.npy`
+- `cnn.onnx`, `decoder.onnx`, `decoder_sigma.onnx`, `onnx.json` (`publish.runtime: onnx`): the
+  same networks exported to ONNX (`models.export`), which predict and survey run with
+  onnxruntime, without TensorFlow (`predict.runtime`)
 - `image_scaling.json`: the image stretch (train-split constants) for `preprocess_cutout`
 - `wave.npy`: the wavelength grid (A) of the predicted spectra
 - `params.yaml`: every parameter of the run that produced the models
@@ -85,7 +88,7 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"img2spec": __version__}
-    for pkg in ("tensorflow", "keras", "numpy", "astropy", "mlflow", "dvc"):
+    for pkg in ("tensorflow", "keras", "numpy", "astropy", "mlflow", "dvc", "onnxruntime", "tf2onnx"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -170,6 +173,10 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
         _copy(paths.vae_dir, OPTIONAL_FROM_VAE, tmp, required=False)
         _copy(paths.cnn_dir, REQUIRED_FROM_CNN, tmp, required=True)
         _copy(paths.cnn_dir, OPTIONAL_FROM_CNN, tmp, required=False)
+        if params.publish.runtime == "onnx":
+            from ..models.export import export_onnx
+
+            export_onnx(tmp)  # from the copies: the graphs are of exactly the bundled models
         shutil.copy2(scaling_file, tmp / "image_scaling.json")
         np.save(tmp / "wave.npy", np.asarray(data.wave, np.float64))
         shutil.copy2(metrics_file, tmp / "metrics.json")
@@ -279,6 +286,7 @@ def _manifest(
         },
         "normalisation": normalisation(params, data),
         "inference": {
+            "runtime": params.publish.runtime,
             "sigma_method": params.publish.sigma_method,
             "sigma_scale": sigma_scale(metrics, params.publish.sigma_method),
             "sigma_scale_given_z": sigma_scale(metrics, params.publish.sigma_method, "cnn_given_z"),

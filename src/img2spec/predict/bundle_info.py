@@ -75,6 +75,12 @@ class ManifestView:
         return tuple(phot["bands"]) if phot else None
 
     @property
+    def default_runtime(self) -> str:
+        """What runs the networks by default: 'onnx' for a bundle that ships exported graphs
+        (`publish.runtime`), 'tensorflow' (its Keras models) otherwise and for older bundles."""
+        return str(self.manifest["inference"].get("runtime", "tensorflow"))
+
+    @property
     def n_samples(self) -> int:
         return int(self.manifest["inference"]["n_samples"])
 

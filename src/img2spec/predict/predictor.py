@@ -136,23 +136,31 @@ class Predictor(ManifestView):
     measure_params: Any = None
     """`measure` params of the training run (`MeasureParams`): predict and survey measure lines,
     indices and classes with the windows evaluate used; None: the built-in defaults."""
+    runtime: str = "tensorflow"
+    """What runs `cnn` and `decoder`: 'onnx' (the bundle's exported graphs) or 'tensorflow' (Keras)."""
+    threads: tuple[int, int] = (0, 0)
+    """(intra-op, inter-op) threads of that runtime in this process (0: its default, all cores)."""
 
     # ----- loading -------------------------------------------------------------------
     @classmethod
-    def from_path(cls, path: str | Path, *, verify: bool = True, provenance: dict[str, str] | None = None) -> "Predictor":
-        """Load a local bundle directory (checks every file's sha256 unless verify=False)."""
-        from ..logs import quiet_tensorflow
+    def from_path(cls, path: str | Path, *, verify: bool = True, provenance: dict[str, str] | None = None,
+                  runtime: str | None = None, threads: tuple[int, int] | None = None) -> "Predictor":
+        """Load a local bundle directory (checks every file's sha256 unless verify=False).
 
-        quiet_tensorflow()
-        from ..models.inference import load_models
+        `runtime`: what runs the networks, 'onnx' or 'tensorflow' (None: the bundle's default, its
+        exported graphs where it ships them; `predict.runtime.load_networks`). `threads`:
+        (intra-op, inter-op) threads of that runtime in this process (None: its default).
+        """
+        from .runtime import load_networks
 
         info = BundleInfo.from_path(path, verify=verify, provenance=provenance)
         path = info.bundle_dir
-        models = load_models(path, path)
+        runtime = runtime or info.default_runtime
+        cnn, decoder, used = load_networks(path, runtime, threads)
         scaling = json.loads((path / "image_scaling.json").read_text())
         wave = np.load(path / "wave.npy")
-        return cls(path, info.manifest, models[0], models[1], scaling, wave, info.provenance, _image_checks(path),
-                   _measure_params(path))
+        return cls(path, info.manifest, cnn, decoder, scaling, wave, info.provenance, _image_checks(path),
+                   _measure_params(path), runtime, used)
 
     @classmethod
     def from_dvc(
@@ -174,10 +182,12 @@ class Predictor(ManifestView):
         return cls.from_path(local, provenance=prov)
 
     @classmethod
-    def load(cls, model: str | Path, *, rev: str | None = None, repo: str | None = None) -> "Predictor":
-        """Dispatch: `models:/...` or `runs:/...` -> MLflow; `rev` given -> DVC; else a local path."""
+    def load(cls, model: str | Path, *, rev: str | None = None, repo: str | None = None,
+             runtime: str | None = None) -> "Predictor":
+        """Dispatch: `models:/...` or `runs:/...` -> MLflow; `rev` given -> DVC; else a local path.
+        `runtime` as in `from_path`."""
         path, provenance = locate_bundle(model, rev=rev, repo=repo)
-        return cls.from_path(path, provenance=provenance)
+        return cls.from_path(path, provenance=provenance, runtime=runtime)
 
     # ----- metadata ------------------------------------------------------------------
     @property

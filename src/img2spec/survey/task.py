@@ -67,32 +67,14 @@ _PREDICTORS: dict[ModelSpec, Predictor] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _size_tensorflow(intra: int, inter: int) -> None:
-    """TensorFlow thread pools of this process (only possible before TensorFlow runs an op)."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(intra))
-        tf.config.threading.set_inter_op_parallelism_threads(int(inter))
-    except RuntimeError:  # already initialised in this process (e.g. the client ran a model)
-        log.debug("TensorFlow thread pools already fixed in process %d", os.getpid())
-
-
 def _dask_threads() -> int | None:
-    """Threads of the Dask worker running this task (None outside a worker): TensorFlow's intra-op pool."""
+    """Threads of the Dask worker running this task (None outside a worker): the runtime's intra-op pool."""
     try:
         from distributed import get_worker
 
         return int(get_worker().state.nthreads)
     except (ImportError, ValueError, AttributeError):
         return None
-
-
-def tensorflow_threads() -> list[int]:
-    """[intra-op, inter-op] threads TensorFlow runs with in this process (0: TensorFlow's default, all cores)."""
-    import tensorflow as tf
-
-    return [tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads()]
 
 
 def worker_predictor(spec: ModelSpec) -> Predictor:
@@ -104,8 +86,9 @@ def worker_predictor(spec: ModelSpec) -> Predictor:
             from ..predict.bundle import BundleError
 
             quiet_tensorflow()
-            _size_tensorflow(_dask_threads() or spec.intra_op_threads, spec.inter_op_threads)
-            pred = Predictor.from_path(spec.path)
+            # the bundle's runtime (its exported graphs: no TensorFlow) sized to this worker's threads
+            pred = Predictor.from_path(spec.path, threads=(_dask_threads() or spec.intra_op_threads,
+                                                           spec.inter_op_threads))
             if pred.bundle_hash != spec.bundle_hash:
                 raise BundleError(f"{spec.path}: bundle hash {pred.bundle_hash[:16]} on this worker, "
                                   f"{spec.bundle_hash[:16]} on the client (a different bundle at that path)")
@@ -285,7 +268,7 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
     base["loaded_bundle"] = spec not in _PREDICTORS  # this worker's first shard: bundle load and graph traces
     predictor = worker_predictor(spec)
     base["load_seconds"] = time.perf_counter() - t_load  # > 0 only for a worker's first shard
-    base["tf_threads"] = tensorflow_threads()  # survey.json shows that workers do not oversubscribe the cores
+    base["tf_threads"] = list(predictor.threads)  # survey.json shows that workers do not oversubscribe the cores
     base["environ"] = {k: os.environ.get(k) for k in REPORTED_ENVIRON}
     base["started"] = time.time()  # after the bundle load: the steady-state clock starts here
     clock, cpu0 = _Clock(), _cpu_seconds()

@@ -1,0 +1,235 @@
+"""Export a bundle's Keras networks to ONNX graphs (`onnx_runtime` runs them without TensorFlow).
+
+Three graphs, each the frozen TensorFlow graph that `models.inference` itself runs, converted
+by tf2onnx:
+- `cnn.onnx`: images [+ catalogue photometry of a hybrid CNN] -> the CNN's raw output
+  (latent mean, log-variance [, z mean, z log-variance]);
+- `decoder.onnx`: latents (concat(latents, z) for a rest-frame decoder) -> flux; a rest-frame
+  decoder is exported as its rest-frame half (`inference.rest_decoder`), since prediction
+  redshifts the rest spectrum in numpy (`restframe.marginalise_redshift`);
+- `decoder_sigma.onnx`: the linearised sigma graph of that decoder (`inference.linearised_sigma`:
+  forward-mode Jacobian-vector products of its non-linear body, then its linear tail).
+Each graph is run once on a probe batch against Keras before the export is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.atomic import atomic_path
+from . import inference
+from .contract import has_redshift_head
+from .onnx_runtime import EXPORT_FORMAT, EXPORT_META, load_exported
+
+log = logging.getLogger(__name__)
+
+EXPORT_OPSET = 17
+"""ONNX opset of the exported graphs (onnxruntime runs opsets up to 23)."""
+CNN_FILE, DECODER_FILE, SIGMA_FILE = "cnn.onnx", "decoder.onnx", "decoder_sigma.onnx"
+EXPORT_FILES = (CNN_FILE, DECODER_FILE, SIGMA_FILE, EXPORT_META)
+"""Files `export_onnx` adds to a bundle."""
+PROBE_ROWS = 4
+"""Objects in the probe batch that checks each exported graph against Keras."""
+EXPORT_RTOL = 1e-4
+"""An exported graph must reproduce Keras on the probe to this fraction of the output's largest value."""
+
+
+class ExportError(RuntimeError):
+    """An exported graph does not reproduce its Keras model (or cannot be converted)."""
+
+
+def _const(ctx, node, value: float):
+    """A scalar constant of `node`'s input dtype."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    return ctx.make_const(utils.make_name(f"{node.name}_c"), np.array(value, dtype)).output[0]
+
+
+def _erfc(ctx, node, name, args) -> None:
+    """Erfc(x) = 1 - Erf(x) (TensorFlow's exact GELU)."""
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    sub = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name))
+    ctx.replace_inputs(sub, [_const(ctx, node, 1.0), node.output[0]])
+    ctx.copy_shape(node.output[0], sub.output[0])
+
+
+def _tanh_grad(ctx, node, name, args) -> None:
+    """TanhGrad(y, dy) = dy (1 - y^2)."""
+    y, dy = node.input
+    square = ctx.make_node("Mul", [y, y])
+    slope = ctx.make_node("Sub", [_const(ctx, node, 1.0), square.output[0]])
+    node.type = "Mul"
+    ctx.replace_inputs(node, [dy, slope.output[0]])
+
+
+def _sigmoid_grad(ctx, node, name, args) -> None:
+    """SigmoidGrad(y, dy) = dy y (1 - y)."""
+    y, dy = node.input
+    rest = ctx.make_node("Sub", [_const(ctx, node, 1.0), y])
+    slope = ctx.make_node("Mul", [y, rest.output[0]])
+    node.type = "Mul"
+    ctx.replace_inputs(node, [dy, slope.output[0]])
+
+
+def _relu_grad(ctx, node, name, args) -> None:
+    """ReluGrad(dy, x) = dy where x > 0, else 0."""
+    dy, x = node.input
+    zero = _const(ctx, node, 0.0)
+    positive = ctx.make_node("Greater", [x, zero])
+    node.type = "Where"
+    ctx.replace_inputs(node, [positive.output[0], dy, zero])
+
+
+GRADIENT_OPS = {"Erfc": (_erfc, []), "TanhGrad": (_tanh_grad, []), "SigmoidGrad": (_sigmoid_grad, []),
+                "ReluGrad": (_relu_grad, [])}
+"""tf2onnx handlers of the TensorFlow ops that forward-mode derivatives of the decoder's activations
+(gelu, tanh, sigmoid, relu) put in the sigma graph and that tf2onnx has no converter for."""
+
+
+def _to_onnx(fn, path: Path) -> tuple[list[str], str]:
+    """Freeze the tf.function `fn` (its input signature) and write it as ONNX to `path` atomically;
+    returns (graph input names in argument order, output name)."""
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    # Freezing folds the models' constants (e.g. Normalization's mean) into the graph: tf2onnx
+    # would otherwise make the captured tensors graph inputs.
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    inputs = [t.name for t in frozen.inputs]
+    outputs = [t.name for t in frozen.outputs]
+    model, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs,
+                                              opset=EXPORT_OPSET, custom_op_handlers=GRADIENT_OPS)
+    _canonical_names(model)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(model.SerializeToString())
+    return inputs, outputs[0]
+
+
+def _canonical_names(model) -> None:
+    """Name every node, intermediate value and initializer by its first use in the graph's node order.
+
+    tf2onnx numbers the names it makes from a process-wide counter, so the same network
+    exported twice would give different bytes (and bundle hashes); renamed, and with the
+    initializers in that order, a rebuild of an unchanged model is byte-identical.
+    """
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    names: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"v{len(names)}")
+
+    for i, node in enumerate(graph.node):
+        node.name = f"node{i}"
+        node.input[:] = [rename(x) for x in node.input]
+        node.output[:] = [rename(x) for x in node.output]
+    order = {new: k for k, new in enumerate(names.values())}
+    for items in (graph.initializer, graph.value_info):
+        for item in items:
+            item.name = rename(item.name)
+        ranked = sorted(items, key=lambda t: order.get(t.name, len(order)))
+        copies = [type(t)() for t in ranked]
+        for copy, t in zip(copies, ranked):
+            copy.CopyFrom(t)
+        del items[:]
+        items.extend(copies)
+    dims: dict[str, str] = {}  # symbolic dimensions (the batch size) are counter-named too
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = dims.setdefault(dim.dim_param, f"d{len(dims)}")
+
+
+def _cnn_function(cnn):
+    """cnn(inputs, training=False) with one positional, named argument per model input."""
+    import tensorflow as tf
+
+    names = [t.name for t in cnn.inputs]
+    specs = [tf.TensorSpec((None, *t.shape[1:]), tf.float32, name=t.name) for t in cnn.inputs]
+
+    @tf.function(input_signature=specs)
+    def forward(*xs):
+        batch = dict(zip(names, xs)) if len(xs) > 1 else xs[0]
+        return cnn(batch, training=False)
+
+    return forward
+
+
+def _decoder_function(model):
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, int(model.input_shape[-1])), tf.float32, name="latents")
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
+def _check(name: str, got: np.ndarray, ref: np.ndarray) -> float:
+    diff = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    if not np.isfinite(diff) or diff > EXPORT_RTOL * max(scale, 1.0):
+        raise ExportError(f"exported {name} differs from Keras by {diff:.3g} (largest value {scale:.3g})")
+    return diff
+
+
+def export_onnx(bundle: str | Path) -> dict[str, Any]:
+    """Export `cnn.keras` and `decoder.keras` of the bundle directory to `EXPORT_FILES` in it;
+    returns the metadata written to `EXPORT_META` (with the probe's max |ONNX - Keras| per graph)."""
+    bundle = Path(bundle)
+    cnn, decoder = inference.load_models(bundle, bundle)[:2]
+    redshift = has_redshift_head(cnn)
+    widths = {t.name: tuple(int(d) for d in t.shape[1:]) for t in cnn.inputs}
+    names, _ = _to_onnx(_cnn_function(cnn), bundle / CNN_FILE)
+    latent_dim = (int(cnn.output_shape[-1]) - (2 if redshift else 0)) // 2
+    rest = inference.rest_decoder(decoder) if inference.is_conditioned(decoder, latent_dim) else None
+    model = decoder if rest is None else rest.model
+    (dec_input,), _ = _to_onnx(_decoder_function(model), bundle / DECODER_FILE)
+    _to_onnx(inference._sigma_graph(model), bundle / SIGMA_FILE)
+    meta: dict[str, Any] = {
+        "format": EXPORT_FORMAT, "opset": EXPORT_OPSET,
+        "cnn": {"file": CNN_FILE, "inputs": dict(zip(widths, names)), "input_widths": widths,
+                "output_width": int(cnn.output_shape[-1]), "redshift_head": redshift},
+        "decoder": {"file": DECODER_FILE, "sigma_file": SIGMA_FILE, "input": dec_input,
+                    "input_width": int(model.input_shape[-1]), "output_width": int(model.output_shape[-1]),
+                    "frame": "observed" if rest is None else "rest"},
+    }
+    if rest is not None:
+        meta["decoder"]["rest_grid"] = {"ln_start": rest.grid.ln_start, "ln_step": rest.grid.ln_step,
+                                        "n": rest.grid.n}
+        meta["decoder"]["obs_ln_wave"] = [float(v) for v in rest.obs_ln_wave]
+    _write_meta(bundle, meta)
+    meta["max_abs_diff"] = _probe(bundle, cnn, model, widths)
+    _write_meta(bundle, meta)
+    log.info("exported the networks to ONNX (max |ONNX - Keras| on the probe: %s)", meta["max_abs_diff"])
+    return meta
+
+
+def _write_meta(bundle: Path, meta: dict[str, Any]) -> None:
+    with atomic_path(bundle / EXPORT_META) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _probe(bundle: Path, cnn, model, widths: dict[str, tuple[int, ...]]) -> dict[str, float]:
+    """Max |ONNX - Keras| of each graph on a seeded probe batch; ExportError past `EXPORT_RTOL`."""
+    rng = np.random.default_rng(0)
+    batch = {name: rng.standard_normal((PROBE_ROWS, *w)).astype(np.float32) for name, w in widths.items()}
+    try:
+        exported_cnn, exported_dec = load_exported(bundle)
+    except Exception as exc:  # onnxruntime's own error types: a graph it cannot run
+        raise ExportError(f"an exported graph does not load in onnxruntime: {exc}") from None
+    net = exported_dec if exported_dec.rest is None else exported_dec.rest
+    feed = batch if len(batch) > 1 else next(iter(batch.values()))
+    out = {"cnn": _check("cnn", exported_cnn(feed), inference._to_numpy(cnn(feed, training=False)))}
+    x = rng.standard_normal((PROBE_ROWS, int(model.input_shape[-1]))).astype(np.float32)
+    out["decoder"] = _check("decoder", net(x), inference.decode(model, x))
+    std = np.abs(rng.standard_normal(x.shape)).astype(np.float32)
+    out["sigma"] = _check("sigma", inference.linearised_sigma(net, x, std), inference.linearised_sigma(model, x, std))
+    return out
