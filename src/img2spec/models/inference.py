@@ -40,7 +40,7 @@ def _keras():
     quiet_tensorflow()
     import keras
 
-    from . import layers  # noqa: F401  (registers the custom layers for loading)
+    from . import cnn, layers  # noqa: F401  (register the custom layers for loading)
 
     return keras
 
