@@ -15,11 +15,12 @@ PREDICT_OUT ?= predictions
 PREDICT_MODEL ?= models/img2spec
 PYTEST_ARGS ?=
 UV_PIN := uv==0.13.8
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help setup repro readme test test-slow tune tune-apply tune-dashboard ui mlflow-server predict bench figures push pull clean
 
-HELP_VARS := MLFLOW_PORT OPTUNA_PORT PREDICT_INPUT PREDICT_OUT PREDICT_MODEL PYTHON
+HELP_VARS := MLFLOW_PORT OPTUNA_PORT PREDICT_INPUT PREDICT_OUT PREDICT_MODEL PYTHON TEST_WORKERS
 help:  ## list the targets, with the current values of the variables they mention
 	@on=; off=; if [ -t 1 ]; then on=$$(printf '\033[36m'); off=$$(printf '\033[0m'); fi; \
 	$(foreach v,$(HELP_VARS),$(v)='$($(v))') awk -v on="$$on" -v off="$$off" \
@@ -55,9 +56,9 @@ repro: setup  ## run the whole DVC pipeline (default: offline mock survey), then
 readme: setup  ## re-render the README's evaluation table from metrics/evaluate.json
 	$(BIN)/img2spec readme
 
-test: setup  ## run the fast test suite (offline, ~7 min on 2 cores; CI=true also installs PostgreSQL)
+test: setup  ## run the fast test suite (offline, $(TEST_WORKERS) pytest-xdist workers, one test file per worker; CI=true also installs PostgreSQL)
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ci_postgres.sh; fi
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: setup  ## run only the slow end-to-end tests (minutes each; installs Debian's chromium for the MLflow UI check)
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ci_postgres.sh; fi
