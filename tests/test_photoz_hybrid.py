@@ -124,6 +124,21 @@ def hybrid_env(tmp_path_factory):
     return root, facts, Predictor.from_path(root / "models" / "img2spec"), mags
 
 
+def test_hybrid_exported_cnn_equals_keras(hybrid_env):
+    """The exported hybrid CNN takes the photometry input as Keras does (with and without magnitudes)."""
+    from img2spec.predict import Predictor
+    from test_predict import EXPORT_ATOL
+
+    _, facts, onnx, mags = hybrid_env
+    assert onnx.runtime == "onnx"
+    keras = Predictor.from_path(onnx.bundle_dir, runtime="tensorflow")
+    m = mags[:4].copy()
+    m[1, 2] = np.nan  # one object without photometry: images alone
+    a, b = onnx.predict_batch(facts["images"][:4], photometry=m), keras.predict_batch(facts["images"][:4], photometry=m)
+    for name in ("z", "z_err", "flux", "sigma"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=EXPORT_ATOL, err_msg=name)
+
+
 def test_hybrid_bundle_uses_magnitudes_and_falls_back_to_images(hybrid_env, caplog):
     from img2spec.models.inference import predict_outputs
 

@@ -48,6 +48,22 @@ def _catalogue(tmp_path, facts, **extra) -> object:
     return path
 
 
+def test_rest_bundle_exported_graphs_equal_keras(env):
+    """The rest-frame half of the decoder and its sigma graph, exported: the same z, rest and
+    observed-frame spectra as Keras, at a given z and marginalised over the photo-z."""
+    from img2spec.predict import Predictor
+    from test_predict import EXPORT_ATOL
+
+    root, facts, onnx, _ = env
+    assert onnx.runtime == "onnx"
+    keras = Predictor.from_path(root / "models" / "img2spec", runtime="tensorflow")
+    z = np.array([Z_GIVEN[0], np.nan, Z_GIVEN[1]])
+    a, b = onnx.predict_batch(facts["images"][:3], z=z), keras.predict_batch(facts["images"][:3], z=z)
+    for name in ("z", "z_err", "z_used", "flux", "sigma", "rest_flux", "rest_sigma"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=EXPORT_ATOL, err_msg=name)
+    np.testing.assert_array_equal(a.z_given, [True, False, True])
+
+
 def test_rest_bundle_measures_lines_at_the_z_it_decoded_at(env, tmp_path):
     from img2spec.predict import RunOptions, run_predict
 

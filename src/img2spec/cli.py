@@ -130,7 +130,7 @@ def predict(
         typer.echo("img2spec predict: --mags is deprecated; use --catalogue (same CSV)", err=True)
     try:
         cfg = load_params(params) if params.is_file() else Params()
-        import_tensorflow()  # before anything imports it: no CUDA noise on a CPU-only machine
+        # no TensorFlow here: the bundle's runtime imports it only if it runs the Keras models
         predictor = _load_predictor(model, rev, repo)
         opts = RunOptions(
             out_dir=out, table=table, plot=plot, per_object=per_object, batch_size=batch_size, n_samples=n_samples,

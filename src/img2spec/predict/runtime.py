@@ -29,10 +29,9 @@ def check_runtime(runtime: str) -> str:
 def size_tensorflow(intra: int, inter: int) -> tuple[int, int]:
     """Size TensorFlow's thread pools of this process (only possible before it runs an op);
     returns the (intra-op, inter-op) threads it runs with (0: TensorFlow's default, all cores)."""
-    from ..logs import quiet_tensorflow
+    from ..logs import import_tensorflow
 
-    quiet_tensorflow()
-    import tensorflow as tf
+    tf = import_tensorflow()  # quiet: no CUDA probe noise on a CPU-only machine
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(intra))
@@ -62,6 +61,9 @@ def load_networks(bundle: str | Path, runtime: str,
             raise BundleError(f"{bundle}: cannot run on onnx ({exc}); rebuild the bundle with "
                               "publish.runtime: onnx, or choose runtime 'tensorflow'") from None
         return cnn, decoder, (int(intra), int(inter))
+    from ..logs import import_tensorflow
+
+    import_tensorflow()  # before Keras: no CUDA probe noise on a CPU-only machine
     used = size_tensorflow(*threads) if threads is not None else (0, 0)
     from ..models.inference import load_models
 
