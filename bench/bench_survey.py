@@ -22,17 +22,27 @@ One run, the same N cutout files throughout:
 4. the same cutouts through file-based `img2spec predict --no-per-object --table`, and the
    per-object path (one FITS per object) on the first `--per-object-n` of them;
 5. projected core-hours for 10^8 galaxies at the default setting (`survey.n_workers`), from the
-   steady-state rate.
+   steady-state rate;
+6. storage and reading: `bytes_per_galaxy`, everything the default run (`survey.store`: compact)
+   leaves in its output directory (latent shards, catalogue, survey.json, skipped.parquet) over the
+   catalogue's objects, and `bytes_per_galaxy_spectra_store`, the same for `--store spectra` at the
+   default workers; `decode`: the compact output read back with `open_survey(...).iter_spectra()`
+   in one process on the machine's cores (every object; catalogue, shard reads and decoding
+   included, after one warm-up shard), flux and sigma (`flux_sigma_per_s`) and flux alone
+   (`flux_per_s`), and its largest difference from the spectra store's files.
 
     python bench/bench_survey.py --n 16000 --bundle models/img2spec      # the published figures
     python bench/bench_survey.py --n 500 --bundle models/img2spec       # smoke run
+    python bench/bench_survey.py --decode-rate OUT --compare SPECTRA_OUT  # step 6's read figures alone
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -144,8 +154,19 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
                    "cutouts_per_s_in_run": packed["cutouts_per_s"]}
     print(f"pack: {out['pack']}", flush=True)
 
-    by_workers = {str(w): _survey(shards, bundle, workdir, w, tag="") for w in (1, 2)}
+    by_workers = {str(w): _survey(shards, bundle, workdir, w, tag="", keep=w == default_workers) for w in (1, 2)}
     default = by_workers[str(default_workers)] if str(default_workers) in by_workers else by_workers["2"]
+    # storage of the two stores, and reading the default (compact) one back
+    spectra = _survey(shards, bundle, workdir, default_workers, tag="_spectra", store="spectra", keep=True)
+    out["store"] = default["store"]
+    out["bytes_per_galaxy"] = default["bytes_per_galaxy"]
+    out["bytes_per_galaxy_spectra_store"] = spectra["bytes_per_galaxy"]
+    out["survey_spectra_store"] = spectra
+    out["decode"] = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir)
+    print(f"bytes per galaxy: {out['bytes_per_galaxy']} ({out['store']}), {out['bytes_per_galaxy_spectra_store']} "
+          f"(spectra); decode: {out['decode']}", flush=True)
+    for r in (default, spectra):
+        shutil.rmtree(r.pop("out_dir"), ignore_errors=True)
     out["by_workers"] = by_workers
     out["galaxies_per_s"] = default["galaxies_per_s"]
     out["galaxies_per_s_command"] = default["galaxies_per_s_command"]
@@ -191,12 +212,14 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
     return out
 
 
-def _survey(shards: Path, bundle: Path, workdir: Path, workers: int, tag: str) -> dict[str, Any]:
-    """`img2spec survey` of `shards` at `workers` workers (whole process, fresh output): its figures."""
+def _survey(shards: Path, bundle: Path, workdir: Path, workers: int, tag: str, store: str | None = None,
+            keep: bool = False) -> dict[str, Any]:
+    """`img2spec survey` of `shards` at `workers` workers (whole process, fresh output): its figures.
+    `store`: --store (None: params' survey.store); `keep`: leave the output (its path in `out_dir`)."""
     pfile = _params_file(workdir / f"params_w{workers}.yaml", n_workers=workers)
     dest = workdir / f"survey{tag}_w{workers}"
-    run = _run(_img2spec("survey", str(shards), "--model", str(bundle), "--out", str(dest), "--params", str(pfile)),
-               workdir / f"survey{tag}_w{workers}.log")
+    cmd = _img2spec("survey", str(shards), "--model", str(bundle), "--out", str(dest), "--params", str(pfile))
+    run = _run(cmd + (["--store", store] if store else []), workdir / f"survey{tag}_w{workers}.log")
     rep = json.loads((dest / "survey.json").read_text())
     done = rep["objects"]["predicted"]
     out = {
@@ -219,8 +242,69 @@ def _survey(shards: Path, bundle: Path, workdir: Path, workers: int, tag: str) -
         "worker_peak_rss_mb": rep["worker_peak_rss_mb"],
         "peak_rss_mb_per_worker": round(max(rep["worker_peak_rss_mb"].values()), 1) if rep["worker_peak_rss_mb"] else None,
     }
+    out["store"] = rep.get("store")
+    # everything the run left in its output directory, per object of the catalogue
+    out["bytes_total"] = directory_bytes(dest)
+    out["bytes_per_galaxy"] = round(out["bytes_total"] / rep["objects"]["total"], 1) if rep["objects"]["total"] else None
     print(f"survey{tag}, {workers} worker(s): {out}", flush=True)
-    shutil.rmtree(dest, ignore_errors=True)
+    if keep:
+        out["out_dir"] = str(dest)
+    else:
+        shutil.rmtree(dest, ignore_errors=True)
+    return out
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes of every file under `path` (apparent sizes)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _decode_rates(compact: Path, spectra: Path, workdir: Path) -> dict[str, Any]:
+    """`--decode-rate` in its own process (the bench process itself never imports TensorFlow)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--decode-rate", str(compact), "--compare", str(spectra)]
+    log = workdir / "decode.log"
+    with open(log, "wb") as fh:
+        done = subprocess.run(cmd, cwd=REPO, env=bench_env(), stdout=subprocess.PIPE, stderr=fh)
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{log.read_text(errors='replace')[-3000:]}")
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def decode_rates(compact: Path, spectra: Path | None) -> dict[str, Any]:
+    """Objects/s reading the compact survey `compact` back (flux and sigma; flux alone), on this
+    process's cores, and the largest difference from the spectra store `spectra` of the same shards."""
+    import numpy as np
+
+    from img2spec.io.shards import read_spectra_shard
+    from img2spec.survey import open_survey
+
+    survey = open_survey(compact)
+    rows = survey.select()
+    first = rows[rows["shard"] == rows["shard"].iloc[0]]
+    for with_sigma in (True, False):  # warm-up: graph traces of both paths
+        list(survey.decode_selected(first, with_sigma))
+    out: dict[str, Any] = {"n": len(rows), "threads": os.cpu_count()}
+    for name, with_sigma in (("flux_sigma_per_s", True), ("flux_per_s", False)):
+        t0 = time.perf_counter()
+        n = sum(len(part) for _, part in survey.decode_selected(survey.select(), with_sigma))
+        out[name] = round(n / (time.perf_counter() - t0), 1)
+    if spectra is not None:
+        diff = {k: 0.0 for k in ("flux", "sigma", "rest_flux", "rest_sigma")}
+        equal, values = 0, 0
+        for _, part in survey.decode_selected(rows):
+            stored = read_spectra_shard(spectra / part.catalogue["shard"].iloc[0])
+            idx = {oid: k for k, oid in enumerate(stored.object_id)}
+            at = [idx[oid] for oid in part.object_id]
+            for key in diff:
+                got, ref = getattr(part.result, key), getattr(stored, key)
+                if got is None or ref is None:
+                    continue
+                ref = ref[at]
+                diff[key] = max(diff[key], float(np.nanmax(np.abs(got.astype(np.float64) - ref), initial=0.0)))
+                equal += int((got.view(np.uint32) == ref.view(np.uint32)).sum())
+                values += got.size
+        out["max_abs_diff_vs_spectra_store"] = diff
+        out["bit_identical_fraction"] = round(equal / values, 6) if values else None
     return out
 
 
@@ -294,6 +378,18 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
         + f"; 2 workers >= {TARGET_SCALING}x one {met(t['scaling_met'])} at {s['n']:,}"
         + (f", {met(t['replicated_scaling_met'])} at {rep['n']:,}" if rep else "") + ".",
     ]
+    d = s.get("decode")
+    if d:
+        diff = d.get("max_abs_diff_vs_spectra_store") or {}
+        lines += [
+            "",
+            f"Storage: {s['bytes_per_galaxy']:,.0f} bytes per galaxy in the output directory with the default "
+            f"`--store {s['store']}` (catalogue included), {s['bytes_per_galaxy_spectra_store']:,.0f} with "
+            f"`--store spectra`. Reading the compact output back (`open_survey(...).iter_spectra()`, one process, "
+            f"{d['threads']} cores): {d['flux_sigma_per_s']:,.0f} galaxies/s with sigma, {d['flux_per_s']:,.0f}/s "
+            f"flux alone; {100 * (d.get('bit_identical_fraction') or 0):.4g}% of the values bit for bit those of "
+            f"`--store spectra` (largest difference: flux {diff.get('flux', 0):.3g}, sigma {diff.get('sigma', 0):.3g}).",
+        ]
     return lines
 
 
@@ -307,7 +403,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="also survey the packed shards this many times over (new ids; 1: not)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: temp, removed)")
     ap.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    ap.add_argument("--decode-rate", type=Path, default=None, metavar="OUT",
+                    help="only measure reading the compact survey OUT back (one JSON line)")
+    ap.add_argument("--compare", type=Path, default=None, metavar="SPECTRA_OUT",
+                    help="with --decode-rate: the --store spectra survey of the same shards to compare with")
     args = ap.parse_args(argv)
+    if args.decode_rate is not None:
+        print(json.dumps(decode_rates(args.decode_rate, args.compare)))
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="img2spec_bench_survey_"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
