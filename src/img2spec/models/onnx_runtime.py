@@ -37,8 +37,8 @@ class InputName:
     name: str
 
 
-def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
-    """onnxruntime session options with these thread pools (0: onnxruntime's default, all cores)."""
+def runner_options(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
+    """onnxruntime options with these thread pools (0: onnxruntime's default, all cores)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -48,7 +48,7 @@ def session_options(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any
     return opts
 
 
-def _session(path: Path, opts: Any) -> Any:
+def _open(path: Path, opts: Any) -> Any:
     import onnxruntime as ort
 
     if not path.is_file():
@@ -57,7 +57,7 @@ def _session(path: Path, opts: Any) -> Any:
 
 
 class ExportedGraph:
-    """One network as an ONNX session: `graph(batch)` -> (N, output width) float32.
+    """One network as an onnxruntime graph runner: `graph(batch)` -> (N, output width) float32.
 
     `batch` is an array (single-input network) or a dict {model input name: array}, as
     `inference.predict_outputs` passes them. A decoder also has `sigma(z, tangents)` (the
@@ -65,13 +65,13 @@ class ExportedGraph:
     itself an `ExportedGraph`) with `rest_grid` and `obs_ln_wave`.
     """
 
-    def __init__(self, session: Any, graph_inputs: dict[str, str], input_widths: dict[str, tuple[int, ...]],
-                 output_width: int, *, sigma_session: Any = None, redshift_head: bool | None = None,
+    def __init__(self, runner: Any, graph_inputs: dict[str, str], input_widths: dict[str, tuple[int, ...]],
+                 output_width: int, *, sigma_runner: Any = None, redshift_head: bool | None = None,
                  rest: "ExportedGraph | None" = None, rest_grid: RestGrid | None = None,
                  obs_ln_wave: np.ndarray | None = None) -> None:
-        self._session = session
+        self._runner = runner
         self._graph_inputs = dict(graph_inputs)  # model input name -> graph input name
-        self._sigma = sigma_session
+        self._sigma = sigma_runner
         self.inputs = [InputName(name) for name in self._graph_inputs]
         shapes = [(None, *input_widths[name]) for name in self._graph_inputs]
         self.input_shape = shapes[0] if len(shapes) == 1 else shapes
@@ -80,7 +80,7 @@ class ExportedGraph:
         self.rest, self.rest_grid, self.obs_ln_wave = rest, rest_grid, obs_ln_wave
 
     def __call__(self, batch: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
-        if self._session is None:
+        if self._runner is None:
             raise RuntimeError("this network is not exported whole (a rest-frame decoder exports its "
                                "rest-frame half): load the bundle with runtime='tensorflow'")
         if isinstance(batch, dict):
@@ -88,7 +88,7 @@ class ExportedGraph:
         else:
             (graph,) = self._graph_inputs.values()
             feeds = {graph: np.ascontiguousarray(batch, np.float32)}
-        return self._session.run(None, feeds)[0]
+        return self._runner.run(None, feeds)[0]
 
     def sigma(self, z: np.ndarray, tangents: np.ndarray) -> np.ndarray:
         """The linearised sigma graph: rows (object, latent direction) -> (N, output width)."""
@@ -118,15 +118,15 @@ def load_exported(bundle: str | Path, *, intra_op_threads: int = 0,
     if meta is None:
         raise FileNotFoundError(f"{bundle / EXPORT_META}: missing; the bundle has no exported graphs "
                                 "(rebuild it with publish.runtime: onnx, or load it with runtime='tensorflow')")
-    opts = session_options(intra_op_threads, inter_op_threads)
+    opts = runner_options(intra_op_threads, inter_op_threads)
     c = meta["cnn"]
-    cnn = ExportedGraph(_session(bundle / c["file"], opts), c["inputs"],
+    cnn = ExportedGraph(_open(bundle / c["file"], opts), c["inputs"],
                         {k: tuple(v) for k, v in c["input_widths"].items()}, c["output_width"],
                         redshift_head=bool(c["redshift_head"]))
     d = meta["decoder"]
-    net = ExportedGraph(_session(bundle / d["file"], opts), {"latents": d["input"]},
+    net = ExportedGraph(_open(bundle / d["file"], opts), {"latents": d["input"]},
                         {"latents": (d["input_width"],)}, d["output_width"],
-                        sigma_session=_session(bundle / d["sigma_file"], opts))
+                        sigma_runner=_open(bundle / d["sigma_file"], opts))
     if d["frame"] != "rest":
         return cnn, net
     grid = RestGrid(**d["rest_grid"])
