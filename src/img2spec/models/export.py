@@ -14,6 +14,7 @@ Each graph is run once on a probe batch against Keras before the export is accep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -102,15 +103,33 @@ def _to_onnx(fn, path: Path) -> tuple[list[str], str]:
 
     # Freezing folds the models' constants (e.g. Normalization's mean) into the graph: tf2onnx
     # would otherwise make the captured tensors graph inputs.
-    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    with _quiet_converters():
+        frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
     inputs = [t.name for t in frozen.inputs]
     outputs = [t.name for t in frozen.outputs]
-    model, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs,
-                                              opset=EXPORT_OPSET, custom_op_handlers=GRADIENT_OPS)
+    with _quiet_converters():
+        model, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
+                                                  output_names=outputs, opset=EXPORT_OPSET,
+                                                  custom_op_handlers=GRADIENT_OPS)
     _canonical_names(model)
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(model.SerializeToString())
     return inputs, outputs[0]
+
+
+@contextlib.contextmanager
+def _quiet_converters():
+    """tf2onnx logs every optimiser pass at INFO and TensorFlow warns that the freezing API is
+    TF1-style: noise in the publish stage's log, silenced while converting."""
+    loggers = [logging.getLogger(name) for name in ("tf2onnx", "tensorflow")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _canonical_names(model) -> None:
