@@ -59,6 +59,15 @@ class CNNParams(Section):
     """loss = spectrum: chi-square weight of pixels near the emission lines (as `vae.line_weight`, at the
     object's catalogue z; half-width `line_halfwidth_kms`); 1: plain chi2."""
     line_halfwidth_kms: float = Field(400.0, gt=0)
+    measure_weight: float = Field(0.0, ge=0)
+    """loss = spectrum with a rest-frame decoder: weight of the measurement term, the Huber loss of
+    the standardised difference between what `measure` reads off the decoded rest-frame spectrum
+    (EW(Halpha), Dn4000, Hdelta_A, the two BPT log ratios) and the same measurements of the
+    observed spectrum (the direct baseline's targets): a few line pixels weigh almost nothing in
+    the chi-square. 0: off (the loss is the chi-square alone, unchanged)."""
+    measure_huber_delta: float = Field(1.0, gt=0)
+    """Quadratic-to-linear transition of that Huber loss, in train-split standard deviations of each
+    measurement (noisy observed measurements beyond it pull with a constant force)."""
     redshift_weight: float = Field(0.0, ge=0)
     """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
     photometry: bool = False

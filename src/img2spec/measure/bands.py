@@ -56,6 +56,7 @@ class Band:
     width: np.ndarray     # (N, K) rest-frame Angstrom of the pixel inside the band (0 outside)
     wave: np.ndarray      # (N, K) rest-frame pixel centres
     off_grid: np.ndarray  # (N,) the band is not entirely on the grid
+    index: np.ndarray     # (N, K) grid pixel of each gathered column (width 0 where it lies outside)
 
     @property
     def masked_fraction(self) -> np.ndarray:
@@ -65,17 +66,21 @@ class Band:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, (self.width * self.bad).sum(axis=1) / total, 0.0)
 
-    def mean(self, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Mean of weight x flux over the band's good pixels (by covered wavelength) and its
-        variance; weight (N, K) defaults to 1."""
+    def mean_coefficients(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """(N, K) coefficients a of the band mean, mean = sum_k a_k flux_k: covered wavelength of
+        the good pixels x weight, over the good pixels' covered wavelength (NaN for none)."""
         w = self.width * ~self.bad
-        s = w.sum(axis=1)
+        s = w.sum(axis=1, keepdims=True)
         if weight is not None:
             w = w * weight
         with np.errstate(invalid="ignore", divide="ignore"):
-            m = (w * self.flux).sum(axis=1) / s
-            v = (w ** 2 * self.var).sum(axis=1) / s ** 2
-        return m, v
+            return w / s
+
+    def mean(self, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean of weight x flux over the band's good pixels (by covered wavelength) and its
+        variance; weight (N, K) defaults to 1."""
+        a = self.mean_coefficients(weight)
+        return (a * self.flux).sum(axis=1), (a ** 2 * self.var).sum(axis=1)
 
 
 class Spectra:
@@ -183,4 +188,4 @@ class Spectra:
         width = np.where(inside, np.clip(width, 0.0, None), 0.0) / stretch
         centre = self._lam_centres[idx] / stretch
         flux, var, bad = self._gather(idx)
-        return Band(flux=flux, var=var, bad=bad, width=width, wave=centre, off_grid=off)
+        return Band(flux=flux, var=var, bad=bad, width=width, wave=centre, off_grid=off, index=idx)

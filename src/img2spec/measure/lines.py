@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bands import BAD_CONTINUUM, MASKED, NO_REDSHIFT, OFF_GRID, Spectra
+from .bands import BAD_CONTINUUM, MASKED, NO_REDSHIFT, OFF_GRID, Band, Spectra
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,25 @@ class LineResult:
     flag: np.ndarray
 
 
+def red_share(win: Windows, wave: np.ndarray) -> np.ndarray:
+    """Weight t of the red side band's mean in the continuum at rest wavelength `wave`:
+    continuum = (1 - t) blue mean + t red mean (the straight line through the band centres)."""
+    xb, xr = 0.5 * (win.blue[0] + win.blue[1]), 0.5 * (win.red[0] + win.red[1])
+    return (wave - xb) / (xr - xb)
+
+
+def fnu_weight(band: Band) -> np.ndarray:
+    """Per-pixel weight that turns a band mean of F_lambda into one of F_nu (up to a constant):
+    lambda^2 (c and (1+z)^2 cancel in a ratio of two such means)."""
+    return band.wave ** 2
+
+
 def measure_line(sp: Spectra, win: Windows, max_masked_line: float, max_masked_continuum: float) -> LineResult:
     """Flux, rest-frame EW (emission positive) and errors of one line for every spectrum."""
     blue, red, line = sp.band(*win.blue), sp.band(*win.red), sp.band(*win.line)
     mb, vb = blue.mean()
     mr, vr = red.mean()
-    xb, xr = 0.5 * (win.blue[0] + win.blue[1]), 0.5 * (win.red[0] + win.red[1])
-    t = (line.wave - xb) / (xr - xb)                      # continuum weight of the red band
+    t = red_share(win, line.wave)                         # continuum weight of the red band
     cont = mb[:, None] * (1.0 - t) + mr[:, None] * t
     # A masked line pixel (only when max_masked_line > 0) contributes the continuum: nothing.
     f = np.where(line.bad, cont, line.flux)
@@ -85,9 +97,8 @@ def measure_break(sp: Spectra, blue_band: tuple[float, float], red_band: tuple[f
     """Ratio of the mean F_nu in the red band to that in the blue band (Dn4000 for the Balogh
     et al. 1999 bands), its error and flag. F_nu is proportional to lambda^2 F_lambda."""
     blue, red = sp.band(*blue_band), sp.band(*red_band)
-    # Mean of F_nu over wavelength: weight lambda^2 (the constant c and (1+z)^2 cancel in the ratio).
-    mb, vb = blue.mean(weight=blue.wave ** 2)
-    mr, vr = red.mean(weight=red.wave ** 2)
+    mb, vb = blue.mean(weight=fnu_weight(blue))
+    mr, vr = red.mean(weight=fnu_weight(red))
     flag = np.zeros(len(sp), np.int16)
     flag |= np.where(blue.off_grid | red.off_grid, OFF_GRID, 0).astype(np.int16)
     masked = (blue.masked_fraction > max_masked_continuum) | (red.masked_fraction > max_masked_continuum)

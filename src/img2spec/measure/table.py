@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config.measure import MeasureParams
+from ..config.measure import Band, MeasureParams
 from .bands import Spectra, air_to_vacuum
 from .classify import classify
 from .lines import Windows, measure_break, measure_line
@@ -19,6 +19,19 @@ def _grid_bands(bands: dict[str, tuple[float, float]], air: bool, grid: str) -> 
     if not air and grid == "air":
         raise ValueError("measure: vacuum window definitions on an air grid are not supported")
     return dict(bands)
+
+
+def grid_windows(mp: MeasureParams) -> tuple[dict[str, Windows], tuple[Band, Band], Windows]:
+    """(line windows by name, Dn4000 (blue, red) bands, Hdelta_A windows) in the grid's wavelength
+    convention: what `measure_spectra` measures with, for anything that measures the same way."""
+    lines = {}
+    for name, win in mp.lines.items():
+        lines[name] = Windows(**_grid_bands({"line": win.line, "blue": win.blue, "red": win.red}, win.air,
+                                            mp.wavelengths))
+    b = _grid_bands({"blue": mp.dn4000.blue, "red": mp.dn4000.red}, mp.dn4000.air, mp.wavelengths)
+    h = mp.hdelta_a
+    hdelta = Windows(**_grid_bands({"line": h.line, "blue": h.blue, "red": h.red}, h.air, mp.wavelengths))
+    return lines, (b["blue"], b["red"]), hdelta
 
 
 def column_names(mp: MeasureParams) -> list[str]:
@@ -47,16 +60,13 @@ def measure_spectra(flux: np.ndarray, wave: np.ndarray, z: np.ndarray | float | 
     sp = Spectra(flux, wave, z, sigma=sigma, ivar=ivar, mask=mask, frame=frame)
     ml, mc = mp.max_masked_fraction_line, mp.max_masked_fraction_continuum
     out: dict[str, np.ndarray] = {}
-    for name, win in mp.lines.items():
-        b = _grid_bands({"line": win.line, "blue": win.blue, "red": win.red}, win.air, mp.wavelengths)
-        r = measure_line(sp, Windows(**b), ml, mc)
+    lines, (dn_blue, dn_red), hdelta = grid_windows(mp)
+    for name, win in lines.items():
+        r = measure_line(sp, win, ml, mc)
         out.update({f"{name}_flux": r.flux, f"{name}_flux_err": r.flux_err, f"{name}_ew": r.ew,
                     f"{name}_ew_err": r.ew_err, f"{name}_flag": r.flag})
-    b = _grid_bands({"blue": mp.dn4000.blue, "red": mp.dn4000.red}, mp.dn4000.air, mp.wavelengths)
-    out["dn4000"], out["dn4000_err"], out["dn4000_flag"] = measure_break(sp, b["blue"], b["red"], mc)
-    h = mp.hdelta_a
-    b = _grid_bands({"line": h.line, "blue": h.blue, "red": h.red}, h.air, mp.wavelengths)
-    r = measure_line(sp, Windows(**b), ml, mc)
+    out["dn4000"], out["dn4000_err"], out["dn4000_flag"] = measure_break(sp, dn_blue, dn_red, mc)
+    r = measure_line(sp, hdelta, ml, mc)
     # Lick convention: absorption positive, i.e. minus the emission EW.
     out["hdelta_a"], out["hdelta_a_err"], out["hdelta_a_flag"] = -r.ew, r.ew_err, r.flag
     out.update(classify(out, mp.classes))

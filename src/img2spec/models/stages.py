@@ -155,7 +155,8 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
     with tracking.start_run("train_cnn", params, inputs=inputs, root=paths.root) as run:
         import mlflow
 
-        result = train_cnn(params.cnn, data, latents, decoder, callbacks=[MlflowMetrics()], out_dir=out)
+        result = train_cnn(params.cnn, data, latents, decoder, callbacks=[MlflowMetrics()], out_dir=out,
+                           measure_params=params.measure)
         val_dev = validation_deviation(result.model, decoder, data)
         summary["cnn"] = {"best_val_loss": result.best_val_loss, "val_mean_deviation": val_dev,
                           "epochs_run": result.info["epochs_run"], "train_seconds": round(result.seconds, 1)}
@@ -170,7 +171,7 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
                 pca_decoder.save(tmp)
             pca_lat = Latents(coeffs, np.full_like(coeffs, PCA_FLOOR_LOGVAR))
             pres = train_cnn(params.cnn, data, pca_lat, pca_decoder, callbacks=[MlflowMetrics("pca_")],
-                             out_dir=pca_dir, name="pca_cnn")
+                             out_dir=pca_dir, name="pca_cnn", measure_params=params.measure)
             pca_dev = validation_deviation(pres.model, pca_decoder, data)
             summary["pca_cnn"] = {"best_val_loss": pres.best_val_loss, "val_mean_deviation": pca_dev,
                                   "epochs_run": pres.info["epochs_run"], "train_seconds": round(pres.seconds, 1)}

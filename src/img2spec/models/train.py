@@ -24,6 +24,7 @@ quiet_tensorflow()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from ..config.measure import MeasureParams  # noqa: E402
 from ..config.models import CNNParams, VAEParams  # noqa: E402
 from ..io.atomic import atomic_path, write_json  # noqa: E402
 from .cnn import PHOTOMETRY_BANDS, PHOTOMETRY_FEATURES, build_cnn, photometry_features, photometry_stats  # noqa: E402
@@ -241,7 +242,7 @@ def photometry_inputs(data, train: np.ndarray) -> tuple[np.ndarray, dict[str, An
 
 def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: keras.Model | None = None, *,
               callbacks: Sequence[keras.callbacks.Callback] = (), out_dir: str | Path | None = None,
-              verbose: int = 0, name: str = "cnn") -> TrainResult:
+              verbose: int = 0, name: str = "cnn", measure_params: MeasureParams | None = None) -> TrainResult:
     """Train the image CNN on `latents` (VAE posteriors or any (N, L) targets, catalogue
     row order) from the train split, early stopping on the val split.
 
@@ -249,6 +250,8 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     The returned model outputs concat(mean, logvar) in latent units. With `cnn_params.photometry`
     it also takes the catalogue photometry (`photometry_inputs`), withheld for a random
     `photometry_missing_fraction` of each training batch so it also predicts from images alone.
+    `measure_params` (default: `MeasureParams()`, params.yaml's values) defines the measurements of
+    the `cnn_params.measure_weight` term (`measure_loss`); unused at weight 0.
     """
     p = cnn_params
     lat = as_latents(latents)
@@ -269,10 +272,20 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     phot, phot_stats = photometry_inputs(data, tr) if p.photometry else (None, {})
     cnn = build_cnn(tuple(images.shape[1:]), L, p, mean, std, z_stats.get("z_mean"), z_stats.get("z_std"),
                     phot_stats.get("mean"), phot_stats.get("std"))
-    trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,
-                         redshift_weight=p.redshift_weight)
-    trainer.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
     targets = {"mu": lat.mu, "var": np.exp(lat.logvar)}
+    term, measure_info = None, {}
+    if p.measure_weight > 0:
+        if p.loss != "spectrum" or not conditioned:
+            raise ValueError("cnn.measure_weight > 0 measures the decoded rest-frame spectrum: it needs "
+                             "cnn.loss: spectrum and a rest-frame decoder (vae.frame: rest)")
+        from .measure_loss import measure_term
+
+        term, measure_targets, measure_info = measure_term(decoder, data, tr, va, measure_params or MeasureParams(),
+                                                           p.measure_huber_delta)
+        targets.update(measure_targets)
+    trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,
+                         redshift_weight=p.redshift_weight, measure_loss=term, measure_weight=p.measure_weight)
+    trainer.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
     if p.loss == "spectrum":
         targets.update(flux=data.flux, ivar=data.ivar)
         if p.line_weight != 1.0:  # the line windows weigh more in the chi-square (see vae.line_weight)
@@ -296,7 +309,8 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
                          {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
                           "latent_dim": L, "loss": p.loss, "input_shape": list(images.shape[1:]),
                           "redshift_head": z_target is not None, **z_stats,
-                          **({"photometry": phot_stats} if phot_stats else {})})
+                          **({"photometry": phot_stats} if phot_stats else {}),
+                          **({"measure_targets": measure_info} if measure_info else {})})
     log.info("%s: %d epochs in %.0f s, best val loss %.4f", name, result.info["epochs_run"], seconds,
              result.best_val_loss)
     if out_dir is not None:

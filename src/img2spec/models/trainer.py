@@ -5,6 +5,10 @@
 - loss = spectrum: ivar-weighted chi-square of decoder(predicted mean) against the observed
   spectrum through the frozen decoder (what the metric measures), plus the latent NLL with
   the mean held fixed, so the variance head still learns its calibration.
+- measurement term (`measure_weight` > 0, spectrum mode): plus measure_weight x `measure_loss`
+  (a `measure_loss.MeasureTerm`) of the decoder input, against targets "measures" /
+  "measures_ok": the lines and indices of the decoded rest-frame spectrum. At 0 it is never
+  computed: the loss is the one without it, bit for bit.
 - redshift head (`redshift_weight` > 0): plus redshift_weight x the Gaussian NLL of the
   spectroscopic z under the predicted N(z mean, exp(z logvar)); objects without a finite z
   (target column 1 = 0) contribute nothing.
@@ -21,12 +25,18 @@ from .losses import chi2_per_pixel, gaussian_nll
 
 class CNNTrainer(keras.Model):
     def __init__(self, cnn: keras.Model, latent_dim: int, loss_mode: str = "latent",
-                 decoder: keras.Model | None = None, redshift_weight: float = 0.0, **kwargs):
+                 decoder: keras.Model | None = None, redshift_weight: float = 0.0,
+                 measure_loss=None, measure_weight: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if loss_mode not in ("latent", "spectrum"):
             raise ValueError(f"cnn.loss: expected 'latent' or 'spectrum', got {loss_mode!r}")
         if loss_mode == "spectrum" and decoder is None:
             raise ValueError("cnn.loss = spectrum needs the VAE decoder")
+        self.measure_weight = float(measure_weight)
+        if self.measure_weight > 0 and (loss_mode != "spectrum" or measure_loss is None):
+            raise ValueError("cnn.measure_weight > 0 needs cnn.loss = spectrum and the measurement term")
+        self.measure_loss = measure_loss if self.measure_weight > 0 else None
+        self.measure_tracker = keras.metrics.Mean(name="measure_huber") if self.measure_loss is not None else None
         self.cnn = cnn
         self.latent_dim = int(latent_dim)
         self.loss_mode = loss_mode
@@ -58,6 +68,10 @@ class CNNTrainer(keras.Model):
             self.nll_tracker.update_state(nll)
             self.chi2_tracker.update_state(chi2)
             total = chi2 + nll
+            if self.measure_loss is not None:
+                term = self.measure_loss(mean, y["measures"], y["measures_ok"])
+                self.measure_tracker.update_state(term)
+                total = total + self.measure_weight * term
         if self.z_tracker is not None:
             z_nll = self._redshift_nll(y_pred[:, 2 * L:2 * L + 2], y["z"])
             self.z_tracker.update_state(z_nll)
@@ -74,5 +88,6 @@ class CNNTrainer(keras.Model):
     @property
     def metrics(self):
         extra = [self.nll_tracker] + ([self.chi2_tracker] if self.chi2_tracker is not None else [])
+        extra += [self.measure_tracker] if self.measure_tracker is not None else []
         extra += [self.z_tracker] if self.z_tracker is not None else []
         return [*super().metrics, *extra]

@@ -1,0 +1,147 @@
+"""The image network's measurement term (`cnn.measure_weight`): what astronomers read off the
+spectrum, computed differentiably on the decoded rest-frame spectrum.
+
+In the chi-square through the decoder a line is a handful of pixels among thousands, so the
+network can lose the lines at almost no cost. This term compares the measurements the direct
+baseline predicts (`direct.QUANTITIES`: EW(Halpha), Dn4000, Hdelta_A and the two BPT log
+ratios) of the rest-frame spectrum decoded from the predicted latents with the same
+measurements of the OBSERVED spectrum at the catalogue z, as `direct.target_arrays` computes
+them (train-split standardisation; a NaN target is masked out). The observed spectrum is the
+target, not the VAE's reconstruction of it: it is what real data offers (no noiseless truth),
+it does not build the representation's own line errors into the target, and it is exactly what
+the direct baseline learns from, so the two are compared on equal terms. Its noise is handled
+by the Huber loss on standardised differences (`cnn.measure_huber_delta`).
+
+The measurements are `measure.linear.measurement_weights` on the decoder's rest grid: the same
+windows, band sums and continuum as `measure_spectra` (one definition), evaluated with Keras
+ops. Per object: sum over quantities of Huber((measured - mean) / std - target).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from ..config.measure import MeasureParams
+from ..measure.linear import BandWeights, LineWeights, MeasurementWeights, measurement_weights
+from .direct import QUANTITIES, target_arrays
+
+CONTINUUM_FLOOR = 1e-3
+"""Lowest continuum (and Dn4000 blue-band mean) divided by, in normalised flux units (continua
+are O(0.1-1)): a decoded spectrum with a non-positive continuum gets a large, finite EW."""
+LINE_FLUX_FLOOR = 1e-3
+"""Lowest line flux (normalised flux x A) inside a BPT log ratio: a predicted line at or below it
+counts as this weak (a finite log ratio, no gradient through the floored line)."""
+BPT_RATIOS = {"log_oiii_hbeta": ("oiii_5007", "hbeta"), "log_nii_halpha": ("nii_6584", "halpha")}
+"""measure_spectra's log-ratio columns -> (numerator, denominator) line (measure.classify)."""
+TARGET_KEY, TARGET_OK_KEY = "measures", "measures_ok"
+"""Names of the standardised targets and their 0/1 mask in the CNN's training targets."""
+
+
+def _band(flux, bw: BandWeights):
+    """sum_k weight_k flux[:, index_k] for a (B, R) tensor."""
+    x = ops.take(flux, ops.convert_to_tensor(bw.index.astype(np.int32)), axis=-1)
+    return ops.sum(x * ops.convert_to_tensor(bw.weight.astype(np.float32), dtype=flux.dtype), axis=-1)
+
+
+def _line_parts(flux, lw: LineWeights):
+    """(line pixels (B, K), continuum under them (B, K), widths (K,)) of one line."""
+    t = ops.convert_to_tensor(lw.red_share.astype(np.float32), dtype=flux.dtype)
+    cont = (1.0 - t) * _band(flux, lw.blue)[:, None] + t * _band(flux, lw.red)[:, None]
+    pix = ops.take(flux, ops.convert_to_tensor(lw.line.index.astype(np.int32)), axis=-1)
+    return pix, cont, ops.convert_to_tensor(lw.line.weight.astype(np.float32), dtype=flux.dtype)
+
+
+def equivalent_width(flux, lw: LineWeights):
+    """(B,) rest-frame EW, emission positive: sum_j w_j (f_j / c_j - 1), c floored at CONTINUUM_FLOOR."""
+    pix, cont, w = _line_parts(flux, lw)
+    return ops.sum(w * (pix / ops.maximum(cont, CONTINUUM_FLOOR) - 1.0), axis=-1)
+
+
+def line_flux(flux, lw: LineWeights):
+    """(B,) line flux: s sum_j w_j (f_j - c_j)."""
+    pix, cont, w = _line_parts(flux, lw)
+    return lw.flux_scale * ops.sum(w * (pix - cont), axis=-1)
+
+
+def break_ratio(flux, weights: MeasurementWeights):
+    """(B,) Dn4000: red over blue F_nu mean (blue floored at CONTINUUM_FLOOR)."""
+    return _band(flux, weights.dn4000.red) / ops.maximum(_band(flux, weights.dn4000.blue), CONTINUUM_FLOOR)
+
+
+def _log_ratio(flux, weights: MeasurementWeights, num: str, den: str):
+    a = ops.maximum(line_flux(flux, weights.lines[num]), LINE_FLUX_FLOOR)
+    b = ops.maximum(line_flux(flux, weights.lines[den]), LINE_FLUX_FLOOR)
+    return (ops.log(a) - ops.log(b)) / np.log(10.0)
+
+
+def measure_tensor(flux, weights: MeasurementWeights, quantities: Sequence[str] = QUANTITIES):
+    """(B, Q) `measure_spectra` columns `quantities` of (B, R) unmasked spectra on the grid of `weights`."""
+    cols = []
+    for q in quantities:
+        if q == "dn4000":
+            cols.append(break_ratio(flux, weights))
+        elif q == "hdelta_a":  # Lick convention: absorption positive
+            cols.append(-equivalent_width(flux, weights.hdelta_a))
+        elif q in BPT_RATIOS:
+            cols.append(_log_ratio(flux, weights, *BPT_RATIOS[q]))
+        elif q.endswith("_ew") and q[:-3] in weights.lines:
+            cols.append(equivalent_width(flux, weights.lines[q[:-3]]))
+        else:
+            raise ValueError(f"measure loss: no differentiable form of {q!r}")
+    return ops.stack(cols, axis=-1)
+
+
+def huber(d, delta: float):
+    """Elementwise Huber loss: d^2 / 2 within +-delta, linear with slope delta beyond."""
+    a = ops.abs(d)
+    return ops.where(a <= delta, 0.5 * ops.square(d), delta * (a - 0.5 * delta))
+
+
+class MeasureTerm:
+    """Per-object measurement loss of decoder inputs: rest decoder -> measurements -> Huber."""
+
+    def __init__(self, rest_model: keras.Model, weights: MeasurementWeights, mean: Sequence[float],
+                 std: Sequence[float], delta: float, quantities: Sequence[str] = QUANTITIES):
+        self.rest_model = rest_model
+        self.weights = weights
+        self.quantities = tuple(quantities)
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        self.delta = float(delta)
+
+    def measure(self, decoder_input):
+        """(B, Q) measurements of the rest-frame spectra decoded from `decoder_input` (latents, z)."""
+        return measure_tensor(self.rest_model(decoder_input, training=False), self.weights, self.quantities)
+
+    def __call__(self, decoder_input, target, ok):
+        """(B,) sum over quantities of Huber(standardised measurement - target), masked by `ok`."""
+        m = self.measure(decoder_input)
+        d = (m - ops.convert_to_tensor(self.mean, m.dtype)) / ops.convert_to_tensor(self.std, m.dtype)
+        good = ok > 0
+        d = d - ops.where(good, target, ops.zeros_like(target))
+        return ops.sum(ops.where(good, huber(d, self.delta), ops.zeros_like(d)), axis=-1)
+
+
+def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray, mp: MeasureParams,
+                 delta: float) -> tuple[MeasureTerm, dict[str, np.ndarray], dict[str, Any]]:
+    """(the term for a rest-frame `decoder`, its catalogue-row targets {TARGET_KEY, TARGET_OK_KEY},
+    the targets' train statistics). Only train and val rows are measured (`direct.target_arrays`).
+    ValueError for a decoder without a rest-frame half (vae.frame: observed)."""
+    from .inference import rest_decoder
+
+    rest = rest_decoder(decoder)
+    if rest is None:
+        raise ValueError("cnn.measure_weight > 0 measures the decoded rest-frame spectrum: it needs a "
+                         "rest-frame decoder (vae.frame: rest)")
+    rest.model.trainable = False
+    weights = measurement_weights(rest.grid.wave, mp, frame="rest")
+    targets, scaling = target_arrays(data, train, val, mp)
+    if list(scaling["quantities"]) != list(QUANTITIES):
+        raise ValueError(f"measure loss: targets {scaling['quantities']} differ from {list(QUANTITIES)}")
+    term = MeasureTerm(rest.model, weights, scaling["mean"], scaling["std"], delta)
+    info = {k: scaling[k] for k in ("quantities", "mean", "std", "n_train", "n_val")}
+    return term, {TARGET_KEY: targets["quantities"], TARGET_OK_KEY: targets["quantity_ok"]}, info
