@@ -53,7 +53,7 @@ def rank_latent_sizes(params, data, sizes: Sequence[int], cnn_epochs: int) -> di
         elbo = _at_best_epoch(history.history, NEG_ELBO_KEY, warm)
         mu, logvar = encode_spectra(vae.model.encoder, data.flux, data.ivar, z=data.catalog["z"].to_numpy())
         decoder = with_filled_pixels(vae.model.decoder, vae.info["trained_pixels"])
-        cnn = train_cnn(cnn_params, data, Latents(mu, logvar), decoder)
+        cnn = train_cnn(cnn_params, data, Latents(mu, logvar), decoder, measure_params=params.measure)
         d = validation_deviation(cnn.model, decoder, data)
         rows.append({"latent_dim": int(size), "val_neg_elbo": float(elbo), "val_mean_deviation": float(d),
                      "vae_seconds": round(vae.seconds, 1), "cnn_seconds": round(cnn.seconds, 1)})

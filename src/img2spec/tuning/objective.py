@@ -130,7 +130,7 @@ class CNNObjective:
             logger, pruner = trial_callbacks(trial, monitor=DEVIATION_KEY)
             start = time.perf_counter()
             result = train_cnn(cnn_params, self.data, self.latents, self.decoder,
-                               callbacks=[deviation_cb, logger, pruner])
+                               callbacks=[deviation_cb, logger, pruner], measure_params=self.params.measure)
             val_loss = float(result.best_val_loss)
             trial.set_user_attr("val_loss", val_loss)
             deviation = _finite(validation_deviation(result.model, self.decoder, self.data), "CNN val mean D_i")
