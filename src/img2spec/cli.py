@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .logs import import_tensorflow, setup_logging
+from .logs import setup_logging
 
 app = typer.Typer(
     help="img2spec: predict SDSS-like optical spectra from Pan-STARRS grizy cutouts.",
@@ -276,9 +276,9 @@ def survey_cmd(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running Dask scheduler (default: a LocalCluster from params)"),
     store: Optional[str] = typer.Option(
         None, "--store",
-        help="what each shard's output holds: compact (latent mean and 1-sigma, redshift: ~0.2 KB per galaxy, "
+        help="what each shard's output holds: compact (latent mean and 1-sigma, redshift: ~0.8 KB per galaxy with the catalogue, "
         "decoded on read by `img2spec decode` or img2spec.survey.open_survey) or spectra (flux and sigma "
-        "files, ~30 KB per galaxy); default: survey.store in params. One --out holds one store."),
+        "files, ~33 KB per galaxy); default: survey.store in params. One --out holds one store."),
     params: Path = typer.Option(Path("params.yaml"), help="parameter file (survey: workers, threads, retries, store)"),
 ) -> None:
     """Predict every shard on Dask: output shards (compact latents or spectra), a Parquet catalogue and survey.json."""
@@ -326,7 +326,6 @@ def decode_cmd(
         raise typer.Exit(2)
     setup_logging()
     try:
-        import_tensorflow()
         from .survey.export import decode_to_fits
         from .survey.read import open_survey
 

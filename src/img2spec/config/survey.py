@@ -41,6 +41,6 @@ class SurveyParams(Section):
     """Objects per forward pass (None: the bundle's inference batch size)."""
     store: SurveyStore = "compact"
     """What `img2spec survey` writes per shard beside the catalogue: 'compact' (the latent mean and
-    1-sigma, the decode redshift and its error: ~0.2 KB per galaxy, decoded on read by
-    `img2spec.survey.open_survey` / `img2spec decode`) or 'spectra' (flux and sigma, and a rest-frame
-    bundle's rest-frame arrays: ~30 KB per galaxy)."""
+    1-sigma, the decode redshift and its error, decoded on read by `img2spec.survey.open_survey` /
+    `img2spec decode`: ~0.8 KB per galaxy with the catalogue) or 'spectra' (flux and sigma, and a
+    rest-frame bundle's rest-frame arrays: ~33 KB per galaxy)."""

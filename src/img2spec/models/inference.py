@@ -485,7 +485,7 @@ def decode_latents(decoder, mu: np.ndarray, std: np.ndarray, *, z_used: np.ndarr
     give the same bits. A rest-frame decoder needs `z_used` (the z each row is decoded at),
     `z_given` (True: exactly at it, else averaged over N(z_used, z_err)) and the calibrated `z_err`.
     Options as in `predict_spectra`; the latent noise of `sampled` comes from `seed` afresh per call.
-    `with_sigma=False` skips the uncertainty (sigma and rest_sigma None): flux alone, ~2x faster.
+    `with_sigma=False` skips the uncertainty (sigma and rest_sigma None): no Jacobian or latent draws.
     """
     mu, std = np.asarray(mu, np.float32), np.asarray(std, np.float32)
     given_scale = sigma_scale if sigma_scale_given_z is None else float(sigma_scale_given_z)

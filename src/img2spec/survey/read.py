@@ -140,7 +140,7 @@ class Survey:
     def spectra(self, selection: str | Sequence[str] | None = None, *, healpix: int | None = None,
                 with_sigma: bool = True) -> SurveySpectra:
         """The spectra of a selection (see `select`) as NumPy arrays, in the order of `select`.
-        `with_sigma=False` decodes the flux alone (sigma NaN), ~2x faster."""
+        `with_sigma=False` decodes the flux alone (sigma NaN): no Jacobian or latent draws, several times faster."""
         rows = self.select(selection, healpix=healpix)
         parts = list(self.decode_selected(rows, with_sigma))
         if not parts:
