@@ -29,8 +29,9 @@ One run, the same N cutout files throughout:
    default workers; `decode`: the compact output read back with `open_survey(...).iter_spectra()`
    in one process on the machine's cores (every object; catalogue, shard reads and decoding
    included, after one warm-up shard), flux and sigma (`flux_sigma_per_s`) and flux alone
-   (`flux_per_s`), and its largest difference from the spectra store's files; again with
-   TensorFlow on the workers' intra-op threads (`decode.workers_threads`: bit for bit expected).
+   (`flux_per_s`) on all the machine's cores, and its largest difference from the spectra store's
+   files; again on the workers' threads, `open_survey`'s default (`decode.workers_threads`: bit
+   for bit expected).
 
     python bench/bench_survey.py --n 16000 --bundle models/img2spec      # the published figures
     python bench/bench_survey.py --n 500 --bundle models/img2spec       # smoke run
@@ -163,9 +164,9 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
     out["bytes_per_galaxy"] = default["bytes_per_galaxy"]
     out["bytes_per_galaxy_spectra_store"] = spectra["bytes_per_galaxy"]
     out["survey_spectra_store"] = spectra
-    out["decode"] = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir)
-    # the reader on the workers' thread count sums the sigma's Jacobian in their order
-    same = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir, threads=threads)
+    out["decode"] = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir, os.cpu_count())
+    # open_survey's default: the workers' threads, which sum the decoder's products in their order
+    same = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir)
     out["decode"]["workers_threads"] = {k: same[k] for k in ("threads", "flux_sigma_per_s", "flux_per_s",
                                                              "max_abs_diff_vs_spectra_store", "bit_identical_fraction")}
     print(f"bytes per galaxy: {out['bytes_per_galaxy']} ({out['store']}), {out['bytes_per_galaxy_spectra_store']} "
@@ -267,7 +268,7 @@ def directory_bytes(path: Path) -> int:
 def _decode_rates(compact: Path, spectra: Path, workdir: Path, threads: int | None = None) -> dict[str, Any]:
     """`--decode-rate` in its own process (the bench process itself never imports TensorFlow)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--decode-rate", str(compact), "--compare", str(spectra)]
-    cmd += ["--threads", str(threads)] if threads else []
+    cmd += ["--threads", str(threads)] if threads else []  # else open_survey's default
     log = workdir / "decode.log"
     with open(log, "wb") as fh:
         done = subprocess.run(cmd, cwd=REPO, env=bench_env(), stdout=subprocess.PIPE, stderr=fh)
@@ -277,26 +278,20 @@ def _decode_rates(compact: Path, spectra: Path, workdir: Path, threads: int | No
 
 
 def decode_rates(compact: Path, spectra: Path | None, threads: int | None = None) -> dict[str, Any]:
-    """Objects/s reading the compact survey `compact` back (flux and sigma; flux alone), on this
-    process's cores (TensorFlow's intra-op pool: `threads`, None: all), and the largest difference
-    from the spectra store `spectra` of the same shards."""
+    """Objects/s reading the compact survey `compact` back (flux and sigma; flux alone), the
+    networks on `threads` intra-op threads (None: the survey's workers', `open_survey`'s default),
+    and the largest difference from the spectra store `spectra` of the same shards."""
     import numpy as np
-
-    if threads:  # before TensorFlow runs its first op
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from img2spec.io.shards import read_spectra_shard
     from img2spec.survey import open_survey
 
-    survey = open_survey(compact)
+    survey = open_survey(compact, threads=None if threads is None else (threads, 1))
     rows = survey.select()
     first = rows[rows["shard"] == rows["shard"].iloc[0]]
     for with_sigma in (True, False):  # warm-up: graph traces of both paths
         list(survey.decode_selected(first, with_sigma))
-    out: dict[str, Any] = {"n": len(rows), "threads": threads or os.cpu_count()}
+    out: dict[str, Any] = {"n": len(rows), "runtime": survey.predictor.runtime, "threads": list(survey.predictor.threads)}
     for name, with_sigma in (("flux_sigma_per_s", True), ("flux_per_s", False)):
         t0 = time.perf_counter()
         n = sum(len(part) for _, part in survey.decode_selected(survey.select(), with_sigma))
@@ -399,11 +394,12 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
             f"Storage: {s['bytes_per_galaxy']:,.0f} bytes per galaxy in the output directory with the default "
             f"`--store {s['store']}` (catalogue included), {s['bytes_per_galaxy_spectra_store']:,.0f} with "
             f"`--store spectra`. Reading the compact output back (`open_survey(...).iter_spectra()`, one process, "
-            f"{d['threads']} cores): {d['flux_sigma_per_s']:,.0f} galaxies/s with sigma, {d['flux_per_s']:,.0f}/s "
+            f"{d['threads'][0]} threads): {d['flux_sigma_per_s']:,.0f} galaxies/s with sigma, {d['flux_per_s']:,.0f}/s "
             f"flux alone; {100 * (d.get('bit_identical_fraction') or 0):.4g}% of the values bit for bit those of "
             f"`--store spectra` (largest difference: flux {diff.get('flux', 0):.3g}, sigma {diff.get('sigma', 0):.3g})"
             + (f"; {100 * (d['workers_threads'].get('bit_identical_fraction') or 0):.4g}% on the workers' "
-               f"{d['workers_threads']['threads']} TensorFlow thread(s)" if d.get("workers_threads") else "") + ".",
+               f"{d['workers_threads']['threads'][0]} thread(s), open_survey's default"
+               if d.get("workers_threads") else "") + ".",
         ]
     return lines
 
@@ -423,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compare", type=Path, default=None, metavar="SPECTRA_OUT",
                     help="with --decode-rate: the --store spectra survey of the same shards to compare with")
     ap.add_argument("--threads", type=int, default=None,
-                    help="with --decode-rate: TensorFlow intra-op threads of the reader (default: all cores)")
+                    help="with --decode-rate: intra-op threads of the reader's runtime (default: the survey workers')")
     args = ap.parse_args(argv)
     if args.decode_rate is not None:
         print(json.dumps(decode_rates(args.decode_rate, args.compare, args.threads)))

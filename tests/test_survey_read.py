@@ -50,8 +50,12 @@ def _stored(out) -> dict[str, dict[str, np.ndarray]]:
 def test_decoded_spectra_equal_the_spectra_store_bit_for_bit(env, surveys):  # noqa: F811
     from img2spec.survey import open_survey
 
+    from img2spec.survey.read import workers_runtime
+
     survey = open_survey(surveys["compact"])  # the bundle recorded in survey.json
     assert survey.predictor.bundle_hash == env["predictor"].bundle_hash
+    runtime, threads = workers_runtime(surveys["compact"])  # the reader runs the networks as the workers did
+    assert survey.predictor.runtime == runtime and threads == (1, 1)
     got = survey.spectra()  # everything predicted
     stored = _stored(surveys["spectra"])
     assert sorted(got.object_id) == sorted(stored) and len(got) == env["n_good"]

@@ -27,7 +27,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io.shards import LatentShard, read_attrs, read_latent_shard, read_spectra_shard
+from ..io.shards import LatentShard, list_parts, read_attrs, read_latent_shard, read_spectra_shard
+from ..predict.bundle_info import locate_bundle
 from ..predict.predictor import BatchResult, Predictor
 from .store import StoreError, decode_predictor, decode_rows, store_of, take_rows
 from .task import CATALOGUE_DIR
@@ -216,12 +217,28 @@ def survey_report(out_dir: str | Path) -> dict[str, Any]:
             from exc
 
 
-def open_survey(out_dir: str | Path, model: str | Path | Predictor | None = None) -> Survey:
+def workers_runtime(out_dir: Path) -> tuple[str | None, tuple[int, int] | None]:
+    """(runtime, (intra-op, inter-op) threads) the survey's workers decoded with, from its first
+    latent shard; (None, None) when none records them (a spectra store, an older output)."""
+    for _, path in list_parts(out_dir):
+        attrs = read_attrs(path) or {}
+        if store_of(attrs) == "compact" and "runtime_threads" in attrs:
+            intra, inter = (int(t) for t in attrs["runtime_threads"])
+            return str(attrs.get("runtime")), (intra, inter)
+    return None, None
+
+
+def open_survey(out_dir: str | Path, model: str | Path | Predictor | None = None, *,
+                threads: tuple[int, int] | None = None) -> Survey:
     """A survey output directory and the bundle that decodes it.
 
     `model`: a bundle directory, `models:/...` URI or loaded `Predictor`; None: the bundle path
     recorded in `survey.json`. Its hash must be the survey's (`survey.json`, and each shard's stamp
-    when read): BundleMismatchError names both hashes and the path otherwise."""
+    when read): BundleMismatchError names both hashes and the path otherwise. The networks run on
+    the runtime the workers used, with `threads` (intra-op, inter-op) threads; None: the workers'
+    threads (1 by default), on which the decoded values are the workers' bit for bit (more threads
+    sum the decoder's products in another order: float32 rounding). A loaded `Predictor` is used
+    as it is."""
     out_dir = Path(out_dir)
     report = survey_report(out_dir)
     recorded = report.get("model", {})
@@ -232,7 +249,9 @@ def open_survey(out_dir: str | Path, model: str | Path | Predictor | None = None
         where = model if model is not None else recorded.get("path")
         if where is None:
             raise StoreError(f"{out_dir / SURVEY_REPORT}: no bundle path recorded; give model=")
-        predictor = Predictor.load(where)
+        runtime, workers = workers_runtime(out_dir)
+        path, provenance = locate_bundle(where)
+        predictor = Predictor.from_path(path, provenance=provenance, runtime=runtime, threads=threads or workers)
     if want is not None and predictor.bundle_hash != want:
         raise BundleMismatchError(
             f"{out_dir}: surveyed with bundle {want}, decoding with bundle {predictor.bundle_hash} "

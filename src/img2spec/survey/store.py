@@ -25,8 +25,10 @@ from ..predict.predictor import BatchResult, Predictor
 STORE_FORMATS = {"compact": LATENT_FORMAT, "spectra": SPECTRA_FORMAT}
 """Store name -> `format` attribute of its shard files."""
 assert set(STORE_FORMATS) == set(SURVEY_STORES)
-DECODE_ATTRS = ("sigma_method", "n_samples", "seed", "sigma_scale", "sigma_scale_given_z", "batch_size")
-"""Attributes of a latent shard that the decoding depends on besides the bundle (`decode_rows`)."""
+DECODE_ATTRS = ("sigma_method", "n_samples", "seed", "sigma_scale", "sigma_scale_given_z", "batch_size", "runtime",
+                "runtime_threads")
+"""Attributes of a latent shard that the decoding depends on besides the bundle (`decode_rows`; the
+runtime and its (intra-op, inter-op) threads only for the last bits: `read.open_survey`)."""
 
 
 class StoreError(ValueError):
@@ -67,7 +69,9 @@ def output_shard(store: str, *, result: BatchResult, groups: np.ndarray, object_
             rest_sigma=result.rest_sigma, norm_mag=norm_mag, attrs=attrs)
     options = {"sigma_method": predictor.sigma_method, "n_samples": predictor.n_samples, "seed": predictor.seed,
                "sigma_scale": predictor.sigma_scale, "sigma_scale_given_z": predictor.sigma_scale_given_z,
-               "batch_size": int(batch_size)}
+               "batch_size": int(batch_size),
+               # what ran the networks, on how many threads: a reader on the same decodes the same bits
+               "runtime": predictor.runtime, "runtime_threads": [int(t) for t in predictor.threads]}
     return LatentShard(
         object_id=object_id, ra=ra, dec=dec, latent_mu=result.latent_mu, latent_std=result.latent_std,
         decode_group=groups, z=result.z, z_err=result.z_err, z_used=result.z_used, z_given=result.z_given,
