@@ -139,6 +139,7 @@ def test_registry_alias_load_equals_local_bundle(project, mlflow_uri, tmp_path, 
     remote = Predictor.from_mlflow("models:/img2spec@champion")
     assert remote.provenance["registry_version"] == "2"
     assert remote.bundle_hash == local.bundle_hash
+    assert remote.runtime == "onnx"  # the exported graphs are logged with the bundle (and hashed with it)
     # the registry records the hash of bundle.json at registration ...
     assert client.get_model_version("img2spec", "2").tags["bundle_hash"] == local.bundle_hash
     a, b = local.predict(facts["images"]), remote.predict(facts["images"])
