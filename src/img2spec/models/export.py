@@ -132,6 +132,68 @@ def _quiet_converters():
             lg.setLevel(level)
 
 
+def _structural_order(graph) -> None:
+    """Sort the graph's nodes topologically, ties broken by what each node computes (its op,
+    attributes and, recursively, its inputs; an initializer by its values), not by its name.
+
+    tf2onnx orders independent nodes by the names TensorFlow gave them, which change between two
+    traces of the same function in one process; this order does not.
+    """
+    import hashlib
+
+    from onnx import numpy_helper
+
+    digest: dict[str, str] = {"": ""}
+    for t in graph.initializer:
+        values = numpy_helper.to_array(t)
+        digest[t.name] = hashlib.sha256(f"{values.dtype}{values.shape}".encode() + values.tobytes()).hexdigest()
+    for v in graph.input:
+        digest.setdefault(v.name, f"input:{v.name}")
+    producer = {out: node for node in graph.node for out in node.output}
+    node_digest: dict[int, str] = {}
+
+    def of_node(node) -> str:
+        key = id(node)
+        if key not in node_digest:
+            h = hashlib.sha256(f"{node.domain}:{node.op_type}".encode())
+            for attr in sorted(node.attribute, key=lambda a: a.name):
+                h.update(attr.SerializeToString())
+            for name in node.input:
+                h.update(of_value(name).encode())
+            node_digest[key] = h.hexdigest()
+        return node_digest[key]
+
+    def of_value(name: str) -> str:
+        if name not in digest:
+            node = producer[name]
+            digest[name] = f"{of_node(node)}:{list(node.output).index(name)}"
+        return digest[name]
+
+    pending = {id(n): sum(1 for x in n.input if x in producer) for n in graph.node}
+    users: dict[str, list] = {}
+    for n in graph.node:
+        for x in n.input:
+            users.setdefault(x, []).append(n)
+    ready = sorted((n for n in graph.node if pending[id(n)] == 0), key=of_node)
+    ordered = []
+    while ready:
+        node = ready.pop(0)
+        ordered.append(node)
+        for out in node.output:
+            for user in users.get(out, []):
+                pending[id(user)] -= 1
+                if pending[id(user)] == 0:
+                    ready.append(user)
+        ready.sort(key=of_node)
+    if len(ordered) != len(graph.node):
+        raise ExportError("the exported graph has a cycle")
+    copies = [type(n)() for n in ordered]
+    for copy, n in zip(copies, ordered):
+        copy.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
 def _canonical_names(model) -> None:
     """Name every node, intermediate value and initializer by its first use in the graph's node order.
 
@@ -140,6 +202,7 @@ def _canonical_names(model) -> None:
     initializers in that order, a rebuild of an unchanged model is byte-identical.
     """
     graph = model.graph
+    _structural_order(graph)
     keep = {v.name for v in graph.input} | {v.name for v in graph.output}
     names: dict[str, str] = {}
 
