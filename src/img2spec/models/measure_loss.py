@@ -14,7 +14,9 @@ by the Huber loss on standardised differences (`cnn.measure_huber_delta`).
 
 The measurements are `measure.linear.measurement_weights` on the decoder's rest grid: the same
 windows, band sums and continuum as `measure_spectra` (one definition), evaluated with Keras
-ops. Per object: sum over quantities of Huber((measured - mean) / std - target).
+ops. Per object: sum over quantities of Huber(clip((measured - mean) / std) - clip(target)), with
+a soft clip at CLIP_STD standard deviations and floored continua (`CONTINUUM_FLOOR`), so that the
+decoder's spectra of wandering latents early in training cannot blow the term up.
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ from ..config.measure import MeasureParams
 from ..measure.linear import BandWeights, LineWeights, MeasurementWeights, measurement_weights
 from .direct import QUANTITIES, target_arrays
 
-CONTINUUM_FLOOR = 1e-3
-"""Lowest continuum (and Dn4000 blue-band mean) divided by, in normalised flux units (continua
-are O(0.1-1)): a decoded spectrum with a non-positive continuum gets a large, finite EW."""
+CONTINUUM_FLOOR = 0.01
+"""Lowest continuum (and Dn4000 blue-band mean F_lambda) divided by, in normalised flux units: on
+the default mock the VAE's train reconstructions have side-band means of median 0.13-0.29 and 0.1st
+percentile 0.010-0.030 under the windows; a decoded spectrum with a continuum near or below 0
+(early in training the latents wander) would otherwise give an EW without bound."""
+CLIP_STD = 5.0
+"""Standardised measurements (predicted and target) are soft-clipped to +-CLIP_STD by
+CLIP_STD tanh(x / CLIP_STD): an absurd prediction (a continuum at the floor) neither dominates a
+batch's gradient nor pulls without bound; objects within ~2 std are unchanged to a few per cent."""
 LINE_FLUX_FLOOR = 1e-3
 """Lowest line flux (normalised flux x A) inside a BPT log ratio: a predicted line at or below it
 counts as this weak (a finite log ratio, no gradient through the floored line)."""
@@ -68,8 +76,10 @@ def line_flux(flux, lw: LineWeights):
 
 
 def break_ratio(flux, weights: MeasurementWeights):
-    """(B,) Dn4000: red over blue F_nu mean (blue floored at CONTINUUM_FLOOR)."""
-    return _band(flux, weights.dn4000.red) / ops.maximum(_band(flux, weights.dn4000.blue), CONTINUUM_FLOOR)
+    """(B,) Dn4000: red over blue F_nu mean; the blue mean is floored at that of a flat F_lambda of
+    CONTINUUM_FLOOR (the F_nu coefficients carry lambda^2: the floor is scaled by their sum)."""
+    floor = CONTINUUM_FLOOR * float(weights.dn4000.blue.weight.sum())
+    return _band(flux, weights.dn4000.red) / ops.maximum(_band(flux, weights.dn4000.blue), floor)
 
 
 def _log_ratio(flux, weights: MeasurementWeights, num: str, den: str):
@@ -95,6 +105,11 @@ def measure_tensor(flux, weights: MeasurementWeights, quantities: Sequence[str] 
     return ops.stack(cols, axis=-1)
 
 
+def soft_clip(x, limit: float = CLIP_STD):
+    """limit x tanh(x / limit): the identity near 0, bounded by +-limit."""
+    return limit * ops.tanh(x / limit)
+
+
 def huber(d, delta: float):
     """Elementwise Huber loss: d^2 / 2 within +-delta, linear with slope delta beyond."""
     a = ops.abs(d)
@@ -118,11 +133,12 @@ class MeasureTerm:
         return measure_tensor(self.rest_model(decoder_input, training=False), self.weights, self.quantities)
 
     def __call__(self, decoder_input, target, ok):
-        """(B,) sum over quantities of Huber(standardised measurement - target), masked by `ok`."""
+        """(B,) sum over quantities of Huber(soft_clip(standardised measurement) - soft_clip(target)),
+        masked by `ok`."""
         m = self.measure(decoder_input)
-        d = (m - ops.convert_to_tensor(self.mean, m.dtype)) / ops.convert_to_tensor(self.std, m.dtype)
+        d = soft_clip((m - ops.convert_to_tensor(self.mean, m.dtype)) / ops.convert_to_tensor(self.std, m.dtype))
         good = ok > 0
-        d = d - ops.where(good, target, ops.zeros_like(target))
+        d = d - soft_clip(ops.where(good, target, ops.zeros_like(target)))
         return ops.sum(ops.where(good, huber(d, self.delta), ops.zeros_like(d)), axis=-1)
 
 
