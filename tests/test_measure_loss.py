@@ -101,6 +101,16 @@ def test_a_spectrum_without_continuum_gives_a_bounded_term():
     assert np.isfinite(got).all() and np.all(got <= q * float(np.asarray(huber(np.array(CLIP_STD), 1.0))) + 1e-4)
 
 
+def test_ratio_targets_only_for_objects_on_the_bpt_diagram():
+    from img2spec.models.direct import QUANTITIES
+    from img2spec.models.measure_loss import BPT_RATIOS, ratio_targets_detected
+
+    ok = np.ones((3, len(QUANTITIES)), np.float32)
+    got = ratio_targets_detected(ok, np.array([-1, 0, 2], np.float32))  # unclassified, star-forming, AGN
+    ratio = np.array([q in BPT_RATIOS for q in QUANTITIES])
+    assert ratio.sum() == 2 and np.all(got[0, ratio] == 0) and np.all(got[0, ~ratio] == 1) and np.all(got[1:] == 1)
+
+
 @pytest.fixture(scope="module")
 def rest_setup(tmp_path_factory):
     from img2spec.io.processed import ProcessedData

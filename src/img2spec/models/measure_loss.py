@@ -6,7 +6,8 @@ network can lose the lines at almost no cost. This term compares the measurement
 baseline predicts (`direct.QUANTITIES`: EW(Halpha), Dn4000, Hdelta_A and the two BPT log
 ratios) of the rest-frame spectrum decoded from the predicted latents with the same
 measurements of the OBSERVED spectrum at the catalogue z, as `direct.target_arrays` computes
-them (train-split standardisation; a NaN target is masked out). The observed spectrum is the
+them (train-split standardisation; a NaN target is masked out; the BPT ratios only where the
+observed spectrum detects all four lines, `ratio_targets_detected`). The observed spectrum is the
 target, not the VAE's reconstruction of it: it is what real data offers (no noiseless truth),
 it does not build the representation's own line errors into the target, and it is exactly what
 the direct baseline learns from, so the two are compared on equal terms. Its noise is handled
@@ -28,6 +29,7 @@ import numpy as np
 from keras import ops
 
 from ..config.measure import MeasureParams
+from ..measure import UNCLASSIFIED
 from ..measure.linear import BandWeights, LineWeights, MeasurementWeights, measurement_weights
 from .direct import QUANTITIES, target_arrays
 
@@ -158,6 +160,21 @@ def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray,
     targets, scaling = target_arrays(data, train, val, mp)
     if list(scaling["quantities"]) != list(QUANTITIES):
         raise ValueError(f"measure loss: targets {scaling['quantities']} differ from {list(QUANTITIES)}")
+    ok = ratio_targets_detected(targets["quantity_ok"], targets["bpt_class"])
     term = MeasureTerm(rest.model, weights, scaling["mean"], scaling["std"], delta)
     info = {k: scaling[k] for k in ("quantities", "mean", "std", "n_train", "n_val")}
-    return term, {TARGET_KEY: targets["quantities"], TARGET_OK_KEY: targets["quantity_ok"]}, info
+    info["n_train_used"] = ok[train].sum(axis=0).astype(int).tolist()
+    return term, {TARGET_KEY: targets["quantities"], TARGET_OK_KEY: ok}, info
+
+
+def ratio_targets_detected(ok: np.ndarray, bpt_class: np.ndarray) -> np.ndarray:
+    """(N, Q) target mask with the BPT log ratios kept only for objects on the BPT diagram (all four
+    lines detected at measure.classes.bpt_min_snr: a class other than UNCLASSIFIED), as evaluate
+    scores them. A ratio of undetected lines is noise, and matching it asks a quiescent galaxy's
+    predicted spectrum for emission lines (a positive line flux in both)."""
+    keep = np.asarray(ok, np.float32).copy()
+    on_diagram = np.asarray(bpt_class) != UNCLASSIFIED
+    for k, q in enumerate(QUANTITIES):
+        if q in BPT_RATIOS:
+            keep[:, k] *= on_diagram
+    return keep
