@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,10 @@ def log_and_register(bundle_dir: Path, manifest: dict[str, Any], params: Params,
     from .pyfunc import BundleModel, signature
 
     name, alias = params.publish.model_name, params.publish.alias
-    # Register where the run is tracked: MLflow's registry URI is process-global and may still
-    # point at an earlier store (another project's sqlite file) unless MLFLOW_REGISTRY_URI says where.
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or tracking.tracking_uri(paths.root))
+    # Register where the run is tracked. MLflow's registry URI is process-global and MLflow itself
+    # copies it into os.environ["MLFLOW_REGISTRY_URI"], so an earlier store (another project's sqlite
+    # file) would otherwise receive the model.
+    mlflow.set_registry_uri(tracking.tracking_uri(paths.root))
     sig = signature(
         tuple(manifest["input"]["shape"]), int(manifest["output"]["n_pix"]),
         params.publish.n_samples, params.publish.seed, params.publish.sigma_method,
