@@ -45,6 +45,8 @@ $(STAMP): pyproject.toml requirements.lock
 	  $(BIN)/python -m pip install --quiet -r requirements.lock && \
 	  $(BIN)/python -m pip install --quiet --no-deps -e .; \
 	fi
+	@# bagpipes writes its IGM grid into site-packages on first import: once here, not raced by test workers
+	$(BIN)/python -c "import bagpipes" >/dev/null
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv and install the pinned dependencies (idempotent)
