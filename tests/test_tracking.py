@@ -4,6 +4,7 @@ execution, stage runs nested and limited to their params, git dirtiness, log red
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -228,3 +229,21 @@ def test_pipeline_description_names_logged_metrics_and_current_numbers():
     text = " ".join(tracking.PIPELINE_DESCRIPTION.split())
     assert "~0.98 on the calibrated mock" in text and "reconstruction of the observed spectrum" in text
     assert "true spectrum: the ceiling" not in text
+
+
+def test_configure_leaves_the_environment_as_the_user_set_it(tmp_path, monkeypatch):
+    """MLflow copies the URIs it is given into os.environ; the next project root in the same
+    process must get its own store, not the first root's passed off as the user's choice."""
+    import mlflow
+
+    monkeypatch.delenv(tracking.TRACKING_ENV, raising=False)
+    monkeypatch.delenv(tracking.REGISTRY_ENV, raising=False)
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert tracking.configure(first) == f"sqlite:///{(first / 'mlflow.db').resolve()}"
+    assert tracking.TRACKING_ENV not in os.environ and tracking.REGISTRY_ENV not in os.environ
+    assert tracking.configure(second) == f"sqlite:///{(second / 'mlflow.db').resolve()}"
+    assert mlflow.get_tracking_uri() == tracking.tracking_uri(second)
+
+    monkeypatch.setenv(tracking.TRACKING_ENV, "http://127.0.0.1:5999")
+    assert tracking.configure(first) == "http://127.0.0.1:5999"
+    assert os.environ[tracking.TRACKING_ENV] == "http://127.0.0.1:5999"

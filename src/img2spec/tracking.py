@@ -58,6 +58,7 @@ VIEW_METRICS = (
 VIEW_PARAMS = ("vae.latent_dim", "cnn.loss", "cnn.filters", "cnn.epochs", "data.source")
 VIEW_CHAR_PX, VIEW_PAD_PX = 7, 40  # column width per header character + padding (MLflow UI font)
 SHORT_HASH = 12
+TRACKING_ENV, REGISTRY_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
 
 KEY_PARAMS = (
     "data.source", "data.cutout_size", "mock.n_galaxies", "prepare.frame",
@@ -105,7 +106,8 @@ def ui_path(experiment_id: str) -> str:
 
 
 def tracking_uri(root: str | Path = ".") -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    """The user's `MLFLOW_TRACKING_URI`, else the project's SQLite store under `root`."""
+    uri = os.environ.get(TRACKING_ENV)
     if uri:
         return uri
     return f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
@@ -120,9 +122,17 @@ def configure(root: str | Path = ".") -> str:
     import mlflow
 
     uri = tracking_uri(root)
+    user_env = {key: os.environ.get(key) for key in (TRACKING_ENV, REGISTRY_ENV)}
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite"):
         mlflow.set_registry_uri(uri)
+    # MLflow copies both URIs into os.environ; left there, this project's store would pass
+    # for the user's choice when a later call in this process points at another root.
+    for key, value in user_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return uri
 
 

@@ -22,7 +22,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ FORMAT_VERSION = 1
 SHARD_SUFFIX = ".hdf5"
 PARTITION_PREFIX = "healpix="
 _PARTITION = re.compile(r"^healpix=(\d+)$")
+T = TypeVar("T")
 
 
 class ShardFormatError(FileFormatError):
@@ -131,60 +132,66 @@ class CutoutShard:
                             *(() if self.mag is None else (self.mag,)))  # unchanged hashes of shards without
 
 
-def write_cutout_shard(path: str | Path, shard: CutoutShard, attrs: dict[str, Any] | None = None) -> str:
-    """Write `shard` atomically; returns its content hash (also stored as an attribute)."""
+CUTOUT_COLUMNS = (("object_id", "object_id", str), ("ra", "ra", np.float64), ("dec", "dec", np.float64),
+                  # contiguous and uncompressed: a survey task reads the whole part at disk speed
+                  ("image_flux", "image_flux", np.float32), ("magzp", "magzp", np.float32), ("bands", "bands", str),
+                  ("pixel_scale", "pixel_scale", np.float32), ("z", "z", np.float64),
+                  ("rKronMag", "rKronMag", np.float32), ("mag", "mag", np.float32))
+"""Datasets of a cutout shard: (field, dataset name, dtype; `str` for text), optional ones written when not None."""
+
+
+def _write_shard(path: str | Path, fmt: str, shard: Any, columns: tuple, attrs: dict[str, Any]) -> None:
+    """Write the `columns` of `shard` that are not None and its attributes, atomically."""
     import h5py
 
-    n = len(shard)
-    if shard.image_flux.shape[:2] != (n, len(shard.bands)):
-        raise ValueError(f"image_flux shape {shard.image_flux.shape} does not match {n} objects x {len(shard.bands)} bands")
-    digest = shard.content_hash()
-    text = h5py.string_dtype()
     with atomic_path(path, suffix=f"{SHARD_SUFFIX}.tmp") as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("object_id", data=_str_array(shard.object_id), dtype=text)
-        f.create_dataset("ra", data=np.asarray(shard.ra, np.float64))
-        f.create_dataset("dec", data=np.asarray(shard.dec, np.float64))
-        # contiguous and uncompressed: a survey task reads the whole part at disk speed
-        f.create_dataset("image_flux", data=np.asarray(shard.image_flux, np.float32))
-        f.create_dataset("magzp", data=np.asarray(shard.magzp, np.float32))
-        f.create_dataset("bands", data=_str_array(shard.bands), dtype=text)
-        f.create_dataset("pixel_scale", data=np.asarray(shard.pixel_scale, np.float32))
-        if shard.z is not None:
-            f.create_dataset("z", data=np.asarray(shard.z, np.float64))
-        if shard.rKronMag is not None:
-            f.create_dataset("rKronMag", data=np.asarray(shard.rKronMag, np.float32))
-        if shard.mag is not None:
-            f.create_dataset("mag", data=np.asarray(shard.mag, np.float32))
-        f.attrs.update({**(attrs or {}), **shard.attrs, "format": CUTOUT_FORMAT,
-                        "format_version": FORMAT_VERSION, "content_hash": digest, "n_objects": n})
-    return digest
+        for name, dataset, dtype in columns:
+            value = getattr(shard, name)
+            if value is None:
+                continue
+            if dtype is str:
+                f.create_dataset(dataset, data=_str_array(value), dtype=h5py.string_dtype())
+            else:
+                f.create_dataset(dataset, data=np.asarray(value, dtype))
+        f.attrs.update({**attrs, "format": fmt, "format_version": FORMAT_VERSION, "n_objects": len(shard)})
 
 
 def _strings(ds) -> np.ndarray:
     return np.asarray([s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]], dtype=object)
 
 
-def read_cutout_shard(path: str | Path) -> CutoutShard:
-    """Read a cutout shard; ShardFormatError names the file when it is not one."""
+def _read_shard(path: str | Path, fmt: str, kind: str, columns: tuple, build: Callable[[dict[str, Any]], T]) -> T:
+    """`build` applied to {field: array present in the file, 'attrs': attributes}; ShardFormatError names
+    the file when it is not a `kind` shard or cannot be read."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != CUTOUT_FORMAT:
-                raise ShardFormatError(f"{path}: not an img2spec cutout shard (format {f.attrs.get('format')!r})")
-            shard = CutoutShard(
-                object_id=_strings(f["object_id"]), ra=f["ra"][()], dec=f["dec"][()],
-                image_flux=f["image_flux"][()], magzp=f["magzp"][()],
-                bands=tuple(_strings(f["bands"])), pixel_scale=f["pixel_scale"][()],
-                z=f["z"][()] if "z" in f else None,
-                rKronMag=f["rKronMag"][()] if "rKronMag" in f else None,
-                mag=f["mag"][()] if "mag" in f else None,
-                attrs=dict(f.attrs),
-            )
+            if f.attrs.get("format") != fmt:
+                raise ShardFormatError(f"{path}: not an img2spec {kind} shard (format {f.attrs.get('format')!r})")
+            fields = {name: _strings(f[dataset]) if dtype is str else f[dataset][()]
+                      for name, dataset, dtype in columns if dataset in f}
+            return build({**fields, "attrs": dict(f.attrs)})
     except ShardFormatError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ShardFormatError(f"{path}: unreadable cutout shard ({exc})") from exc
+        raise ShardFormatError(f"{path}: unreadable {kind} shard ({exc})") from exc
+
+
+def write_cutout_shard(path: str | Path, shard: CutoutShard, attrs: dict[str, Any] | None = None) -> str:
+    """Write `shard` atomically; returns its content hash (also stored as an attribute)."""
+    n = len(shard)
+    if shard.image_flux.shape[:2] != (n, len(shard.bands)):
+        raise ValueError(f"image_flux shape {shard.image_flux.shape} does not match {n} objects x {len(shard.bands)} bands")
+    digest = shard.content_hash()
+    _write_shard(path, CUTOUT_FORMAT, shard, CUTOUT_COLUMNS, {**(attrs or {}), **shard.attrs, "content_hash": digest})
+    return digest
+
+
+def read_cutout_shard(path: str | Path) -> CutoutShard:
+    """Read a cutout shard; ShardFormatError names the file when it is not one."""
+    shard = _read_shard(path, CUTOUT_FORMAT, "cutout", CUTOUT_COLUMNS,
+                        lambda fields: CutoutShard(**{**fields, "bands": tuple(fields["bands"])}))
     n = len(shard)
     if not (len(shard.ra) == len(shard.dec) == len(shard.magzp) == len(shard.image_flux) == n) \
             or shard.image_flux.ndim != 4 or shard.image_flux.shape[1] != len(shard.bands):
@@ -223,53 +230,22 @@ class SpectraShard:
         return len(self.object_id)
 
 
-REST_DATASETS = (("z_used", np.float32), ("rest_wave", np.float64), ("rest_flux", np.float32),
-                 ("rest_sigma", np.float32), ("norm_mag", np.float32))
-"""Optional datasets of a spectra shard (name, dtype): a rest-frame bundle's, and the norm magnitude."""
+SPECTRA_COLUMNS = (("object_id", "object_id", str), ("ra", "ra", np.float64), ("dec", "dec", np.float64),
+                   ("flux", "flux", np.float32), ("sigma", "sigma", np.float32), ("wave", "wave", np.float64),
+                   ("z", "z_pred", np.float32), ("z_err", "z_pred_err", np.float32), ("z_used", "z_used", np.float32),
+                   ("rest_wave", "rest_wave", np.float64), ("rest_flux", "rest_flux", np.float32),
+                   ("rest_sigma", "rest_sigma", np.float32), ("norm_mag", "norm_mag", np.float32))
+"""Datasets of a spectra shard (field, dataset name, dtype); the rest-frame ones only from a rest-frame bundle."""
 
 
 def write_spectra_shard(path: str | Path, shard: SpectraShard) -> None:
     """Write predicted spectra atomically (the file under its final name is complete)."""
-    import h5py
-
-    text = h5py.string_dtype()
-    with atomic_path(path, suffix=f"{SHARD_SUFFIX}.tmp") as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("object_id", data=_str_array(shard.object_id), dtype=text)
-        f.create_dataset("ra", data=np.asarray(shard.ra, np.float64))
-        f.create_dataset("dec", data=np.asarray(shard.dec, np.float64))
-        f.create_dataset("flux", data=np.asarray(shard.flux, np.float32))
-        f.create_dataset("sigma", data=np.asarray(shard.sigma, np.float32))
-        f.create_dataset("wave", data=np.asarray(shard.wave, np.float64))
-        if shard.z is not None:
-            f.create_dataset("z_pred", data=np.asarray(shard.z, np.float32))
-        if shard.z_err is not None:
-            f.create_dataset("z_pred_err", data=np.asarray(shard.z_err, np.float32))
-        for name, dtype in REST_DATASETS:
-            if getattr(shard, name) is not None:
-                f.create_dataset(name, data=np.asarray(getattr(shard, name), dtype))
-        f.attrs.update({**shard.attrs, "format": SPECTRA_FORMAT, "format_version": FORMAT_VERSION,
-                        "n_objects": len(shard)})
+    _write_shard(path, SPECTRA_FORMAT, shard, SPECTRA_COLUMNS, shard.attrs)
 
 
 def read_spectra_shard(path: str | Path) -> SpectraShard:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != SPECTRA_FORMAT:
-                raise ShardFormatError(f"{path}: not an img2spec spectra shard")
-            return SpectraShard(
-                object_id=_strings(f["object_id"]), ra=f["ra"][()], dec=f["dec"][()],
-                flux=f["flux"][()], sigma=f["sigma"][()], wave=f["wave"][()],
-                z=f["z_pred"][()] if "z_pred" in f else None,
-                z_err=f["z_pred_err"][()] if "z_pred_err" in f else None,
-                **{name: f[name][()] for name, _ in REST_DATASETS if name in f},
-                attrs=dict(f.attrs),
-            )
-    except ShardFormatError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ShardFormatError(f"{path}: unreadable spectra shard ({exc})") from exc
+    """Read a spectra shard; ShardFormatError names the file when it is not one."""
+    return _read_shard(path, SPECTRA_FORMAT, "spectra", SPECTRA_COLUMNS, lambda fields: SpectraShard(**fields))
 
 
 def read_attrs(path: str | Path) -> dict[str, Any] | None:
@@ -323,49 +299,23 @@ class LatentShard:
         return len(self.object_id)
 
 
-LATENT_OPTIONAL = (("z", "z_pred", np.float32), ("z_err", "z_pred_err", np.float32), ("z_used", "z_used", np.float32),
-                   ("z_given", "z_given", bool), ("photometry_used", "photometry_used", bool),
-                   ("norm_mag", "norm_mag", np.float32))
-"""Optional fields of a latent shard: (field, dataset name, dtype)."""
+LATENT_COLUMNS = (("object_id", "object_id", str), ("ra", "ra", np.float64), ("dec", "dec", np.float64),
+                  ("latent_mu", "latent_mu", np.float32), ("latent_std", "latent_std", np.float32),
+                  ("decode_group", "decode_group", np.int32), ("z", "z_pred", np.float32),
+                  ("z_err", "z_pred_err", np.float32), ("z_used", "z_used", np.float32), ("z_given", "z_given", bool),
+                  ("photometry_used", "photometry_used", bool), ("norm_mag", "norm_mag", np.float32))
+"""Datasets of a latent shard (field, dataset name, dtype), optional ones written when not None."""
 
 
 def write_latent_shard(path: str | Path, shard: LatentShard) -> None:
     """Write a latent shard atomically (the file under its final name is complete)."""
-    import h5py
-
     n = len(shard)
     if shard.latent_mu.shape != shard.latent_std.shape or len(shard.latent_mu) != n or len(shard.decode_group) != n:
         raise ValueError(f"latent shard: {n} objects, latent_mu {shard.latent_mu.shape}, "
                          f"latent_std {shard.latent_std.shape}, decode_group {np.shape(shard.decode_group)}")
-    text = h5py.string_dtype()
-    with atomic_path(path, suffix=f"{SHARD_SUFFIX}.tmp") as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("object_id", data=_str_array(shard.object_id), dtype=text)
-        f.create_dataset("ra", data=np.asarray(shard.ra, np.float64))
-        f.create_dataset("dec", data=np.asarray(shard.dec, np.float64))
-        f.create_dataset("latent_mu", data=np.asarray(shard.latent_mu, np.float32))
-        f.create_dataset("latent_std", data=np.asarray(shard.latent_std, np.float32))
-        f.create_dataset("decode_group", data=np.asarray(shard.decode_group, np.int32))
-        for name, dataset, dtype in LATENT_OPTIONAL:
-            if getattr(shard, name) is not None:
-                f.create_dataset(dataset, data=np.asarray(getattr(shard, name), dtype))
-        f.attrs.update({**shard.attrs, "format": LATENT_FORMAT, "format_version": FORMAT_VERSION, "n_objects": n})
+    _write_shard(path, LATENT_FORMAT, shard, LATENT_COLUMNS, shard.attrs)
 
 
 def read_latent_shard(path: str | Path) -> LatentShard:
     """Read a latent shard; ShardFormatError names the file when it is not one."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != LATENT_FORMAT:
-                raise ShardFormatError(f"{path}: not an img2spec latent shard (format {f.attrs.get('format')!r})")
-            return LatentShard(
-                object_id=_strings(f["object_id"]), ra=f["ra"][()], dec=f["dec"][()],
-                latent_mu=f["latent_mu"][()], latent_std=f["latent_std"][()], decode_group=f["decode_group"][()],
-                **{name: f[dataset][()] for name, dataset, _ in LATENT_OPTIONAL if dataset in f},
-                attrs=dict(f.attrs),
-            )
-    except ShardFormatError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ShardFormatError(f"{path}: unreadable latent shard ({exc})") from exc
+    return _read_shard(path, LATENT_FORMAT, "latent", LATENT_COLUMNS, lambda fields: LatentShard(**fields))
