@@ -40,6 +40,9 @@ def parse_variant(text: str) -> tuple[str, dict]:
     update = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
+        if value.lower() in ("true", "false"):
+            update[key] = value.lower() == "true"
+            continue
         try:
             update[key] = int(value) if value.isdigit() else float(value)
         except ValueError:

@@ -15,9 +15,9 @@ from img2spec.models.vae import build_decoder
 L, P = 4, 60
 
 
-def _decoder(units=(16, 32), seed=0, fill=True):
+def _decoder(units=(16, 32), seed=0, fill=True, skip=False):
     keras.utils.set_random_seed(seed)
-    dec = build_decoder(P, L, list(units))
+    dec = build_decoder(P, L, list(units), skip=skip)
     if fill:
         trained = np.ones(P, bool)
         trained[[0, 1, 17, 18, 19, 40, P - 1]] = False  # an edge, a gap, a single pixel, the far edge
@@ -64,6 +64,23 @@ def test_linearised_sigma_matches_finite_differences(fill):
     np.testing.assert_allclose(got, _fd_sigma(dec, mu, std), rtol=2e-3, atol=1e-6)
     if fill:  # filled pixels interpolate their neighbours' sigma too, not left at 0
         assert np.all(got[:, [0, 18, P - 1]] > 0)
+
+
+def test_skip_decoder_is_mlp_plus_linear_map_and_keeps_the_fast_sigma(tmp_path):
+    """`vae.decoder_skip`: the output layer reads the latents beside the hidden features; the decoder
+    stays a chain (one layer for the body), survives a save/load, and its sigma is still exact."""
+    dec = _decoder(fill=False, skip=True)
+    out = dec.layers[-1]
+    assert out.kernel.shape == (32 + L, P)  # hidden features and latents
+    mu, std = _latents()
+    hidden = np.asarray(dec.layers[1](mu))
+    np.testing.assert_allclose(hidden[:, 32:], mu)  # the latents pass through unchanged
+    body, tail = inference._linear_split(dec)
+    assert [type(t).__name__ for t in body] == ["HiddenWithInput"] and [type(t).__name__ for t in tail] == ["Dense"]
+    dec.save(tmp_path / "decoder.keras")
+    again = keras.models.load_model(tmp_path / "decoder.keras", compile=False)
+    np.testing.assert_array_equal(np.asarray(again(mu)), np.asarray(dec(mu)))
+    np.testing.assert_allclose(linearised_sigma(again, mu, std), _fd_sigma(dec, mu, std), rtol=2e-3, atol=1e-6)
 
 
 def test_nonlinear_output_falls_back_to_the_whole_decoder():

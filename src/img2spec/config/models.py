@@ -11,6 +11,9 @@ class VAEParams(Section):
     latent_dim: int = Field(8, ge=1, le=256)
     encoder_units: tuple[int, ...] = (512, 128)
     decoder_units: tuple[int, ...] = (128, 512)
+    decoder_skip: bool = False
+    """The decoder's output layer also reads the latents directly (an MLP plus a linear map of the
+    latents: the linear part can hold line strengths the way PCA components do)."""
     learning_rate: float = Field(1e-3, gt=0)
     kl_weight: float = Field(1.0, ge=0)
     kl_warmup_epochs: int = Field(5, ge=0)

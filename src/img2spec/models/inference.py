@@ -547,10 +547,10 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.nd
         rest_flux[sl] = decode(rest.model, cond[sl], batch_size=batch_size)
         if method != "none":  # 'none': no Jacobian or draws at all
             rest_sigma[sl] = _latent_sigma(rest.model, cond[sl], cond_std[sl], method, n_samples, rng, batch_size)
-        var = np.nan_to_num(rest_sigma[sl].astype(np.float64) ** 2)
-        flux[sl], sigma[sl] = marginalise_redshift(rest.grid, rest_flux[sl], var, rest.obs_ln_wave,
-                                                   z_use[sl], width[sl])
-    if method == "none" or (method == "sampled" and n_samples < 2):
+        var = None if method == "none" else np.nan_to_num(rest_sigma[sl].astype(np.float64) ** 2)
+        flux[sl], sig = marginalise_redshift(rest.grid, rest_flux[sl], var, rest.obs_ln_wave, z_use[sl], width[sl])
+        sigma[sl] = np.nan if sig is None else sig
+    if method == "sampled" and n_samples < 2:
         sigma[:] = np.nan
     return flux, sigma, {"z_used": z_use, "z_given": given, "rest_wave": rest.grid.wave,
                          "rest_flux": rest_flux, "rest_sigma": rest_sigma}

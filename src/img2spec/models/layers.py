@@ -188,3 +188,35 @@ class ObservedToRest(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "obs_ln_start": self.obs_ln_start, "obs_ln_step": self.obs_ln_step,
                 "n_obs": self.n_obs, "rest_ln_wave": self.rest_ln_wave}
+
+
+@keras.saving.register_keras_serializable(package="img2spec")
+class HiddenWithInput(keras.layers.Layer):
+    """concat(MLP(x), x): a decoder's hidden features with its latents beside them, so the
+    output layer after it is an MLP plus a linear map of the latents (a skip path). One layer,
+    so the decoder stays a chain that `inference` can split into a body and a linear tail."""
+
+    def __init__(self, units, activation: str = "gelu", **kwargs):
+        super().__init__(**kwargs)
+        self.units = tuple(int(n) for n in units)
+        self.activation = activation
+        self.dense = [keras.layers.Dense(n, activation=activation, name=f"dense{i}") for i, n in enumerate(self.units)]
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.dense:
+            layer.build(shape)
+            shape = (*shape[:-1], layer.units)
+
+    def call(self, x):
+        h = x
+        for layer in self.dense:
+            h = layer(h)
+        return ops.concatenate([h, x], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        width = self.units[-1] if self.units else 0
+        return (*input_shape[:-1], width + input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "units": list(self.units), "activation": self.activation}

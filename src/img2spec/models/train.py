@@ -128,9 +128,9 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
         encoder = build_rest_encoder(data.wave, p.latent_dim, p.encoder_units, float(z_tr.min()), float(z_tr.max()),
                                      p.rest_oversample)
         decoder = build_rest_decoder(data.wave, p.latent_dim, p.decoder_units, float(z_tr.min()), float(z_tr.max()),
-                                     p.rest_oversample)
+                                     p.rest_oversample, skip=p.decoder_skip)
     else:
-        decoder = build_decoder(n_pix, p.latent_dim, p.decoder_units)
+        decoder = build_decoder(n_pix, p.latent_dim, p.decoder_units, skip=p.decoder_skip)
     vae = SpectrumVAE(encoder, decoder, kl_weight=p.kl_weight, seed=p.seed)
     vae.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
     # The val loss rises while the KL weight ramps up: compare epochs only after warm-up.

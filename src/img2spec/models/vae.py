@@ -12,7 +12,7 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-from .layers import Columns, MaskedFlux, ObservedToRest, RedshiftToObserved
+from .layers import Columns, HiddenWithInput, MaskedFlux, ObservedToRest, RedshiftToObserved
 from .losses import LOGVAR_CLIP, chi2_per_pixel, kl_divergence
 
 
@@ -57,13 +57,19 @@ def encoder_needs_z(encoder: keras.Model) -> bool:
     return len(encoder.inputs) == 3
 
 
-def build_decoder(n_pix: int, latent_dim: int, units: Sequence[int]) -> keras.Model:
-    """latents (L,) -> normalised flux (P,)."""
-    z = keras.Input((latent_dim,), name="latent")
-    x = z
+def _hidden(x, units: Sequence[int], skip: bool):
+    """The decoder's GELU layers; with `skip`, one `HiddenWithInput` layer (latents beside them)."""
+    if skip:
+        return HiddenWithInput(units, name="dec_hidden_and_latent")(x)
     for i, n in enumerate(units):
         x = layers.Dense(n, activation="gelu", name=f"dec_dense{i}")(x)
-    out = layers.Dense(n_pix, name="flux")(x)
+    return x
+
+
+def build_decoder(n_pix: int, latent_dim: int, units: Sequence[int], skip: bool = False) -> keras.Model:
+    """latents (L,) -> normalised flux (P,); `skip`: plus a linear map of the latents."""
+    z = keras.Input((latent_dim,), name="latent")
+    out = layers.Dense(n_pix, name="flux")(_hidden(z, units, skip))
     return keras.Model(z, out, name="decoder")
 
 
@@ -84,17 +90,16 @@ def rest_grid(obs_wave, z_min: float, z_max: float, oversample: float = 1.0) -> 
 
 
 def build_rest_decoder(obs_wave, latent_dim: int, units: Sequence[int], z_min: float, z_max: float,
-                       oversample: float = 1.0) -> keras.Model:
+                       oversample: float = 1.0, skip: bool = False) -> keras.Model:
     """concat(latents (L,), z) -> normalised flux on the observed grid: a dense decoder of the
-    rest-frame spectrum, redshifted explicitly by `RedshiftToObserved`."""
+    rest-frame spectrum (`skip`: plus a linear map of the latents), redshifted explicitly by
+    `RedshiftToObserved`."""
     import numpy as np
 
     start, step, n_rest = rest_grid(obs_wave, z_min, z_max, oversample)
     cond = keras.Input((latent_dim + 1,), name="latent_and_z")
     x = Columns(0, latent_dim, name="latent")(cond)
-    for i, n in enumerate(units):
-        x = layers.Dense(n, activation="gelu", name=f"dec_dense{i}")(x)
-    rest = layers.Dense(n_rest, name="rest_flux")(x)
+    rest = layers.Dense(n_rest, name="rest_flux")(_hidden(x, units, skip))
     out = RedshiftToObserved(start, step, n_rest, np.log(np.asarray(obs_wave, np.float64)), name="flux")([rest, cond])
     return keras.Model(cond, out, name="decoder")
 
