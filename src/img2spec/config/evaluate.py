@@ -14,6 +14,10 @@ class EvaluateParams(Section):
     n_samples: int = Field(32, ge=2)  # latent samples for sigma_method: sampled
     calibrate_sigma: bool = True  # fit a factor on sigma (val split) so 68.3% of pixels fall within 1 sigma
     batch_size: int = Field(256, ge=1)
+    ceiling_refine_steps: int = Field(300, ge=0)
+    """The ceiling's latents: the encoder's, refined by this many Adam steps on each test spectrum's
+    chi-square through the decoder (its best fit: what any prediction through it can reach). 0: the encoder's."""
+    ceiling_refine_learning_rate: float = Field(0.01, gt=0)
     seed: int = 0
     hist_bins: int = Field(40, ge=2)
     calibration_levels: tuple[float, ...] = (1.0, 2.0)

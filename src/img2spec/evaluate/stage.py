@@ -117,7 +117,9 @@ def _cnn_modes(models, data, test, ep, preds, sigmas, rest) -> tuple[dict, dict 
 
 def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -> Predictions:
     """The CNN in both modes and every baseline on the test split."""
-    from ..models.inference import decode, decoder_input, encode_spectra, load_encoder, load_models, predict_spectra
+    from ..models.inference import (decode, decoder_input, encode_spectra, is_conditioned, load_encoder, load_models,
+                                    predict_spectra)
+    from ..models.refine import refine_latents
 
     ep = params.evaluate
     train, test = data.indices("train"), data.indices("test")
@@ -146,6 +148,9 @@ def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -
 
     z_true = data.catalog["z"].to_numpy()[test]
     mu, _ = encode_spectra(load_encoder(paths.vae_dir), obs, ivar, z=z_true)
+    z_cond = z_true if is_conditioned(models.decoder, mu.shape[1]) else None
+    mu = refine_latents(models.decoder, mu, obs, ivar, z_cond, steps=ep.ceiling_refine_steps,
+                        learning_rate=ep.ceiling_refine_learning_rate)
     preds["vae_ceiling"] = decode(models.decoder, decoder_input(models.decoder, mu, z_true))
     if data.truth_flux is not None:
         preds["noise_floor"] = load_rows(data.truth_flux, test)
