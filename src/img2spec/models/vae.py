@@ -69,7 +69,8 @@ def _hidden(x, units: Sequence[int], skip: bool):
 def build_decoder(n_pix: int, latent_dim: int, units: Sequence[int], skip: bool = False) -> keras.Model:
     """latents (L,) -> normalised flux (P,); `skip`: plus a linear map of the latents."""
     z = keras.Input((latent_dim,), name="latent")
-    out = layers.Dense(n_pix, name="flux")(_hidden(z, units, skip))
+    hidden = _hidden(z, units, skip)  # built before the output layer: the order fixes the seeded initial weights
+    out = layers.Dense(n_pix, name="flux")(hidden)
     return keras.Model(z, out, name="decoder")
 
 
@@ -99,7 +100,8 @@ def build_rest_decoder(obs_wave, latent_dim: int, units: Sequence[int], z_min: f
     start, step, n_rest = rest_grid(obs_wave, z_min, z_max, oversample)
     cond = keras.Input((latent_dim + 1,), name="latent_and_z")
     x = Columns(0, latent_dim, name="latent")(cond)
-    rest = layers.Dense(n_rest, name="rest_flux")(_hidden(x, units, skip))
+    hidden = _hidden(x, units, skip)  # built before the output layer: the order fixes the seeded initial weights
+    rest = layers.Dense(n_rest, name="rest_flux")(hidden)
     out = RedshiftToObserved(start, step, n_rest, np.log(np.asarray(obs_wave, np.float64)), name="flux")([rest, cond])
     return keras.Model(cond, out, name="decoder")
 
