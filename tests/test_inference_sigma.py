@@ -139,3 +139,14 @@ def test_fill_pixels_matches_interpolation_formula_bitwise():
     got = np.asarray(layer(y))
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
     assert np.array_equal(got[:, trained], y[:, trained])
+
+
+def test_decoder_layers_take_the_seeded_draws_in_call_order():
+    """The initial weights a seed gives depend on the order layers are made: the first hidden layer
+    takes the first draw (a refactor that built the output layer first changed every trained model)."""
+    keras.utils.set_random_seed(0)
+    first = keras.layers.Dense(16, activation="gelu")
+    first.build((None, L))
+    keras.utils.set_random_seed(0)
+    dec = build_decoder(P, L, [16, 32])
+    np.testing.assert_array_equal(np.asarray(dec.get_layer("dec_dense0").kernel), np.asarray(first.kernel))
