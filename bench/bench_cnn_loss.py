@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/bench_cnn_loss.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for text in args.variant or DEFAULT_VARIANTS:
         name, update = parse_variant(text)
-        cp = params.cnn.model_copy(update=update)
+        cp = type(params.cnn).model_validate({**params.cnn.model_dump(), **update})  # validated, unlike model_copy
         r, d_obj = run_variant(cp, params, data, decoder, latents, v, direct.get("direct"))
         if d_first is None:
             d_first = d_obj

@@ -35,11 +35,14 @@ SCHEMES = ("sf_quiescent", "bpt", "agn")
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """'name:key=value,key=value' -> (name, {key: value}) with numbers parsed."""
+    """'name:key=value,key=value' -> (name, {key: value}) with numbers and booleans parsed, a+b as a tuple."""
     name, _, spec = text.partition(":")
     update = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
+        if "+" in value:  # a list: a+b+c
+            update[key] = tuple(value.split("+"))
+            continue
         if value.lower() in ("true", "false"):
             update[key] = value.lower() == "true"
             continue

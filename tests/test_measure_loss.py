@@ -169,3 +169,29 @@ def test_measure_weight_needs_a_rest_frame_spectrum_loss(rest_setup):
     data, decoder, lat = rest_setup
     with pytest.raises(ValueError, match="measure_weight"):
         train_cnn(REST_CNN.model_copy(update={"measure_weight": 1.0, "loss": "latent"}), data, lat, decoder)
+
+
+def test_softened_ews_and_a_subset_of_quantities(rest_setup):
+    """`measure_ew_softening`: EW targets and predictions compared as asinh(EW / s), standardised on
+    that scale; `measure_quantities`: the others masked out; an unknown name is a clear error."""
+    from img2spec.models.direct import QUANTITIES
+    from img2spec.models.measure_loss import TARGET_KEY, TARGET_OK_KEY, measure_term, soften
+
+    x = np.array([[30.0, 1.5], [-3.0, 2.0]])
+    np.testing.assert_allclose(soften(x, np.array([3.0, 0.0])), [[np.arcsinh(10.0), 1.5], [np.arcsinh(-1.0), 2.0]])
+    data, decoder, _ = rest_setup
+    tr, va = data.indices("train"), data.indices("val")
+    plain, t_plain, _ = measure_term(decoder, data, tr, va, MP, 1.0)
+    soft, t_soft, info = measure_term(decoder, data, tr, va, MP, 1.0, quantities=("halpha_ew", "dn4000"),
+                                      ew_softening=3.0)
+    k, j = QUANTITIES.index("halpha_ew"), QUANTITIES.index("dn4000")
+    ok = t_soft[TARGET_OK_KEY]
+    assert ok[:, [i for i in range(len(QUANTITIES)) if i not in (k, j)]].sum() == 0 and ok[:, k].sum() > 0
+    raw = t_plain[TARGET_KEY][:, k] * plain.std[k] + plain.mean[k]
+    rows = ok[:, k] > 0
+    expected = (np.arcsinh(raw[rows] / 3.0) - soft.mean[k]) / soft.std[k]
+    np.testing.assert_allclose(t_soft[TARGET_KEY][rows, k], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(t_soft[TARGET_KEY][:, j], t_plain[TARGET_KEY][:, j])  # Dn4000 as it was
+    assert soft.softening[k] == 3.0 and soft.softening[j] == 0.0 and info["used"] == ["halpha_ew", "dn4000"]
+    with pytest.raises(ValueError, match="measure_quantities"):
+        measure_term(decoder, data, tr, va, MP, 1.0, quantities=("halpha_eq",))

@@ -71,6 +71,11 @@ class CNNParams(Section):
     measure_huber_delta: float = Field(1.0, gt=0)
     """Quadratic-to-linear transition of that Huber loss, in train-split standard deviations of each
     measurement (noisy observed measurements beyond it pull with a constant force)."""
+    measure_quantities: tuple[str, ...] = ("halpha_ew", "dn4000", "hdelta_a", "log_oiii_hbeta", "log_nii_halpha")
+    """The measurements the term compares (a subset of the direct baseline's quantities)."""
+    measure_ew_softening: float = Field(0.0, ge=0)
+    """> 0: the term compares EWs as asinh(EW / this) [A], so the star-forming / quiescent cut (3 A)
+    and the emission tail are both resolved; 0: EW itself."""
     redshift_weight: float = Field(0.0, ge=0)
     """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
     photometry: bool = False

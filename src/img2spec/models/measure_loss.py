@@ -118,17 +118,32 @@ def huber(d, delta: float):
     return ops.where(a <= delta, 0.5 * ops.square(d), delta * (a - 0.5 * delta))
 
 
+def soften(values, softening: np.ndarray):
+    """(B, Q) values with column k replaced by asinh(value / s_k) where s_k > 0 (numpy or tensor)."""
+    if not np.any(softening > 0):
+        return values
+    s = np.where(softening > 0, softening, 1.0).astype(np.float32)
+    on = (softening > 0).astype(np.float32)
+    if isinstance(values, np.ndarray):
+        return on * np.arcsinh(values / s) + (1.0 - on) * values
+    return on * ops.arcsinh(values / s) + (1.0 - on) * values
+
+
 class MeasureTerm:
     """Per-object measurement loss of decoder inputs: rest decoder -> measurements -> Huber."""
 
     def __init__(self, rest_model: keras.Model, weights: MeasurementWeights, mean: Sequence[float],
-                 std: Sequence[float], delta: float, quantities: Sequence[str] = QUANTITIES):
+                 std: Sequence[float], delta: float, quantities: Sequence[str] = QUANTITIES,
+                 softening: Sequence[float] | None = None):
         self.rest_model = rest_model
         self.weights = weights
         self.quantities = tuple(quantities)
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
         self.delta = float(delta)
+        self.softening = np.zeros(len(self.quantities), np.float32) if softening is None \
+            else np.asarray(softening, np.float32)
+        """Per quantity: s > 0 compares asinh(value / s) (mean and std are of that), 0 the value itself."""
 
     def measure(self, decoder_input):
         """(B, Q) measurements of the rest-frame spectra decoded from `decoder_input` (latents, z)."""
@@ -137,7 +152,7 @@ class MeasureTerm:
     def __call__(self, decoder_input, target, ok):
         """(B,) sum over quantities of Huber(soft_clip(standardised measurement) - soft_clip(target)),
         masked by `ok`."""
-        m = self.measure(decoder_input)
+        m = soften(self.measure(decoder_input), self.softening)
         d = soft_clip((m - ops.convert_to_tensor(self.mean, m.dtype)) / ops.convert_to_tensor(self.std, m.dtype))
         good = ok > 0
         d = d - soft_clip(ops.where(good, target, ops.zeros_like(target)))
@@ -145,9 +160,11 @@ class MeasureTerm:
 
 
 def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray, mp: MeasureParams,
-                 delta: float) -> tuple[MeasureTerm, dict[str, np.ndarray], dict[str, Any]]:
+                 delta: float, quantities: Sequence[str] = QUANTITIES, ew_softening: float = 0.0,
+                 ) -> tuple[MeasureTerm, dict[str, np.ndarray], dict[str, Any]]:
     """(the term for a rest-frame `decoder`, its catalogue-row targets {TARGET_KEY, TARGET_OK_KEY},
-    the targets' train statistics). Only train and val rows are measured (`direct.target_arrays`).
+    the targets' train statistics). Only train and val rows are measured (`direct.target_arrays`);
+    only `quantities` count; `ew_softening` > 0 compares EWs as asinh(EW / ew_softening).
     ValueError for a decoder without a rest-frame half (vae.frame: observed)."""
     from .inference import rest_decoder
 
@@ -160,11 +177,25 @@ def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray,
     targets, scaling = target_arrays(data, train, val, mp)
     if list(scaling["quantities"]) != list(QUANTITIES):
         raise ValueError(f"measure loss: targets {scaling['quantities']} differ from {list(QUANTITIES)}")
+    unknown = sorted(set(quantities) - set(QUANTITIES))
+    if unknown:
+        raise ValueError(f"cnn.measure_quantities: {unknown} not among {list(QUANTITIES)}")
     ok = ratio_targets_detected(targets["quantity_ok"], targets["bpt_class"])
-    term = MeasureTerm(rest.model, weights, scaling["mean"], scaling["std"], delta)
-    info = {k: scaling[k] for k in ("quantities", "mean", "std", "n_train", "n_val")}
+    ok *= np.asarray([q in quantities for q in QUANTITIES], np.float32)[None, :]
+    softening = np.asarray([ew_softening if q.endswith("_ew") else 0.0 for q in QUANTITIES], np.float32)
+    mean, std, goal = np.asarray(scaling["mean"]), np.asarray(scaling["std"]), targets["quantities"]
+    if np.any(softening > 0):  # standardise the softened values instead (train rows, as direct does)
+        raw = soften(goal * std + mean, softening)
+        tr_ok = ok[train] > 0
+        mean = np.array([raw[train][tr_ok[:, k], k].mean() if tr_ok[:, k].any() else 0.0 for k in range(len(mean))])
+        std = np.array([max(raw[train][tr_ok[:, k], k].std(), 1e-3) if tr_ok[:, k].sum() > 1 else 1.0
+                        for k in range(len(std))])
+        goal = np.where(ok > 0, (raw - mean) / std, 0.0).astype(np.float32)
+    term = MeasureTerm(rest.model, weights, mean, std, delta, softening=softening)
+    info = {k: scaling[k] for k in ("quantities", "n_train", "n_val")}
+    info.update(mean=mean.tolist(), std=std.tolist(), used=[q for q in QUANTITIES if q in quantities])
     info["n_train_used"] = ok[train].sum(axis=0).astype(int).tolist()
-    return term, {TARGET_KEY: targets["quantities"], TARGET_OK_KEY: ok}, info
+    return term, {TARGET_KEY: goal, TARGET_OK_KEY: ok}, info
 
 
 def ratio_targets_detected(ok: np.ndarray, bpt_class: np.ndarray) -> np.ndarray:

@@ -281,7 +281,8 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
         from .measure_loss import measure_term
 
         term, measure_targets, measure_info = measure_term(decoder, data, tr, va, measure_params or MeasureParams(),
-                                                           p.measure_huber_delta)
+                                                           p.measure_huber_delta, p.measure_quantities,
+                                                           p.measure_ew_softening)
         targets.update(measure_targets)
     trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,
                          redshift_weight=p.redshift_weight, measure_loss=term, measure_weight=p.measure_weight)
