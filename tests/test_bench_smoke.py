@@ -317,3 +317,16 @@ def test_recorded_commands_carry_no_local_paths():
                                              "--out=OUT --bundle models/img2spec --readme ''")
     md = run_all._portable_commands("by `python bench/bench_survey.py --cutouts /home/u/c` on x; `/tmp/y` stays")
     assert md == "by `python bench/bench_survey.py --cutouts CUTOUTS` on x; `/tmp/y` stays"
+
+
+def test_decode_bench_times_both_modes_of_a_rest_frame_decoder():
+    import numpy as np
+
+    import bench_decode
+    from img2spec.models.vae import build_rest_decoder
+
+    wave = np.exp(np.log(3800.0) + 2.3e-4 * np.arange(400))
+    decoder = build_rest_decoder(wave, 3, [8], 0.05, 0.3)
+    mu = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
+    got = bench_decode.rates(decoder, mu, repeats=1)
+    assert set(got) == {"flux_per_s", "flux_sigma_per_s"} and all(v > 0 for v in got.values())
