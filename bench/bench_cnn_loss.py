@@ -32,7 +32,7 @@ from img2spec.io.processed import ProcessedData
 from img2spec.metrics import deviation, summarise
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_representation import QUANTITIES, SCHEMES, parse_variant  # noqa: E402
+from bench_representation import QUANTITIES, SCHEMES, variant_section  # noqa: E402
 
 DEFAULT_VARIANTS = ("default:", "measure1:measure_weight=1", "measure10:measure_weight=10")
 MODES = ("cnn", "cnn_given_z")
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     d_first: dict[str, np.ndarray] | None = None
     command = "python bench/bench_cnn_loss.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for text in args.variant or DEFAULT_VARIANTS:
-        name, update = parse_variant(text)
-        cp = type(params.cnn).model_validate({**params.cnn.model_dump(), **update})  # validated, unlike model_copy
+        name, cp = variant_section(params.cnn, text)
         r, d_obj = run_variant(cp, params, data, decoder, latents, v, direct.get("direct"))
         if d_first is None:
             d_first = d_obj

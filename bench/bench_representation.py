@@ -53,6 +53,13 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, update
 
 
+
+def variant_section(section, text: str):
+    """(name, `section` with the variant's overrides) for a `--variant` 'name:key=value,...', validated
+    by the section's schema (a mistyped key or value is an error, not a silent default)."""
+    name, update = parse_variant(text)
+    return name, type(section).model_validate({**section.model_dump(), **update})
+
 def score_variant(vae_params, data: ProcessedData, mp) -> dict:
     """Train one VAE and score its VAL reconstructions (D and measurements against the truth)."""
     from img2spec.models.inference import decode, decoder_input, encode_spectra
@@ -90,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     data = ProcessedData.open(args.processed)
     results = {}
     for text in args.variant or DEFAULT_VARIANTS:
-        name, update = parse_variant(text)
-        vp = params.vae.model_copy(update=update)
+        name, vp = variant_section(params.vae, text)
         results[name] = score_variant(vp, data, params.measure)
         r = results[name]
         m = r["measurements"]

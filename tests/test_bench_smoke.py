@@ -330,3 +330,17 @@ def test_decode_bench_times_both_modes_of_a_rest_frame_decoder():
     mu = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
     got = bench_decode.rates(decoder, mu, repeats=1)
     assert set(got) == {"flux_per_s", "flux_sigma_per_s"} and all(v > 0 for v in got.values())
+
+
+def test_variants_are_parsed_and_validated_by_the_schema():
+    import pydantic
+    from bench_representation import variant_section
+
+    from img2spec.config import Params
+
+    params = Params()
+    name, cnn = variant_section(params.cnn, "asinh3:measure_weight=3,measure_quantities=dn4000+hdelta_a,train_pca=false")
+    assert name == "asinh3" and cnn.measure_weight == 3.0 and cnn.measure_quantities == ("dn4000", "hdelta_a")
+    assert cnn.train_pca is False and cnn.filters == params.cnn.filters
+    with pytest.raises(pydantic.ValidationError):
+        variant_section(params.vae, "typo:latent_dims=4")
