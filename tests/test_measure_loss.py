@@ -195,3 +195,38 @@ def test_softened_ews_and_a_subset_of_quantities(rest_setup):
     assert soft.softening[k] == 3.0 and soft.softening[j] == 0.0 and info["used"] == ["halpha_ew", "dn4000"]
     with pytest.raises(ValueError, match="measure_quantities"):
         measure_term(decoder, data, tr, va, MP, 1.0, quantities=("halpha_eq",))
+
+
+def test_class_term_trains_beside_the_measurement_term_and_adds_its_weight(rest_setup):
+    from img2spec.models.class_loss import CLASS_KEY, class_term
+    from img2spec.models.direct import target_arrays
+    from img2spec.models.measure_loss import TARGET_KEY, TARGET_OK_KEY, measure_term
+    from img2spec.models.trainer import CNNTrainer
+    from img2spec.models.train import train_cnn
+
+    data, decoder, lat = rest_setup
+    on = train_cnn(REST_CNN.model_copy(update={"measure_weight": 1.0, "measure_class_weight": 2.0}), data, lat,
+                   decoder, measure_params=MP)
+    assert "class_bce" in on.history and on.info["measure_targets"]["classes"]["decisions"][0] == "star_forming"
+    tr, va = data.indices("train"), data.indices("val")
+    measured = target_arrays(data, tr, va, MP)
+    term, targets, _ = measure_term(decoder, data, tr, va, MP, 1.0, measured=measured)
+    classes, class_targets, _ = class_term(term, measured[0], tr, MP.classes, 0.5)
+    rows = tr[:16]
+    z = data.catalog["z"].to_numpy(np.float32)[rows]
+    y = {"mu": lat.mu[rows], "var": np.exp(lat.logvar[rows]), "flux": np.nan_to_num(data.flux[rows]),
+         "ivar": np.asarray(data.ivar[rows]), "z": np.column_stack([z, np.ones_like(z)]),
+         TARGET_KEY: targets[TARGET_KEY][rows], TARGET_OK_KEY: targets[TARGET_OK_KEY][rows],
+         CLASS_KEY: class_targets[CLASS_KEY][rows]}
+    y_pred = on.model(np.asarray(data.images[rows]), training=False)
+    L = lat.mu.shape[1]
+
+    def loss(weight: float) -> float:
+        t = CNNTrainer(on.model, L, "spectrum", decoder, redshift_weight=1.0, measure_loss=term, measure_weight=1.0,
+                       class_loss=classes, class_weight=weight)
+        return float(np.asarray(t.compute_loss(y=y, y_pred=y_pred, training=False)))
+
+    cond = np.concatenate([np.asarray(y_pred)[:, :L], z[:, None]], axis=1)
+    extra = float(np.mean(np.asarray(classes(term.measure(cond), y[CLASS_KEY]))))
+    assert extra > 0
+    assert loss(5.0) == pytest.approx(loss(0.0) + 5.0 * extra, rel=1e-5)

@@ -76,6 +76,13 @@ class CNNParams(Section):
     measure_ew_softening: float = Field(0.0, ge=0)
     """> 0: the term compares EWs as asinh(EW / this) [A], so the star-forming / quiescent cut (3 A)
     and the emission tail are both resolved; 0: EW itself."""
+    measure_class_weight: float = Field(0.0, ge=0)
+    """With the measurement term: weight of the class term (`models/class_loss.py`), the
+    class-balanced cross-entropy of the star-forming / quiescent and BPT decisions made on the
+    decoded measurements (smooth margins to the class thresholds) against the observed spectra's
+    classes; 0: off."""
+    measure_class_temperature: float = Field(0.5, gt=0)
+    """Width of those decisions' sigmoids, in train-split standard deviations of the measurement."""
     redshift_weight: float = Field(0.0, ge=0)
     """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
     photometry: bool = False

@@ -111,16 +111,11 @@ def target_arrays(data: ProcessedData, train: np.ndarray, val: np.ndarray,
     raw = np.full((n, len(QUANTITIES)), np.nan)
     raw[rows] = np.column_stack([measured[q] for q in QUANTITIES])
     ok = np.isfinite(raw)
-    mean, std, count = [], [], []
-    for k, q in enumerate(QUANTITIES):
-        v = raw[train, k][ok[train, k]]
-        mean.append(float(v.mean()) if v.size else 0.0)
-        std.append(float(max(v.std(), MIN_TARGET_STD)) if v.size > 1 else 1.0)
-        count.append(int(v.size))
-        if not v.size:
+    scaled, mean, std, count = standardise(raw, ok, train)
+    for q, c in zip(QUANTITIES, count):
+        if not c:
             log.warning("direct: no train object has a finite %s; its head is untrained", q)
-    scaled = np.where(ok, (raw - np.array(mean)) / np.array(std), 0.0)
-    targets = {"quantities": scaled.astype(np.float32), "quantity_ok": ok.astype(np.float32)}
+    targets = {"quantities": scaled, "quantity_ok": ok.astype(np.float32)}
     scaling: dict[str, Any] = {"quantities": list(QUANTITIES), "mean": mean, "std": std, "n_train": count,
                                "n_val": [int(ok[val, k].sum()) for k in range(len(QUANTITIES))], "classes": {}}
     for col, labels in SCHEMES.items():
@@ -133,6 +128,20 @@ def target_arrays(data: ProcessedData, train: np.ndarray, val: np.ndarray,
                                    "n_train": counts.tolist(), "weights": class_weights(counts).tolist(),
                                    "n_val": int(np.sum(codes[val] != UNCLASSIFIED)), "n_train_total": ntr}
     return targets, scaling
+
+
+def standardise(raw: np.ndarray, ok: np.ndarray, train: np.ndarray
+                ) -> tuple[np.ndarray, list[float], list[float], list[int]]:
+    """((N, Q) float32 (raw - mean) / std, 0 where not `ok`; per-column mean, std and count over the
+    `ok` train rows). A column with one train value has std 1, with none mean 0; std >= MIN_TARGET_STD."""
+    mean, std, count = [], [], []
+    for k in range(raw.shape[1]):
+        v = raw[train, k][ok[train, k] > 0]
+        mean.append(float(v.mean()) if v.size else 0.0)
+        std.append(float(max(v.std(), MIN_TARGET_STD)) if v.size > 1 else 1.0)
+        count.append(int(v.size))
+    scaled = np.where(ok > 0, (raw - np.array(mean)) / np.array(std), 0.0)
+    return scaled.astype(np.float32), mean, std, count
 
 
 def class_weights(counts: np.ndarray) -> np.ndarray:

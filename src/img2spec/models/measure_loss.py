@@ -31,7 +31,7 @@ from keras import ops
 from ..config.measure import MeasureParams
 from ..measure import UNCLASSIFIED
 from ..measure.linear import BandWeights, LineWeights, MeasurementWeights, measurement_weights
-from .direct import QUANTITIES, target_arrays
+from .direct import QUANTITIES, standardise, target_arrays
 
 CONTINUUM_FLOOR = 0.01
 """Lowest continuum (and Dn4000 blue-band mean F_lambda) divided by, in normalised flux units: on
@@ -152,7 +152,11 @@ class MeasureTerm:
     def __call__(self, decoder_input, target, ok):
         """(B,) sum over quantities of Huber(soft_clip(standardised measurement) - soft_clip(target)),
         masked by `ok`."""
-        m = soften(self.measure(decoder_input), self.softening)
+        return self.compare(self.measure(decoder_input), target, ok)
+
+    def compare(self, measured, target, ok):
+        """The term of (B, Q) measurements already read off the decoded spectra (`measure`)."""
+        m = soften(measured, self.softening)
         d = soft_clip((m - ops.convert_to_tensor(self.mean, m.dtype)) / ops.convert_to_tensor(self.std, m.dtype))
         good = ok > 0
         d = d - soft_clip(ops.where(good, target, ops.zeros_like(target)))
@@ -161,10 +165,12 @@ class MeasureTerm:
 
 def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray, mp: MeasureParams,
                  delta: float, quantities: Sequence[str] = QUANTITIES, ew_softening: float = 0.0,
+                 measured: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
                  ) -> tuple[MeasureTerm, dict[str, np.ndarray], dict[str, Any]]:
     """(the term for a rest-frame `decoder`, its catalogue-row targets {TARGET_KEY, TARGET_OK_KEY},
-    the targets' train statistics). Only train and val rows are measured (`direct.target_arrays`);
-    only `quantities` count; `ew_softening` > 0 compares EWs as asinh(EW / ew_softening).
+    the targets' train statistics). Only train and val rows are measured (`direct.target_arrays`,
+    or its result passed as `measured`); only `quantities` count; `ew_softening` > 0 compares EWs
+    as asinh(EW / ew_softening), standardised on that scale over the train rows.
     ValueError for a decoder without a rest-frame half (vae.frame: observed)."""
     from .inference import rest_decoder
 
@@ -174,7 +180,7 @@ def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray,
                          "rest-frame decoder (vae.frame: rest)")
     rest.model.trainable = False
     weights = measurement_weights(rest.grid.wave, mp, frame="rest")
-    targets, scaling = target_arrays(data, train, val, mp)
+    targets, scaling = measured if measured is not None else target_arrays(data, train, val, mp)
     if list(scaling["quantities"]) != list(QUANTITIES):
         raise ValueError(f"measure loss: targets {scaling['quantities']} differ from {list(QUANTITIES)}")
     unknown = sorted(set(quantities) - set(QUANTITIES))
@@ -183,17 +189,11 @@ def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray,
     ok = ratio_targets_detected(targets["quantity_ok"], targets["bpt_class"])
     ok *= np.asarray([q in quantities for q in QUANTITIES], np.float32)[None, :]
     softening = np.asarray([ew_softening if q.endswith("_ew") else 0.0 for q in QUANTITIES], np.float32)
-    mean, std, goal = np.asarray(scaling["mean"]), np.asarray(scaling["std"]), targets["quantities"]
-    if np.any(softening > 0):  # standardise the softened values instead (train rows, as direct does)
-        raw = soften(goal * std + mean, softening)
-        tr_ok = ok[train] > 0
-        mean = np.array([raw[train][tr_ok[:, k], k].mean() if tr_ok[:, k].any() else 0.0 for k in range(len(mean))])
-        std = np.array([max(raw[train][tr_ok[:, k], k].std(), 1e-3) if tr_ok[:, k].sum() > 1 else 1.0
-                        for k in range(len(std))])
-        goal = np.where(ok > 0, (raw - mean) / std, 0.0).astype(np.float32)
+    raw = targets["quantities"] * np.asarray(scaling["std"]) + np.asarray(scaling["mean"])
+    goal, mean, std, _ = standardise(soften(raw, softening), ok, train)
     term = MeasureTerm(rest.model, weights, mean, std, delta, softening=softening)
     info = {k: scaling[k] for k in ("quantities", "n_train", "n_val")}
-    info.update(mean=mean.tolist(), std=std.tolist(), used=[q for q in QUANTITIES if q in quantities])
+    info.update(mean=mean, std=std, used=[q for q in QUANTITIES if q in quantities])
     info["n_train_used"] = ok[train].sum(axis=0).astype(int).tolist()
     return term, {TARGET_KEY: goal, TARGET_OK_KEY: ok}, info
 

@@ -240,6 +240,34 @@ def photometry_inputs(data, train: np.ndarray) -> tuple[np.ndarray, dict[str, An
                    "std": std.tolist(), "n_train_without_photometry": int(missing[train].sum())}
 
 
+def _measurement_terms(p: CNNParams, data, decoder, tr: np.ndarray, va: np.ndarray, mp: MeasureParams,
+                       conditioned: bool, targets: dict) -> tuple[tuple[Any, Any], dict]:
+    """((measurement term, class term), their info) for `p`, each None when its weight is 0; their
+    targets are added to `targets`."""
+    if p.measure_weight <= 0:
+        if p.measure_class_weight > 0:
+            raise ValueError("cnn.measure_class_weight > 0 needs the measurement term (cnn.measure_weight > 0)")
+        return (None, None), {}
+    if p.loss != "spectrum" or not conditioned:
+        raise ValueError("cnn.measure_weight > 0 measures the decoded rest-frame spectrum: it needs "
+                         "cnn.loss: spectrum and a rest-frame decoder (vae.frame: rest)")
+    from .direct import target_arrays
+    from .measure_loss import measure_term
+
+    measured = target_arrays(data, tr, va, mp)
+    term, measure_targets, info = measure_term(decoder, data, tr, va, mp, p.measure_huber_delta,
+                                               p.measure_quantities, p.measure_ew_softening, measured=measured)
+    targets.update(measure_targets)
+    if p.measure_class_weight <= 0:
+        return (term, None), info
+    from .class_loss import class_term
+
+    classes, class_targets, info["classes"] = class_term(term, measured[0], tr, mp.classes,
+                                                         p.measure_class_temperature)
+    targets.update(class_targets)
+    return (term, classes), info
+
+
 def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: keras.Model | None = None, *,
               callbacks: Sequence[keras.callbacks.Callback] = (), out_dir: str | Path | None = None,
               verbose: int = 0, name: str = "cnn", measure_params: MeasureParams | None = None) -> TrainResult:
@@ -273,19 +301,11 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     cnn = build_cnn(tuple(images.shape[1:]), L, p, mean, std, z_stats.get("z_mean"), z_stats.get("z_std"),
                     phot_stats.get("mean"), phot_stats.get("std"))
     targets = {"mu": lat.mu, "var": np.exp(lat.logvar)}
-    term, measure_info = None, {}
-    if p.measure_weight > 0:
-        if p.loss != "spectrum" or not conditioned:
-            raise ValueError("cnn.measure_weight > 0 measures the decoded rest-frame spectrum: it needs "
-                             "cnn.loss: spectrum and a rest-frame decoder (vae.frame: rest)")
-        from .measure_loss import measure_term
-
-        term, measure_targets, measure_info = measure_term(decoder, data, tr, va, measure_params or MeasureParams(),
-                                                           p.measure_huber_delta, p.measure_quantities,
-                                                           p.measure_ew_softening)
-        targets.update(measure_targets)
+    terms, measure_info = _measurement_terms(p, data, decoder, tr, va, measure_params or MeasureParams(),
+                                             conditioned, targets)
     trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,
-                         redshift_weight=p.redshift_weight, measure_loss=term, measure_weight=p.measure_weight)
+                         redshift_weight=p.redshift_weight, measure_loss=terms[0], measure_weight=p.measure_weight,
+                         class_loss=terms[1], class_weight=p.measure_class_weight)
     trainer.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
     if p.loss == "spectrum":
         targets.update(flux=data.flux, ivar=data.ivar)

@@ -9,6 +9,9 @@
   (a `measure_loss.MeasureTerm`) of the decoder input, against targets "measures" /
   "measures_ok": the lines and indices of the decoded rest-frame spectrum. At 0 it is never
   computed: the loss is the one without it, bit for bit.
+- class term (`class_weight` > 0, with the measurement term): plus class_weight x `class_loss`
+  (a `class_loss.ClassTerm`) of the same measurements, against targets "measure_classes": the
+  star-forming / quiescent and BPT decisions as smooth functions of the decoded lines.
 - redshift head (`redshift_weight` > 0): plus redshift_weight x the Gaussian NLL of the
   spectroscopic z under the predicted N(z mean, exp(z logvar)); objects without a finite z
   (target column 1 = 0) contribute nothing.
@@ -26,7 +29,8 @@ from .losses import chi2_per_pixel, gaussian_nll
 class CNNTrainer(keras.Model):
     def __init__(self, cnn: keras.Model, latent_dim: int, loss_mode: str = "latent",
                  decoder: keras.Model | None = None, redshift_weight: float = 0.0,
-                 measure_loss=None, measure_weight: float = 0.0, **kwargs):
+                 measure_loss=None, measure_weight: float = 0.0, class_loss=None, class_weight: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if loss_mode not in ("latent", "spectrum"):
             raise ValueError(f"cnn.loss: expected 'latent' or 'spectrum', got {loss_mode!r}")
@@ -37,6 +41,11 @@ class CNNTrainer(keras.Model):
             raise ValueError("cnn.measure_weight > 0 needs cnn.loss = spectrum and the measurement term")
         self.measure_loss = measure_loss if self.measure_weight > 0 else None
         self.measure_tracker = keras.metrics.Mean(name="measure_huber") if self.measure_loss is not None else None
+        self.class_weight = float(class_weight)
+        if self.class_weight > 0 and (self.measure_loss is None or class_loss is None):
+            raise ValueError("cnn.measure_class_weight > 0 needs the measurement term (cnn.measure_weight > 0)")
+        self.class_loss = class_loss if self.class_weight > 0 else None
+        self.class_tracker = keras.metrics.Mean(name="class_bce") if self.class_loss is not None else None
         self.cnn = cnn
         self.latent_dim = int(latent_dim)
         self.loss_mode = loss_mode
@@ -69,9 +78,14 @@ class CNNTrainer(keras.Model):
             self.chi2_tracker.update_state(chi2)
             total = chi2 + nll
             if self.measure_loss is not None:
-                term = self.measure_loss(mean, y["measures"], y["measures_ok"])
+                measured = self.measure_loss.measure(mean)
+                term = self.measure_loss.compare(measured, y["measures"], y["measures_ok"])
                 self.measure_tracker.update_state(term)
                 total = total + self.measure_weight * term
+                if self.class_loss is not None:
+                    cls = self.class_loss(measured, y["measure_classes"])
+                    self.class_tracker.update_state(cls)
+                    total = total + self.class_weight * cls
         if self.z_tracker is not None:
             z_nll = self._redshift_nll(y_pred[:, 2 * L:2 * L + 2], y["z"])
             self.z_tracker.update_state(z_nll)
@@ -89,5 +103,6 @@ class CNNTrainer(keras.Model):
     def metrics(self):
         extra = [self.nll_tracker] + ([self.chi2_tracker] if self.chi2_tracker is not None else [])
         extra += [self.measure_tracker] if self.measure_tracker is not None else []
+        extra += [self.class_tracker] if self.class_tracker is not None else []
         extra += [self.z_tracker] if self.z_tracker is not None else []
         return [*super().metrics, *extra]
