@@ -247,3 +247,21 @@ def test_configure_leaves_the_environment_as_the_user_set_it(tmp_path, monkeypat
     monkeypatch.setenv(tracking.TRACKING_ENV, "http://127.0.0.1:5999")
     assert tracking.configure(first) == "http://127.0.0.1:5999"
     assert os.environ[tracking.TRACKING_ENV] == "http://127.0.0.1:5999"
+
+
+def test_configure_points_the_registry_at_the_user_choice_or_the_tracking_store(tmp_path, monkeypatch):
+    """The registry follows the tracking store for every scheme (an http server as well as sqlite),
+    unless MLFLOW_REGISTRY_URI says otherwise; an earlier root's registry never lingers."""
+    import mlflow
+
+    monkeypatch.delenv(tracking.REGISTRY_ENV, raising=False)
+    monkeypatch.delenv(tracking.TRACKING_ENV, raising=False)
+    tracking.configure(tmp_path / "a")
+    assert mlflow.get_registry_uri() == tracking.tracking_uri(tmp_path / "a")
+    monkeypatch.setenv(tracking.TRACKING_ENV, "http://127.0.0.1:5999")
+    tracking.configure(tmp_path / "b")
+    assert mlflow.get_registry_uri() == "http://127.0.0.1:5999"
+    registry = f"sqlite:///{(tmp_path / 'registry.db').resolve()}"
+    monkeypatch.setenv(tracking.REGISTRY_ENV, registry)
+    tracking.configure(tmp_path / "b")
+    assert mlflow.get_registry_uri() == registry and os.environ[tracking.REGISTRY_ENV] == registry

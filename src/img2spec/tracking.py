@@ -118,14 +118,15 @@ def artifact_root(root: str | Path = ".") -> Path:
 
 
 def configure(root: str | Path = ".") -> str:
-    """Point MLflow at the project's tracking store; returns the URI."""
+    """Point MLflow at the project's tracking store, and its model registry at the user's
+    `MLFLOW_REGISTRY_URI` or else that same store; returns the tracking URI."""
     import mlflow
 
     uri = tracking_uri(root)
     user_env = {key: os.environ.get(key) for key in (TRACKING_ENV, REGISTRY_ENV)}
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite"):
-        mlflow.set_registry_uri(uri)
+    # Both URIs are process-global: an earlier call for another root must not leave its registry.
+    mlflow.set_registry_uri(user_env[REGISTRY_ENV] or uri)
     # MLflow copies both URIs into os.environ; left there, this project's store would pass
     # for the user's choice when a later call in this process points at another root.
     for key, value in user_env.items():

@@ -40,10 +40,7 @@ def log_and_register(bundle_dir: Path, manifest: dict[str, Any], params: Params,
     from .pyfunc import BundleModel, signature
 
     name, alias = params.publish.model_name, params.publish.alias
-    # Register where the run is tracked. MLflow's registry URI is process-global and MLflow itself
-    # copies it into os.environ["MLFLOW_REGISTRY_URI"], so an earlier store (another project's sqlite
-    # file) would otherwise receive the model.
-    mlflow.set_registry_uri(tracking.tracking_uri(paths.root))
+    tracking.configure(paths.root)  # the registry of this root, not one an earlier call in the process set
     sig = signature(
         tuple(manifest["input"]["shape"]), int(manifest["output"]["n_pix"]),
         params.publish.n_samples, params.publish.seed, params.publish.sigma_method,
