@@ -122,16 +122,17 @@ def stage_report(workspace: Path, stage: str) -> dict:
 
 
 def training_facts(workspace: Path) -> dict[str, dict[str, Any]]:
-    """Per trained model: epochs run and pure training seconds, from metrics/train_*.json
-    (train_vae.json is flat; train_cnn.json has one entry per model: cnn, pca_cnn), with
+    """Per trained model: epochs run and pure training seconds, from metrics/ and reports/
+    train_*.json (train_vae.json is flat; train_cnn.json has one entry per model: cnn, pca_cnn), with
     the epoch count of reports/plots/<model>_history.csv as a fallback."""
     out: dict[str, dict[str, Any]] = {}
-    vae = _read_json(workspace / "metrics" / "train_vae.json")
-    if vae:
-        out["vae"] = vae
-    for name, vals in _read_json(workspace / "metrics" / "train_cnn.json").items():
-        if isinstance(vals, dict):
-            out[name] = vals
+    for folder in ("metrics", "reports"):  # reports/ holds the timings (reports/train_*.json)
+        vae = _read_json(workspace / folder / "train_vae.json")
+        if vae:
+            out.setdefault("vae", {}).update(vae)
+        for name, vals in _read_json(workspace / folder / "train_cnn.json").items():
+            if isinstance(vals, dict):
+                out.setdefault(name, {}).update(vals)
     for model in ("vae", "cnn"):
         path = workspace / "reports" / "plots" / f"{model}_history.csv"
         if path.exists() and "epochs_run" not in out.get(model, {}):

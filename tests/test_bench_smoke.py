@@ -102,8 +102,9 @@ def test_workspace_copies_tracked_files_only(tmp_path):
     assert subject.startswith(f"bench snapshot of {src} at ") and "(1 tracked files modified)" in subject
     assert scaling.dvc_stages(ws) == ["first", "second"]
     (ws / "metrics").mkdir()
-    (ws / "metrics" / "train_cnn.json").write_text('{"cnn": {"epochs_run": 4, "train_seconds": 2.0}, "pca_cnn": {}}')
+    (ws / "metrics" / "train_cnn.json").write_text('{"cnn": {"epochs_run": 4}, "pca_cnn": {}}')
     (ws / "reports" / "plots").mkdir(parents=True)
+    (ws / "reports" / "train_cnn.json").write_text('{"cnn": {"train_seconds": 2.0}, "pca_cnn": {}}')
     (ws / "reports" / "plots" / "vae_history.csv").write_text("epoch,loss\n0,1\n1,0.5\n2,0.4\n")
     assert scaling.training_facts(ws) == {"cnn": {"epochs_run": 4, "train_seconds": 2.0}, "pca_cnn": {},
                                           "vae": {"epochs_run": 3}}

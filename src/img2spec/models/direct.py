@@ -359,7 +359,9 @@ def train_direct_stage(params: Params, paths: Paths) -> dict:
         summary = {"trained": True, "best_val_loss": result.best_val_loss, "epochs_run": result.info["epochs_run"],
                    "train_seconds": round(result.seconds, 1), "n_train": result.info["n_train"],
                    "n_train_targets": dict(zip(QUANTITIES, result.info["scaling"]["n_train"]))}
-        write_json(paths.metrics / "train_direct.json", summary)
+        from .stages import write_stage_results
+
+        write_stage_results(paths, "train_direct", summary)
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "epochs_run": result.info["epochs_run"]})
         mlflow.log_artifact(str(out / MODEL_FILE), artifact_path="direct")
         summary["mlflow_run_id"] = run.info.run_id

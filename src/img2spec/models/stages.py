@@ -70,6 +70,26 @@ def _log_loss_figure(history: dict[str, list[float]], name: str, title: str) -> 
         mlflow.log_artifact(str(path), artifact_path="figures")
 
 
+TIMING_KEYS = ("train_seconds",)
+"""Summary fields that vary from run to run: written to reports/<stage>.json, not metrics/, so that
+metrics/ of two runs of one pipeline is byte-identical."""
+
+
+def write_stage_results(paths: Paths, stage: str, summary: dict) -> None:
+    """metrics/<stage>.json: `summary` without its TIMING_KEYS; reports/<stage>.json: those alone
+    (flat, or one entry per model as in train_cnn's {"cnn": {...}, "pca_cnn": {...}})."""
+    def split(d: dict) -> tuple[dict, dict]:
+        return {k: v for k, v in d.items() if k not in TIMING_KEYS}, {k: v for k, v in d.items() if k in TIMING_KEYS}
+
+    if all(isinstance(v, dict) for v in summary.values()):
+        parts = {name: split(vals) for name, vals in summary.items()}
+        metrics, timing = {n: p[0] for n, p in parts.items()}, {n: p[1] for n, p in parts.items()}
+    else:
+        metrics, timing = split(summary)
+    write_json(paths.metrics / f"{stage}.json", metrics)
+    write_json(paths.reports / f"{stage}.json", timing)
+
+
 def _fresh_dir(path: Path) -> Path:
     """An empty output directory (DVC outs are whole directories: no stale files)."""
     if path.exists():
@@ -91,7 +111,7 @@ def train_vae_stage(params: Params, paths: Paths) -> dict:
         summary = {"best_val_loss": result.best_val_loss, "epochs_run": result.info["epochs_run"],
                    "train_seconds": round(result.seconds, 1), "n_train": result.info["n_train"],
                    "latent_dim": params.vae.latent_dim}
-        write_json(paths.metrics / "train_vae.json", summary)
+        write_stage_results(paths, "train_vae", summary)
         write_csv(paths.reports / "plots" / "vae_history.csv", _history_frame(result.history))
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         _log_loss_figure(result.history, "vae_history.png", "VAE")
@@ -180,6 +200,6 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
         headline = {k: v for k, v in flat.items() if k.startswith("val_mean_deviation_")}
         mlflow.log_metrics({k: v for k, v in flat.items() if k not in headline})
         tracking.log_metrics(headline)  # val_mean_deviation_cnn, ..._pca_cnn: also on the pipeline row
-        write_json(paths.metrics / "train_cnn.json", summary)
+        write_stage_results(paths, "train_cnn", summary)
         summary["mlflow_run_id"] = run.info.run_id
     return summary
