@@ -1,12 +1,16 @@
-"""Decode-on-read rate of a bundle's decoder: latents -> spectra per second, flux alone and with sigma.
+"""Decode arithmetic of a bundle's decoder: latents -> spectra per second, flux alone and with sigma.
 
-What `open_survey(...).spectra()` spends per galaxy besides reading the latent shard: the one
-per-batch decode (`models.inference.decode_latents`) of a rest-frame decoder at a predicted z
-(so the spectrum is averaged over the redshift's uncertainty), in this process (TensorFlow's
-threads). Latents are the encode stage's (`--latents`), redshifts uniform over the mock's range
-with z_err 0.015, latent 1-sigma 0.3. Median of `--repeats` timed calls after one warm-up.
+What `open_survey(...).spectra()` spends per galaxy besides reading the latent shard and the
+catalogue: the one per-batch decode (`models.inference.decode_latents`) of a rest-frame decoder at
+a predicted z (so the spectrum is averaged over the redshift's uncertainty), in this process, on
+the bundle's exported graphs (`--runtime onnx`, what survey reads and workers run; all cores) or
+its Keras decoder (`--runtime tensorflow`). Latents are the encode stage's (`--latents`), redshifts
+uniform over the mock's range with z_err 0.015, latent 1-sigma 0.3. Median of `--repeats` timed
+calls after one warm-up. The read path end to end (shards, catalogue, decode) is
+`bench/bench_survey.py`'s `decode` section.
 
     python bench/bench_decode.py --bundle models/img2spec --latents data/latents/mu.npy
+    python bench/bench_decode.py --runtime tensorflow     # the Keras decoder instead
 """
 
 from __future__ import annotations
@@ -47,21 +51,32 @@ def rates(decoder, mu: np.ndarray, repeats: int) -> dict[str, float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="models/img2spec", help="a published bundle (its decoder.keras)")
-    ap.add_argument("--latents", default="data/latents/mu.npy")
-    ap.add_argument("--n", type=int, default=4096, help="galaxies per timed call")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=None, help="also write the figures as JSON here")
-    args = ap.parse_args(argv)
+def load_decoder(bundle: Path, runtime: str):
+    """The bundle's decoder: its exported graph runner, or the Keras model."""
+    if runtime == "onnx":
+        from img2spec.models.onnx_runtime import load_exported
+
+        return load_exported(bundle)[1]
     import keras
 
     import img2spec.models.layers  # noqa: F401 - registers the custom layers for loading
 
-    decoder = keras.models.load_model(Path(args.bundle) / "decoder.keras", compile=False)
+    return keras.models.load_model(bundle / "decoder.keras", compile=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", default="models/img2spec", help="a published bundle")
+    ap.add_argument("--latents", default="data/latents/mu.npy")
+    ap.add_argument("--n", type=int, default=4096, help="galaxies per timed call")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None, help="also write the figures as JSON here")
+    ap.add_argument("--runtime", choices=("onnx", "tensorflow"), default="onnx",
+                    help="the bundle's exported graphs (onnxruntime) or its Keras decoder")
+    args = ap.parse_args(argv)
     mu = np.load(args.latents)[:args.n].astype(np.float32)
-    result = {"n": len(mu), "repeats": args.repeats, **rates(decoder, mu, args.repeats)}
+    result = {"n": len(mu), "repeats": args.repeats, "runtime": args.runtime,
+              **rates(load_decoder(Path(args.bundle), args.runtime), mu, args.repeats)}
     print(json.dumps(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

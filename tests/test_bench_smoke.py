@@ -320,7 +320,7 @@ def test_recorded_commands_carry_no_local_paths():
     assert md == "by `python bench/bench_survey.py --cutouts CUTOUTS` on x; `/tmp/y` stays"
 
 
-def test_decode_bench_times_both_modes_of_a_rest_frame_decoder():
+def test_decode_bench_times_both_modes_of_a_rest_frame_decoder(tmp_path):
     import numpy as np
 
     import bench_decode
@@ -331,6 +331,8 @@ def test_decode_bench_times_both_modes_of_a_rest_frame_decoder():
     mu = np.random.default_rng(0).normal(size=(300, 3)).astype(np.float32)
     got = bench_decode.rates(decoder, mu, repeats=1)
     assert set(got) == {"flux_per_s", "flux_sigma_per_s"} and all(v > 0 for v in got.values())
+    with pytest.raises(FileNotFoundError, match="no exported graphs"):
+        bench_decode.load_decoder(tmp_path, "onnx")
 
 
 def test_variants_are_parsed_and_validated_by_the_schema():
