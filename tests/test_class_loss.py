@@ -70,3 +70,15 @@ def test_class_weight_needs_the_measurement_term():
         CNNTrainer(keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)]), 2, "spectrum",
                    keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)]), class_loss=object(), class_weight=1.0)
     assert CNNParams().measure_class_weight == 0.0 and MeasureParams().classes.halpha_ew_min == 3.0
+
+
+def test_a_subset_of_decisions_masks_the_others():
+    from img2spec.models.class_loss import class_term
+
+    targets = {"sf_class": np.array([1, 0, 1, 0]), "bpt_class": np.array([0, 2, 1, -1])}
+    _, got, info = class_term(_term().measure, targets, np.arange(4), ClassParams(), 0.5, ("star_forming",))
+    codes = got["measure_classes"]
+    np.testing.assert_array_equal(codes[:, 0], [1, 0, 1, 0])
+    assert np.all(codes[:, 1:] == -1) and info["used"] == ["star_forming"]
+    with pytest.raises(ValueError, match="measure_class_decisions"):
+        class_term(_term().measure, targets, np.arange(4), ClassParams(), 0.5, ("quiescent",))

@@ -83,6 +83,8 @@ class CNNParams(Section):
     classes; 0: off."""
     measure_class_temperature: float = Field(0.5, gt=0)
     """Width of those decisions' sigmoids, in train-split standard deviations of the measurement."""
+    measure_class_decisions: tuple[str, ...] = ("star_forming", "above_kauffmann03", "above_kewley01")
+    """The decisions the class term scores (`class_loss.DECISIONS`)."""
     redshift_weight: float = Field(0.0, ge=0)
     """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
     photometry: bool = False

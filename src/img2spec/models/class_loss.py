@@ -23,7 +23,7 @@ decision (the BPT decisions only count objects on the diagram).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from keras import ops
@@ -101,11 +101,18 @@ def decision_codes(sf_class: np.ndarray, bpt_class: np.ndarray) -> np.ndarray:
 
 
 def class_term(measure: MeasureTerm, targets: dict[str, np.ndarray], train: np.ndarray, cp: ClassParams,
-               temperature: float) -> tuple[ClassTerm, dict[str, np.ndarray], dict[str, Any]]:
+               temperature: float, decisions: Sequence[str] = DECISIONS,
+               ) -> tuple[ClassTerm, dict[str, np.ndarray], dict[str, Any]]:
     """(the term, {CLASS_KEY: (N, 3) codes}, per-decision train counts) from `direct.target_arrays`
-    targets; weights balance each decision's two classes over the train rows."""
+    targets; weights balance each decision's two classes over the train rows; a decision not in
+    `decisions` is masked out (ValueError for an unknown name)."""
+    unknown = sorted(set(decisions) - set(DECISIONS))
+    if unknown:
+        raise ValueError(f"cnn.measure_class_decisions: {unknown} not among {list(DECISIONS)}")
     codes = decision_codes(targets["sf_class"], targets["bpt_class"])
+    codes[:, [d not in decisions for d in DECISIONS]] = UNCLASSIFIED
     counts = np.stack([np.bincount(c[c >= 0].astype(np.int64), minlength=2)[:2] for c in codes[train].T])
     weights = np.stack([class_weights(c) for c in counts])
-    info = {"decisions": list(DECISIONS), "n_train": counts.tolist(), "weights": weights.tolist()}
+    info = {"decisions": list(DECISIONS), "used": [d for d in DECISIONS if d in decisions],
+            "n_train": counts.tolist(), "weights": weights.tolist()}
     return ClassTerm(measure, cp, temperature, weights), {CLASS_KEY: codes}, info

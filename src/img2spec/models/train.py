@@ -263,7 +263,7 @@ def _measurement_terms(p: CNNParams, data, decoder, tr: np.ndarray, va: np.ndarr
     from .class_loss import class_term
 
     classes, class_targets, info["classes"] = class_term(term, measured[0], tr, mp.classes,
-                                                         p.measure_class_temperature)
+                                                         p.measure_class_temperature, p.measure_class_decisions)
     targets.update(class_targets)
     return (term, classes), info
 
