@@ -58,7 +58,11 @@ def variant_section(section, text: str):
     """(name, `section` with the variant's overrides) for a `--variant` 'name:key=value,...', validated
     by the section's schema (a mistyped key or value is an error, not a silent default)."""
     name, update = parse_variant(text)
-    return name, type(section).model_validate({**section.model_dump(), **update})
+    current = section.model_dump()
+    for key, value in update.items():  # one value for a list field: a list of one
+        if isinstance(current.get(key), (list, tuple)) and not isinstance(value, tuple):
+            update[key] = (value,)
+    return name, type(section).model_validate({**current, **update})
 
 def score_variant(vae_params, data: ProcessedData, mp) -> dict:
     """Train one VAE and score its VAL reconstructions (D and measurements against the truth)."""

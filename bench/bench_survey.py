@@ -19,6 +19,9 @@ One run, the same N cutout files throughout:
 3b. a longer run: the packed shards `--copies` times over (new object ids, written with the
    real shard writer), surveyed at 1 and 2 workers: the same cutouts, but start-up is paid
    once for 4x the galaxies, as in a real survey;
+3c. the large run: the packed shards `--large-copies` times over (>= 250,000 galaxies) at the
+   default workers only: peak memory per worker against the first run's, steady rate against
+   the longer run's; with the steady rate and the bytes per galaxy, core-hours and TB per 10^9;
 4. the same cutouts through file-based `img2spec predict --no-per-object --table`, and the
    per-object path (one FITS per object) on the first `--per-object-n` of them;
 5. projected core-hours for 10^8 galaxies at the default setting (`survey.n_workers`), from the
@@ -34,7 +37,7 @@ One run, the same N cutout files throughout:
    for bit expected).
 
     python bench/bench_survey.py --n 16000 --bundle models/img2spec      # the published figures
-    python bench/bench_survey.py --n 500 --bundle models/img2spec       # smoke run
+    python bench/bench_survey.py --n 500 --bundle models/img2spec --copies 1 --large-copies 0  # smoke run
     python bench/bench_survey.py --decode-rate OUT --compare SPECTRA_OUT  # step 6's read figures alone
 """
 
@@ -64,6 +67,12 @@ TARGET_SCALING = 1.7
 PER_OBJECT_N = 500
 COPIES = 4
 """The longer survey run: the packed shards this many times over (16,000 -> 64,000 galaxies)."""
+LARGE_COPIES = 16
+"""The large run: the packed shards this many times over at the default workers (16,000 -> 256,000)."""
+LARGE_MEMORY_TOLERANCE = 0.10
+"""The large run's peak memory per worker stays within this share of the first run's."""
+LARGE_RATE_TOLERANCE = 0.05
+"""The large run's steady rate stays within this share of the replicated run's."""
 
 
 def make_inputs(src: Path, n: int, dest: Path, seed: int = 0) -> float:
@@ -136,7 +145,8 @@ def _run(cmd: list[str], log: Path) -> dict[str, Any]:
             "peak_tree_gib": round(m.peak_gib, 3)}
 
 
-def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int, copies: int = 1) -> dict[str, Any]:
+def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int, copies: int = 1,
+          large_copies: int = 0) -> dict[str, Any]:
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text()).get("survey", {})
@@ -183,6 +193,9 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
     # 1e8 galaxies pay the start-up once: the projection uses the steady-state rate
     out["core_hours_per_1e8"] = round(SURVEY_TARGET / rate[str(default_workers) if str(default_workers) in rate else "2"]
                                       * cores / 3600.0, 1)
+    out["core_hours_per_1e9"] = round(out["core_hours_per_1e8"] * 10, 0)
+    out["tb_per_1e9"] = round(out["bytes_per_galaxy"] * 1e9 / 1e12, 2)
+    out["tb_per_1e9_spectra_store"] = round(out["bytes_per_galaxy_spectra_store"] * 1e9 / 1e12, 2)
 
     if copies > 1:  # a longer run: the same cutouts `copies` times over (start-up paid once)
         big = workdir / "shards_x"
@@ -193,6 +206,10 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
         rep_rate = {w: steady_or_tasks(r) for w, r in out["replicated"]["by_workers"].items()}
         out["replicated"]["scaling_2_vs_1"] = round(rep_rate["2"] / rep_rate["1"], 2)
         shutil.rmtree(big, ignore_errors=True)
+
+    if large_copies > 1:  # >= 250,000 galaxies at the default workers: memory and rate hold at scale
+        out["large"] = large_run(shards, bundle, workdir, large_copies, default_workers, default,
+                                 out.get("replicated", {}).get("by_workers", {}).get(str(default_workers)))
 
     table_dir = workdir / "predict_table"
     run = _run(_img2spec("predict", str(inputs), "--model", str(bundle), "--out", str(table_dir), "--no-per-object",
@@ -215,6 +232,27 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
                                  "galaxies_per_s_in_run": summary["objects_per_s"]}
     print(f"predict per-object ({per_object_n} of the cutouts): {out['predict_per_object']}", flush=True)
     out["targets"] = targets(out)
+    return out
+
+
+def large_run(shards: Path, bundle: Path, workdir: Path, copies: int, workers: int, small: dict[str, Any],
+              medium: dict[str, Any] | None) -> dict[str, Any]:
+    """The packed shards `copies` times over, surveyed at `workers`: its figures beside the
+    `small` run's peak memory per worker (within LARGE_MEMORY_TOLERANCE) and the `medium`
+    (replicated) run's steady rate (within LARGE_RATE_TOLERANCE)."""
+    big = workdir / "shards_large"
+    n_big, setup_s = replicate_shards(shards, copies, big)
+    print(f"large run: {n_big} objects replicated in {setup_s:.0f} s", flush=True)
+    r = _survey(big, bundle, workdir, workers, tag="_large")
+    shutil.rmtree(big, ignore_errors=True)
+    out: dict[str, Any] = {"copies": copies, "n": n_big, "workers": workers, **r}
+    mem, mem_ref = r["peak_rss_mb_per_worker"], small["peak_rss_mb_per_worker"]
+    if mem and mem_ref:
+        out["memory_vs_small"] = round(mem / mem_ref, 3)
+        out["memory_met"] = bool(abs(mem / mem_ref - 1) <= LARGE_MEMORY_TOLERANCE)
+    if medium:
+        out["rate_vs_medium"] = round(steady_or_tasks(r) / steady_or_tasks(medium), 3)
+        out["rate_met"] = bool(abs(out["rate_vs_medium"] - 1) <= LARGE_RATE_TOLERANCE)
     return out
 
 
@@ -386,6 +424,21 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
         + f"; 2 workers >= {TARGET_SCALING}x one {met(t['scaling_met'])} at {s['n']:,}"
         + (f", {met(t['replicated_scaling_met'])} at {rep['n']:,}" if rep else "") + ".",
     ]
+    big = s.get("large")
+    if big:
+        lines += [
+            "",
+            f"Large run: {big['n']:,} galaxies (the packed shards x {big['copies']}, new ids) at {big['workers']} "
+            f"workers: {big['galaxies_per_s']}/s end to end, {big.get('galaxies_per_s_steady')}/s steady, peak "
+            f"{big['peak_rss_mb_per_worker']} MB per worker ({big.get('memory_vs_small')} x the {s['n']:,} run's; "
+            f"within {100 * LARGE_MEMORY_TOLERANCE:.0f}%: {met(big.get('memory_met', False))}); steady rate "
+            f"{big.get('rate_vs_medium')} x the replicated run's (within {100 * LARGE_RATE_TOLERANCE:.0f}%: "
+            f"{met(big.get('rate_met', False))}).",
+        ]
+    if s.get("core_hours_per_1e9") is not None:
+        lines += ["", f"Per 10^9 galaxies at the steady rate: {s['core_hours_per_1e9']:,.0f} core-hours; "
+                      f"{s['tb_per_1e9']} TB with the default store, {s['tb_per_1e9_spectra_store']} TB with "
+                      "`--store spectra`."]
     d = s.get("decode")
     if d:
         diff = d.get("max_abs_diff_vs_spectra_store") or {}
@@ -412,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-object-n", type=int, default=PER_OBJECT_N, help="cutouts for the per-object predict path")
     ap.add_argument("--copies", type=int, default=COPIES,
                     help="also survey the packed shards this many times over (new ids; 1: not)")
+    ap.add_argument("--large-copies", type=int, default=LARGE_COPIES,
+                    help="the large run: the packed shards this many times over at the default workers (0: not)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: temp, removed)")
     ap.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     ap.add_argument("--decode-rate", type=Path, default=None, metavar="OUT",
@@ -430,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         result = {"generated": time.strftime("%Y-%m-%d", time.gmtime()),
                   "command": " ".join(["python bench/bench_survey.py", *(argv if argv is not None else sys.argv[1:])])}
         result.update(bench(args.n, args.bundle.resolve(), args.cutouts.resolve(), workdir,
-                            min(args.per_object_n, args.n), args.copies))
+                            min(args.per_object_n, args.n), args.copies, args.large_copies))
         result["machine"] = machine_facts(REPO)
     finally:
         if args.workdir is None:

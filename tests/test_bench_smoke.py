@@ -347,3 +347,5 @@ def test_variants_are_parsed_and_validated_by_the_schema():
     assert cnn.train_pca is False and cnn.filters == params.cnn.filters
     with pytest.raises(pydantic.ValidationError):
         variant_section(params.vae, "typo:latent_dims=4")
+    _, one = variant_section(params.cnn, "sf:measure_quantities=dn4000")
+    assert one.measure_quantities == ("dn4000",)
