@@ -52,16 +52,10 @@ def rates(decoder, mu: np.ndarray, repeats: int) -> dict[str, float]:
 
 
 def load_decoder(bundle: Path, runtime: str):
-    """The bundle's decoder: its exported graph runner, or the Keras model."""
-    if runtime == "onnx":
-        from img2spec.models.onnx_runtime import load_exported
+    """The bundle's decoder on `runtime`, loaded as predict and survey load it."""
+    from img2spec.predict.runtime import load_networks
 
-        return load_exported(bundle)[1]
-    import keras
-
-    import img2spec.models.layers  # noqa: F401 - registers the custom layers for loading
-
-    return keras.models.load_model(bundle / "decoder.keras", compile=False)
+    return load_networks(bundle, runtime)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
