@@ -18,9 +18,10 @@ PROSE_PATTERNS = {
 }
 PATH_PATTERN = re.compile(r"(?<![\w.~])/(tmp|work|home|Users|root)/")
 ALLOWED = {
-    # HTTP sessions of requests (one per thread): code, not narrative.
+    # HTTP sessions of requests (one per thread) and onnxruntime's session options: code, not narrative.
     "bare session": re.compile(r"requests\.Session|Session (per|each)|sessions are not thread-safe|one Session"
-                               r"|_sessions\b|\bsession\(\)|\.session\b|def session\b|\"session\"|start_new_session",
+                               r"|_sessions\b|\bsession\(\)|\.session\b|def session\b|\"session\"|start_new_session"
+                               r"|\"session\.intra_op\.",
                                re.I),
 }
 SCANNED_TEXT = ("README.md", "params.yaml", "dvc.yaml", "Makefile", "pyproject.toml")

@@ -150,3 +150,45 @@ def test_decoder_layers_take_the_seeded_draws_in_call_order():
     keras.utils.set_random_seed(0)
     dec = build_decoder(P, L, [16, 32])
     np.testing.assert_array_equal(np.asarray(dec.get_layer("dec_dense0").kernel), np.asarray(first.kernel))
+
+
+def _rest_like_decoder(width=5, latent=4, seed=0):
+    """concat(latents, z) -> a Columns selection of the latents -> gelu, tanh Dense -> linear output
+    (the rest-frame decoder's layout: z does not enter its body)."""
+    from img2spec.models.layers import Columns
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((width,))
+    x = Columns(0, latent)(inp)
+    x = keras.layers.Dense(16, activation="gelu")(x)
+    x = keras.layers.Dense(12, activation="tanh")(x)
+    return keras.Model(inp, keras.layers.Dense(P)(x))
+
+
+def test_dense_chain_jacobian_equals_vectorised_forward_mode_and_finite_differences(monkeypatch):
+    """The body's tangents by kernels x activation slopes (one derivative per object) equal forward
+    mode vectorised over the directions, and both give the finite-difference sigma; the last input
+    (z) is no direction."""
+    dec = _rest_like_decoder()
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 5)).astype(np.float32)
+    std = rng.uniform(0.05, 0.5, (5, 4)).astype(np.float32)
+    body, tail = inference._linear_split(dec)
+    assert inference._dense_part(body) is not None and len(tail) == 1
+    fast = linearised_sigma(dec, x, std)
+    ref = _fd_sigma(dec, x, np.concatenate([std, np.zeros((5, 1), np.float32)], axis=1))
+    np.testing.assert_allclose(fast, ref, rtol=2e-3, atol=1e-6)
+    monkeypatch.setattr(inference, "_dense_part", lambda body: None)
+    again = _rest_like_decoder()  # a new model: its split is built afresh without the Dense-chain path
+    np.testing.assert_allclose(linearised_sigma(again, x, std), fast, rtol=1e-5, atol=1e-7)
+
+
+def test_split_decoder_columns_equal_the_whole_spectrum_on_those_pixels():
+    """Flux and sigma of a pixel subset equal those pixels of the full decode (float32 rounding)."""
+    dec = _decoder(fill=True)
+    mu, std = _latents()
+    split = inference.split_decoder(dec)
+    cols = np.array([0, 3, 17, 18, 30, P - 1])
+    np.testing.assert_allclose(split.flux(mu, cols), split.flux(mu)[:, cols], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(split.sigma(mu, std, cols), split.sigma(mu, std)[:, cols], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(split.flux(mu), np.asarray(dec(mu)), rtol=1e-5, atol=1e-6)  # the folded tail

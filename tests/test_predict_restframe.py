@@ -64,6 +64,29 @@ def test_rest_bundle_exported_graphs_equal_keras(env):
     np.testing.assert_array_equal(a.z_given, [True, False, True])
 
 
+def test_measure_only_decodes_the_measured_rest_pixels_as_the_full_decode(env):
+    """`predict_batch(measure_only=True)`: the rest pixels the measurements read, equal to those of
+    the whole decode (float32 rounding), NaN elsewhere, no observed frame; the same measurements."""
+    from img2spec.predict.measure_columns import measure_target, measurement_target
+
+    _, facts, predictor, _ = env
+    z = np.array([Z_GIVEN[0], np.nan, Z_GIVEN[1]])
+    full = predictor.predict_batch(facts["images"][:3], z=z)
+    part = predictor.predict_batch(facts["images"][:3], z=z, measure_only=True)
+    cols = predictor.measured_rest_pixels()
+    np.testing.assert_array_equal(part.rest_columns, cols)
+    assert part.flux.shape == (3, 0) and full.rest_columns is None
+    for name in ("rest_flux", "rest_sigma"):
+        got, want = getattr(part, name), getattr(full, name)
+        np.testing.assert_allclose(got[:, cols], want[:, cols], rtol=1e-5, atol=1e-7, err_msg=name)
+        assert np.isnan(np.delete(got, cols, axis=1)).all()
+    np.testing.assert_array_equal(part.z_used, full.z_used)
+    measured = [measure_target(measurement_target(r, predictor.wave, predictor.frame, z, ["catalogue"] * 3),
+                               predictor.measure_params) for r in (part, full)]
+    for name, values in measured[1].items():
+        np.testing.assert_allclose(measured[0][name], values, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_rest_bundle_measures_lines_at_the_z_it_decoded_at(env, tmp_path):
     from img2spec.predict import RunOptions, run_predict
 

@@ -34,6 +34,16 @@ def grid_windows(mp: MeasureParams) -> tuple[dict[str, Windows], tuple[Band, Ban
     return lines, (b["blue"], b["red"]), hdelta
 
 
+def rest_pixels(wave: np.ndarray, mp: MeasureParams) -> np.ndarray:
+    """Sorted pixels of the rest-frame grid `wave` that `measure_spectra(..., frame='rest')` reads
+    (every band's gathered pixels, `bands.Spectra.band`): the rest of the grid can be NaN without
+    changing a measurement, so a prediction measured on these pixels alone need not draw the others."""
+    sp = Spectra(np.zeros((1, len(wave)), np.float32), wave, frame="rest")
+    lines, dn4000, hdelta = grid_windows(mp)
+    bands = [b for win in (*lines.values(), hdelta) for b in (win.line, win.blue, win.red)] + list(dn4000)
+    return np.unique(np.concatenate([sp.band(*b).index.ravel() for b in bands]))
+
+
 def column_names(mp: MeasureParams) -> list[str]:
     """Output columns of `measure_spectra`, in order (flags are int16, classes int8)."""
     cols = [f"{name}_{c}" for name in mp.lines for c in LINE_COLUMNS]

@@ -1,15 +1,17 @@
 """Export a bundle's Keras networks to ONNX graphs (`onnx_runtime` runs them without TensorFlow).
 
 Three graphs, each the frozen TensorFlow graph that `models.inference` itself runs, converted
-by tf2onnx:
+by tf2onnx, and one array file:
 - `cnn.onnx`: images [+ catalogue photometry of a hybrid CNN] -> the CNN's raw output
   (latent mean, log-variance [, z mean, z log-variance]);
-- `decoder.onnx`: latents (concat(latents, z) for a rest-frame decoder) -> flux; a rest-frame
-  decoder is exported as its rest-frame half (`inference.rest_decoder`), since prediction
-  redshifts the rest spectrum in numpy (`restframe.marginalise_redshift`);
-- `decoder_sigma.onnx`: the linearised sigma graph of that decoder (`inference.linearised_sigma`:
-  forward-mode Jacobian-vector products of its non-linear body, then its linear tail).
-Each graph is run once on a probe batch against Keras before the export is accepted.
+- `decoder_body.onnx`: latents (concat(latents, z) for a rest-frame decoder) -> the output of the
+  decoder's non-linear body (`inference.split_decoder`); a rest-frame decoder is exported as its
+  rest-frame half (`inference.rest_decoder`), since prediction redshifts the rest spectrum in
+  numpy (`restframe.marginalise_redshift`);
+- `decoder_body_jvp.onnx`: the body's forward-mode Jacobian-vector products (the linearised sigma);
+- `decoder_tail.npz`: the decoder's linear tail folded into one kernel and bias (`split.SplitDecoder`).
+The exported decoder is run once on a probe batch against Keras (flux and sigma) before the
+export is accepted, and so is the CNN.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,9 @@ log = logging.getLogger(__name__)
 
 EXPORT_OPSET = 17
 """ONNX opset of the exported graphs (onnxruntime runs opsets up to 23)."""
-CNN_FILE, DECODER_FILE, SIGMA_FILE = "cnn.onnx", "decoder.onnx", "decoder_sigma.onnx"
-EXPORT_FILES = (CNN_FILE, DECODER_FILE, SIGMA_FILE, EXPORT_META)
+CNN_FILE, DECODER_FILE, JVP_FILE, TAIL_FILE = ("cnn.onnx", "decoder_body.onnx", "decoder_body_jvp.onnx",
+                                               "decoder_tail.npz")
+EXPORT_FILES = (CNN_FILE, DECODER_FILE, JVP_FILE, TAIL_FILE, EXPORT_META)
 """Files `export_onnx` adds to a bundle."""
 PROBE_ROWS = 4
 """Objects in the probe batch that checks each exported graph against Keras."""
@@ -247,11 +251,14 @@ def _cnn_function(cnn):
     return forward
 
 
-def _decoder_function(model):
-    import tensorflow as tf
-
-    spec = tf.TensorSpec((None, int(model.input_shape[-1])), tf.float32, name="latents")
-    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+def _write_tail(split, path: Path) -> bool:
+    """The folded tail's kernel and bias as `path` (npz, atomically); False when the decoder has none."""
+    if split.kernel is None:
+        return False
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, kernel=split.kernel, bias=split.bias)
+    return True
 
 
 def _check(name: str, got: np.ndarray, ref: np.ndarray) -> float:
@@ -273,15 +280,19 @@ def export_onnx(bundle: str | Path) -> dict[str, Any]:
     latent_dim = (int(cnn.output_shape[-1]) - (2 if redshift else 0)) // 2
     rest = inference.rest_decoder(decoder) if inference.is_conditioned(decoder, latent_dim) else None
     model = decoder if rest is None else rest.model
-    (dec_input,), _ = _to_onnx(_decoder_function(model), bundle / DECODER_FILE)
-    _to_onnx(inference._sigma_graph(model), bundle / SIGMA_FILE)
+    forward, jvp = inference._body_functions(weakref.ref(model), inference._linear_split(model))
+    (dec_input,), _ = _to_onnx(forward, bundle / DECODER_FILE)
+    _to_onnx(jvp, bundle / JVP_FILE)
+    tail = _write_tail(inference.split_decoder(model), bundle / TAIL_FILE)
+    if not tail:
+        (bundle / TAIL_FILE).unlink(missing_ok=True)
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT, "opset": EXPORT_OPSET,
         "cnn": {"file": CNN_FILE, "inputs": dict(zip(widths, names)), "input_widths": widths,
                 "output_width": int(cnn.output_shape[-1]), "redshift_head": redshift},
-        "decoder": {"file": DECODER_FILE, "sigma_file": SIGMA_FILE, "input": dec_input,
-                    "input_width": int(model.input_shape[-1]), "output_width": int(model.output_shape[-1]),
-                    "frame": "observed" if rest is None else "rest"},
+        "decoder": {"file": DECODER_FILE, "jvp_file": JVP_FILE, "tail_file": TAIL_FILE if tail else None,
+                    "input": dec_input, "input_width": int(model.input_shape[-1]),
+                    "output_width": int(model.output_shape[-1]), "frame": "observed" if rest is None else "rest"},
     }
     if rest is not None:
         meta["decoder"]["rest_grid"] = {"ln_start": rest.grid.ln_start, "ln_step": rest.grid.ln_step,
@@ -313,5 +324,21 @@ def _probe(bundle: Path, cnn, model, widths: dict[str, tuple[int, ...]]) -> dict
     x = rng.standard_normal((PROBE_ROWS, int(model.input_shape[-1]))).astype(np.float32)
     out["decoder"] = _check("decoder", net(x), inference.decode(model, x))
     std = np.abs(rng.standard_normal(x.shape)).astype(np.float32)
-    out["sigma"] = _check("sigma", inference.linearised_sigma(net, x, std), inference.linearised_sigma(model, x, std))
+    # the sigma against the whole Keras decoder's own forward-mode derivatives, not the split's
+    out["sigma"] = _check("sigma", inference.linearised_sigma(net, x, std), _keras_sigma(model, x, std))
     return out
+
+
+def _keras_sigma(model, x: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The delta-method sigma of the whole Keras `model` at `x` (forward mode through every layer)."""
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    cols = []
+    for k in range(x.shape[1]):
+        tangent = np.zeros(x.shape, np.float32)
+        tangent[:, k] = std[:, k]
+        with tf.autodiff.ForwardAccumulator(x, tf.constant(tangent)) as acc:
+            out = model(x, training=False)
+        cols.append(inference._to_numpy(acc.jvp(out)))
+    return np.sqrt(np.sum(np.square(np.stack(cols)), axis=0))

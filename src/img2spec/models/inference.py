@@ -30,6 +30,7 @@ from .contract import (LOGVAR_CLIP, PHOTOMETRY_INPUT, has_redshift_head, photome
                        uses_photometry)
 from .onnx_runtime import ExportedGraph
 from .restframe import RestGrid, marginalise_redshift
+from .split import SplitDecoder
 
 
 def _keras():
@@ -77,6 +78,9 @@ class PredictedSpectra:
     latent_std: np.ndarray | None = None
     """(N, L) float32 latent 1-sigma the sigma was propagated from (`latent_std`): with `latent_mu`
     (and a rest-frame decoder's z_used, z_given, z_err) all `decode_latents` needs."""
+    rest_columns: np.ndarray | None = None
+    """The rest pixels decoded when only those were asked for (`predict_spectra(rest_columns=...)`:
+    `rest_flux`/`rest_sigma` NaN elsewhere, `flux`/`sigma` (N, 0)); None: every pixel."""
 
 
 class LoadedModels(NamedTuple):
@@ -268,7 +272,7 @@ def _linear_split(decoder) -> tuple[list, list] | None:
     Our decoder is Dense(gelu)... -> Dense(linear) -> FillPixels: the wide output layer
     and the pixel filling are linear, so their Jacobian-vector products are the layers'
     kernels applied to the body's tangents. The split is checked numerically (a
-    non-sequential graph falls back to differentiating the whole decoder); `_sigma_graph`
+    non-sequential graph falls back to differentiating the whole decoder); `split_decoder`
     does this once per decoder.
     """
     layers = _chain(decoder)
@@ -286,55 +290,124 @@ def _linear_split(decoder) -> tuple[list, list] | None:
     return split
 
 
-def _sigma(ref, split, L: int, z, tangents):
-    """(z, tangents) -> sigma for the decoder behind `ref` (traced by `_sigma_graph`)."""
+ELEMENTWISE_ACTIVATIONS = ("linear", "relu", "gelu", "tanh", "sigmoid", "elu", "selu", "softplus", "silu", "swish")
+"""Keras activations applied value by value: a Dense layer with one of these has the Jacobian
+diag(act'(a)) kernel^T, which `_dense_chain_jvp` applies without differentiating the layer."""
+
+
+def _dense_part(body: list) -> list | None:
+    """The Dense layers of a body made of leading `layers.Columns` selections and then Dense layers
+    with elementwise activations (None for any other body)."""
+    import keras
+
+    from .layers import Columns
+
+    k = 0
+    while k < len(body) and isinstance(body[k], Columns):
+        k += 1
+    dense = body[k:]
+    ok = bool(dense) and all(isinstance(layer, keras.layers.Dense) and getattr(
+        layer.activation, "__name__", "") in ELEMENTWISE_ACTIVATIONS for layer in dense)
+    return dense if ok else None
+
+
+def _dense_chain_jvp(body: list, x, std):
+    """(B, D, H) body tangents of `_dense_part` bodies, one per direction d (tangent std_d e_d): the
+    tangent goes through each kernel, then is scaled by the activation's derivative at that layer's
+    input (one forward-mode derivative per object, not per direction)."""
     import tensorflow as tf
 
+    dense = _dense_part(body)
+    basis = tf.eye(tf.shape(std)[1], tf.shape(x)[1])  # (D, W): direction d is input column d
+    h = x
+    for layer in body[:len(body) - len(dense)]:  # the Columns selections
+        h, basis = layer(h), layer(basis)
+    t = None
+    for layer in dense:
+        t = std[:, :, None] * tf.matmul(basis, layer.kernel)[None] if t is None else tf.matmul(t, layer.kernel)
+        a = tf.matmul(h, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+        with tf.autodiff.ForwardAccumulator(a, tf.ones_like(a)) as acc:
+            h = layer.activation(a)
+        t = t * acc.jvp(h)[:, None, :]
+    return t
+
+
+def _vectorized_jvp(forward, x, std):
+    """(B, D, H) Jacobian-vector products of `forward` at x along std_d e_d, any differentiable
+    network: forward mode vectorised over the directions (the primal is computed once)."""
+    import tensorflow as tf
+
+    eye = tf.eye(tf.shape(std)[1], tf.shape(x)[1])
+    tangents = eye[:, None, :] * tf.transpose(std)[:, :, None]  # (D, B, W)
+
+    def one(tangent):
+        with tf.autodiff.ForwardAccumulator(x, tangent) as acc:
+            out = forward(x)
+        return acc.jvp(out)
+
+    return tf.transpose(tf.vectorized_map(one, tangents), [1, 0, 2])
+
+
+def _body_functions(ref, split: tuple[list, list] | None) -> tuple[Any, Any]:
+    """Compiled body forward `x -> hidden` and body Jacobian-vector products `(x, std) -> (B, D, H)`
+    of the decoder behind `ref` (one trace for every batch size): the layers before its linear
+    tail, or the whole decoder (`split` None)."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, int(ref().input_shape[-1])), tf.float32, name="latents")
+    std_spec = tf.TensorSpec((None, None), tf.float32, name="std")
+    body = None if split is None else split[0]
+
+    def forward(x):
+        return ref()(x, training=False) if body is None else _apply(body, x)
+
+    def jvp(x, std):
+        if body is not None and _dense_part(body) is not None:
+            return _dense_chain_jvp(body, x, std)
+        if body is not None and not body:  # no body: the tangents themselves
+            return tf.eye(tf.shape(std)[1], tf.shape(x)[1])[None] * std[:, :, None]
+        return _vectorized_jvp(forward, x, std)
+
+    return tf.function(forward, input_signature=[spec]), tf.function(jvp, input_signature=[spec, std_spec])
+
+
+def _folded_tail(split: tuple[list, list] | None, width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(kernel, bias) of the linear tail as one matrix: the tail's tangent map of the identity, and
+    the tail of a zero body output; (None, None) without a tail."""
     if split is None:
-        with tf.autodiff.ForwardAccumulator(z, tangents) as acc:
-            out = ref()(z, training=False)
-        jvp = acc.jvp(out)
-    else:
-        body, tail = split
-        if body:
-            with tf.autodiff.ForwardAccumulator(z, tangents) as acc:
-                hidden = _apply(body, z)
-            tangents = acc.jvp(hidden)
-        jvp = _tail_tangent(tail, tangents)
-    jvp = tf.reshape(jvp, (-1, L, tf.shape(jvp)[-1]))
-    return tf.sqrt(tf.reduce_sum(tf.square(jvp), axis=1))
+        return None, None
+    body, tail = split
+    hidden = width if not body else int(_to_numpy(_apply(body, np.zeros((1, width), np.float32))).shape[-1])
+    kernel = _to_numpy(_tail_tangent(tail, np.eye(hidden, dtype=np.float32))).astype(np.float32)
+    bias = _to_numpy(_apply(tail, np.zeros((1, hidden), np.float32)))[0].astype(np.float32)
+    return kernel, bias
 
 
-def _sigma_graph(decoder):
-    """Compiled (z, tangents) -> sigma for the decoder (see `linearised_sigma`); an exported
-    decoder's own sigma graph (the export of this one)."""
+def split_decoder(decoder) -> SplitDecoder:
+    """The decoder as body + folded linear tail (`split.SplitDecoder`), built once per decoder; an
+    exported decoder (or rest-frame half) carries its own, from the bundle's graphs."""
     if isinstance(decoder, ExportedGraph):
-        return decoder.sigma
-    import tensorflow as tf
+        return decoder.split
 
     def build(ref):
-        width = int(ref().input_shape[-1])
-        sigma = functools.partial(_sigma, ref, _linear_split(ref()), width)
-        spec = tf.TensorSpec((None, width), tf.float32)
-        return tf.function(sigma, input_signature=[spec, spec])  # one trace for every batch size
+        split = _linear_split(ref())
+        forward, jvp = _body_functions(ref, split)
+        kernel, bias = _folded_tail(split, int(ref().input_shape[-1]))
+        return SplitDecoder(lambda x: _to_numpy(forward(x)), lambda x, t: _to_numpy(jvp(x, t)), kernel, bias,
+                            int(ref().output_shape[-1]))
 
-    return _compiled(decoder, "linearised_sigma", build)
+    return _compiled(decoder, "split", build)
 
 
 def linearised_sigma(decoder, mu: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Delta-method sigma: sqrt(sum_l (dF/dz_l * std_l)^2) at z = mu; (B, L) -> (B, P).
+    """Delta-method sigma: sqrt(sum_l (dF/dz_l * std_l)^2) at z = mu; (B, W) inputs, (B, D) std -> (B, P).
 
-    Jacobian-vector products are exact (`tf.autodiff.ForwardAccumulator`, no finite
-    step). Only the decoder's non-linear body is differentiated; its tangents then go
-    through the linear tail (see `_linear_split`), so the wide output layer runs L rows
-    per object, against `n_samples` rows for the sampled sigma.
+    Jacobian-vector products are exact (forward mode, no finite step), one per direction l
+    (the first D = std.shape[1] inputs). Only the decoder's non-linear body is differentiated;
+    its tangents then go through the folded linear tail (`split_decoder`), so the wide output
+    layer runs D rows per object, against `n_samples` rows for the sampled sigma.
     """
-    b, L = mu.shape
-    if b == 0:
-        return np.zeros((0, int(decoder.output_shape[-1])), np.float32)
-    z = np.repeat(np.asarray(mu, np.float32), L, axis=0)  # row (i, l): object i, direction l
-    tangents = (np.eye(L, dtype=np.float32)[None] * np.asarray(std, np.float32)[:, None, :]).reshape(b * L, L)
-    return _to_numpy(_sigma_graph(decoder)(z, tangents))
+    return split_decoder(decoder).sigma(mu, std)
 
 
 def is_conditioned(decoder, latent_dim: int) -> bool:
@@ -389,17 +462,19 @@ def rest_decoder(decoder) -> RestDecoder | None:
 
 def _latent_sigma(model, mu: np.ndarray, std: np.ndarray, method: str, n_samples: int,
                   rng: np.random.Generator, batch_size: int) -> np.ndarray:
-    """Per-pixel 1-sigma of `model`'s output from the latent std (see `SIGMA_METHODS`)."""
-    n_out = int(model.output_shape[-1])
+    """Per-pixel 1-sigma of `model`'s output from the std (B, D) of its first D inputs (see `SIGMA_METHODS`)."""
+    split = split_decoder(model)
     if method == "linearised":
-        return linearised_sigma(model, mu, std)
+        return split.sigma(mu, std)
     if method == "sampled" and n_samples >= 2:
-        b, L = mu.shape
-        eps = rng.standard_normal((b, n_samples, L)).astype(np.float32)
-        draws = decode(model, (mu[:, None, :] + std[:, None, :] * eps).reshape(b * n_samples, L),
-                       batch_size=max(batch_size, 1024))
-        return draws.reshape(b, n_samples, n_out).std(axis=1, ddof=1)
-    return np.full((len(mu), n_out), np.nan, np.float32)
+        b, d = std.shape
+        eps = np.zeros((b, n_samples, mu.shape[1]), np.float32)
+        eps[..., :d] = rng.standard_normal((b, n_samples, d)).astype(np.float32) * std[:, None, :]
+        draws = (mu[:, None, :] + eps).reshape(b * n_samples, mu.shape[1])
+        flux = np.concatenate([split.flux(draws[s:s + max(batch_size, 1024)])
+                               for s in range(0, len(draws), max(batch_size, 1024))])
+        return flux.reshape(b, n_samples, split.width).std(axis=1, ddof=1)
+    return np.full((len(mu), split.width), np.nan, np.float32)
 
 
 def _decode_redshift(z_pred: np.ndarray | None, z: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -435,7 +510,8 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
                     seed: int = 0, sigma_method: SigmaMethod = "linearised",
                     sigma_scale: float = 1.0, z: np.ndarray | None = None, z_err_scale: float = 1.0,
                     photometry: np.ndarray | None = None,
-                    sigma_scale_given_z: float | None = None) -> PredictedSpectra:
+                    sigma_scale_given_z: float | None = None,
+                    rest_columns: np.ndarray | None = None) -> PredictedSpectra:
     """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc).
 
     `n_samples` and `seed` only matter for `sigma_method="sampled"` (fewer than 2 samples:
@@ -452,6 +528,10 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     spectrum averaged over the predicted N(z, z_err) (`restframe.marginalise_redshift`): the
     expected spectrum given what the images say about z, not a sharp guess at one z.
 
+    `rest_columns`: decode a rest-frame decoder's prediction on these rest pixels only
+    (`decode_rest_columns`: what a measurement needs, no observed frame; `flux`/`sigma` come back
+    (N, 0)) when its sigma is 'linearised' or 'none'; ignored otherwise (every pixel is decoded).
+
     The images go through the CNN here; everything after it is `decode_latents`, which a
     survey's reader calls again on the stored latents to get the same spectra.
     """
@@ -467,6 +547,16 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     z_use = given = None
     if is_conditioned(decoder, mu_pred.shape[1]):
         z_use, given = _decode_redshift(z_pred, z, len(mu_pred))
+    if z_use is not None and rest_columns is not None and sigma_method in ("linearised", "none"):
+        given_scale = sigma_scale if sigma_scale_given_z is None else float(sigma_scale_given_z)
+        rest_flux, rest_sigma = decode_rest_columns(decoder, mu_pred, std, z_use, rest_columns, batch_size=batch_size,
+                                                    sigma_scale_given_z=given_scale,
+                                                    with_sigma=sigma_method == "linearised")
+        empty = np.zeros((len(mu_pred), 0), np.float32)
+        return PredictedSpectra(empty, empty.copy(), mu_pred, logvar, z=z_pred, z_err=z_err, z_used=z_use,
+                                z_given=given, rest_wave=rest_decoder(decoder).grid.wave, rest_flux=rest_flux,
+                                rest_sigma=np.full_like(rest_flux, np.nan) if rest_sigma is None else rest_sigma,
+                                latent_std=std, rest_columns=np.asarray(rest_columns, np.int64))
     out = decode_latents(decoder, mu_pred, std, z_used=z_use, z_given=given, z_err=z_err, n_samples=n_samples,
                          batch_size=batch_size, seed=seed, sigma_method=sigma_method, sigma_scale=sigma_scale,
                          sigma_scale_given_z=sigma_scale_given_z)
@@ -519,12 +609,13 @@ def decode_latents(decoder, mu: np.ndarray, std: np.ndarray, *, z_used: np.ndarr
 def _observed_frame(decoder, mu: np.ndarray, std: np.ndarray, method: str, n_samples: int,
                     rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Flux and sigma of an observed-frame decoder, batch by batch."""
-    n, n_pix = len(mu), int(decoder.output_shape[-1])
-    flux = np.empty((n, n_pix), np.float32)
-    sigma = np.full((n, n_pix), np.nan, np.float32)
+    split = split_decoder(decoder)
+    n = len(mu)
+    flux = np.empty((n, split.width), np.float32)
+    sigma = np.full((n, split.width), np.nan, np.float32)
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
-        flux[sl] = decode(decoder, mu[sl], batch_size=batch_size)
+        flux[sl] = split.flux(mu[sl])
         if method != "none":  # 'none': no Jacobian or draws at all
             sigma[sl] = _latent_sigma(decoder, mu[sl], std[sl], method, n_samples, rng, batch_size)
     return flux, sigma
@@ -534,9 +625,9 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.nd
                 method: str, n_samples: int, rng: np.random.Generator, batch_size: int):
     """Rest-frame prediction, then the observed frame at the given z or over the predicted z's spread."""
     n = len(mu)
+    split = split_decoder(rest.model)
     width = np.where(given, 0.0, z_err if z_err is not None else 0.0).astype(np.float64)
-    cond = np.concatenate([mu, z_use[:, None]], axis=1).astype(np.float32)
-    cond_std = np.concatenate([std, np.zeros((n, 1), np.float32)], axis=1)  # z enters by marginalisation
+    cond = np.concatenate([mu, z_use[:, None]], axis=1).astype(np.float32)  # z enters by marginalisation
     n_rest, n_pix = rest.grid.n, len(rest.obs_ln_wave)
     rest_flux = np.empty((n, n_rest), np.float32)
     rest_sigma = np.full((n, n_rest), np.nan, np.float32)
@@ -544,9 +635,9 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.nd
     sigma = np.empty((n, n_pix), np.float32)
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
-        rest_flux[sl] = decode(rest.model, cond[sl], batch_size=batch_size)
+        rest_flux[sl] = split.flux(cond[sl])
         if method != "none":  # 'none': no Jacobian or draws at all
-            rest_sigma[sl] = _latent_sigma(rest.model, cond[sl], cond_std[sl], method, n_samples, rng, batch_size)
+            rest_sigma[sl] = _latent_sigma(rest.model, cond[sl], std[sl], method, n_samples, rng, batch_size)
         var = None if method == "none" else np.nan_to_num(rest_sigma[sl].astype(np.float64) ** 2)
         flux[sl], sig = marginalise_redshift(rest.grid, rest_flux[sl], var, rest.obs_ln_wave, z_use[sl], width[sl])
         sigma[sl] = np.nan if sig is None else sig
@@ -554,6 +645,32 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.nd
         sigma[:] = np.nan
     return flux, sigma, {"z_used": z_use, "z_given": given, "rest_wave": rest.grid.wave,
                          "rest_flux": rest_flux, "rest_sigma": rest_sigma}
+
+
+def decode_rest_columns(decoder, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, columns: np.ndarray, *,
+                        batch_size: int = 256, sigma_scale_given_z: float = 1.0,
+                        with_sigma: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rest-frame flux and linearised 1-sigma (N, R) of a rest-frame decoder on the rest pixels
+    `columns` only (NaN elsewhere): what a measurement on those pixels needs, without the other
+    pixels, the observed frame or its redshift marginalisation. The same arithmetic as
+    `decode_latents`' rest-frame arrays (sigma x `sigma_scale_given_z`), to float32 rounding.
+    """
+    rest = rest_decoder(decoder) if is_conditioned(decoder, np.shape(mu)[1]) else None
+    if rest is None:
+        raise ValueError("decode_rest_columns needs a rest-frame decoder (vae.frame: rest)")
+    split = split_decoder(rest.model)
+    columns = np.asarray(columns, np.int64)
+    mu, std = np.asarray(mu, np.float32), np.asarray(std, np.float32)
+    cond = np.concatenate([mu, np.asarray(z_used, np.float32).reshape(-1, 1)], axis=1)
+    n = len(mu)
+    rest_flux = np.full((n, rest.grid.n), np.nan, np.float32)
+    rest_sigma = np.full((n, rest.grid.n), np.nan, np.float32) if with_sigma else None
+    for start in range(0, n, batch_size):
+        sl = slice(start, min(start + batch_size, n))
+        rest_flux[sl, columns] = split.flux(cond[sl], columns)
+        if with_sigma:
+            rest_sigma[sl, columns] = split.sigma(cond[sl], std[sl], columns) * np.float32(sigma_scale_given_z)
+    return rest_flux, rest_sigma
 
 
 def encode_spectra(encoder, flux: np.ndarray, ivar: np.ndarray, *, z: np.ndarray | None = None,

@@ -4,9 +4,10 @@
 `load_exported` opens them here as `ExportedGraph`s, which carry what
 `models.inference` reads from a Keras model (`inputs`, `input_shape`, `output_shape`) and
 run a batch when called. `inference.predict_spectra` and `decode_latents` take them in
-place of the Keras models: one per-batch pipeline, two runtimes under it. The linearised
-sigma is the exported graph of `inference.linearised_sigma` itself (`ExportedGraph.sigma`),
-so both runtimes compute the same Jacobian-vector products.
+place of the Keras models: one per-batch pipeline, two runtimes under it. A decoder is
+exported split as `inference.split_decoder` splits it (`split.SplitDecoder`): its non-linear
+body and the body's Jacobian-vector products as graphs, its folded linear tail as arrays, so
+both runtimes run the same tail and the same forward-mode derivatives.
 
 This module imports only numpy at import time (onnxruntime when a bundle is opened).
 """
@@ -22,10 +23,11 @@ import numpy as np
 
 from ..config.publish import RuntimeParam
 from .restframe import RestGrid
+from .split import SplitDecoder
 
 EXPORT_META = "onnx.json"
 """The bundle file describing its exported graphs (names, shapes, rest grid, build check)."""
-EXPORT_FORMAT = "img2spec-onnx/1"
+EXPORT_FORMAT = "img2spec-onnx/2"
 RUNTIMES: tuple[str, ...] = get_args(RuntimeParam)
 """Runtimes a bundle's networks run on: its exported graphs (onnxruntime) or its Keras models."""
 
@@ -45,6 +47,8 @@ def runner_options(intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
     opts.intra_op_num_threads = int(intra_op_threads)
     opts.inter_op_num_threads = int(inter_op_threads)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle pool threads sleep instead of spinning: the numpy tail (`split`) runs right after a graph
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
@@ -60,18 +64,18 @@ class ExportedGraph:
     """One network as an onnxruntime graph runner: `graph(batch)` -> (N, output width) float32.
 
     `batch` is an array (single-input network) or a dict {model input name: array}, as
-    `inference.predict_outputs` passes them. A decoder also has `sigma(z, tangents)` (the
-    linearised sigma graph) and, for a rest-frame decoder, `rest` (the rest-frame half,
-    itself an `ExportedGraph`) with `rest_grid` and `obs_ln_wave`.
+    `inference.predict_outputs` passes them. A decoder is a `split` (`split.SplitDecoder`, its
+    call is the split's flux); a rest-frame decoder has `rest` (the rest-frame half, itself an
+    `ExportedGraph`) with `rest_grid` and `obs_ln_wave`, and no call of its own.
     """
 
     def __init__(self, runner: Any, graph_inputs: dict[str, str], input_widths: dict[str, tuple[int, ...]],
-                 output_width: int, *, sigma_runner: Any = None, redshift_head: bool | None = None,
+                 output_width: int, *, split: SplitDecoder | None = None, redshift_head: bool | None = None,
                  rest: "ExportedGraph | None" = None, rest_grid: RestGrid | None = None,
                  obs_ln_wave: np.ndarray | None = None) -> None:
         self._runner = runner
         self._graph_inputs = dict(graph_inputs)  # model input name -> graph input name
-        self._sigma = sigma_runner
+        self.split = split
         self.inputs = [InputName(name) for name in self._graph_inputs]
         shapes = [(None, *input_widths[name]) for name in self._graph_inputs]
         self.input_shape = shapes[0] if len(shapes) == 1 else shapes
@@ -80,23 +84,46 @@ class ExportedGraph:
         self.rest, self.rest_grid, self.obs_ln_wave = rest, rest_grid, obs_ln_wave
 
     def __call__(self, batch: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        if self.split is not None:
+            return self.split.flux(batch)
         if self._runner is None:
             raise RuntimeError("this network is not exported whole (a rest-frame decoder exports its "
                                "rest-frame half): load the bundle with runtime='tensorflow'")
-        if isinstance(batch, dict):
-            feeds = {graph: np.ascontiguousarray(batch[name], np.float32) for name, graph in self._graph_inputs.items()}
-        else:
-            (graph,) = self._graph_inputs.values()
-            feeds = {graph: np.ascontiguousarray(batch, np.float32)}
-        return self._runner.run(None, feeds)[0]
+        return run_graph(self._runner, self._graph_inputs, batch)
 
-    def sigma(self, z: np.ndarray, tangents: np.ndarray) -> np.ndarray:
-        """The linearised sigma graph: rows (object, latent direction) -> (N, output width)."""
-        if self._sigma is None:
-            raise RuntimeError("this network has no exported sigma graph")
-        names = [i.name for i in self._sigma.get_inputs()]
-        return self._sigma.run(None, {names[0]: np.ascontiguousarray(z, np.float32),
-                                      names[1]: np.ascontiguousarray(tangents, np.float32)})[0]
+
+def run_graph(runner: Any, graph_inputs: dict[str, str], batch: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+    """The first output of `runner` on `batch` (an array, or a dict by model input name)."""
+    if isinstance(batch, dict):
+        feeds = {graph: np.ascontiguousarray(batch[name], np.float32) for name, graph in graph_inputs.items()}
+    else:
+        (graph,) = graph_inputs.values()
+        feeds = {graph: np.ascontiguousarray(batch, np.float32)}
+    return runner.run(None, feeds)[0]
+
+
+def _split_decoder(bundle: Path, d: dict[str, Any], opts: Any, threads: int) -> SplitDecoder:
+    """The exported decoder's body and body-JVP graphs with its folded tail (`split.SplitDecoder`)."""
+    body = _open(bundle / d["file"], opts)
+    jvp = _open(bundle / d["jvp_file"], opts)
+    jvp_inputs = [i.name for i in jvp.get_inputs()]
+    kernel = bias = None
+    if d.get("tail_file"):
+        path = bundle / d["tail_file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; the bundle lists it in {EXPORT_META}")
+        with np.load(path) as tail:
+            kernel = np.ascontiguousarray(tail["kernel"], np.float32)
+            bias = np.ascontiguousarray(tail["bias"], np.float32)
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        return run_graph(body, {"latents": d["input"]}, x)
+
+    def body_jvp(x: np.ndarray, std: np.ndarray) -> np.ndarray:
+        return jvp.run(None, {jvp_inputs[0]: np.ascontiguousarray(x, np.float32),
+                              jvp_inputs[1]: np.ascontiguousarray(std, np.float32)})[0]
+
+    return SplitDecoder(forward, body_jvp, kernel, bias, int(d["output_width"]), blas_threads=int(threads))
 
 
 def read_export_meta(bundle: str | Path) -> dict[str, Any] | None:
@@ -124,9 +151,8 @@ def load_exported(bundle: str | Path, *, intra_op_threads: int = 0,
                         {k: tuple(v) for k, v in c["input_widths"].items()}, c["output_width"],
                         redshift_head=bool(c["redshift_head"]))
     d = meta["decoder"]
-    net = ExportedGraph(_open(bundle / d["file"], opts), {"latents": d["input"]},
-                        {"latents": (d["input_width"],)}, d["output_width"],
-                        sigma_runner=_open(bundle / d["sigma_file"], opts))
+    net = ExportedGraph(None, {"latents": d["input"]}, {"latents": (d["input_width"],)}, d["output_width"],
+                        split=_split_decoder(bundle, d, opts, intra_op_threads))
     if d["frame"] != "rest":
         return cnn, net
     grid = RestGrid(**d["rest_grid"])

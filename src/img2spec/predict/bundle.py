@@ -3,7 +3,7 @@
 Layout (all files flat, so `models.inference.load_models(bundle, bundle)` reads it):
 - `cnn.keras` (+ `cnn.json`): images -> latent mean and log-variance
 - `decoder.keras` (+ `vae.json`): latents -> normalised flux on `wave.npy`
-- `cnn.onnx`, `decoder.onnx`, `decoder_sigma.onnx`, `onnx.json` (`publish.runtime: onnx`): the
+- `cnn.onnx`, `decoder_body.onnx`, `decoder_body_jvp.onnx`, `decoder_tail.npz`, `onnx.json` (`publish.runtime: onnx`): the
   same networks exported to ONNX (`models.export`), which predict and survey run with
   onnxruntime, without TensorFlow (`predict.runtime`)
 - `image_scaling.json`: the image stretch (train-split constants) for `preprocess_cutout`

@@ -45,13 +45,13 @@ def check_photometry(photometry: np.ndarray | None, n: int, bands: Sequence[str]
 
 def merge_rows(parts: Sequence[tuple[np.ndarray, object]], n: int):
     """One prediction of n objects from predictions of row subsets [(rows, prediction)]: (N, ...) fields
-    are put back in row order, other fields (grids, None) come from the first part."""
+    are put back in row order, other fields (grids, decoded pixels, None) come from the first part."""
     first = parts[0][1]
     values = {}
     for f in dataclasses.fields(first):
         value = getattr(first, f.name)
         if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == len(parts[0][0]) and \
-                f.name != "rest_wave":
+                f.name not in ("rest_wave", "rest_columns"):
             out = np.empty((n, *value.shape[1:]), value.dtype)
             for rows, pred in parts:
                 out[rows] = getattr(pred, f.name)

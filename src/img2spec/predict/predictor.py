@@ -84,6 +84,9 @@ class BatchResult:
     rest-frame bundle) what `Predictor.decode_batch` decodes the spectra from."""
     latent_std: np.ndarray | None = None
     """(N, L) float32 latent 1-sigma the sigma was propagated from."""
+    rest_columns: np.ndarray | None = None
+    """The rest pixels decoded by `predict_batch(measure_only=True)` (`rest_flux`/`rest_sigma` NaN
+    elsewhere; `flux`/`sigma` (N, 0): no observed frame); None: the whole spectrum."""
 
     def __len__(self) -> int:
         return len(self.flux)
@@ -104,7 +107,8 @@ class BatchResult:
         return cls(flux=cat("flux"), sigma=cat("sigma"), z=cat("z"), z_err=cat("z_err"), z_used=cat("z_used"),
                    z_given=cat("z_given"), rest_wave=rest_wave, rest_flux=cat("rest_flux"),
                    rest_sigma=cat("rest_sigma"), photometry_used=cat("photometry_used"),
-                   latent_mu=cat("latent_mu"), latent_std=cat("latent_std"))
+                   latent_mu=cat("latent_mu"), latent_std=cat("latent_std"),
+                   rest_columns=parts[0].rest_columns if parts else None)
 
 
 @dataclass
@@ -140,6 +144,7 @@ class Predictor(ManifestView):
     """What runs `cnn` and `decoder`: 'onnx' (the bundle's exported graphs) or 'tensorflow' (Keras)."""
     threads: tuple[int, int] = (0, 0)
     """(intra-op, inter-op) threads of that runtime in this process (0: its default, all cores)."""
+    _rest_pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     # ----- loading -------------------------------------------------------------------
     @classmethod
@@ -281,7 +286,7 @@ class Predictor(ManifestView):
     def predict(
         self, images: np.ndarray, *, n_samples: int | None = None, batch_size: int | None = None,
         seed: int | None = None, sigma_method: str | None = None, z: np.ndarray | None = None,
-        photometry: np.ndarray | None = None,
+        photometry: np.ndarray | None = None, rest_columns: np.ndarray | None = None,
     ):
         """Stretched images (N, H, W, C) -> `PredictedSpectra` (normalised flux and sigma on `wave`).
 
@@ -289,13 +294,14 @@ class Predictor(ManifestView):
         (N, bands) catalogue magnitudes in `photometry_bands` order for a hybrid bundle (ignored by an
         images-only one); objects without a finite magnitude in every band are predicted from images
         alone (`predict.photometry`). z_err is calibrated with the bundle's factor for each path.
+        `rest_columns`: a rest-frame bundle decodes only these rest pixels (`predict_spectra`).
         """
         import functools
 
         from ..models.inference import predict_spectra
 
         images = self.check_images(images)
-        call = functools.partial(predict_spectra, self.cnn, self.decoder,
+        call = functools.partial(predict_spectra, self.cnn, self.decoder, rest_columns=rest_columns,
                                  **self._decode_options(n_samples, batch_size, seed, sigma_method))
         # z: user redshifts (NaN: unknown); only a rest-frame decoder uses them
         if self.photometry_bands is None:
@@ -334,7 +340,7 @@ class Predictor(ManifestView):
 
     def predict_batch(self, images: np.ndarray, *, batch_size: int | None = None, seed: int | None = None,
                       z: np.ndarray | None = None, photometry: np.ndarray | None = None,
-                      object_ids: Sequence[Any] | None = None) -> BatchResult:
+                      object_ids: Sequence[Any] | None = None, measure_only: bool = False) -> BatchResult:
         """The per-batch inference shared by `img2spec predict` and `img2spec survey`.
 
         Stretched images (N, H, W, C) -> `BatchResult` with the predictor's inference
@@ -343,11 +349,31 @@ class Predictor(ManifestView):
         such a bundle also fills z_used / z_given and the rest-frame spectrum (rest_*).
         `photometry`: as in `predict`; `photometry_used` says which objects had it (fallbacks are
         logged with their `object_ids`).
+        `measure_only`: a rest-frame bundle with the linearised sigma decodes only the rest pixels its
+        measurements read (`measured_rest_pixels`), no observed frame (`BatchResult.rest_columns`):
+        the measurements, not the spectra (the survey's compact store decodes those on read).
         """
-        pred = self.predict(images, batch_size=batch_size, seed=seed, z=z, photometry=photometry)
+        columns = self.measured_rest_pixels() if measure_only else None
+        pred = self.predict(images, batch_size=batch_size, seed=seed, z=z, photometry=photometry,
+                            rest_columns=columns)
         used = None if self.photometry_bands is None else \
             check_photometry(photometry, len(pred.flux), self.photometry_bands, object_ids)[1]
         return _batch_result(pred, used)
+
+    def measured_rest_pixels(self) -> np.ndarray | None:
+        """The rest-frame pixels this bundle's measurements read (`measure.table.rest_pixels` with its
+        `measure` params); None for an observed-frame decoder, whose windows move with z."""
+        from ..models.inference import rest_decoder
+
+        rest = rest_decoder(self.decoder)
+        if rest is None:
+            return None
+        if self._rest_pixels is None:
+            from ..config.measure import MeasureParams
+            from ..measure.table import rest_pixels
+
+            self._rest_pixels = rest_pixels(rest.grid.wave, self.measure_params or MeasureParams())
+        return self._rest_pixels
 
     def prepare_stack(
         self, stack: np.ndarray, magzp: np.ndarray, bands: Sequence[str], pixel_scale: np.ndarray,
@@ -449,6 +475,7 @@ def _batch_result(pred, used: np.ndarray | None) -> BatchResult:
         rest_wave=field_("rest_wave", np.float64), rest_flux=field_("rest_flux", np.float32),
         rest_sigma=field_("rest_sigma", np.float32), photometry_used=used,
         latent_mu=field_("latent_mu", np.float32), latent_std=field_("latent_std", np.float32),
+        rest_columns=field_("rest_columns", np.int64),
     )
 
 

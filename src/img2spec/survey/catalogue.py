@@ -24,9 +24,10 @@ FLAG_SKIPPED = 1
 FLAG_NO_NORM = 2
 """No normalisation magnitude: flux stays normalised (`norm` is NaN)."""
 FLAG_SIGMA_NONFINITE = 4
-"""Some pixel of the predicted sigma is NaN or inf."""
+"""Some pixel of the predicted sigma is NaN or inf (of the pixels the worker decoded: every pixel
+for the spectra store, the measured rest-frame pixels for the compact store)."""
 FLAG_FLUX_NONFINITE = 8
-"""Some pixel of the predicted flux is NaN or inf."""
+"""Some pixel of the predicted flux is NaN or inf (the same pixels)."""
 CLASS_SUFFIX = "_class"
 """Integer class columns (`measure.classify`): `UNCLASSIFIED` (-1) on the rows of skipped objects."""
 
@@ -49,7 +50,7 @@ def catalogue_frame(
     z_input: np.ndarray | None = None, z_pred: np.ndarray | None = None, z_pred_err: np.ndarray | None = None,
     frame: str = "observed", z_used: np.ndarray | None = None, z_given: np.ndarray | None = None,
     rest_wave: np.ndarray | None = None, rest_flux: np.ndarray | None = None, rest_sigma: np.ndarray | None = None,
-    measure_params: MeasureParams | None = None,
+    measure_params: MeasureParams | None = None, rest_columns: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Rows for all N objects of a shard; `flux`/`sigma`/`z_pred` hold the M = predicted.sum() predictions.
 
@@ -57,6 +58,8 @@ def catalogue_frame(
     `rest_wave`: its lines are measured on the rest-frame spectrum and `z_lines` is the z the
     spectrum was decoded at (`predict.measure_columns.measurement_target`; `measure_frame` says
     which spectrum was measured). `measure_params`: the bundle's `measure` params.
+    `rest_columns`: the rest pixels decoded when only those were (`BatchResult.rest_columns`; `flux`
+    and `sigma` then have no pixels): the quality flags look at those.
     """
     n = len(object_id)
     flags = np.zeros(n, np.int32)
@@ -64,8 +67,10 @@ def catalogue_frame(
     flags[~np.isfinite(norm)] |= FLAG_NO_NORM
     rows = np.flatnonzero(predicted)
     if len(rows):
-        flags[rows[~np.isfinite(sigma).all(axis=1)]] |= FLAG_SIGMA_NONFINITE
-        flags[rows[~np.isfinite(flux).all(axis=1)]] |= FLAG_FLUX_NONFINITE
+        decoded_flux, decoded_sigma = ((flux, sigma) if rest_columns is None else
+                                       (rest_flux[:, rest_columns], rest_sigma[:, rest_columns]))
+        flags[rows[~np.isfinite(decoded_sigma).all(axis=1)]] |= FLAG_SIGMA_NONFINITE
+        flags[rows[~np.isfinite(decoded_flux).all(axis=1)]] |= FLAG_FLUX_NONFINITE
     cols: dict[str, object] = {
         "object_id": np.asarray(object_id, dtype=object).astype(str),
         "ra": np.asarray(ra, np.float64), "dec": np.asarray(dec, np.float64),

@@ -216,9 +216,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: int,
-                        clock: _Clock) -> tuple[BatchResult, np.ndarray, dict, np.ndarray]:
+def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: int, clock: _Clock,
+                        store: str) -> tuple[BatchResult, np.ndarray, dict, np.ndarray]:
     """Check, stretch and predict `batch_size` objects at a time (memory: one batch of images).
+
+    The compact store keeps latents, not spectra: its batches decode only what the catalogue
+    measures (`Predictor.predict_batch(measure_only=True)`).
 
     Returns the predictions of the kept objects in shard order, their indices,
     {index: (code, detail)} of the rejected ones, and each kept object's decode group (the rows
@@ -241,7 +244,8 @@ def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: in
         phot = None if predictor.photometry_bands is None else shard.magnitudes(predictor.photometry_bands, sl)
         parts.append(predictor.predict_batch(prepared.images, batch_size=batch_size, z=z,
                                              photometry=None if phot is None else phot[prepared.kept],
-                                             object_ids=shard.object_id[sl][prepared.kept]))
+                                             object_ids=shard.object_id[sl][prepared.kept],
+                                             measure_only=store == "compact"))
         groups.append(batch_groups(parts[-1], sum(len(np.unique(g)) for g in groups)))  # numbered on
         clock.lap("predict")
         kept.append(prepared.kept + start)
@@ -275,7 +279,7 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
     shard = read_cutout_shard(shard_path)
     clock.lap("read")
     batch_size = batch_size or predictor.batch_size
-    result, kept, rejected, decode_group = _predict_in_batches(predictor, shard, batch_size, clock)
+    result, kept, rejected, decode_group = _predict_in_batches(predictor, shard, batch_size, clock, store)
     predicted = np.zeros(len(shard), bool)
     predicted[kept] = True
     reasons = [rejected[i][0] if i in rejected else "" for i in range(len(shard))]
@@ -288,7 +292,7 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
         skip_reason=reasons, predicted=predicted, wave=predictor.wave, flux=result.flux, sigma=result.sigma,
         z_input=shard.z, z_pred=result.z, z_pred_err=result.z_err, frame=predictor.frame,
         z_used=result.z_used, z_given=result.z_given, rest_wave=result.rest_wave, rest_flux=result.rest_flux,
-        rest_sigma=result.rest_sigma, measure_params=predictor.measure_params,
+        rest_sigma=result.rest_sigma, measure_params=predictor.measure_params, rest_columns=result.rest_columns,
     )
     if result.photometry_used is not None:  # hybrid bundle: which objects it saw with catalogue photometry
         frame["photometry_used"] = np.isin(np.arange(len(shard)), kept[result.photometry_used])

@@ -1,0 +1,84 @@
+"""A decoder as a non-linear body and a linear tail: flux and linearised sigma of any pixel subset.
+
+Our decoders end in linear layers (the wide Dense output layer, `layers.FillPixels`), so the
+spectrum is `body(x) @ kernel + bias` with the tail folded into one (H, P) matrix. Splitting
+there lets the tail run in numpy on exactly the pixels asked for: the survey's catalogue
+measures a few hundred rest-frame pixels (its line and index windows) of 2,241, and the
+per-pixel sigma, `sqrt(sum_l (J_l std_l)^2)` over the latent directions l, costs one tail row
+per direction per object. The body's Jacobian-vector products (`body_jvp`) come from whatever
+runs the body: TensorFlow's forward-mode autodiff (`inference.split_decoder`) or the bundle's
+exported graph of it (`onnx_runtime`), so both runtimes share this tail.
+
+This module imports only numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, ContextManager
+
+import numpy as np
+
+Body = Callable[[np.ndarray], np.ndarray]
+"""(B, W) decoder inputs -> (B, H) the body's output (float32)."""
+BodyJvp = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(B, W) inputs x, (B, D) std, D <= W -> (B, D, H): the body's Jacobian-vector products at x along
+std_d e_d, one per direction d (the first D inputs)."""
+
+
+@dataclass(frozen=True)
+class SplitDecoder:
+    """`flux = body(x) @ kernel + bias`; `kernel` None: the body's output is the spectrum itself."""
+
+    body: Body
+    body_jvp: BodyJvp
+    kernel: np.ndarray | None
+    """(H, P) float32: the decoder's linear tail applied to the identity (its bias dropped)."""
+    bias: np.ndarray | None
+    """(P,) float32: the tail applied to a zero body output."""
+    width: int
+    """P, the number of output pixels."""
+    blas_threads: int = 0
+    """Threads of the numpy (BLAS) tail; 0: the BLAS default. A matrix product's last bits depend on
+    its thread count, so a reader that decodes stored latents again sets the writer's."""
+
+    def _threads(self) -> ContextManager:
+        if self.blas_threads <= 0:
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=self.blas_threads, user_api="blas")
+
+    def _tail(self, columns: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.kernel is None or columns is None:
+            return self.kernel, self.bias
+        return np.ascontiguousarray(self.kernel[:, columns]), self.bias[columns]
+
+    def flux(self, x: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """(B, W) inputs -> (B, P) flux, or (B, len(columns)) of those pixels only."""
+        hidden = np.asarray(self.body(np.ascontiguousarray(x, np.float32)), np.float32)
+        kernel, bias = self._tail(columns)
+        if kernel is None:
+            return hidden if columns is None else hidden[:, columns]
+        with self._threads():
+            return hidden @ kernel + bias
+
+    def sigma(self, x: np.ndarray, std: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """Delta-method 1-sigma `sqrt(sum_l (dF/dx_l std_l)^2)` at `x` (B, W) -> (B, P) (or the `columns`).
+
+        `std` (B, D), D <= W: the 1-sigma of the first D inputs, the directions propagated (a
+        rest-frame decoder's last input, z, is not one: its spread enters by marginalisation).
+        """
+        x = np.asarray(x, np.float32)
+        std = np.asarray(std, np.float32)
+        b, d = std.shape
+        n_out = self.width if columns is None else len(columns)
+        if b == 0:
+            return np.zeros((0, n_out), np.float32)
+        jvp = np.asarray(self.body_jvp(x, std), np.float32).reshape(b * d, -1)
+        kernel, _ = self._tail(columns)
+        with self._threads():
+            jvp = jvp @ kernel if kernel is not None else (jvp if columns is None else jvp[:, columns])
+        jvp = jvp.reshape(b, d, n_out)
+        return np.sqrt(np.einsum("bdp,bdp->bp", jvp, jvp))
