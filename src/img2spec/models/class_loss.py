@@ -63,8 +63,10 @@ class ClassTerm:
         return (softened[:, k] - float(self.measure.mean[k])) / float(self.measure.std[k])
 
     def _threshold(self, k: int, value: float) -> float:
-        s = float(self.measure.softening[k])
-        v = np.arcsinh(value / s) if s > 0 else value
+        """The cut `value` of quantity k on the term's scale (softened as the measurements are, standardised)."""
+        row = np.zeros((1, len(self.measure.softening)), np.float64)
+        row[0, k] = value
+        v = float(soften(row, np.asarray(self.measure.softening))[0, k])
         return (v - float(self.measure.mean[k])) / float(self.measure.std[k])
 
     def margins(self, m):

@@ -244,9 +244,7 @@ def _measurement_terms(p: CNNParams, data, decoder, tr: np.ndarray, va: np.ndarr
                        conditioned: bool, targets: dict) -> tuple[tuple[Any, Any], dict]:
     """((measurement term, class term), their info) for `p`, each None when its weight is 0; their
     targets are added to `targets`."""
-    if p.measure_weight <= 0:
-        if p.measure_class_weight > 0:
-            raise ValueError("cnn.measure_class_weight > 0 needs the measurement term (cnn.measure_weight > 0)")
+    if p.measure_weight <= 0:  # a class weight without it: CNNTrainer refuses
         return (None, None), {}
     if p.loss != "spectrum" or not conditioned:
         raise ValueError("cnn.measure_weight > 0 measures the decoded rest-frame spectrum: it needs "
