@@ -15,6 +15,7 @@ This module imports only numpy.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
@@ -46,9 +47,8 @@ class SplitDecoder:
     def _threads(self) -> ContextManager:
         if self.blas_threads <= 0:
             return contextlib.nullcontext()
-        from threadpoolctl import threadpool_limits
+        return _blas_controller().limit(limits=self.blas_threads, user_api="blas")
 
-        return threadpool_limits(limits=self.blas_threads, user_api="blas")
 
     def _tail(self, columns: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self.kernel is None or columns is None:
@@ -82,3 +82,12 @@ class SplitDecoder:
             jvp = jvp @ kernel if kernel is not None else (jvp if columns is None else jvp[:, columns])
         jvp = jvp.reshape(b, d, n_out)
         return np.sqrt(np.einsum("bdp,bdp->bp", jvp, jvp))
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """One threadpoolctl controller per process: finding the loaded BLAS libraries costs ~0.4-4 ms
+    (`threadpool_limits` does it on every call), a limit through the controller ~30 us."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
