@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -280,7 +279,7 @@ def export_onnx(bundle: str | Path) -> dict[str, Any]:
     latent_dim = (int(cnn.output_shape[-1]) - (2 if redshift else 0)) // 2
     rest = inference.rest_decoder(decoder) if inference.is_conditioned(decoder, latent_dim) else None
     model = decoder if rest is None else rest.model
-    forward, jvp = inference._body_functions(weakref.ref(model), inference._linear_split(model))
+    _, forward, jvp = inference.body_graphs(model)
     (dec_input,), _ = _to_onnx(forward, bundle / DECODER_FILE)
     _to_onnx(jvp, bundle / JVP_FILE)
     tail = _write_tail(inference.split_decoder(model), bundle / TAIL_FILE)
@@ -333,12 +332,5 @@ def _keras_sigma(model, x: np.ndarray, std: np.ndarray) -> np.ndarray:
     """The delta-method sigma of the whole Keras `model` at `x` (forward mode through every layer)."""
     import tensorflow as tf
 
-    x = tf.constant(x)
-    cols = []
-    for k in range(x.shape[1]):
-        tangent = np.zeros(x.shape, np.float32)
-        tangent[:, k] = std[:, k]
-        with tf.autodiff.ForwardAccumulator(x, tf.constant(tangent)) as acc:
-            out = model(x, training=False)
-        cols.append(inference._to_numpy(acc.jvp(out)))
-    return np.sqrt(np.sum(np.square(np.stack(cols)), axis=0))
+    jvp = inference._vectorized_jvp(lambda v: model(v, training=False), tf.constant(x), tf.constant(std))
+    return np.sqrt(np.sum(np.square(inference._to_numpy(jvp)), axis=1))

@@ -311,13 +311,12 @@ def _dense_part(body: list) -> list | None:
     return dense if ok else None
 
 
-def _dense_chain_jvp(body: list, x, std):
-    """(B, D, H) body tangents of `_dense_part` bodies, one per direction d (tangent std_d e_d): the
-    tangent goes through each kernel, then is scaled by the activation's derivative at that layer's
-    input (one forward-mode derivative per object, not per direction)."""
+def _dense_chain_jvp(body: list, dense: list, x, std):
+    """(B, D, H) body tangents of a body whose `_dense_part` is `dense`, one per direction d (tangent
+    std_d e_d): the tangent goes through each kernel, then is scaled by the activation's derivative
+    at that layer's input (one forward-mode derivative per object, not per direction)."""
     import tensorflow as tf
 
-    dense = _dense_part(body)
     basis = tf.eye(tf.shape(std)[1], tf.shape(x)[1])  # (D, W): direction d is input column d
     h = x
     for layer in body[:len(body) - len(dense)]:  # the Columns selections
@@ -357,13 +356,14 @@ def _body_functions(ref, split: tuple[list, list] | None) -> tuple[Any, Any]:
     spec = tf.TensorSpec((None, int(ref().input_shape[-1])), tf.float32, name="latents")
     std_spec = tf.TensorSpec((None, None), tf.float32, name="std")
     body = None if split is None else split[0]
+    dense = None if not body else _dense_part(body)
 
     def forward(x):
         return ref()(x, training=False) if body is None else _apply(body, x)
 
     def jvp(x, std):
-        if body is not None and _dense_part(body) is not None:
-            return _dense_chain_jvp(body, x, std)
+        if dense is not None:
+            return _dense_chain_jvp(body, dense, x, std)
         if body is not None and not body:  # no body: the tangents themselves
             return tf.eye(tf.shape(std)[1], tf.shape(x)[1])[None] * std[:, :, None]
         return _vectorized_jvp(forward, x, std)
@@ -383,6 +383,16 @@ def _folded_tail(split: tuple[list, list] | None, width: int) -> tuple[np.ndarra
     return kernel, bias
 
 
+def body_graphs(decoder) -> tuple[tuple[list, list] | None, Any, Any]:
+    """(linear split, compiled body forward, compiled body JVP) of a Keras decoder, built once per
+    decoder: what `split_decoder` runs and `models.export` converts to ONNX."""
+    def build(ref):
+        split = _linear_split(ref())
+        return (split, *_body_functions(ref, split))
+
+    return _compiled(decoder, "body", build)
+
+
 def split_decoder(decoder) -> SplitDecoder:
     """The decoder as body + folded linear tail (`split.SplitDecoder`), built once per decoder; an
     exported decoder (or rest-frame half) carries its own, from the bundle's graphs."""
@@ -390,8 +400,7 @@ def split_decoder(decoder) -> SplitDecoder:
         return decoder.split
 
     def build(ref):
-        split = _linear_split(ref())
-        forward, jvp = _body_functions(ref, split)
+        split, forward, jvp = body_graphs(ref())
         kernel, bias = _folded_tail(split, int(ref().input_shape[-1]))
         return SplitDecoder(lambda x: _to_numpy(forward(x)), lambda x, t: _to_numpy(jvp(x, t)), kernel, bias,
                             int(ref().output_shape[-1]))
@@ -528,9 +537,8 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     spectrum averaged over the predicted N(z, z_err) (`restframe.marginalise_redshift`): the
     expected spectrum given what the images say about z, not a sharp guess at one z.
 
-    `rest_columns`: decode a rest-frame decoder's prediction on these rest pixels only
-    (`decode_rest_columns`: what a measurement needs, no observed frame; `flux`/`sigma` come back
-    (N, 0)) when its sigma is 'linearised' or 'none'; ignored otherwise (every pixel is decoded).
+    `rest_columns`: decode a rest-frame decoder's prediction on these rest pixels only (see
+    `decode_latents`).
 
     The images go through the CNN here; everything after it is `decode_latents`, which a
     survey's reader calls again on the stored latents to get the same spectra.
@@ -547,19 +555,9 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     z_use = given = None
     if is_conditioned(decoder, mu_pred.shape[1]):
         z_use, given = _decode_redshift(z_pred, z, len(mu_pred))
-    if z_use is not None and rest_columns is not None and sigma_method in ("linearised", "none"):
-        given_scale = sigma_scale if sigma_scale_given_z is None else float(sigma_scale_given_z)
-        rest_flux, rest_sigma = decode_rest_columns(decoder, mu_pred, std, z_use, rest_columns, batch_size=batch_size,
-                                                    sigma_scale_given_z=given_scale,
-                                                    with_sigma=sigma_method == "linearised")
-        empty = np.zeros((len(mu_pred), 0), np.float32)
-        return PredictedSpectra(empty, empty.copy(), mu_pred, logvar, z=z_pred, z_err=z_err, z_used=z_use,
-                                z_given=given, rest_wave=rest_decoder(decoder).grid.wave, rest_flux=rest_flux,
-                                rest_sigma=np.full_like(rest_flux, np.nan) if rest_sigma is None else rest_sigma,
-                                latent_std=std, rest_columns=np.asarray(rest_columns, np.int64))
     out = decode_latents(decoder, mu_pred, std, z_used=z_use, z_given=given, z_err=z_err, n_samples=n_samples,
                          batch_size=batch_size, seed=seed, sigma_method=sigma_method, sigma_scale=sigma_scale,
-                         sigma_scale_given_z=sigma_scale_given_z)
+                         sigma_scale_given_z=sigma_scale_given_z, rest_columns=rest_columns)
     return replace(out, latent_logvar=logvar, z=z_pred, z_err=z_err)
 
 
@@ -567,7 +565,7 @@ def decode_latents(decoder, mu: np.ndarray, std: np.ndarray, *, z_used: np.ndarr
                    z_given: np.ndarray | None = None, z_err: np.ndarray | None = None, n_samples: int = 32,
                    batch_size: int = 256, seed: int = 0, sigma_method: SigmaMethod = "linearised",
                    sigma_scale: float = 1.0, sigma_scale_given_z: float | None = None,
-                   with_sigma: bool = True) -> PredictedSpectra:
+                   with_sigma: bool = True, rest_columns: np.ndarray | None = None) -> PredictedSpectra:
     """Latent mean and 1-sigma (N, L) -> `PredictedSpectra`: the decoding half of `predict_spectra`.
 
     The one per-batch decode of `predict_spectra` (hence of `img2spec predict` and `survey`) and
@@ -576,6 +574,10 @@ def decode_latents(decoder, mu: np.ndarray, std: np.ndarray, *, z_used: np.ndarr
     `z_given` (True: exactly at it, else averaged over N(z_used, z_err)) and the calibrated `z_err`.
     Options as in `predict_spectra`; the latent noise of `sampled` comes from `seed` afresh per call.
     `with_sigma=False` skips the uncertainty (sigma and rest_sigma None): no Jacobian or latent draws.
+    `rest_columns`: a rest-frame decoder with the 'linearised' (or no) sigma decodes its rest-frame
+    prediction on these rest pixels only (`rest_flux`/`rest_sigma` NaN elsewhere): what a
+    measurement on them needs, without the observed frame (`flux`/`sigma` come back (N, 0)) or its
+    redshift marginalisation; ignored otherwise (every pixel is decoded).
     """
     mu, std = np.asarray(mu, np.float32), np.asarray(std, np.float32)
     given_scale = sigma_scale if sigma_scale_given_z is None else float(sigma_scale_given_z)
@@ -593,7 +595,10 @@ def decode_latents(decoder, mu: np.ndarray, std: np.ndarray, *, z_used: np.ndarr
         given = np.asarray(z_given, bool).reshape(-1)
         if len(z_use) != len(mu) or len(given) != len(mu):
             raise ValueError(f"z_used / z_given: {len(z_use)} / {len(given)} values for {len(mu)} latents")
-        flux, sigma, extra = _rest_frame(rest, mu, std, z_use, given, z_err, method, n_samples, rng, batch_size)
+        if rest_columns is not None and method in ("linearised", "none"):
+            flux, sigma, extra = _rest_columns(rest, mu, std, z_use, given, rest_columns, method, batch_size)
+        else:
+            flux, sigma, extra = _rest_frame(rest, mu, std, z_use, given, z_err, method, n_samples, rng, batch_size)
     row_scale = np.full(len(sigma), sigma_scale, np.float32)
     if extra:
         row_scale[extra["z_given"]] = given_scale
@@ -647,30 +652,23 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.nd
                          "rest_flux": rest_flux, "rest_sigma": rest_sigma}
 
 
-def decode_rest_columns(decoder, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, columns: np.ndarray, *,
-                        batch_size: int = 256, sigma_scale_given_z: float = 1.0,
-                        with_sigma: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """The rest-frame flux and linearised 1-sigma (N, R) of a rest-frame decoder on the rest pixels
-    `columns` only (NaN elsewhere): what a measurement on those pixels needs, without the other
-    pixels, the observed frame or its redshift marginalisation. The same arithmetic as
-    `decode_latents`' rest-frame arrays (sigma x `sigma_scale_given_z`), to float32 rounding.
-    """
-    rest = rest_decoder(decoder) if is_conditioned(decoder, np.shape(mu)[1]) else None
-    if rest is None:
-        raise ValueError("decode_rest_columns needs a rest-frame decoder (vae.frame: rest)")
+def _rest_columns(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.ndarray, given: np.ndarray,
+                  columns: np.ndarray, method: str, batch_size: int):
+    """`_rest_frame`'s rest-frame arrays on the rest pixels `columns` only (NaN elsewhere), no observed frame."""
     split = split_decoder(rest.model)
     columns = np.asarray(columns, np.int64)
-    mu, std = np.asarray(mu, np.float32), np.asarray(std, np.float32)
-    cond = np.concatenate([mu, np.asarray(z_used, np.float32).reshape(-1, 1)], axis=1)
+    cond = np.concatenate([mu, z_use[:, None]], axis=1).astype(np.float32)
     n = len(mu)
     rest_flux = np.full((n, rest.grid.n), np.nan, np.float32)
-    rest_sigma = np.full((n, rest.grid.n), np.nan, np.float32) if with_sigma else None
+    rest_sigma = np.full((n, rest.grid.n), np.nan, np.float32)
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         rest_flux[sl, columns] = split.flux(cond[sl], columns)
-        if with_sigma:
-            rest_sigma[sl, columns] = split.sigma(cond[sl], std[sl], columns) * np.float32(sigma_scale_given_z)
-    return rest_flux, rest_sigma
+        if method == "linearised":
+            rest_sigma[sl, columns] = split.sigma(cond[sl], std[sl], columns)
+    empty = np.zeros((n, 0), np.float32)
+    return empty, empty.copy(), {"z_used": z_use, "z_given": given, "rest_wave": rest.grid.wave,
+                                 "rest_flux": rest_flux, "rest_sigma": rest_sigma, "rest_columns": columns}
 
 
 def encode_spectra(encoder, flux: np.ndarray, ivar: np.ndarray, *, z: np.ndarray | None = None,
