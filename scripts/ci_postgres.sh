@@ -24,7 +24,7 @@ PG_CTL="$(find_bin pg_ctl)"
 # Smoke test: a throwaway cluster on a free port, started and stopped.
 RUN=()
 if [[ "$(id -u)" -eq 0 ]]; then RUN=(runuser -u postgres --); fi
-TMP="$(mktemp -d /tmp/ci-pg-XXXXXX)"
+TMP="$(mktemp -d -t ci-pg-XXXXXX)"
 trap '"${RUN[@]}" "$PG_CTL" -D "$TMP/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$TMP"' EXIT
 [[ "$(id -u)" -eq 0 ]] && chown postgres: "$TMP"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
