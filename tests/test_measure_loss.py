@@ -126,7 +126,17 @@ def rest_setup(tmp_path_factory):
     return data, vae.model.decoder, Latents(mu, logvar)
 
 
-def test_zero_weight_leaves_the_loss_unchanged_and_a_weight_adds_the_term(rest_setup):
+@pytest.fixture(scope="module")
+def trained_with_terms(rest_setup):
+    """One CNN trained with both the measurement term (weight 1) and the class term (weight 2)."""
+    from img2spec.models.train import train_cnn
+
+    data, decoder, lat = rest_setup
+    return train_cnn(REST_CNN.model_copy(update={"measure_weight": 1.0, "measure_class_weight": 2.0}), data, lat,
+                     decoder, measure_params=MP)
+
+
+def test_zero_weight_leaves_the_loss_unchanged_and_a_weight_adds_the_term(rest_setup, trained_with_terms):
     from img2spec.models.measure_loss import TARGET_KEY, TARGET_OK_KEY, measure_term
     from img2spec.models.trainer import CNNTrainer
     from img2spec.models.train import train_cnn
@@ -134,7 +144,7 @@ def test_zero_weight_leaves_the_loss_unchanged_and_a_weight_adds_the_term(rest_s
     data, decoder, lat = rest_setup
     base = train_cnn(REST_CNN.model_copy(update={"measure_weight": 0.0}), data, lat, decoder)
     assert "measure_huber" not in base.history and "measure_targets" not in base.info
-    on = train_cnn(REST_CNN.model_copy(update={"measure_weight": 1.0}), data, lat, decoder, measure_params=MP)
+    on = trained_with_terms
     assert "measure_huber" in on.history and "val_measure_huber" in on.history
     assert np.all(np.isfinite(on.history["loss"])) and on.history["loss"] != base.history["loss"]
     assert on.info["measure_targets"]["quantities"][0] == "halpha_ew"
@@ -197,16 +207,14 @@ def test_softened_ews_and_a_subset_of_quantities(rest_setup):
         measure_term(decoder, data, tr, va, MP, 1.0, quantities=("halpha_eq",))
 
 
-def test_class_term_trains_beside_the_measurement_term_and_adds_its_weight(rest_setup):
+def test_class_term_trains_beside_the_measurement_term_and_adds_its_weight(rest_setup, trained_with_terms):
     from img2spec.models.class_loss import CLASS_KEY, class_term
     from img2spec.models.direct import target_arrays
     from img2spec.models.measure_loss import TARGET_KEY, TARGET_OK_KEY, measure_term
     from img2spec.models.trainer import CNNTrainer
-    from img2spec.models.train import train_cnn
 
     data, decoder, lat = rest_setup
-    on = train_cnn(REST_CNN.model_copy(update={"measure_weight": 1.0, "measure_class_weight": 2.0}), data, lat,
-                   decoder, measure_params=MP)
+    on = trained_with_terms
     assert "class_bce" in on.history and on.info["measure_targets"]["classes"]["decisions"][0] == "star_forming"
     tr, va = data.indices("train"), data.indices("val")
     measured = target_arrays(data, tr, va, MP)

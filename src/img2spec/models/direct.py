@@ -47,6 +47,7 @@ from ..paths import Paths  # noqa: E402
 from .cnn import build_cnn, photometry_features, uses_photometry  # noqa: E402
 from .data import catalogue_magnitudes, image_dataset  # noqa: E402
 from .losses import LOGVAR_CLIP  # noqa: E402
+from .optimizer import compile_adam  # noqa: E402
 from .train import MIN_TARGET_STD, TrainResult, photometry_inputs, reset_keras  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ def train_direct(cnn_params: CNNParams, measure_params: MeasureParams, data: Pro
                     photometry_mean=phot_stats.get("mean"), photometry_std=phot_stats.get("std"))
     model = build_direct(cnn, p)
     trainer = DirectTrainer(model, {c: s["weights"] for c, s in scaling["classes"].items()})
-    trainer.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
+    compile_adam(trainer, p.learning_rate)
     stop = keras.callbacks.EarlyStopping("val_loss", patience=p.patience, restore_best_weights=True)
     plateau = keras.callbacks.ReduceLROnPlateau("val_loss", factor=p.lr_factor, patience=p.lr_patience)
     hist = trainer.fit(_dataset(data, tr, targets, batch_size=p.batch_size, training=True, photometry=phot,

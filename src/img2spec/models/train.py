@@ -31,6 +31,7 @@ from .cnn import PHOTOMETRY_BANDS, PHOTOMETRY_FEATURES, build_cnn, photometry_fe
 from .data import catalogue_magnitudes, clean_flux, image_dataset, spectra_dataset  # noqa: E402
 from .latents import Latents, as_latents  # noqa: E402
 from .layers import FillPixels, fill_indices  # noqa: E402
+from .optimizer import compile_adam  # noqa: E402
 from .trainer import CNNTrainer  # noqa: E402
 from .vae import (KLWarmup, SpectrumVAE, build_decoder, build_encoder, build_rest_decoder,  # noqa: E402
                   build_rest_encoder, is_redshift_conditioned)
@@ -132,7 +133,7 @@ def train_vae(vae_params: VAEParams, data, *, callbacks: Sequence[keras.callback
     else:
         decoder = build_decoder(n_pix, p.latent_dim, p.decoder_units, skip=p.decoder_skip)
     vae = SpectrumVAE(encoder, decoder, kl_weight=p.kl_weight, seed=p.seed)
-    vae.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
+    compile_adam(vae, p.learning_rate)
     # The val loss rises while the KL weight ramps up: compare epochs only after warm-up.
     warm = min(p.kl_warmup_epochs, max(p.epochs - 1, 0))
     stop = keras.callbacks.EarlyStopping("val_loss", patience=p.patience, restore_best_weights=True,
@@ -304,7 +305,7 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,
                          redshift_weight=p.redshift_weight, measure_loss=terms[0], measure_weight=p.measure_weight,
                          class_loss=terms[1], class_weight=p.measure_class_weight)
-    trainer.compile(optimizer=keras.optimizers.Adam(p.learning_rate, clipnorm=1.0))
+    compile_adam(trainer, p.learning_rate)
     if p.loss == "spectrum":
         targets.update(flux=data.flux, ivar=data.ivar)
         if p.line_weight != 1.0:  # the line windows weigh more in the chi-square (see vae.line_weight)
