@@ -85,6 +85,15 @@ class CNNParams(Section):
     """Width of those decisions' sigmoids, in train-split standard deviations of the measurement."""
     measure_class_decisions: tuple[str, ...] = ("star_forming", "above_kauffmann03", "above_kewley01")
     """The decisions the class term scores (`class_loss.DECISIONS`)."""
+    hypotheses: int = Field(1, ge=1)
+    """Latent hypotheses per galaxy (multiple-choice learning): the head predicts this many latent
+    means and log-variances and a probability for each; training lets the one that fits best (the
+    winner) take the loss and teaches the probabilities to name it; the published network outputs
+    the most probable one. Where the images leave a galaxy between two kinds of spectrum (star-forming
+    or quiescent), each hypothesis can draw one of them instead of their average. 1: one latent mean."""
+    hypothesis_relax: float = Field(0.05, ge=0, lt=1)
+    """With hypotheses > 1: share of the loss the non-winning hypotheses still take (split evenly),
+    so none is left untrained (relaxed winner-takes-all)."""
     redshift_weight: float = Field(0.0, ge=0)
     """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
     photometry: bool = False

@@ -7,6 +7,11 @@ std of the target means) is folded into the model as two built-in `Normalization
 layers, so the saved `cnn.keras` outputs latent units directly and inference needs no
 side file.
 
+Latent hypotheses (`cnn.hypotheses` = K > 1): the head predicts K latent means and
+log-variances and K logits; the output is the most probable hypothesis (`SelectHypothesis`),
+in the same layout, so everything downstream reads it as a one-hypothesis network. Training
+reads every hypothesis through `hypothesis_view` (multiple-choice learning, `trainer.py`).
+
 Hybrid input (`cnn.photometry: true`, after Wu & Peek 2020): a second input named
 "photometry" takes the catalogue photometry a survey ships with each cutout, as
 `photometry_features` builds it: the PS1 Kron colours g-r, r-i, i-z, z-y, the r magnitude
@@ -31,6 +36,8 @@ from .contract import (N_PHOTOMETRY, N_REDSHIFT_OUTPUTS, PHOTOMETRY_BANDS, PHOTO
 
 LOGVAR_INIT_BIAS = 0.0
 """Initial predicted log-variance in standardised units (variance = target variance)."""
+HYPOTHESIS_LAYER = "latent_hypothesis"
+"""Name of the layer that picks the most probable latent hypothesis (`cnn.hypotheses` > 1)."""
 MIN_PHOTOMETRY_STD = 1e-6
 """Floor of a photometry feature's train-split std."""
 
@@ -102,6 +109,67 @@ def _residual_blocks(x, params: CNNParams, size: int):
     return x
 
 
+@keras.saving.register_keras_serializable(package="img2spec")
+class SelectHypothesis(layers.Layer):
+    """[means (N, K L), log-variances (N, K L), logits (N, K)] -> (mean (N, L), log-variance (N, L))
+    of the most probable hypothesis. A one-hot mask from the row maximum (no arg-max or gather), so
+    the exported graph needs only elementwise operations and reductions."""
+
+    def __init__(self, hypotheses: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hypotheses = int(hypotheses)
+
+    def call(self, inputs):
+        means, logvars, logits = inputs
+        k = self.hypotheses
+        top = ops.cast(ops.equal(logits, ops.max(logits, axis=-1, keepdims=True)), means.dtype)
+        top = top / ops.sum(top, axis=-1, keepdims=True)  # an exact tie averages (never seen in practice)
+        pick = lambda a: ops.sum(ops.reshape(a, (-1, k, a.shape[-1] // k)) * top[:, :, None], axis=1)  # noqa: E731
+        return [pick(means), pick(logvars)]
+
+    def compute_output_shape(self, input_shape):
+        n, width = input_shape[0]
+        return [(n, width // self.hypotheses)] * 2
+
+    def get_config(self):
+        return {**super().get_config(), "hypotheses": self.hypotheses}
+
+
+def _latent_heads(x, hypotheses: int, target_mean: np.ndarray, target_std: np.ndarray):
+    """(latent mean, log-variance) in target units; with `hypotheses` > 1 those of the most probable of
+    that many heads (`SelectHypothesis`, its inputs read back by `hypothesis_view`)."""
+    k, latent_dim = int(hypotheses), len(target_mean)
+    z_mean = layers.Dense(k * latent_dim, name="z_mean_std")(x)
+    z_logvar = layers.Dense(k * latent_dim, name="z_logvar_std", kernel_initializer="zeros",
+                            bias_initializer=keras.initializers.Constant(LOGVAR_INIT_BIAS))(x)
+    # Back to target units: mean*std + mu; logvar + log(std^2) (per hypothesis, the same statistics).
+    suffix = "" if k == 1 else "_hypotheses"
+    mean_out = layers.Normalization(mean=np.tile(target_mean, k), variance=np.tile(target_std**2, k), invert=True,
+                                    name=f"z_mean{suffix}")(z_mean)
+    logvar_out = layers.Normalization(mean=np.tile(np.log(target_std**2), k), variance=np.ones(k * latent_dim, np.float32),
+                                      invert=True, name=f"z_logvar{suffix}")(z_logvar)
+    if k == 1:
+        return mean_out, logvar_out
+    logits = layers.Dense(k, name="hypothesis_logits")(x)
+    return tuple(SelectHypothesis(k, name=HYPOTHESIS_LAYER)([mean_out, logvar_out, logits]))
+
+
+def hypothesis_count(cnn: keras.Model) -> int:
+    """K of a network built with `cnn.hypotheses` = K (1 for any other)."""
+    names = {layer.name: layer for layer in cnn.layers}
+    return names[HYPOTHESIS_LAYER].hypotheses if HYPOTHESIS_LAYER in names else 1
+
+
+def hypothesis_view(cnn: keras.Model) -> keras.Model:
+    """The network as training sees it: its output followed by every hypothesis' latent means (K L),
+    log-variances (K L) and logits (K), the same layers and weights; `cnn` itself when K = 1."""
+    if hypothesis_count(cnn) == 1:
+        return cnn
+    means, logvars, logits = cnn.get_layer(HYPOTHESIS_LAYER).input
+    out = layers.Concatenate(name="output_and_hypotheses")([cnn.output, means, logvars, logits])
+    return keras.Model(cnn.inputs if len(cnn.inputs) > 1 else cnn.inputs[0], out, name="cnn_hypotheses")
+
+
 def build_cnn(
     input_shape: tuple[int, int, int], latent_dim: int, params: CNNParams,
     target_mean: np.ndarray, target_std: np.ndarray,
@@ -139,14 +207,7 @@ def build_cnn(
         x = layers.Concatenate(name="image_photometry")([x, y])
     x = layers.Dense(params.dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(params.dropout, name="dropout1")(x)
-    z_mean = layers.Dense(latent_dim, name="z_mean_std")(x)
-    z_logvar = layers.Dense(latent_dim, name="z_logvar_std", kernel_initializer="zeros",
-                            bias_initializer=keras.initializers.Constant(LOGVAR_INIT_BIAS))(x)
-    # Back to target units: mean*std + mu; logvar + log(std^2).
-    mean_out = layers.Normalization(mean=target_mean, variance=target_std**2, invert=True, name="z_mean")(z_mean)
-    logvar_out = layers.Normalization(mean=np.log(target_std**2), variance=np.ones(latent_dim, np.float32),
-                                      invert=True, name="z_logvar")(z_logvar)
-    outputs = [mean_out, logvar_out]
+    outputs = list(_latent_heads(x, params.hypotheses, target_mean, target_std))
     if redshift_mean is not None and redshift_std is not None:
         z_std = float(max(redshift_std, 1e-6))
         z_raw = layers.Dense(N_REDSHIFT_OUTPUTS, name="z_std", kernel_initializer="zeros",

@@ -15,6 +15,9 @@
 - redshift head (`redshift_weight` > 0): plus redshift_weight x the Gaussian NLL of the
   spectroscopic z under the predicted N(z mean, exp(z logvar)); objects without a finite z
   (target column 1 = 0) contribute nothing.
+- hypotheses (a CNN built with `cnn.hypotheses` = K > 1): each term above is computed for each of
+  the K latent hypotheses; the best fitting one per object takes the loss (relaxed
+  winner-takes-all, `hypothesis_relax`) and a cross-entropy teaches the logits to name it.
 The inputs are what the CNN takes: images, or {"images", "photometry"} for a hybrid CNN.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .cnn import hypothesis_count, hypothesis_view
 from .losses import chi2_per_pixel, gaussian_nll
 
 
@@ -30,8 +34,10 @@ class CNNTrainer(keras.Model):
     def __init__(self, cnn: keras.Model, latent_dim: int, loss_mode: str = "latent",
                  decoder: keras.Model | None = None, redshift_weight: float = 0.0,
                  measure_loss=None, measure_weight: float = 0.0, class_loss=None, class_weight: float = 0.0,
-                 **kwargs):
+                 hypothesis_relax: float = 0.0, **kwargs):
         super().__init__(**kwargs)
+        self.hypotheses = hypothesis_count(cnn)
+        self.hypothesis_relax = float(hypothesis_relax)
         if loss_mode not in ("latent", "spectrum"):
             raise ValueError(f"cnn.loss: expected 'latent' or 'spectrum', got {loss_mode!r}")
         if loss_mode == "spectrum" and decoder is None:
@@ -46,7 +52,8 @@ class CNNTrainer(keras.Model):
             raise ValueError("cnn.measure_class_weight > 0 needs the measurement term (cnn.measure_weight > 0)")
         self.class_loss = class_loss if self.class_weight > 0 else None
         self.class_tracker = keras.metrics.Mean(name="class_bce") if self.class_loss is not None else None
-        self.cnn = cnn
+        self.cnn = hypothesis_view(cnn)  # the same layers; with K hypotheses, all of them in the output
+        self.pick_tracker = keras.metrics.Mean(name="hypothesis_ce") if self.hypotheses > 1 else None
         self.latent_dim = int(latent_dim)
         self.loss_mode = loss_mode
         self.decoder = decoder
@@ -64,33 +71,67 @@ class CNNTrainer(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         L = self.latent_dim
-        mean, logvar = y_pred[:, :L], y_pred[:, L:2 * L]
-        if self.loss_mode == "latent":
-            nll = gaussian_nll(mean, logvar, y["mu"], y["var"])
-            self.nll_tracker.update_state(nll)
-            total = nll
+        if self.hypotheses == 1:
+            parts = self._fit_parts(y_pred[:, :L], y_pred[:, L:2 * L], y)
+            self._track(parts)
+            total = self._total(parts)
         else:
-            nll = gaussian_nll(ops.stop_gradient(mean), logvar, y["mu"], y["var"])
-            if self.conditioned:  # rest-frame decoder: redshifted with the true z, as in VAE training
-                mean = ops.concatenate([mean, y["z"][:, 0:1]], axis=-1)
-            chi2 = chi2_per_pixel(self.decoder(mean, training=False), y["flux"], y["ivar"])
-            self.nll_tracker.update_state(nll)
-            self.chi2_tracker.update_state(chi2)
-            total = chi2 + nll
-            if self.measure_loss is not None:
-                measured = self.measure_loss.measure(mean)
-                term = self.measure_loss.compare(measured, y["measures"], y["measures_ok"])
-                self.measure_tracker.update_state(term)
-                total = total + self.measure_weight * term
-                if self.class_loss is not None:
-                    cls = self.class_loss(measured, y["measure_classes"])
-                    self.class_tracker.update_state(cls)
-                    total = total + self.class_weight * cls
+            total = self._hypotheses_loss(y_pred, y)
         if self.z_tracker is not None:
             z_nll = self._redshift_nll(y_pred[:, 2 * L:2 * L + 2], y["z"])
             self.z_tracker.update_state(z_nll)
             total = total + self.redshift_weight * z_nll
         return ops.mean(total)
+
+    def _fit_parts(self, mean, logvar, y) -> dict:
+        """Per-object terms of one latent prediction: "nll" [, "chi2" [, "measure" [, "class"]]]."""
+        if self.loss_mode == "latent":
+            return {"nll": gaussian_nll(mean, logvar, y["mu"], y["var"])}
+        parts = {"nll": gaussian_nll(ops.stop_gradient(mean), logvar, y["mu"], y["var"])}
+        if self.conditioned:  # rest-frame decoder: redshifted with the true z, as in VAE training
+            mean = ops.concatenate([mean, y["z"][:, 0:1]], axis=-1)
+        parts["chi2"] = chi2_per_pixel(self.decoder(mean, training=False), y["flux"], y["ivar"])
+        if self.measure_loss is not None:
+            measured = self.measure_loss.measure(mean)
+            parts["measure"] = self.measure_loss.compare(measured, y["measures"], y["measures_ok"])
+            if self.class_loss is not None:
+                parts["class"] = self.class_loss(measured, y["measure_classes"])
+        return parts
+
+    def _total(self, parts: dict):
+        total = parts["nll"] + parts.get("chi2", 0.0)
+        if "measure" in parts:
+            total = total + self.measure_weight * parts["measure"]
+        if "class" in parts:
+            total = total + self.class_weight * parts["class"]
+        return total
+
+    def _track(self, parts: dict) -> None:
+        trackers = {"nll": self.nll_tracker, "chi2": self.chi2_tracker, "measure": self.measure_tracker,
+                    "class": self.class_tracker}
+        for name, value in parts.items():
+            trackers[name].update_state(value)
+
+    def _hypotheses_loss(self, y_pred, y):
+        """Relaxed winner-takes-all over the K hypotheses (after the network's own output): the best
+        fitting one takes 1 - relax of its loss, the others relax / (K - 1) each, and a cross-entropy
+        teaches the logits to name the winner. The trackers follow the most probable hypothesis, the
+        one the network publishes."""
+        L, K = self.latent_dim, self.hypotheses
+        base = 2 * L + (2 if self.z_tracker is not None else 0)
+        means = y_pred[:, base:base + K * L]
+        logvars = y_pred[:, base + K * L:base + 2 * K * L]
+        logits = y_pred[:, base + 2 * K * L:base + 2 * K * L + K]
+        each = [self._fit_parts(means[:, k * L:(k + 1) * L], logvars[:, k * L:(k + 1) * L], y) for k in range(K)]
+        parts = {name: ops.stack([p[name] for p in each], axis=-1) for name in each[0]}
+        losses = self._total(parts)
+        winner = ops.one_hot(ops.argmin(ops.stop_gradient(losses), axis=-1), K)
+        share = winner * (1.0 - self.hypothesis_relax) + (1.0 - winner) * (self.hypothesis_relax / (K - 1))
+        pick = -ops.sum(winner * ops.log_softmax(logits, axis=-1), axis=-1)
+        self.pick_tracker.update_state(pick)
+        published = ops.one_hot(ops.argmax(logits, axis=-1), K)
+        self._track({name: ops.sum(published * value, axis=-1) for name, value in parts.items()})
+        return ops.sum(share * losses, axis=-1) + pick
 
     @staticmethod
     def _redshift_nll(z_pred, z_target):
@@ -105,4 +146,5 @@ class CNNTrainer(keras.Model):
         extra += [self.measure_tracker] if self.measure_tracker is not None else []
         extra += [self.class_tracker] if self.class_tracker is not None else []
         extra += [self.z_tracker] if self.z_tracker is not None else []
+        extra += [self.pick_tracker] if self.pick_tracker is not None else []
         return [*super().metrics, *extra]
