@@ -94,6 +94,11 @@ class CNNParams(Section):
     hypothesis_relax: float = Field(0.05, ge=0, lt=1)
     """With hypotheses > 1: share of the loss the non-winning hypotheses still take (split evenly),
     so none is left untrained (relaxed winner-takes-all)."""
+    hypothesis_winner: Literal["loss", "measurements"] = "loss"
+    """With hypotheses > 1: what picks the winner and is shared as above. loss: the whole per-object
+    loss; measurements: the measurement (and class) terms alone, every hypothesis taking the
+    chi-square and the latent NLL in full (the hypotheses then differ in what is measured on them,
+    lines and breaks, and share the continuum fit). measurements needs cnn.measure_weight > 0."""
     redshift_weight: float = Field(0.0, ge=0)
     """Weight of the redshift head's Gaussian NLL in the CNN loss; 0: no redshift head."""
     photometry: bool = False

@@ -305,7 +305,7 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     trainer = CNNTrainer(cnn, L, p.loss, decoder if p.loss == "spectrum" else None,
                          redshift_weight=p.redshift_weight, measure_loss=terms[0], measure_weight=p.measure_weight,
                          class_loss=terms[1], class_weight=p.measure_class_weight,
-                         hypothesis_relax=p.hypothesis_relax)
+                         hypothesis_relax=p.hypothesis_relax, hypothesis_winner=p.hypothesis_winner)
     compile_adam(trainer, p.learning_rate)
     if p.loss == "spectrum":
         targets.update(flux=data.flux, ivar=data.ivar)

@@ -34,10 +34,15 @@ class CNNTrainer(keras.Model):
     def __init__(self, cnn: keras.Model, latent_dim: int, loss_mode: str = "latent",
                  decoder: keras.Model | None = None, redshift_weight: float = 0.0,
                  measure_loss=None, measure_weight: float = 0.0, class_loss=None, class_weight: float = 0.0,
-                 hypothesis_relax: float = 0.0, **kwargs):
+                 hypothesis_relax: float = 0.0, hypothesis_winner: str = "loss", **kwargs):
         super().__init__(**kwargs)
         self.hypotheses = hypothesis_count(cnn)
         self.hypothesis_relax = float(hypothesis_relax)
+        if hypothesis_winner not in ("loss", "measurements"):
+            raise ValueError(f"cnn.hypothesis_winner: expected 'loss' or 'measurements', got {hypothesis_winner!r}")
+        if hypothesis_winner == "measurements" and self.hypotheses > 1 and not measure_weight > 0:
+            raise ValueError("cnn.hypothesis_winner = measurements needs the measurement term (cnn.measure_weight > 0)")
+        self.hypothesis_winner = hypothesis_winner
         if loss_mode not in ("latent", "spectrum"):
             raise ValueError(f"cnn.loss: expected 'latent' or 'spectrum', got {loss_mode!r}")
         if loss_mode == "spectrum" and decoder is None:
@@ -124,14 +129,18 @@ class CNNTrainer(keras.Model):
         logits = y_pred[:, base + 2 * K * L:base + 2 * K * L + K]
         each = [self._fit_parts(means[:, k * L:(k + 1) * L], logvars[:, k * L:(k + 1) * L], y) for k in range(K)]
         parts = {name: ops.stack([p[name] for p in each], axis=-1) for name in each[0]}
-        losses = self._total(parts)
-        winner = ops.one_hot(ops.argmin(ops.stop_gradient(losses), axis=-1), K)
+        if self.hypothesis_winner == "loss":
+            shared, common = self._total(parts), 0.0
+        else:  # the terms on the measurements are shared out; chi2 and NLL taken by every hypothesis
+            shared = self._total({"nll": 0.0, **{k: v for k, v in parts.items() if k in ("measure", "class")}})
+            common = ops.mean(parts["nll"] + parts["chi2"], axis=-1)
+        winner = ops.one_hot(ops.argmin(ops.stop_gradient(shared), axis=-1), K)
         share = winner * (1.0 - self.hypothesis_relax) + (1.0 - winner) * (self.hypothesis_relax / (K - 1))
         pick = -ops.sum(winner * ops.log_softmax(logits, axis=-1), axis=-1)
         self.pick_tracker.update_state(pick)
         published = ops.one_hot(ops.argmax(logits, axis=-1), K)
         self._track({name: ops.sum(published * value, axis=-1) for name, value in parts.items()})
-        return ops.sum(share * losses, axis=-1) + pick
+        return ops.sum(share * shared, axis=-1) + common + pick
 
     @staticmethod
     def _redshift_nll(z_pred, z_target):
