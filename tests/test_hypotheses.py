@@ -65,6 +65,55 @@ def test_the_winner_takes_the_loss_and_the_logits_learn_its_name():
     assert len(set(win)) > 1  # the check covers more than one winner
 
 
+class _SquaredMeasure:
+    """A stand-in measurement term: the latents themselves, compared by their mean squared difference."""
+
+    def measure(self, latents):
+        return latents
+
+    def compare(self, measured, target, ok):
+        import keras
+
+        return keras.ops.mean(keras.ops.square(measured - target) * ok, axis=-1)
+
+
+def test_a_winner_on_the_measurements_shares_out_only_their_term():
+    """Spectrum mode: loss = mean_k (chi2_k + NLL_k) + sum_k share_k w M_k + CE(logits, argmin_k M_k)."""
+    import keras
+
+    from img2spec.models.cnn import build_cnn
+    from img2spec.models.losses import chi2_per_pixel, gaussian_nll
+    from img2spec.models.trainer import CNNTrainer
+
+    n, P, w = 6, 10, 3.0
+    cnn = build_cnn((8, 8, 5), L, CNNParams(filters=(4,), hypotheses=K), np.zeros(L), np.ones(L))
+    inp = keras.Input((L,))
+    decoder = keras.Model(inp, keras.layers.Dense(P)(inp))
+    with pytest.raises(ValueError, match="hypothesis_winner"):
+        CNNTrainer(cnn, L, "spectrum", decoder, hypothesis_winner="measurements")
+    trainer = CNNTrainer(cnn, L, "spectrum", decoder, measure_loss=_SquaredMeasure(), measure_weight=w,
+                         hypothesis_relax=0.1, hypothesis_winner="measurements")
+    rng = np.random.default_rng(3)
+    means, logvars, logits = rng.normal(size=(n, K, L)), 0.1 * rng.normal(size=(n, K, L)), rng.normal(size=(n, K))
+    y = {"mu": rng.normal(size=(n, L)).astype(np.float32), "var": np.full((n, L), 0.2, np.float32),
+         "flux": rng.normal(size=(n, P)).astype(np.float32), "ivar": np.full((n, P), 2.0, np.float32),
+         "measures": rng.normal(size=(n, L)).astype(np.float32), "measures_ok": np.ones((n, L), np.float32)}
+    y_pred = np.concatenate([np.zeros((n, 2 * L)), means.reshape(n, -1), logvars.reshape(n, -1), logits], axis=1)
+    got = float(np.asarray(trainer.compute_loss(y=y, y_pred=keras.ops.convert_to_tensor(y_pred, "float32"))))
+
+    m32 = means.astype(np.float32)
+    fit = np.stack([np.asarray(chi2_per_pixel(decoder(m32[:, k]), y["flux"], y["ivar"]))
+                    + np.asarray(gaussian_nll(m32[:, k], logvars[:, k].astype(np.float32), y["mu"], y["var"]))
+                    for k in range(K)], 1)
+    term = ((means - y["measures"][:, None, :]) ** 2).mean(axis=-1)
+    win = term.argmin(axis=1)
+    share = np.where(np.arange(K) == win[:, None], 0.9, 0.1 / (K - 1))
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    expected = np.mean(fit.mean(axis=1) + (share * w * term).sum(axis=1) - log_p[np.arange(n), win])
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert not np.array_equal(win, (fit + w * term).argmin(axis=1))  # the whole loss would pick otherwise
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from img2spec.models.latents import Latents

@@ -76,6 +76,11 @@ class CNNParams(Section):
     measure_ew_softening: float = Field(0.0, ge=0)
     """> 0: the term compares EWs as asinh(EW / this) [A], so the star-forming / quiescent cut (3 A)
     and the emission tail are both resolved; 0: EW itself."""
+    measure_balance: bool = False
+    """Weigh each object's measurement term by the inverse train frequency of its class (star-forming /
+    quiescent for EW(Halpha), Dn4000 and Hdelta_A; the BPT class for the line ratios), as the direct
+    baseline's class heads weigh theirs: the regression sees every class as often, as balanced
+    accuracy counts them."""
     measure_class_weight: float = Field(0.0, ge=0)
     """With the measurement term: weight of the class term (`models/class_loss.py`), the
     class-balanced cross-entropy of the star-forming / quiescent and BPT decisions made on the

@@ -124,7 +124,10 @@ class SelectHypothesis(layers.Layer):
         k = self.hypotheses
         top = ops.cast(ops.equal(logits, ops.max(logits, axis=-1, keepdims=True)), means.dtype)
         top = top / ops.sum(top, axis=-1, keepdims=True)  # an exact tie averages (never seen in practice)
-        pick = lambda a: ops.sum(ops.reshape(a, (-1, k, a.shape[-1] // k)) * top[:, :, None], axis=1)  # noqa: E731
+
+        def pick(a):
+            return ops.sum(ops.reshape(a, (-1, k, a.shape[-1] // k)) * top[:, :, None], axis=1)
+
         return [pick(means), pick(logvars)]
 
     def compute_output_shape(self, input_shape):
@@ -146,8 +149,9 @@ def _latent_heads(x, hypotheses: int, target_mean: np.ndarray, target_std: np.nd
     suffix = "" if k == 1 else "_hypotheses"
     mean_out = layers.Normalization(mean=np.tile(target_mean, k), variance=np.tile(target_std**2, k), invert=True,
                                     name=f"z_mean{suffix}")(z_mean)
-    logvar_out = layers.Normalization(mean=np.tile(np.log(target_std**2), k), variance=np.ones(k * latent_dim, np.float32),
-                                      invert=True, name=f"z_logvar{suffix}")(z_logvar)
+    logvar_out = layers.Normalization(mean=np.tile(np.log(target_std**2), k),
+                                      variance=np.ones(k * latent_dim, np.float32), invert=True,
+                                      name=f"z_logvar{suffix}")(z_logvar)
     if k == 1:
         return mean_out, logvar_out
     logits = layers.Dense(k, name="hypothesis_logits")(x)

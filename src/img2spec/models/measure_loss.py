@@ -160,17 +160,19 @@ class MeasureTerm:
         d = soft_clip((m - ops.convert_to_tensor(self.mean, m.dtype)) / ops.convert_to_tensor(self.std, m.dtype))
         good = ok > 0
         d = d - soft_clip(ops.where(good, target, ops.zeros_like(target)))
-        return ops.sum(ops.where(good, huber(d, self.delta), ops.zeros_like(d)), axis=-1)
+        # ok is a mask or, with cnn.measure_balance, a weight per object and quantity
+        return ops.sum(ops.where(good, ok * huber(d, self.delta), ops.zeros_like(d)), axis=-1)
 
 
 def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray, mp: MeasureParams,
                  delta: float, quantities: Sequence[str] = QUANTITIES, ew_softening: float = 0.0,
-                 measured: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
+                 measured: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None, balance: bool = False,
                  ) -> tuple[MeasureTerm, dict[str, np.ndarray], dict[str, Any]]:
     """(the term for a rest-frame `decoder`, its catalogue-row targets {TARGET_KEY, TARGET_OK_KEY},
     the targets' train statistics). Only train and val rows are measured (`direct.target_arrays`,
     or its result passed as `measured`); only `quantities` count; `ew_softening` > 0 compares EWs
-    as asinh(EW / ew_softening), standardised on that scale over the train rows.
+    as asinh(EW / ew_softening), standardised on that scale over the train rows. `balance`: each
+    object's terms weighed by its class's inverse train frequency (`class_balance`).
     ValueError for a decoder without a rest-frame half (vae.frame: observed)."""
     from .inference import rest_decoder
 
@@ -191,11 +193,33 @@ def measure_term(decoder: keras.Model, data, train: np.ndarray, val: np.ndarray,
     softening = np.asarray([ew_softening if q.endswith("_ew") else 0.0 for q in QUANTITIES], np.float32)
     raw = targets["quantities"] * np.asarray(scaling["std"]) + np.asarray(scaling["mean"])
     goal, mean, std, _ = standardise(soften(raw, softening), ok, train)
+    if balance:
+        ok = ok * class_balance(targets, scaling)
     term = MeasureTerm(rest.model, weights, mean, std, delta, softening=softening)
     info = {k: scaling[k] for k in ("quantities", "n_train", "n_val")}
     info.update(mean=mean, std=std, used=[q for q in QUANTITIES if q in quantities])
     info["n_train_used"] = ok[train].sum(axis=0).astype(int).tolist()
     return term, {TARGET_KEY: goal, TARGET_OK_KEY: ok}, info
+
+
+BALANCE_SCHEME = {"halpha_ew": "sf_class", "dn4000": "sf_class", "hdelta_a": "sf_class",
+                  "log_oiii_hbeta": "bpt_class", "log_nii_halpha": "bpt_class"}
+"""The class scheme whose train frequencies weigh each quantity under `cnn.measure_balance`."""
+
+
+def class_balance(targets: dict[str, np.ndarray], scaling: dict[str, Any]) -> np.ndarray:
+    """(N, Q) weights: per quantity, the inverse train frequency of the object's class in that quantity's
+    scheme (`BALANCE_SCHEME`, the direct baseline's class weights: mean 1 over the classified train
+    objects), 1 for an unclassified object. A regression weighted so sees every class as often, as
+    balanced accuracy counts them."""
+    out = np.ones((len(targets["quantity_ok"]), len(QUANTITIES)), np.float32)
+    for k, q in enumerate(QUANTITIES):
+        col = BALANCE_SCHEME[q]
+        weights = np.asarray(scaling["classes"][col]["weights"], np.float32)
+        codes = np.asarray(targets[col]).astype(np.int64)
+        known = (codes >= 0) & (codes < len(weights))
+        out[known, k] = weights[codes[known]]
+    return out
 
 
 def ratio_targets_detected(ok: np.ndarray, bpt_class: np.ndarray) -> np.ndarray:

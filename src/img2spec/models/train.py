@@ -255,7 +255,8 @@ def _measurement_terms(p: CNNParams, data, decoder, tr: np.ndarray, va: np.ndarr
 
     measured = target_arrays(data, tr, va, mp)
     term, measure_targets, info = measure_term(decoder, data, tr, va, mp, p.measure_huber_delta,
-                                               p.measure_quantities, p.measure_ew_softening, measured=measured)
+                                               p.measure_quantities, p.measure_ew_softening, measured=measured,
+                                               balance=p.measure_balance)
     targets.update(measure_targets)
     if p.measure_class_weight <= 0:
         return (term, None), info
