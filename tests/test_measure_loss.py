@@ -238,3 +238,33 @@ def test_class_term_trains_beside_the_measurement_term_and_adds_its_weight(rest_
     extra = float(np.mean(np.asarray(classes(term.measure(cond), y[CLASS_KEY]))))
     assert extra > 0
     assert loss(5.0) == pytest.approx(loss(0.0) + 5.0 * extra, rel=1e-5)
+
+
+def test_balance_weighs_each_object_by_its_class(rest_setup):
+    """`balance`: the mask becomes the object's inverse class frequency (1 for an unclassified one),
+    and the term scales with it."""
+    from img2spec.models.direct import QUANTITIES, target_arrays
+    from img2spec.models.measure_loss import TARGET_KEY, TARGET_OK_KEY, class_balance, measure_term
+
+    data, decoder, _ = rest_setup
+    tr, va = data.indices("train"), data.indices("val")
+    measured = target_arrays(data, tr, va, MP)
+    term, plain, _ = measure_term(decoder, data, tr, va, MP, 1.0, measured=measured)
+    _, balanced, _ = measure_term(decoder, data, tr, va, MP, 1.0, measured=measured, balance=True)
+    weights = class_balance(*measured)
+    np.testing.assert_array_equal(balanced[TARGET_KEY], plain[TARGET_KEY])
+    np.testing.assert_allclose(balanced[TARGET_OK_KEY], plain[TARGET_OK_KEY] * weights)
+    sf = np.asarray(measured[0]["sf_class"])[tr]
+    k = QUANTITIES.index("halpha_ew")
+    counts = np.bincount(sf[sf >= 0].astype(int), minlength=2)
+    assert counts.min() > 0 and counts[0] != counts[1]
+    rare = int(np.argmin(counts))
+    assert weights[tr][sf == rare, k].min() > 1.0 > weights[tr][sf == 1 - rare, k].max()
+
+    rng = np.random.default_rng(4)
+    measured_q = rng.normal(1.0, 0.3, size=(3, len(QUANTITIES))).astype(np.float32)
+    goal = rng.normal(size=(3, len(QUANTITIES))).astype(np.float32)
+    ok = np.ones_like(goal)
+    one = np.asarray(term.compare(measured_q, goal, ok))
+    np.testing.assert_allclose(np.asarray(term.compare(measured_q, goal, ok * np.array([[2.0], [0.5], [1.0]]))),
+                               one * [2.0, 0.5, 1.0], rtol=1e-6)
