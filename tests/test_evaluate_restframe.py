@@ -12,6 +12,9 @@ from img2spec.config import params_from_dict
 from img2spec.paths import Paths
 from img2spec.prep.synthetic import write_synthetic_processed
 
+# A training of the VAE and the CNN(s) plus a whole evaluate stage in the fixture (~20-30 s): run by `make test-slow`.
+pytestmark = pytest.mark.slow
+
 TINY_REST = {
     "vae": {"frame": "rest", "latent_dim": 3, "encoder_units": [32], "decoder_units": [32], "epochs": 3,
             "kl_warmup_epochs": 1, "patience": 2, "batch_size": 32},

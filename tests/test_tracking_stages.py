@@ -12,6 +12,9 @@ from img2spec import tracking
 
 from tracking_fixture import run_tiny_pipeline, tracking_store
 
+# A training of the VAE and the CNN(s) plus a whole evaluate stage in the fixture (~20-30 s): run by `make test-slow`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
