@@ -130,7 +130,7 @@ def run_inference(root: Path, batch_sizes: Sequence[int], repeats: int, workdir:
                             log_path=workdir / f"inference_{tag}.log")
         if not m.ok:
             return {"error": f"exit {m.returncode}: {m.log_tail[-600:]}"}
-        res = json.loads(out.read_text())
+        res = _sub_report(out)
         res["peak_gib"] = round(m.peak_gib, 3)
         res["process_seconds"] = round(m.seconds, 1)
         print(f"inference: batch {bs}, sigma {res['sigma_method']}: {res['galaxies_per_s']} galaxies/s, "
@@ -152,6 +152,14 @@ def run_inference(root: Path, batch_sizes: Sequence[int], repeats: int, workdir:
     return result
 
 
+def _sub_report(path: Path) -> dict[str, Any]:
+    """A sub-benchmark's JSON output, its recorded command made portable (it ran on this machine's paths)."""
+    res = json.loads(path.read_text())
+    if isinstance(res.get("command"), str):
+        res["command"] = portable_command(res["command"])
+    return res
+
+
 # ------------------------------------------------------------------ science
 def run_science(trained_root: Path, n: int, workdir: Path, seed: int | None) -> dict[str, Any]:
     out = workdir / "science.json"
@@ -162,7 +170,7 @@ def run_science(trained_root: Path, n: int, workdir: Path, seed: int | None) -> 
     m = measure_command(cmd, cwd=REPO, env=bench_env(), log_path=workdir / "science.log")
     if not m.ok:
         return {"error": f"exit {m.returncode}: {m.log_tail[-1200:]}"}
-    res = json.loads(out.read_text())
+    res = _sub_report(out)
     res["seconds"] = round(m.seconds, 1)
     res["peak_gib"] = round(m.peak_gib, 3)
     return res
@@ -178,7 +186,7 @@ def run_survey_bench(trained_root: Path, n: int, workdir: Path) -> dict[str, Any
     m = measure_command(cmd, cwd=REPO, env=bench_env(), log_path=workdir / "survey.log")
     if not m.ok or not out.exists():
         return {"failed": f"exit {m.returncode}: {m.log_tail[-500:]}"}
-    res = json.loads(out.read_text())
+    res = _sub_report(out)
     print(f"survey: {res['galaxies_per_s']} galaxies/s at the default {res['default_n_workers']} workers, "
           f"2 vs 1 worker {res['scaling_2_vs_1']}x", flush=True)
     return res
@@ -193,7 +201,7 @@ def run_photoz(trained_root: Path, workdir: Path, fractions: Sequence[float] | N
                         log_path=workdir / "photoz.log")
     if not m.ok or not out.exists():
         return {"failed": f"exit {m.returncode}: {m.log_tail[-800:]}"}
-    res = json.loads(out.read_text())
+    res = _sub_report(out)
     res["process_seconds"], res["peak_gib"] = round(m.seconds, 1), round(m.peak_gib, 3)
     return res
 

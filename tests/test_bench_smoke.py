@@ -351,3 +351,10 @@ def test_variants_are_parsed_and_validated_by_the_schema():
         variant_section(params.vae, "typo:latent_dims=4")
     _, one = variant_section(params.cnn, "sf:measure_quantities=dn4000")
     assert one.measure_quantities == ("dn4000",)
+
+
+def test_a_sub_benchmarks_recorded_command_is_made_portable(tmp_path):
+    out = tmp_path / "photoz_scaling.json"
+    out.write_text(json.dumps({"command": f"python bench/bench_photoz.py --root . --out {out}", "n": 3}))
+    res = run_all._sub_report(out)
+    assert res == {"command": "python bench/bench_photoz.py --root . --out OUT", "n": 3}
