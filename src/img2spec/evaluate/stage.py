@@ -25,6 +25,7 @@ from .direct import add_direct_table
 from .figures import examples_figure, histogram_figure, trend_figure
 from .measure_figures import measurements_figure
 from .measurements import flat_metrics, measure_methods, score_measurements
+from .posterior import Latents, add_posterior_classes, fit_val_priors
 from .regions import region_summaries
 from .rows import RowView, load_rows
 from .redshift import catalogue_photometry, photoz_report, pit_figure, redshift_scales, scale_of
@@ -90,9 +91,11 @@ class Predictions:
     sigma_fits: dict[str, dict]
     z_scales: dict | None
     knn_info: dict
+    latents: dict[str, Latents]
+    """The CNN modes' latent posteriors (rest-frame decoders): their classes are drawn from them."""
 
 
-def _cnn_modes(models, data, test, ep, preds, sigmas, rest) -> tuple[dict, dict | None, np.ndarray | None]:
+def _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents) -> tuple[dict, dict | None, np.ndarray | None]:
     """The CNN as users run it: `cnn` (no z given: its own redshift and uncertainty) and
     `cnn_given_z` (decoded at the catalogue z), each with its sigma factor fitted on val."""
     from ..models.inference import predict_spectra
@@ -110,6 +113,7 @@ def _cnn_modes(models, data, test, ep, preds, sigmas, rest) -> tuple[dict, dict 
         preds[name], sigmas[name] = pred.flux, pred.sigma
         if pred.rest_flux is not None:
             rest[name], rest_wave = pred.rest_flux, pred.rest_wave
+            latents[name] = Latents(pred.latent_mu, pred.latent_std, pred.z_used)
         if fit:
             fits[name] = fit
     return fits, z_scales, rest_wave
@@ -127,8 +131,9 @@ def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -
     sigmas: dict[str, np.ndarray] = {}
     rest: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
+    latents: dict[str, Latents] = {}
     models = load_models(paths.vae_dir, paths.cnn_dir)
-    fits, z_scales, rest_wave = _cnn_modes(models, data, test, ep, preds, sigmas, rest)
+    fits, z_scales, rest_wave = _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents)
 
     fallback = mean_spectrum(data.flux[train], data.ivar[train])
     preds["mean_spectrum"] = np.tile(fallback, (len(test), 1))
@@ -156,7 +161,7 @@ def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -
         preds["noise_floor"] = load_rows(data.truth_flux, test)
     else:
         notes["noise_floor"] = "no truth_flux (real data)"
-    return Predictions(preds, sigmas, rest, rest_wave, notes, fits, z_scales, knn_info)
+    return Predictions(preds, sigmas, rest, rest_wave, notes, fits, z_scales, knn_info, latents)
 
 
 def _calibration_section(pr: Predictions, obs, ivar, levels) -> tuple[dict, dict]:
@@ -194,8 +199,8 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     result["calibration"], fits = _calibration_section(pr, obs, ivar, ep.calibration_levels)
     if fits:
         result["sigma_scale"] = fits
-    cnn = load_models(paths.vae_dir, paths.cnn_dir).cnn
-    result["redshift"], photoz = photoz_report(cnn, data, train, test, ep.knn_neighbours,
+    models = load_models(paths.vae_dir, paths.cnn_dir)
+    result["redshift"], photoz = photoz_report(models.cnn, data, train, test, ep.knn_neighbours,
                                                ep.knn_use_magnitude, scales=pr.z_scales, batch_size=ep.batch_size)
     if pr.z_scales:
         result["redshift_scale"] = pr.z_scales  # the bundle's inference.z_err_scale
@@ -211,6 +216,13 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     rest = (pr.rest_wave, {k: v for k, v in pr.rest.items() if k != "cnn_given_z"}) if pr.rest else None
     m_tables = measure_methods(data.wave, cat["z"].to_numpy()[test], data.frame, obs, ivar,
                                preds, preds.get("noise_floor"), params.measure, rest=rest)
+    # The CNN's classes decided on draws of its posterior, with class priors fitted on val (models/class_draws).
+    if pr.latents:
+        priors = fit_val_priors(models, data, params.measure, catalogue_photometry(data, data.indices("val")),
+                                batch_size=ep.batch_size)
+        add_posterior_classes(m_tables, pr.latents, models.decoder, data, test, params.measure, priors)
+        if priors:
+            result["class_priors"] = priors  # the bundle's inference.class_priors
     # The same CNN trained on the measurements themselves (models/direct; absent: noted, skipped).
     add_direct_table(m_tables, direct_dir(paths), data, test, pr.notes, batch_size=ep.batch_size)
     scored = score_measurements(m_tables, params.measure)

@@ -232,6 +232,13 @@ def z_err_scales(metrics: dict[str, Any]) -> dict[str, float]:
     return {key: float(fits[name]["scale"]) for name, key in names.items() if (fits.get(name) or {}).get("scale")}
 
 
+def class_priors(metrics: dict[str, Any]) -> dict[str, Any]:
+    """{"class_priors": ...}: the evaluate stage's class priors of the posterior class decision,
+    fitted on val (`models.class_draws`); {} if not fitted (an observed-frame decoder)."""
+    priors = (metrics.get("class_priors") or {}).get("priors")
+    return {"class_priors": priors} if priors else {}
+
+
 def photometry_contract(cnn_dir: Path) -> dict[str, Any] | None:
     """The hybrid CNN's second input as cnn.json records it (None for an images-only CNN)."""
     meta_file = cnn_dir / "cnn.json"
@@ -291,6 +298,7 @@ def _manifest(
             "sigma_scale": sigma_scale(metrics, params.publish.sigma_method),
             "sigma_scale_given_z": sigma_scale(metrics, params.publish.sigma_method, "cnn_given_z"),
             **z_err_scales(metrics),
+            **class_priors(metrics),
             "n_samples": params.publish.n_samples,
             "batch_size": params.publish.batch_size,
             "seed": params.publish.seed,

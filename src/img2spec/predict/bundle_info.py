@@ -59,6 +59,12 @@ class ManifestView:
         return float(self.manifest["inference"].get("sigma_scale_given_z", self.sigma_scale))
 
     @property
+    def class_priors(self) -> dict[str, list[float]] | None:
+        """Class priors of the posterior class decision, fitted on val (`models.class_draws.decide`);
+        None for older bundles (the plain most probable class)."""
+        return self.manifest["inference"].get("class_priors")
+
+    @property
     def z_err_scale(self) -> float:
         """Photo-z error factor fitted on val (with the catalogue photometry of a hybrid CNN); 1.0 if none."""
         return float(self.manifest["inference"].get("z_err_scale", 1.0))

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config.measure import MeasureParams
 from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, measure_spectra
+from ..models.class_draws import CLASSIFIED_SUFFIX, POINT_SUFFIX, ClassDraws, posterior_classes
 from .predictor import BatchResult
 from .writers import Z_FROM_PHOTOZ, Z_UNKNOWN
 
@@ -46,7 +47,11 @@ SCALAR_COMMENTS = {
     "log_nii_halpha": "log [NII]6584/Halpha", "log_oiii_hbeta": "log [OIII]5007/Hbeta",
     "bpt_class": "Kauffmann+03, Kewley+01", "agn_class": "above Kewley+01",
     "sf_class": "measure.classes",
+    "bpt_class_point": "of the point spectrum", "agn_class_point": "of the point spectrum",
+    "sf_class_point": "of the point spectrum",
 }
+PROBABILITY_COMMENT = "share of latent draws"
+
 
 
 def choose_redshift(z_given: np.ndarray, z_source: list[str], z_pred: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
@@ -109,6 +114,8 @@ def measure_target(target: MeasureTarget, mp: MeasureParams | None = None) -> di
 def _comment(name: str) -> str:
     if name in SCALAR_COMMENTS:
         return SCALAR_COMMENTS[name]
+    if "_class_p_" in name or name.endswith(CLASSIFIED_SUFFIX):
+        return PROBABILITY_COMMENT
     for suffix in ("flux_err", "ew_err", "flux", "ew", "flag"):
         if name.endswith("_" + suffix):
             return COMMENTS[suffix]
@@ -116,8 +123,9 @@ def _comment(name: str) -> str:
 
 
 def _scalar(name: str, value) -> Any:
-    if name in LABELS:
-        return LABELS[name][int(value)]
+    label_name = name.removesuffix(POINT_SUFFIX)
+    if label_name in LABELS:
+        return LABELS[label_name][int(value)]
     if name.endswith("_flag"):
         return int(value)
     return float(value)
@@ -130,9 +138,11 @@ def batch_columns(flux: np.ndarray, sigma: np.ndarray, wave: np.ndarray, frame: 
                                         np.asarray(z, np.float64), list(z_source)), mp)
 
 
-def target_columns(target: MeasureTarget, mp: MeasureParams | None = None) -> list[dict[str, tuple[Any, str]]]:
-    """`batch_columns` of a `measurement_target`: the measurements plus MEAS_Z, MEAS_ZSRC, MEAS_FRAME."""
-    table = measure_target(target, mp)
+def target_columns(target: MeasureTarget, mp: MeasureParams | None = None, draws: ClassDraws | None = None,
+                   priors: dict[str, list[float]] | None = None) -> list[dict[str, tuple[Any, str]]]:
+    """`batch_columns` of a `measurement_target`: the measurements plus MEAS_Z, MEAS_ZSRC, MEAS_FRAME;
+    with the batch's `draws`, the classes decided on them (`models.class_draws.posterior_classes`)."""
+    table = posterior_classes(measure_target(target, mp), draws, priors)
     out = []
     for k in range(len(target.z)):
         cols = {name.upper(): (_scalar(name, v[k]), _comment(name)) for name, v in table.items()}

@@ -360,6 +360,16 @@ class Predictor(ManifestView):
             check_photometry(photometry, len(pred.flux), self.photometry_bands, object_ids)[1]
         return _batch_result(pred, used)
 
+    def class_draws(self, result: BatchResult):
+        """`models.class_draws.ClassDraws` of a predicted batch: its latent posterior drawn, each draw
+        measured with the batch's rest-frame sigma and classified; None for an observed-frame bundle."""
+        if not result.has_rest or result.latent_mu is None or result.latent_std is None:
+            return None
+        from ..models.class_draws import draw_classes
+
+        return draw_classes(self.decoder, result.latent_mu, result.latent_std, result.z_used,
+                            self.measure_params or _default_measure(), sigma=result.rest_sigma)
+
     def measured_rest_pixels(self) -> np.ndarray | None:
         """The rest-frame pixels this bundle's measurements read (`measure.table.rest_pixels` with its
         `measure` params); None for an observed-frame decoder, whose windows move with z."""
@@ -460,6 +470,12 @@ class Predictor(ManifestView):
         if "rev" in self.provenance:
             cards["DVCREV"] = (str(self.provenance["rev"])[:60], "git revision of the DVC bundle")
         return cards
+
+
+def _default_measure():
+    from ..config.measure import MeasureParams
+
+    return MeasureParams()
 
 
 def _batch_result(pred, used: np.ndarray | None) -> BatchResult:

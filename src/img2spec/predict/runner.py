@@ -316,7 +316,7 @@ def scaled_predictions(predictor: Predictor, infos: list[ObjectInfo], pred: Batc
     z), the photo-z, the rest-frame spectrum, the flux scaled by `info.mag` where given. Sets
     `info.z_source` to photo-z where the photo-z placed the lines. Also what `img2spec decode` writes."""
     target = measurement_target(pred, predictor.wave, predictor.frame, user_z, [i.z_source for i in infos])
-    measured = target_columns(target, predictor.measure_params)
+    measured = target_columns(target, predictor.measure_params, predictor.class_draws(pred), predictor.class_priors)
     out = []
     for k, info in enumerate(infos):
         if target.z_source[k] == Z_PREDICTED:

@@ -13,6 +13,7 @@ import pandas as pd
 from ..config.measure import MeasureParams
 from ..measure import measure_spectra
 from ..measure.classify import UNCLASSIFIED
+from ..models.class_draws import POINT_SUFFIX, ClassDraws, posterior_classes
 from ..predict.measure_columns import Z_NONE, measurement_target, measure_target
 from ..predict.predictor import BatchResult
 
@@ -51,6 +52,7 @@ def catalogue_frame(
     frame: str = "observed", z_used: np.ndarray | None = None, z_given: np.ndarray | None = None,
     rest_wave: np.ndarray | None = None, rest_flux: np.ndarray | None = None, rest_sigma: np.ndarray | None = None,
     measure_params: MeasureParams | None = None, rest_columns: np.ndarray | None = None,
+    class_draws: ClassDraws | None = None, class_priors: dict[str, list[float]] | None = None,
 ) -> pd.DataFrame:
     """Rows for all N objects of a shard; `flux`/`sigma`/`z_pred` hold the M = predicted.sum() predictions.
 
@@ -60,6 +62,8 @@ def catalogue_frame(
     which spectrum was measured). `measure_params`: the bundle's `measure` params.
     `rest_columns`: the rest pixels decoded when only those were (`BatchResult.rest_columns`; `flux`
     and `sigma` then have no pixels): the quality flags look at those.
+    `class_draws` (of the M predictions; `Predictor.class_draws`) and `class_priors`: the classes are
+    decided on the posterior draws, the point spectrum's kept as `<class>_point`.
     """
     n = len(object_id)
     flags = np.zeros(n, np.int32)
@@ -110,6 +114,7 @@ def catalogue_frame(
         blank = np.full((1, len(wave)), np.nan, np.float32)
         probe = measurement_columns(wave, blank, blank, np.full(1, np.nan), frame, measure_params)
         measured = {name: np.asarray(values)[:0] for name, values in probe.items()}
+    measured = posterior_classes(measured, class_draws, class_priors)
     for name, values in measured.items():
         cols[name] = _spread_measured(name, np.asarray(values), rows, n)
     return pd.DataFrame(cols)
@@ -125,7 +130,7 @@ def _spread_measured(name: str, values: np.ndarray, rows: np.ndarray, n: int) ->
         return full
     if values.dtype.kind not in "iub":
         raise TypeError(f"measurement column {name}: unexpected dtype {values.dtype}")
-    if name.endswith(CLASS_SUFFIX):
+    if name.removesuffix(POINT_SUFFIX).endswith(CLASS_SUFFIX):
         full = np.full(n, UNCLASSIFIED, values.dtype)
         full[rows] = values
         return full

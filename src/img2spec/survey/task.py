@@ -293,6 +293,7 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
         z_input=shard.z, z_pred=result.z, z_pred_err=result.z_err, frame=predictor.frame,
         z_used=result.z_used, z_given=result.z_given, rest_wave=result.rest_wave, rest_flux=result.rest_flux,
         rest_sigma=result.rest_sigma, measure_params=predictor.measure_params, rest_columns=result.rest_columns,
+        class_draws=predictor.class_draws(result), class_priors=predictor.class_priors,
     )
     if result.photometry_used is not None:  # hybrid bundle: which objects it saw with catalogue photometry
         frame["photometry_used"] = np.isin(np.arange(len(shard)), kept[result.photometry_used])

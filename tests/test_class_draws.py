@@ -1,0 +1,83 @@
+"""Classes decided on draws of the predicted spectrum's posterior (models/class_draws.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from img2spec.config.measure import MeasureParams
+from img2spec.measure import UNCLASSIFIED
+from img2spec.models.class_draws import (ClassDraws, class_probabilities, decide, draw_classes, fit_class_priors,
+                                         posterior_classes, probability_columns)
+
+HALPHA = 6564.61
+EW_PER_LATENT = 3.0
+"""The decoder's EW(Halpha) per unit of latent 0 (rest A, on a unit continuum)."""
+
+
+@pytest.fixture(scope="module")
+def line_decoder():
+    """A rest-frame decoder whose spectrum is a unit continuum plus a Halpha line of EW 3 A x latent 0:
+    star-forming (EW >= 3 A) exactly where latent 0 >= 1."""
+    from img2spec.models.vae import build_rest_decoder, rest_grid
+
+    obs_wave = np.exp(np.linspace(np.log(3800.0), np.log(9200.0), 1767))
+    decoder = build_rest_decoder(obs_wave, 2, (), 0.0, 0.3)
+    start, step, n_rest = rest_grid(obs_wave, 0.0, 0.3)
+    wave = np.exp(start + step * np.arange(n_rest))
+    width = np.gradient(wave)
+    profile = np.exp(-0.5 * ((wave - HALPHA) / 2.0) ** 2)
+    profile *= EW_PER_LATENT / np.sum(profile * width)  # integrates to EW_PER_LATENT A over a unit continuum
+    kernel = np.stack([profile, np.zeros_like(profile)]).astype(np.float32)
+    decoder.get_layer("rest_flux").set_weights([kernel, np.ones(n_rest, np.float32)])
+    return decoder
+
+
+def test_probabilities_are_the_share_of_draws_over_the_class_cut(line_decoder):
+    mu = np.array([[0.8, 0.0], [3.0, 0.0], [-1.0, 0.0]], np.float32)
+    std = np.array([[0.5, 1.0], [0.1, 1.0], [0.1, 1.0]], np.float32)
+    draws = draw_classes(line_decoder, mu, std, np.full(3, 0.05), MeasureParams(), n_draws=2000)
+    p_sf = draws.prob["sf_class"][:, 1]
+    expected = 1 - norm.cdf((1.0 - mu[:, 0]) / std[:, 0])  # P(latent 0 >= 1)
+    np.testing.assert_allclose(p_sf, expected, atol=0.04)
+    np.testing.assert_array_equal(draws.classified["sf_class"], 1.0)
+    # no errors given: no S/N cut, but the BPT lines other than Halpha are absent -> off the diagram
+    assert np.all(draws.classified["bpt_class"] == 0) and np.all(np.isnan(draws.prob["bpt_class"]))
+
+
+def test_the_prior_shift_decides_an_open_case_for_the_rarer_class(line_decoder):
+    mu = np.array([[0.8, 0.0]], np.float32)
+    std = np.array([[0.5, 1.0]], np.float32)
+    draws = draw_classes(line_decoder, mu, std, np.full(1, 0.05), MeasureParams(), n_draws=400)
+    assert decide(draws)["sf_class"][0] == 0  # P(star-forming) ~0.35: quiescent without priors
+    assert decide(draws, {"sf_class": [0.8, 0.2]})["sf_class"][0] == 1  # 0.35 / 0.2 > 0.65 / 0.8
+    table = posterior_classes({"sf_class": np.array([0], np.int8), "bpt_class": np.array([-1], np.int8),
+                               "agn_class": np.array([-1], np.int8)}, draws, {"sf_class": [0.8, 0.2]})
+    assert table["sf_class"][0] == 1 and table["sf_class_point"][0] == 0
+    assert table["sf_class_p_star_forming"][0] == pytest.approx(draws.prob["sf_class"][0, 1])
+    assert table["bpt_class"][0] == UNCLASSIFIED and table["bpt_class_classified_frac"][0] == 0
+
+
+def test_draws_do_not_depend_on_chunking(line_decoder, monkeypatch):
+    from img2spec.models import class_draws
+
+    rng = np.random.default_rng(1)
+    mu = rng.normal(1.0, 0.5, (50, 2)).astype(np.float32)
+    std = np.full((50, 2), 0.3, np.float32)
+    whole = draw_classes(line_decoder, mu, std, np.full(50, 0.05), MeasureParams())
+    monkeypatch.setattr(class_draws, "DRAW_ROWS", 64)  # two objects per chunk
+    chunked = draw_classes(line_decoder, mu, std, np.full(50, 0.05), MeasureParams())
+    np.testing.assert_array_equal(whole.prob["sf_class"], chunked.prob["sf_class"])
+
+
+def test_probabilities_priors_and_columns_by_hand():
+    drawn = np.array([[0, 0, 1, -1], [-1, -1, -1, -1], [1, 1, 1, 1]], np.int8)
+    prob, frac = class_probabilities(drawn, [0, 1])
+    np.testing.assert_allclose(prob[0], [2 / 3, 1 / 3])
+    assert np.all(np.isnan(prob[1])) and list(frac) == [0.75, 0.0, 1.0]
+    draws = ClassDraws({"sf_class": prob}, {"sf_class": frac})
+    assert fit_class_priors(draws)["sf_class"] == pytest.approx([1 / 3, 2 / 3])  # rows with a class only
+    assert list(decide(draws)["sf_class"]) == [0, UNCLASSIFIED, 1]
+    cols = probability_columns(draws)
+    assert set(cols) == {"sf_class_p_quiescent", "sf_class_p_star_forming", "sf_class_classified_frac"}
