@@ -167,3 +167,20 @@ def test_readme_command_reports_missing_metrics_and_markers(tmp_path):
     metrics.write_text(json.dumps(_synthetic_evaluate()))
     res = CliRunner().invoke(app, ["readme", "--metrics", str(metrics), "--readme", str(readme)])
     assert res.exit_code == 1 and "eval:start" in res.output and readme.read_text() == "no markers\n"
+
+
+def test_class_table_shows_the_point_spectrum_classes_after_the_cnn():
+    from img2spec.docs import measurement_table
+
+    values = _synthetic_evaluate()
+    for m, acc in (("cnn_point", 0.3), ("cnn_given_z_point", 0.2)):
+        values["classes"]["sf_quiescent"][m] = {"accuracy": acc, "balanced_accuracy": acc, "n": 90}
+    table = measurement_table(values)
+    quantity_header = next(line for line in table.splitlines() if line.startswith("| quantity"))
+    assert "point spectrum" not in quantity_header  # the measurements are the point spectrum's alone
+    header = next(line for line in table.splitlines() if line.startswith("| classes"))
+    cols = header.strip("| ").split(" | ")[1:]
+    assert cols[:4] == ["CNN, no z given", "CNN, catalogue z given", "CNN point spectrum, no z given",
+                        "CNN point spectrum, catalogue z given"]
+    row = next(line for line in table.splitlines() if line.startswith("| sf_quiescent")).split(" | ")
+    assert row[3] == "30.0% (30.0%), n=90" and row[4] == "20.0% (20.0%), n=90" and len(row) == 1 + len(cols)

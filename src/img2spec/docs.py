@@ -37,6 +37,10 @@ MEASURE_LABELS = {
     "observed": "observed spectrum",
 }
 """Columns of the measurement and class tables in order (methods as in metrics/evaluate.json)."""
+POINT_CLASS_LABELS = {"cnn_point": "CNN point spectrum, no z given",
+                      "cnn_given_z_point": "CNN point spectrum, catalogue z given"}
+"""Extra columns of the class table: the CNN's classes measured on its point spectrum, beside the
+classes decided on its posterior draws (`models.class_draws`)."""
 CNN_NO_Z = {"deviation": "CNN, no z given", "measure": "CNN, no z given"}
 """The CNN's label when the catalogue-z variant sits beside it."""
 MEASURE_QUANTITIES = {"dn4000": "Dn4000", "hdelta_a": "HdeltaA [A]", "halpha_ew": "EW(Halpha) [A]",
@@ -165,10 +169,27 @@ def measurement_table(metrics: dict[str, Any]) -> str:
     for q, label in MEASURE_QUANTITIES.items():
         cells = [_measure_cell(meas.get(q, {}).get(m)) for m in labels]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", f"| classes: accuracy (balanced) | {header} |", "|---|" + "---:|" * len(labels)]
+    class_labels = _class_labels(labels, classes)
+    lines += ["", f"| classes: accuracy (balanced) | {' | '.join(class_labels.values())} |",
+              "|---|" + "---:|" * len(class_labels)]
     for scheme, s in classes.items():
-        lines.append(f"| {scheme} | " + " | ".join(_class_cell(s.get(m)) for m in labels) + " |")
+        lines.append(f"| {scheme} | " + " | ".join(_class_cell(s.get(m)) for m in class_labels) + " |")
     return "\n".join(lines + _agn_lines(classes, notes, ref)) + "\n"
+
+
+def _class_labels(labels: dict[str, str], classes: dict[str, Any]) -> dict[str, str]:
+    """The class table's columns: the measurement table's, with the point-spectrum classes of the
+    CNN (present when its classes were decided on posterior draws) after the CNN's columns."""
+    present = {m for s in classes.values() for m in s}
+    point = {m: label for m, label in POINT_CLASS_LABELS.items() if m in present}
+    if not point:
+        return labels
+    out = {}
+    for m, label in labels.items():
+        out[m] = label
+        if m == "cnn_given_z" or (m == "cnn" and "cnn_given_z" not in labels):
+            out.update(point)
+    return out
 
 
 def _measure_cell(r: dict[str, Any] | None) -> str:
