@@ -256,3 +256,34 @@ def test_measure_only_reads_band_pixels_of_float32_memmaps(tmp_path):
     bad[0, in_line] = np.nan
     hit = measure_spectra(bad, WAVE, z, MP, sigma=sigma)
     assert not np.isfinite(hit["halpha_flux"][0]) and np.isfinite(hit["halpha_flux"][1])
+
+
+@pytest.mark.parametrize("criterion", ["halpha_ew", "dn4000"])
+def test_measure_classes_equals_the_class_columns_of_measure_spectra(criterion):
+    """On noisy spectra spread over every class (lines from absent to strong, AGN-like ratios included),
+    with only the class pixels kept: the classes-only measurement gives measure_spectra's classes."""
+    from img2spec.measure.table import measure_classes, rest_pixels
+
+    mp = MP.model_copy(update={"classes": MP.classes.model_copy(update={"sf_criterion": criterion})})
+    rng = np.random.default_rng(3)
+    n = 300
+    z = np.full(n, 0.1)
+    wave = WAVE / 1.1
+    flux = np.zeros((n, len(WAVE)))
+    for k in range(n):
+        f = rng.uniform(0, 1, 5) * np.array([60.0, 15.0, 40.0, 40.0, 30.0]) * rng.choice([0.0, 0.1, 1.0])
+        flux[k] = observed(0.1, {HALPHA: f[0], HBETA: f[1], OIII: f[2], NII: f[3], OII: f[4]},
+                           cont=lambda lam, a=rng.uniform(-1, 1): 2.0 + a * (lam > 4000 * 1.1))[0]
+    flux = flux * (1 + z[:, None])
+    sigma = np.full_like(flux, 0.3)
+    flux += rng.normal(0, 0.3, flux.shape)
+    cols = rest_pixels(wave, mp, classes_only=True)
+    assert len(cols) < len(rest_pixels(wave, mp))
+    only = np.full_like(flux, np.nan)
+    only[:, cols] = flux[:, cols]
+    full = measure_spectra(flux, wave, None, mp, sigma=sigma, frame="rest")
+    part = measure_classes(only, wave, None, mp, sigma=sigma, frame="rest")
+    for name in ("bpt_class", "agn_class", "sf_class", "log_nii_halpha", "log_oiii_hbeta"):
+        np.testing.assert_array_equal(part[name], full[name], err_msg=name)
+    for col, codes in (("bpt_class", (-1, 0, 1, 2)), ("sf_class", (0, 1))):
+        assert set(np.unique(full[col])) == set(codes), col  # every class occurs: the test covers them

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..config.measure import Band, MeasureParams
 from .bands import Spectra, air_to_vacuum
-from .classify import classify
+from .classify import BPT_LINES, classify
 from .lines import Windows, measure_break, measure_line
 
 LINE_COLUMNS = ("flux", "flux_err", "ew", "ew_err", "flag")
@@ -34,13 +34,29 @@ def grid_windows(mp: MeasureParams) -> tuple[dict[str, Windows], tuple[Band, Ban
     return lines, (b["blue"], b["red"]), hdelta
 
 
-def rest_pixels(wave: np.ndarray, mp: MeasureParams) -> np.ndarray:
+def _class_windows(mp: MeasureParams) -> tuple[dict[str, Windows], tuple[Band, Band] | None]:
+    """The windows the classes read: the BPT lines (Halpha's EW is the star-forming cut) and
+    Dn4000 where `measure.classes.sf_criterion` is dn4000 (else None)."""
+    lines, dn4000, _ = grid_windows(mp)
+    missing = [name for name in BPT_LINES if name not in lines]
+    if missing:
+        raise ValueError(f"measure.lines: the classes need {', '.join(missing)}")
+    return {name: lines[name] for name in BPT_LINES}, dn4000 if mp.classes.sf_criterion == "dn4000" else None
+
+
+def rest_pixels(wave: np.ndarray, mp: MeasureParams, *, classes_only: bool = False) -> np.ndarray:
     """Sorted pixels of the rest-frame grid `wave` that `measure_spectra(..., frame='rest')` reads
     (every band's gathered pixels, `bands.Spectra.band`): the rest of the grid can be NaN without
-    changing a measurement, so a prediction measured on these pixels alone need not draw the others."""
+    changing a measurement, so a prediction measured on these pixels alone need not draw the others.
+    `classes_only`: the pixels `measure_classes` reads."""
     sp = Spectra(np.zeros((1, len(wave)), np.float32), wave, frame="rest")
-    lines, dn4000, hdelta = grid_windows(mp)
-    bands = [b for win in (*lines.values(), hdelta) for b in (win.line, win.blue, win.red)] + list(dn4000)
+    if classes_only:
+        lines, dn = _class_windows(mp)
+        windows, breaks = list(lines.values()), list(dn or ())
+    else:
+        lines, dn4000, hdelta = grid_windows(mp)
+        windows, breaks = [*lines.values(), hdelta], list(dn4000)
+    bands = [b for win in windows for b in (win.line, win.blue, win.red)] + breaks
     return np.unique(np.concatenate([sp.band(*b).index.ravel() for b in bands]))
 
 
@@ -81,3 +97,21 @@ def measure_spectra(flux: np.ndarray, wave: np.ndarray, z: np.ndarray | float | 
     out["hdelta_a"], out["hdelta_a_err"], out["hdelta_a_flag"] = -r.ew, r.ew_err, r.flag
     out.update(classify(out, mp.classes))
     return out
+
+
+def measure_classes(flux: np.ndarray, wave: np.ndarray, z: np.ndarray | float | None, mp: MeasureParams, *,
+                    sigma: np.ndarray | None = None, ivar: np.ndarray | None = None,
+                    frame: str = "observed") -> dict[str, np.ndarray]:
+    """The `measure.classify` columns of `measure_spectra` (same arguments, same values), measuring
+    only what the classes read: the four BPT lines and, for the dn4000 criterion, Dn4000. For the
+    many draws per galaxy of `models.class_draws`, which need nothing else."""
+    sp = Spectra(flux, wave, z, sigma=sigma, ivar=ivar, frame=frame)
+    ml, mc = mp.max_masked_fraction_line, mp.max_masked_fraction_continuum
+    lines, dn4000 = _class_windows(mp)
+    out: dict[str, np.ndarray] = {}
+    for name, win in lines.items():
+        r = measure_line(sp, win, ml, mc)
+        out.update({f"{name}_flux": r.flux, f"{name}_flux_err": r.flux_err, f"{name}_ew": r.ew})
+    if dn4000 is not None:
+        out["dn4000"] = measure_break(sp, *dn4000, mc)[0]
+    return classify(out, mp.classes)

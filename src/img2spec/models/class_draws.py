@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config.measure import MeasureParams
-from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, UNCLASSIFIED, measure_spectra
+from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, UNCLASSIFIED
+from ..measure.table import measure_classes, rest_pixels
 from .inference import rest_decoder, split_decoder
 
 CLASS_DRAWS = 32
@@ -59,34 +60,36 @@ def draw_classes(decoder, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, m
 
     `mu`, `std` (N, L): the latent posterior; `z_used` (N,): the z the point spectrum was decoded at.
     The error model of the rest-frame measurement, `ivar` or `sigma` (N, R) on the rest grid, is the
-    point spectrum's, repeated for every draw (None: no S/N cut). Only the pixels the measurements
-    read are decoded.
+    point spectrum's, repeated for every draw (None: no S/N cut). Only what the classes read is decoded
+    and measured (`measure.table.measure_classes`).
     """
     rest = rest_decoder(decoder)
     if rest is None:
         return None
-    from ..measure.table import rest_pixels
-
     mu, std = np.asarray(mu, np.float32), np.asarray(std, np.float32)
     n, n_lat = mu.shape
-    split, wave = split_decoder(rest.model), rest.grid.wave
-    columns = rest_pixels(wave, mp)
-    rng = np.random.default_rng(seed)
-    eps = rng.standard_normal((n, n_draws, n_lat)).astype(np.float32)
+    wave = rest.grid.wave
+    columns = rest_pixels(wave, mp, classes_only=True)
+    eps = np.random.default_rng(seed).standard_normal((n, n_draws, n_lat)).astype(np.float32)
+    z_used = np.asarray(z_used, np.float32)
+    errors = {k: np.asarray(v, np.float32)[:, columns] for k, v in (("ivar", ivar), ("sigma", sigma)) if v is not None}
+    step = min(max(DRAW_ROWS // max(n_draws, 1), 1), max(n, 1))
+    # One buffer per array for every chunk: only `columns` are written or read, the rest stays as filled.
+    buffers = {"flux": np.full((step * n_draws, len(wave)), np.nan, np.float32)}
+    buffers.update({k: np.full_like(buffers["flux"], 0.0 if k == "ivar" else np.nan) for k in errors})
     codes: dict[str, list[np.ndarray]] = {col: [] for col in CLASS_COLUMNS}
-    step = max(DRAW_ROWS // max(n_draws, 1), 1)
     for start in range(0, n, step):
         sl = slice(start, min(start + step, n))
-        b = sl.stop - sl.start
-        latents = (mu[sl, None, :] + eps[sl] * std[sl, None, :]).reshape(b * n_draws, n_lat)
-        z = np.repeat(np.asarray(z_used, np.float32)[sl], n_draws)[:, None]
-        flux = np.full((b * n_draws, len(wave)), np.nan, np.float32)
-        flux[:, columns] = split.flux(np.concatenate([latents, z], axis=1), columns)
-        err = {k: np.repeat(np.asarray(v, np.float32)[sl], n_draws, axis=0)
-               for k, v in (("ivar", ivar), ("sigma", sigma)) if v is not None}
-        table = measure_spectra(flux, wave, 0.0, mp, frame="rest", **err)
+        rows = (sl.stop - sl.start) * n_draws
+        latents = (mu[sl, None, :] + eps[sl] * std[sl, None, :]).reshape(rows, n_lat)
+        cond = np.concatenate([latents, np.repeat(z_used[sl], n_draws)[:, None]], axis=1)
+        buffers["flux"][:rows, columns] = split_decoder(rest.model).flux(cond, columns)
+        for k, v in errors.items():
+            buffers[k][:rows, columns] = np.repeat(v[sl], n_draws, axis=0)
+        table = measure_classes(buffers["flux"][:rows], wave, 0.0, mp, frame="rest",
+                                **{k: buffers[k][:rows] for k in errors})
         for col in CLASS_COLUMNS:
-            codes[col].append(np.asarray(table[col]).reshape(b, n_draws))
+            codes[col].append(np.asarray(table[col]).reshape(-1, n_draws))
     prob, classified = {}, {}
     for col in CLASS_COLUMNS:
         drawn = np.concatenate(codes[col]) if codes[col] else np.zeros((0, n_draws), np.int8)

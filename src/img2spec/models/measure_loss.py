@@ -212,14 +212,12 @@ def class_balance(targets: dict[str, np.ndarray], scaling: dict[str, Any]) -> np
     scheme (`BALANCE_SCHEME`, the direct baseline's class weights: mean 1 over the classified train
     objects), 1 for an unclassified object. A regression weighted so sees every class as often, as
     balanced accuracy counts them."""
-    out = np.ones((len(targets["quantity_ok"]), len(QUANTITIES)), np.float32)
-    for k, q in enumerate(QUANTITIES):
-        col = BALANCE_SCHEME[q]
+    per_scheme = {}
+    for col in set(BALANCE_SCHEME.values()):
         weights = np.asarray(scaling["classes"][col]["weights"], np.float32)
         codes = np.asarray(targets[col]).astype(np.int64)
-        known = (codes >= 0) & (codes < len(weights))
-        out[known, k] = weights[codes[known]]
-    return out
+        per_scheme[col] = np.where(codes >= 0, weights[np.maximum(codes, 0)], np.float32(1.0))
+    return np.stack([per_scheme[BALANCE_SCHEME[q]] for q in QUANTITIES], axis=1).astype(np.float32)
 
 
 def ratio_targets_detected(ok: np.ndarray, bpt_class: np.ndarray) -> np.ndarray:

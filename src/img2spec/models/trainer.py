@@ -104,12 +104,16 @@ class CNNTrainer(keras.Model):
         return parts
 
     def _total(self, parts: dict):
-        total = parts["nll"] + parts.get("chi2", 0.0)
+        return parts["nll"] + parts.get("chi2", 0.0) + self._measurement_terms(parts)
+
+    def _measurement_terms(self, parts: dict):
+        """The weighted measurement and class terms of `parts` (0.0 without them)."""
+        terms = 0.0
         if "measure" in parts:
-            total = total + self.measure_weight * parts["measure"]
+            terms = terms + self.measure_weight * parts["measure"]
         if "class" in parts:
-            total = total + self.class_weight * parts["class"]
-        return total
+            terms = terms + self.class_weight * parts["class"]
+        return terms
 
     def _track(self, parts: dict) -> None:
         trackers = {"nll": self.nll_tracker, "chi2": self.chi2_tracker, "measure": self.measure_tracker,
@@ -123,16 +127,14 @@ class CNNTrainer(keras.Model):
         teaches the logits to name the winner. The trackers follow the most probable hypothesis, the
         one the network publishes."""
         L, K = self.latent_dim, self.hypotheses
-        base = 2 * L + (2 if self.z_tracker is not None else 0)
-        means = y_pred[:, base:base + K * L]
-        logvars = y_pred[:, base + K * L:base + 2 * K * L]
-        logits = y_pred[:, base + 2 * K * L:base + 2 * K * L + K]
+        view = y_pred[:, -(2 * K * L + K):]  # the hypotheses' block ends the training view's output
+        means, logvars, logits = view[:, :K * L], view[:, K * L:2 * K * L], view[:, 2 * K * L:]
         each = [self._fit_parts(means[:, k * L:(k + 1) * L], logvars[:, k * L:(k + 1) * L], y) for k in range(K)]
         parts = {name: ops.stack([p[name] for p in each], axis=-1) for name in each[0]}
         if self.hypothesis_winner == "loss":
             shared, common = self._total(parts), 0.0
         else:  # the terms on the measurements are shared out; chi2 and NLL taken by every hypothesis
-            shared = self._total({"nll": 0.0, **{k: v for k, v in parts.items() if k in ("measure", "class")}})
+            shared = self._measurement_terms(parts)
             common = ops.mean(parts["nll"] + parts["chi2"], axis=-1)
         winner = ops.one_hot(ops.argmin(ops.stop_gradient(shared), axis=-1), K)
         share = winner * (1.0 - self.hypothesis_relax) + (1.0 - winner) * (self.hypothesis_relax / (K - 1))
