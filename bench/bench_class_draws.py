@@ -7,7 +7,7 @@ divided by the model's own mean probabilities (`models.class_draws`, the publish
 on the same val galaxies, in evaluate on val and applied to test). Optionally the latent sigma
 scaled by `--temperature`. Prints a table and writes JSON.
 
-    python bench/bench_class_draws.py [--draws 32] [--temperature 1] [--out reports/class_draws.json]
+    python bench/bench_class_draws.py [--draws 32] [--seed 0] [--temperature 1] [--out reports/class_draws.json]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cnn", default=str(ROOT / "models" / "cnn"))
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--draws", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the draws (the published one: 0)")
     ap.add_argument("--temperature", type=float, default=1.0, help="factor on the latent sigma of the draws")
     ap.add_argument("--out", default=None, help="JSON report (default: print only)")
     args = ap.parse_args(argv)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     point_flux = split_decoder(rest.model).flux(np.concatenate([mu, z_pred[:, None]], axis=1))
     point = measure_spectra(point_flux, rest.grid.wave, 0.0, mp, ivar=ivar, frame="rest")
     draws = draw_classes(models.decoder, mu, latent_std(logvar) * np.float32(args.temperature), z_pred, mp,
-                         ivar=ivar, n_draws=args.draws)
+                         ivar=ivar, n_draws=args.draws, seed=args.seed)
     train_freq = {}
     for scheme, (col, _) in SCHEMES.items():
         have = train_ref[col][train_ref[col] != UNCLASSIFIED]
@@ -80,11 +81,12 @@ def main(argv: list[str] | None = None) -> dict:
              "most probable": decide(draws),
              "/ train frequencies": decide(draws, train_freq),
              "/ own mean (published)": decide(draws, fit_class_priors(draws))}
-    report = {"draws": args.draws, "temperature": args.temperature, "n_val": int(len(val)),
+    report = {"draws": args.draws, "seed": args.seed, "temperature": args.temperature, "n_val": int(len(val)),
               "balanced_accuracy": {rule: {scheme: class_scores(ref[col], codes[col], labels)["balanced_accuracy"]
                                            for scheme, (col, labels) in SCHEMES.items()}
                                     for rule, codes in rules.items()}}
-    print(f"val, {len(val)} galaxies, {args.draws} draws, temperature {args.temperature:g}: balanced accuracy")
+    print(f"val, {len(val)} galaxies, {args.draws} draws (seed {args.seed}), temperature {args.temperature:g}: "
+          "balanced accuracy")
     print(f"{'decision':26s}" + "".join(f"{s:>14s}" for s in SCHEMES))
     for rule, scores in report["balanced_accuracy"].items():
         print(f"{rule:26s}" + "".join(f"{v:14.3f}" for v in scores.values()))
