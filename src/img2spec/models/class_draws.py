@@ -28,8 +28,9 @@ from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, UNCLASSIFIED
 from ..measure.table import measure_classes, rest_pixels
 from .inference import rest_decoder, split_decoder
 
-CLASS_DRAWS = 32
-"""Latent draws per object: a class probability to ~0.09 (one sigma at p = 0.5)."""
+CLASS_DRAWS = 64
+"""Latent draws per object: a class probability to ~0.06 (one sigma at p = 0.5). On val, against 32
+draws over four draw seeds: BPT balanced accuracy 0.682 vs 0.650, its draw-to-draw scatter halved."""
 CLASS_SEED = 0
 """Seed of the draws (drawn per object in row order: independent of the batching)."""
 DRAW_ROWS = 2048
