@@ -287,3 +287,18 @@ def test_measure_classes_equals_the_class_columns_of_measure_spectra(criterion):
         np.testing.assert_array_equal(part[name], full[name], err_msg=name)
     for col, codes in (("bpt_class", (-1, 0, 1, 2)), ("sf_class", (0, 1))):
         assert set(np.unique(full[col])) == set(codes), col  # every class occurs: the test covers them
+
+
+def test_one_redshift_for_all_rows_measures_as_row_by_row_gathering():
+    """Rows sharing one shift are gathered as columns (the fast path); a batch with a second redshift
+    is gathered per (row, column): the shared rows measure the same either way."""
+    rng = np.random.default_rng(5)
+    z = np.full(20, 0.1)
+    flux = observed(z, {HALPHA: 50.0, HBETA: 12.0, OIII: 20.0, NII: 15.0, OII: 30.0}) + rng.normal(0, 0.2, (20, len(WAVE)))
+    sigma = np.full_like(flux, 0.2)
+    other = observed(0.2, {HALPHA: 10.0})
+    fast = measure_spectra(flux, WAVE, 0.1, MP, sigma=sigma)
+    mixed = measure_spectra(np.vstack([flux, other]), WAVE, np.append(z, 0.2), MP,
+                            sigma=np.vstack([sigma, np.full_like(other, 0.2)]))
+    for name in fast:
+        np.testing.assert_array_equal(fast[name], mixed[name][:20], err_msg=name)
