@@ -247,15 +247,25 @@ def test_publish_command_and_stage_script(project, tmp_path, repo_root):
     result = CliRunner().invoke(app, ["publish", "--params", str(params_file), "--root", str(root)])
     assert result.exit_code == 0, result.output
     first = json.loads((root / "models" / "img2spec" / "bundle.json").read_text())
+    first_export = json.loads((root / "models" / "img2spec" / "onnx.json").read_text())
     script = subprocess.run(
         [sys.executable, str(repo_root / "pipeline" / "publish.py"), "--params", str(params_file), "--root", str(root)],
         capture_output=True, text=True,
     )
     assert script.returncode == 0, script.stderr
     second = json.loads((root / "models" / "img2spec" / "bundle.json").read_text())
-    assert {k: (first[k], second.get(k)) for k in first if first[k] != second.get(k)} == {}
-    assert json.loads((root / "reports" / "publish.json").read_text())["bundle_hash"] == \
-        json.loads(result.output)["bundle_hash"]
+    second_export = json.loads((root / "models" / "img2spec" / "onnx.json").read_text())
+    # The same bundle, but for the export's recorded Keras-vs-ONNX difference: Keras' last bits depend
+    # on the process's thread pools (on some CPUs the command and a fresh process differ).
+    assert {k: (first[k], second.get(k)) for k in first
+            if first[k] != second.get(k) and k not in ("files", "payload_hash")} == {}
+    assert {f for f in first["files"] if first["files"][f] != second["files"].get(f)} <= {"onnx.json"}
+    assert {k: v for k, v in first_export.items() if k != "max_abs_diff"} == \
+        {k: v for k, v in second_export.items() if k != "max_abs_diff"}
+    assert max(second_export["max_abs_diff"].values()) < 1e-4
+    # the stage's report names the bundle it wrote (the manifest's sha256, as `read_manifest` hashes it)
+    written = hashlib.sha256((root / "models" / "img2spec" / "bundle.json").read_bytes()).hexdigest()
+    assert json.loads((root / "reports" / "publish.json").read_text())["bundle_hash"] == written
 
 
 def test_bundle_carries_the_sigma_calibration(project, tmp_path):
