@@ -24,15 +24,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config.measure import MeasureParams
-from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, measure_spectra
-from ..models.class_draws import CLASSIFIED_SUFFIX, POINT_SUFFIX, ClassDraws, posterior_classes
+from ..measure import measure_spectra
+from ..models.class_draws import CLASS_COLUMNS, CLASSIFIED_SUFFIX, POINT_SUFFIX, ClassDraws, posterior_classes
 from .predictor import BatchResult
 from .writers import Z_FROM_PHOTOZ, Z_UNKNOWN
 
 Z_PREDICTED = Z_FROM_PHOTOZ
 """`MEAS_ZSRC` when the CNN photo-z placed the lines: the same label as `ZSOURCE`."""
 Z_NONE = Z_UNKNOWN
-LABELS = {"bpt_class": BPT_LABELS, "agn_class": AGN_LABELS, "sf_class": SF_LABELS}
+LABELS = CLASS_COLUMNS
+"""Class column -> its labels (`measure.classify`)."""
 # Card comments stay short: a HIERARCH card's key and value leave ~25 characters of 80.
 COMMENTS = {
     "flux": "[norm x A] x NORMFAC",
@@ -47,11 +48,9 @@ SCALAR_COMMENTS = {
     "log_nii_halpha": "log [NII]6584/Halpha", "log_oiii_hbeta": "log [OIII]5007/Hbeta",
     "bpt_class": "Kauffmann+03, Kewley+01", "agn_class": "above Kewley+01",
     "sf_class": "measure.classes",
-    "bpt_class_point": "of the point spectrum", "agn_class_point": "of the point spectrum",
-    "sf_class_point": "of the point spectrum",
 }
 PROBABILITY_COMMENT = "share of latent draws"
-
+POINT_COMMENT = "of the point spectrum"
 
 
 def choose_redshift(z_given: np.ndarray, z_source: list[str], z_pred: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
@@ -116,6 +115,8 @@ def _comment(name: str) -> str:
         return SCALAR_COMMENTS[name]
     if "_class_p_" in name or name.endswith(CLASSIFIED_SUFFIX):
         return PROBABILITY_COMMENT
+    if name.endswith(POINT_SUFFIX):
+        return POINT_COMMENT
     for suffix in ("flux_err", "ew_err", "flux", "ew", "flag"):
         if name.endswith("_" + suffix):
             return COMMENTS[suffix]

@@ -365,10 +365,11 @@ class Predictor(ManifestView):
         measured with the batch's rest-frame sigma and classified; None for an observed-frame bundle."""
         if not result.has_rest or result.latent_mu is None or result.latent_std is None:
             return None
+        from ..config.measure import MeasureParams
         from ..models.class_draws import draw_classes
 
         return draw_classes(self.decoder, result.latent_mu, result.latent_std, result.z_used,
-                            self.measure_params or _default_measure(), sigma=result.rest_sigma)
+                            self.measure_params or MeasureParams(), sigma=result.rest_sigma)
 
     def measured_rest_pixels(self) -> np.ndarray | None:
         """The rest-frame pixels this bundle's measurements read (`measure.table.rest_pixels` with its
@@ -470,12 +471,6 @@ class Predictor(ManifestView):
         if "rev" in self.provenance:
             cards["DVCREV"] = (str(self.provenance["rev"])[:60], "git revision of the DVC bundle")
         return cards
-
-
-def _default_measure():
-    from ..config.measure import MeasureParams
-
-    return MeasureParams()
 
 
 def _batch_result(pred, used: np.ndarray | None) -> BatchResult:
