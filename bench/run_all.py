@@ -452,6 +452,16 @@ def markdown(report: dict[str, Any]) -> str:
                          f"linearised / sampled sigma per pixel, both before calibration: median {_f(r.get('p50'))} "
                          f"(5-95%: {_f(r.get('p5'))}-{_f(r.get('p95'))})")
             lines.append(line + ".")
+        agree = sci.get("agreement") or {}
+        if agree:
+            n_ok = sum(bool(r["agrees"]) for r in agree.values())
+            lines += ["", f"Against the committed test-split figures (metrics/evaluate.json): {n_ok} of {len(agree)} "
+                      "agree within 3 combined standard errors.", "",
+                      "| figure | fresh survey | committed | difference / se |", "|---|---:|---:|---:|"]
+            g = "{:.4g}"
+            lines += [f"| {k} | {_f(r['fresh'], g)} ± {_f(r['fresh_se'], g)} | {_f(r['committed'], g)} | "
+                      f"{_f(r['sigmas'], '{:.1f}')} |"
+                      for k, r in agree.items()]
     elif sci.get("error") or sci.get("skipped"):
         lines += ["", f"Science: not measured ({sci.get('skipped') or 'failed, see reports/bench.json'})."]
     return _portable_commands("\n".join(lines) + "\n")

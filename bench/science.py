@@ -6,10 +6,18 @@ Given a trained project root (data/processed, models/vae, models/img2spec of one
 2. every prepared object is re-read from its raw cutout and stretched with the TRAINED
    image scaling (the bundle's `Predictor.preprocess_cutout`, exactly what users get);
    the fresh survey's own fitted scaling is not used;
-3. the bundle predicts spectra; `img2spec.metrics` scores them and the baselines
-   (`img2spec.evaluate.baselines`: mean training spectrum, colour kNN fitted on the
-   training survey; the trained VAE's reconstruction of the observed spectrum; the
-   noiseless true spectrum) on the same pixels of the same objects.
+3. the bundle predicts spectra without a redshift (`cnn`) and at the catalogue z (`cnn_given_z`),
+   with the catalogue photometry for a hybrid bundle; `img2spec.metrics` scores them and the
+   baselines (`img2spec.evaluate.baselines`: mean training spectrum, colour kNN fitted on the
+   training survey; the trained decoder's best fit to the observed spectrum, the ceiling; the
+   noiseless true spectrum) on the same pixels of the same objects;
+4. lines, Dn4000, Hdelta_A and classes are measured and scored as the evaluate stage does
+   (`evaluate.measurements`; the CNN's classes decided on its posterior with the bundle's class
+   priors; the direct baseline from models/direct);
+5. `agreement`: D, the EW(Halpha), Dn4000 and Hdelta_A bias and NMAD and the three classes'
+   balanced accuracies of `cnn` and `cnn_given_z` against the committed metrics/evaluate.json
+   (test split), in combined standard errors (fresh: bootstrap over objects; committed: its
+   recorded sem, else the fresh one scaled to its n), agreeing within AGREEMENT_SIGMAS.
 All objects of the fresh survey are test objects (none of them was seen in training).
 
     python bench/science.py --trained-root DIR [--n 1000] [--seed 1001] [--out science.json]
@@ -39,10 +47,11 @@ FRESH_SEED_OFFSET = 1000
 DEFAULT_N = 1000
 SOURCE_AND_PREP_STAGES = ("select", "fetch_spectra", "fetch_images", "fetch_photometry", "match", "prepare")
 STAGE_TIMEOUT_S = 3600.0
-BASELINE_ORDER = ("cnn", "mean_spectrum", "knn_colour", "pca_cnn", "vae_ceiling", "noise_floor")
+BASELINE_ORDER = ("cnn", "cnn_given_z", "mean_spectrum", "knn_colour", "pca_cnn", "vae_ceiling", "noise_floor")
 """Method names as in the evaluate stage's metrics/evaluate.json."""
 LABELS = {
-    "cnn": "CNN pipeline (images -> VAE latents -> decoder)",
+    "cnn": "CNN pipeline (images -> VAE latents -> decoder), no redshift given",
+    "cnn_given_z": "the same, decoded at the catalogue redshift",
     "mean_spectrum": "mean training spectrum x photometric norm",
     "knn_colour": "kNN in PS1 colour space",
     "pca_cnn": "same CNN on PCA coefficients (if trained)",
@@ -124,25 +133,33 @@ def _combined(train_data, fresh) -> SimpleNamespace:
 
 
 def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params) -> tuple[dict, dict]:
-    """Every method's (N, P) normalised prediction for the fresh objects, plus side info."""
-    from img2spec.evaluate.baselines import knn_colour, mean_spectrum
+    """Every method's (N, P) normalised prediction for the fresh objects, plus side info: the CNN
+    as users run it, without a redshift (`cnn`) and given the catalogue z (`cnn_given_z`), each
+    with the fresh catalogue's photometry for a hybrid bundle, as the evaluate stage runs it."""
+    from img2spec.evaluate.baselines import ceiling_spectra, knn_colour, mean_spectrum
+    from img2spec.evaluate.redshift import catalogue_photometry
     from img2spec.evaluate.stage import PCA_SUBDIR
     from img2spec.io.processed import ProcessedData
-    from img2spec.models.inference import decode, encode_spectra, load_encoder, load_models, predict_spectra
+    from img2spec.models.inference import load_models, predict_spectra
 
     train_data = ProcessedData.open(trained_root / "data" / "processed")
     tr = train_data.indices("train")
+    rows = np.arange(len(fresh))
+    phot = catalogue_photometry(fresh, rows)
+    z = fresh.catalog["z"].to_numpy(np.float64)
     out: dict[str, np.ndarray] = {}
-    info: dict[str, Any] = {"n_train": int(len(tr))}
+    info: dict[str, Any] = {"n_train": int(len(tr)), "results": {}}
     t0 = time.perf_counter()
-    pred = predictor.predict(images)
+    pred = predictor.predict(images, photometry=phot)
     info["cnn_seconds"] = round(time.perf_counter() - t0, 2)
-    out["cnn"] = pred.flux
+    info["results"]["cnn"] = pred
+    info["results"]["cnn_given_z"] = predictor.predict(images, photometry=phot, z=z)
+    out["cnn"], out["cnn_given_z"] = pred.flux, info["results"]["cnn_given_z"].flux
     info["cnn_sigma"] = pred.sigma
     info["cnn_sigma_method"] = predictor.sigma_method
     info["cnn_sigma_scale"] = predictor.sigma_scale  # the bundle's calibration (not applied to the other method)
     if predictor.sigma_method != "sampled":  # the alternative, to compare calibration on the same objects
-        info["cnn_sigma_sampled"] = predictor.predict(images, sigma_method="sampled").sigma
+        info["cnn_sigma_sampled"] = predictor.predict(images, sigma_method="sampled", photometry=phot).sigma
         info["sampled_n_samples"] = predictor.n_samples
     mean = mean_spectrum(train_data.flux[tr], train_data.ivar[tr])
     out["mean_spectrum"] = np.tile(mean, (len(fresh), 1))
@@ -154,14 +171,43 @@ def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params
     pca_dir = trained_root / "models" / "cnn" / PCA_SUBDIR
     if (pca_dir / "cnn.keras").exists():
         pca = load_models(pca_dir, pca_dir)
-        out["pca_cnn"] = predict_spectra(pca.cnn, pca.decoder, images, sigma_method="none",
+        out["pca_cnn"] = predict_spectra(pca.cnn, pca.decoder, images, sigma_method="none", photometry=phot,
                                          batch_size=predictor.batch_size).flux
-    mu, _ = encode_spectra(load_encoder(trained_root / "models" / "vae"), np.asarray(fresh.flux), np.asarray(fresh.ivar),
-                           z=fresh.catalog["z"].to_numpy())
-    out["vae_ceiling"] = decode(predictor.decoder, mu)
+    vae_dir = trained_root / "models" / "vae"
+    ep = params.evaluate
+    out["vae_ceiling"] = ceiling_spectra(vae_dir, load_models(vae_dir, trained_root / "models" / "cnn").decoder,
+                                         np.asarray(fresh.flux), np.asarray(fresh.ivar), z,
+                                         steps=ep.ceiling_refine_steps, learning_rate=ep.ceiling_refine_learning_rate)
     if fresh.truth_flux is not None:
         out["noise_floor"] = np.asarray(fresh.truth_flux)
     return out, info
+
+
+def measurement_tables(trained_root: Path, fresh, predictor, images: np.ndarray, methods: dict, results: dict,
+                       keep: np.ndarray, params) -> dict[str, dict[str, np.ndarray]]:
+    """The evaluate stage's measurement tables of the kept fresh objects: every spectrum measured at
+    the catalogue z with the observation's ivar, the CNN's on its rest-frame prediction with its
+    classes decided on the posterior with the bundle's class priors, and the direct baseline."""
+    from img2spec.evaluate.direct import add_direct_table
+    from img2spec.evaluate.measurements import measure_methods
+    from img2spec.evaluate.posterior import Latents, add_posterior_classes
+
+    rows = np.flatnonzero(keep)
+    obs, ivar = np.asarray(fresh.flux)[rows], np.asarray(fresh.ivar)[rows]
+    z = fresh.catalog["z"].to_numpy(np.float64)[rows]
+    truth = None if fresh.truth_flux is None else np.asarray(fresh.truth_flux)[rows]
+    rest = {m: r.rest_flux[rows] for m, r in results.items() if r.rest_flux is not None}
+    rest_wave = next((r.rest_wave for r in results.values() if r.rest_wave is not None), None)
+    preds = {m: v[rows] for m, v in methods.items() if m not in rest}
+    tables = measure_methods(fresh.wave, z, fresh.frame, obs, ivar, preds, truth, params.measure,
+                             rest=(rest_wave, rest) if rest else None)
+    latents = {m: Latents(r.latent_mu[rows], r.latent_std[rows], r.z_used[rows]) for m, r in results.items()
+               if r.rest_flux is not None}
+    add_posterior_classes(tables, latents, predictor.decoder, fresh, rows, params.measure,
+                          {"priors": predictor.class_priors} if predictor.class_priors else None)
+    fresh.images = images  # the direct model reads the trained stretch, as the CNN did
+    add_direct_table(tables, trained_root / "models" / "direct", fresh, rows, {})
+    return tables
 
 
 SIGMA_RATIO_PERCENTILES = (5, 50, 95)
@@ -197,6 +243,80 @@ def score(methods: dict[str, np.ndarray], fresh, keep: np.ndarray, sigma: np.nda
     return out
 
 
+AGREEMENT_METHODS = ("cnn", "cnn_given_z")
+AGREEMENT_QUANTITIES = ("halpha_ew", "dn4000", "hdelta_a")
+AGREEMENT_SCHEMES = ("sf_quiescent", "bpt", "agn")
+AGREEMENT_SIGMAS = 3.0
+"""A fresh figure agrees with the committed one within this many combined standard errors."""
+BOOTSTRAP_DRAWS = 200
+BOOTSTRAP_SEED = 0
+
+
+def _bootstrap_se(figure, n: int) -> float:
+    """Standard error of `figure(idx)` over objects: its std over BOOTSTRAP_DRAWS resamples."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    values = [figure(rng.integers(0, n, n)) for _ in range(BOOTSTRAP_DRAWS)]
+    return float(np.nanstd(values, ddof=1))
+
+
+def _fresh_figures(tables: dict, d: dict[str, np.ndarray], mp) -> dict[str, tuple]:
+    """{key: (value on every fresh object, figure(idx) for the bootstrap, n objects)} of the compared figures."""
+    from img2spec.evaluate.measurements import QUANTITIES, SCHEMES, class_scores, robust_difference
+
+    ref = tables["truth"] if "truth" in tables else tables["observed"]
+    out: dict[str, tuple] = {}
+    for m in AGREEMENT_METHODS:
+        if m in d:
+            out[f"mean_deviation.{m}"] = (lambda idx, v=d[m]: float(np.nanmean(v[idx])), len(d[m]))
+        for q in AGREEMENT_QUANTITIES:
+            col = QUANTITIES[q]
+            if m in tables and col in tables[m]:
+                for stat in ("bias", "nmad"):
+                    out[f"measurements.{q}.{m}.{stat}"] = (
+                        lambda idx, v=tables[m][col], r=ref[col], st=stat: robust_difference(v[idx], r[idx])[st],
+                        len(ref[col]))
+        for scheme in AGREEMENT_SCHEMES:
+            col, labels = SCHEMES[scheme]
+            if m in tables:
+                out[f"classes.{scheme}.{m}.balanced_accuracy"] = (
+                    lambda idx, v=tables[m][col], r=ref[col], lab=labels: class_scores(r[idx], v[idx], lab)["balanced_accuracy"],
+                    len(ref[col]))
+    return out
+
+
+def _committed(metrics: dict, key: str) -> tuple[float, float | None, int]:
+    """(value, standard error if recorded, n) of a dotted `key` of metrics/evaluate.json."""
+    parts = key.split(".")
+    if parts[0] == "mean_deviation":
+        row = metrics["mean_deviation"][parts[1]]
+        return float(row["mean"]), float(row["sem"]), int(row["n"])
+    node = metrics
+    for k in parts[:-1]:
+        node = node[k]
+    return float(node[parts[-1]]), None, int(node.get("n", 0))
+
+
+def agreement(tables: dict, d: dict[str, np.ndarray], committed: dict, mp) -> dict[str, Any]:
+    """Each compared figure on the fresh survey against the committed test split's: the difference in
+    combined standard errors (the fresh one bootstrapped over objects; the committed one its recorded
+    sem, else the fresh one scaled to the committed n), and whether it is within AGREEMENT_SIGMAS."""
+    out = {}
+    for key, (figure, n) in _fresh_figures(tables, d, mp).items():
+        try:
+            c_value, c_se, c_n = _committed(committed, key)
+        except KeyError:
+            continue
+        value = figure(np.arange(n))
+        se = _bootstrap_se(figure, n)
+        if c_se is None:
+            c_se = se * np.sqrt(n / c_n) if c_n else float("nan")
+        diff, total = abs(value - c_value), float(np.hypot(se, c_se))
+        sigmas = 0.0 if diff == 0 else (diff / total if total > 0 else float("inf"))
+        out[key] = {"fresh": value, "fresh_se": se, "committed": c_value, "committed_se": float(c_se),
+                    "sigmas": sigmas, "agrees": bool(sigmas <= AGREEMENT_SIGMAS)}
+    return out
+
+
 def run(trained_root: Path, workdir: Path, n: int = DEFAULT_N, seed: int | None = None) -> dict[str, Any]:
     """The whole science check (see module doc); returns a JSON-able dict."""
     from img2spec.config import load_params
@@ -226,8 +346,19 @@ def run(trained_root: Path, workdir: Path, n: int = DEFAULT_N, seed: int | None 
     keep = np.ones(len(fresh), bool)
     keep[[i for i, _ in rejected]] = False
     methods, info = predictions(trained_root, fresh, predictor, images, params)
+    results = info.pop("results")
     result = score(methods, fresh, keep, info.pop("cnn_sigma"), info.pop("cnn_sigma_sampled", None),
                    info.get("cnn_sigma_scale", 1.0))
+    from img2spec.evaluate.measurements import score_measurements
+    from img2spec.metrics import deviation
+
+    tables = measurement_tables(trained_root, fresh, predictor, images, methods, results, keep, params)
+    result.update(score_measurements(tables, params.measure))
+    obs, ivar = np.asarray(fresh.flux)[keep], np.asarray(fresh.ivar)[keep]
+    d = {m: deviation(methods[m][keep], obs, ivar) for m in AGREEMENT_METHODS if m in methods}
+    committed_path = trained_root / "metrics" / "evaluate.json"
+    if committed_path.exists():
+        result["agreement"] = agreement(tables, d, json.loads(committed_path.read_text()), params.measure)
     train_cat = ProcessedData.open(trained_root / "data" / "processed").catalog
     same = fresh.catalog.merge(train_cat[["objid", "z"]], on="objid", suffixes=("", "_train"))
     prep = json.loads((ws / "reports" / "prepare.json").read_text())
@@ -266,6 +397,9 @@ def main() -> None:
     if args.out:
         args.out.write_text(text + "\n")
     print(text)
+    for key, row in (result.get("agreement") or {}).items():
+        print(f"{key:48s} fresh {row['fresh']:8.4f} +- {row['fresh_se']:.4f}  committed {row['committed']:8.4f} "
+              f"+- {row['committed_se']:.4f}  {row['sigmas']:4.1f} se  {'agrees' if row['agrees'] else 'DIFFERS'}")
 
 
 if __name__ == "__main__":

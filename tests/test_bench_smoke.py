@@ -238,6 +238,39 @@ def test_science_refuses_training_seed_and_finds_scripts(tmp_path):
         assert science.stage_script(REPO, stage).is_file()
 
 
+def test_science_agreement_against_committed_figures():
+    """Fresh figures equal to the committed ones agree; a committed D 10 standard errors away does not;
+    a figure the committed metrics lack is left out."""
+    import numpy as np
+
+    from img2spec.evaluate.measurements import class_scores, robust_difference
+    from img2spec.measure import AGN_LABELS, BPT_LABELS, SF_LABELS
+
+    rng = np.random.default_rng(0)
+    n = 300
+    truth = {"halpha_ew": rng.normal(10, 8, n), "dn4000": rng.normal(1.5, 0.2, n), "hdelta_a": rng.normal(1, 2, n),
+             "sf_class": rng.integers(0, 2, n), "bpt_class": rng.integers(-1, 3, n), "agn_class": rng.integers(0, 2, n)}
+    cnn = {k: v + rng.normal(0, 0.1 * np.std(v), n) if k.islower() and not k.endswith("class") else v.copy()
+           for k, v in truth.items()}
+    cnn["sf_class"] = np.where(rng.random(n) < 0.2, 1 - truth["sf_class"], truth["sf_class"])
+    tables = {"truth": truth, "cnn": cnn}
+    d = {"cnn": rng.gamma(4.0, 0.5, n)}
+    committed = {"mean_deviation": {"cnn": {"mean": float(d["cnn"].mean()), "sem": float(d["cnn"].std() / np.sqrt(n)),
+                                            "n": n}},
+                 "measurements": {q: {"cnn": robust_difference(cnn[q], truth[q])} for q in ("halpha_ew", "dn4000")},
+                 "classes": {s: {"cnn": class_scores(truth[c], cnn[c], lab)} for s, c, lab in
+                             (("sf_quiescent", "sf_class", SF_LABELS), ("bpt", "bpt_class", BPT_LABELS),
+                              ("agn", "agn_class", AGN_LABELS))}}
+    got = science.agreement(tables, d, committed, None)
+    assert "measurements.hdelta_a.cnn.nmad" not in got  # not in the committed metrics
+    assert got["measurements.halpha_ew.cnn.nmad"]["sigmas"] == 0.0 and got["measurements.dn4000.cnn.bias"]["agrees"]
+    assert got["classes.sf_quiescent.cnn.balanced_accuracy"]["fresh_se"] > 0
+    assert all(row["agrees"] for row in got.values()), {k: r for k, r in got.items() if not r["agrees"]}
+    committed["mean_deviation"]["cnn"]["mean"] += 10 * committed["mean_deviation"]["cnn"]["sem"]
+    moved = science.agreement(tables, d, committed, None)["mean_deviation.cnn"]
+    assert not moved["agrees"] and moved["sigmas"] > 5
+
+
 def test_pick_trained_root(tmp_path):
     def ws(name: str, bundle: bool) -> Path:
         root = tmp_path / name

@@ -71,6 +71,35 @@ def test_fit_sigma_scale_when_noise_alone_covers_the_target():
         fit_sigma_scale(obs, obs, obs, np.zeros_like(obs))
 
 
+def test_fit_sigma_scale_on_two_levels_trades_1_sigma_for_2_sigma_on_heavy_tails():
+    """Heavy-tailed errors cannot be Gaussian at 1 and 2 sigma at once: fitted on both levels the
+    factor sits between the two one-level factors and the summed squared coverage misfit is smaller
+    than either's; on Gaussian errors both fits agree."""
+    from img2spec.metrics import calibration, fit_sigma_scale, gaussian_within
+
+    rng = np.random.default_rng(7)
+    shape = (300, 200)
+    ivar = np.full(shape, 1e12)
+    pred, sigma = np.zeros(shape), np.ones(shape)
+
+    def misfit(noise, scale):
+        cal = calibration(pred, scale * sigma, noise, ivar)
+        return sum((cal[f"within_{k}sigma"] - gaussian_within(k)) ** 2 for k in (1, 2))
+
+    heavy = rng.standard_t(3, shape)
+    one, two = (fit_sigma_scale(pred, sigma, heavy, ivar, levels=(k,)) for k in (1.0, 2.0))
+    both = fit_sigma_scale(pred, sigma, heavy, ivar, levels=(1.0, 2.0))
+    assert one["scale"] < both["scale"] < two["scale"]
+    assert misfit(heavy, both["scale"]) < min(misfit(heavy, one["scale"]), misfit(heavy, two["scale"]))
+    cal = calibration(pred, both["scale"] * sigma, heavy, ivar)
+    assert cal["within_1sigma"] > gaussian_within(1.0) and cal["within_2sigma"] < gaussian_within(2.0)
+    assert both["fitted_coverage"] == pytest.approx([cal["within_1sigma"], cal["within_2sigma"]], abs=1e-6)
+    gauss = rng.standard_normal(shape) * 1.7
+    assert fit_sigma_scale(pred, sigma, gauss, ivar, levels=(1.0, 2.0))["scale"] == pytest.approx(1.7, rel=0.02)
+    with pytest.raises(ValueError, match="levels must be positive"):
+        fit_sigma_scale(pred, sigma, gauss, ivar, levels=(0.0,))
+
+
 def _objects(rng, n_obj: int, n_pix: int, scale_spread: float):
     """Residuals of objects whose true error scale differs per object (pixels of one spectrum
     share it, as they share a mis-predicted continuum), predicted sigma = 1 for all."""

@@ -8,6 +8,8 @@ pixel has no D_i: it is NaN and counted as skipped in the summary, never dropped
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 PERCENTILES = (16.0, 84.0)
@@ -18,6 +20,8 @@ TAIL_SIGMA = 3.0
 """`calibration` also reports the fraction of pixels beyond this many sigma (the tails)."""
 GAUSSIAN_BEYOND_3SIGMA = 0.0027
 """Fraction of a Gaussian beyond 3 sigma."""
+SCALE_SEARCH_POINTS = 513
+"""Candidate factors of a sigma fit on several levels, evenly spaced between the levels' exact factors."""
 
 
 def deviation(pred: np.ndarray, obs: np.ndarray, ivar: np.ndarray, pixel_mask: np.ndarray | None = None) -> np.ndarray:
@@ -93,25 +97,51 @@ def calibration(pred: np.ndarray, sigma: np.ndarray, obs: np.ndarray, ivar: np.n
     return out
 
 
-def fit_sigma_scale(pred: np.ndarray, sigma: np.ndarray, obs: np.ndarray, ivar: np.ndarray,
-                    target: float = GAUSSIAN_WITHIN_1SIGMA) -> dict:
-    """The factor s on the predicted sigma that makes `calibration`'s 1-sigma coverage `target`.
+def gaussian_within(k: float) -> float:
+    """Fraction of a Gaussian within k sigma."""
+    return math.erf(k / math.sqrt(2.0))
 
-    Pixel p is covered at s when |pred - obs| <= sqrt((s sigma)^2 + 1/ivar), i.e. when
-    s >= s_p = sqrt(max(resid^2 - 1/ivar, 0)) / sigma; coverage(s) is the fraction of good
-    pixels with s_p <= s, so s is the `target` quantile of s_p (exact, no search).
-    `floor_coverage` is the coverage of the observation noise alone (s = 0): when it already
-    exceeds `target`, s is 0 and the predicted sigma cannot be calibrated by scaling.
+
+def _scale_thresholds(resid2: np.ndarray, noise2: np.ndarray, sigma: np.ndarray, k: float) -> np.ndarray:
+    """Per pixel, the least factor s on sigma that puts it within k sigma: |resid| <= k sqrt((s sigma)^2 +
+    noise2) iff s >= sqrt(max(resid^2 / k^2 - noise2, 0)) / sigma (inf for sigma 0 with an excess)."""
+    excess = np.sqrt(np.maximum(resid2 / k**2 - noise2, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sort(np.where(excess == 0, 0.0, excess / sigma))
+
+
+def fit_sigma_scale(pred: np.ndarray, sigma: np.ndarray, obs: np.ndarray, ivar: np.ndarray,
+                    levels: tuple[float, ...] = (1.0,)) -> dict:
+    """The factor s on the predicted sigma whose `calibration` coverages best match a Gaussian's at `levels`.
+
+    Pixel p is within k sigma at s when s >= its threshold s_p(k) (`_scale_thresholds`), so the
+    coverage at k is the fraction of good pixels with s_p(k) <= s. One level: s is the Gaussian
+    quantile of s_p(k) (exact, no search). Several: s minimises the summed squared difference
+    between the coverages and a Gaussian's, searched between the levels' exact factors (errors
+    with heavier tails than a Gaussian cannot match every level; one level alone fits the others
+    as they fall). `floor_coverage` is the 1-sigma coverage of the observation noise alone (s = 0):
+    when it already exceeds a Gaussian's, s is 0 and the predicted sigma cannot be calibrated by scaling.
     """
     ivar = np.asarray(ivar, np.float64)
     sigma = np.asarray(sigma, np.float64)
     good = np.isfinite(ivar) & (ivar > 0) & np.isfinite(obs) & np.isfinite(sigma)
     if not good.any():
         raise ValueError("fit_sigma_scale: no good pixel with a finite predicted sigma")
+    if not levels or min(levels) <= 0:
+        raise ValueError(f"fit_sigma_scale: levels must be positive numbers of sigma, got {levels}")
     resid2 = (np.asarray(pred, np.float64) - np.asarray(obs, np.float64))[good] ** 2
-    excess = np.sqrt(np.maximum(resid2 - 1.0 / ivar[good], 0.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s_p = np.where(excess == 0, 0.0, excess / sigma[good])  # sigma 0 with excess: never covered (inf)
-    scale = float(np.quantile(s_p, target))
-    return {"scale": scale if np.isfinite(scale) else float("nan"), "target_within_1sigma": target,
-            "floor_coverage": float(np.mean(s_p == 0)), "n_pixels": int(good.sum())}
+    thresholds = {k: _scale_thresholds(resid2, 1.0 / ivar[good], sigma[good], k) for k in levels}
+    exact = [float(np.quantile(t, gaussian_within(k))) for k, t in thresholds.items()]
+    candidates = np.unique(np.linspace(min(exact), max(exact), SCALE_SEARCH_POINTS)) if np.all(np.isfinite(exact)) \
+        else np.array([float("nan")])
+
+    def coverage(s: float) -> dict[float, float]:
+        return {k: float(np.searchsorted(t, s, side="right") / t.size) for k, t in thresholds.items()}
+
+    misfit = [sum((c - gaussian_within(k)) ** 2 for k, c in coverage(s).items()) for s in candidates]
+    scale = float(candidates[int(np.argmin(misfit))])
+    return {"scale": scale if np.isfinite(scale) else float("nan"), "levels": [float(k) for k in levels],
+            "target_coverage": [gaussian_within(k) for k in levels],
+            "fitted_coverage": list(coverage(scale).values()) if np.isfinite(scale) else [],
+            "floor_coverage": float(np.mean(resid2 <= 1.0 / ivar[good])),
+            "n_pixels": int(good.sum())}

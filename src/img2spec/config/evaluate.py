@@ -12,7 +12,7 @@ class EvaluateParams(Section):
     n_example_plots: int = Field(3, ge=0)
     sigma_method: SigmaMethodParam = "linearised"  # predicted sigma (calibration), as publish
     n_samples: int = Field(32, ge=2)  # latent samples for sigma_method: sampled
-    calibrate_sigma: bool = True  # fit a factor on sigma (val split) so 68.3% of pixels fall within 1 sigma
+    calibrate_sigma: bool = True  # fit a factor on sigma (val split): coverage at calibration_levels closest to a Gaussian's
     batch_size: int = Field(256, ge=1)
     ceiling_refine_steps: int = Field(300, ge=0)
     """The ceiling's latents: the encoder's, refined by this many Adam steps on each test spectrum's

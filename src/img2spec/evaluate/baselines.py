@@ -86,3 +86,16 @@ def knn_colour(data, train: np.ndarray, test: np.ndarray, k: int, use_magnitude:
     if info["n_no_colours"]:
         log.warning("knn_colour: %d test objects without finite colours got the mean spectrum", info["n_no_colours"])
     return pred, info
+
+
+def ceiling_spectra(vae_dir, decoder, obs: np.ndarray, ivar: np.ndarray, z: np.ndarray, *, steps: int,
+                    learning_rate: float) -> np.ndarray:
+    """The representation's ceiling (`vae_ceiling`): each observed spectrum encoded, its latents refined by
+    `steps` Adam steps on its chi-square through `decoder` (the decoder's best fit), decoded at its z."""
+    from ..models.inference import decode, decoder_input, encode_spectra, is_conditioned, load_encoder
+    from ..models.refine import refine_latents
+
+    mu, _ = encode_spectra(load_encoder(vae_dir), obs, ivar, z=z)
+    z_cond = z if is_conditioned(decoder, mu.shape[1]) else None
+    mu = refine_latents(decoder, mu, obs, ivar, z_cond, steps=steps, learning_rate=learning_rate)
+    return decode(decoder, decoder_input(decoder, mu, z))

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config.measure import MeasureParams
 from ..docs import measurement_table as markdown_table  # noqa: F401  (the README renderer, one definition)
-from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, UNCLASSIFIED, measure_spectra
+from ..measure import CLASS_COLUMNS, UNCLASSIFIED, measure_spectra
 from ..measure.stats import NMAD_SCALE
 
 QUANTITIES = {
@@ -38,8 +38,8 @@ QUANTITIES = {
 }
 """metrics name -> measure_spectra column."""
 RATIO_LINES = {"oiii_hbeta": ("oiii_5007", "hbeta"), "nii_halpha": ("nii_6584", "halpha")}
-SCHEMES = {"sf_quiescent": ("sf_class", SF_LABELS), "bpt": ("bpt_class", BPT_LABELS),
-           "agn": ("agn_class", AGN_LABELS)}
+SCHEMES = {scheme: (col, CLASS_COLUMNS[col]) for scheme, col in
+           (("sf_quiescent", "sf_class"), ("bpt", "bpt_class"), ("agn", "agn_class"))}
 METHODS = ("cnn", "cnn_given_z", "pca_cnn", "knn_colour", "vae_ceiling", "mean_spectrum")
 """Predicted spectra scored (those present), besides `observed`."""
 

@@ -20,7 +20,7 @@ from ..io.atomic import write_csv, write_json
 from ..io.processed import ProcessedData
 from ..metrics import calibration, deviation, fit_sigma_scale, summarise
 from ..paths import Paths
-from .baselines import knn_colour, mean_spectrum
+from .baselines import ceiling_spectra, knn_colour, mean_spectrum
 from .direct import add_direct_table
 from .figures import examples_figure, histogram_figure, trend_figure
 from .measure_figures import measurements_figure
@@ -60,14 +60,16 @@ def _fit_sigma_scale(models, data, ep, z_scales: dict | None = None, *, given_z:
     pred = predict_spectra(models.cnn, models.decoder, RowView(data.images, val), n_samples=ep.n_samples,
                            batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
                            photometry=catalogue_photometry(data, val), z_err_scale=scale_of(z_scales), z=z)
-    fit = fit_sigma_scale(pred.flux, pred.sigma, load_rows(data.flux, val), load_rows(data.ivar, val))
+    fit = fit_sigma_scale(pred.flux, pred.sigma, load_rows(data.flux, val), load_rows(data.ivar, val),
+                          levels=ep.calibration_levels)
     fit.update(fitted_on="val", n_objects=int(len(val)), sigma_method=ep.sigma_method,
                redshift="catalogue" if given_z else "predicted")
     if not np.isfinite(fit["scale"]) or fit["scale"] <= 0:
         log.warning("evaluate.calibrate_sigma: fitted scale %s (observation noise alone covers %.1f%% of val "
                     "pixels); sigma is left unscaled", fit["scale"], 100 * fit["floor_coverage"])
         return None
-    log.info("sigma calibration (%s z): x%.3f (fitted on %d val objects)", fit["redshift"], fit["scale"], len(val))
+    log.info("sigma calibration (%s z): x%.3f (fitted on %d val objects at %s sigma: %s)", fit["redshift"], fit["scale"],
+             len(val), "/".join(f"{k:g}" for k in fit["levels"]), ", ".join(f"{c:.3f}" for c in fit["fitted_coverage"]))
     return fit
 
 
@@ -121,9 +123,7 @@ def _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents) -> tuple[di
 
 def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -> Predictions:
     """The CNN in both modes and every baseline on the test split."""
-    from ..models.inference import (decode, decoder_input, encode_spectra, is_conditioned, load_encoder, load_models,
-                                    predict_spectra)
-    from ..models.refine import refine_latents
+    from ..models.inference import load_models, predict_spectra
 
     ep = params.evaluate
     train, test = data.indices("train"), data.indices("test")
@@ -151,12 +151,8 @@ def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -
     else:
         notes["pca_cnn"] = f"{pca_dir}: not trained (cnn.train_pca: false)"
 
-    z_true = data.catalog["z"].to_numpy()[test]
-    mu, _ = encode_spectra(load_encoder(paths.vae_dir), obs, ivar, z=z_true)
-    z_cond = z_true if is_conditioned(models.decoder, mu.shape[1]) else None
-    mu = refine_latents(models.decoder, mu, obs, ivar, z_cond, steps=ep.ceiling_refine_steps,
-                        learning_rate=ep.ceiling_refine_learning_rate)
-    preds["vae_ceiling"] = decode(models.decoder, decoder_input(models.decoder, mu, z_true))
+    preds["vae_ceiling"] = ceiling_spectra(paths.vae_dir, models.decoder, obs, ivar, data.catalog["z"].to_numpy()[test],
+                                           steps=ep.ceiling_refine_steps, learning_rate=ep.ceiling_refine_learning_rate)
     if data.truth_flux is not None:
         preds["noise_floor"] = load_rows(data.truth_flux, test)
     else:

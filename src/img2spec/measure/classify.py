@@ -26,6 +26,8 @@ UNCLASSIFIED = -1
 SF_LABELS = {UNCLASSIFIED: "unclassified", 0: "quiescent", 1: "star_forming"}
 BPT_LABELS = {UNCLASSIFIED: "unclassified", 0: "star_forming", 1: "composite", 2: "agn"}
 AGN_LABELS = {UNCLASSIFIED: "unclassified", 0: "not_agn", 1: "agn"}
+CLASS_COLUMNS = {"sf_class": SF_LABELS, "bpt_class": BPT_LABELS, "agn_class": AGN_LABELS}
+"""`classify`'s output columns and their labels."""
 BPT_LINES = ("hbeta", "oiii_5007", "halpha", "nii_6584")
 
 

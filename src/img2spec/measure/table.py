@@ -67,6 +67,16 @@ def column_names(mp: MeasureParams) -> list[str]:
     return cols + ["log_nii_halpha", "log_oiii_hbeta", "bpt_class", "agn_class", "sf_class"]
 
 
+def _measure_lines(sp: Spectra, lines: dict[str, Windows], mp: MeasureParams,
+                   columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`<line>_<column>` of every line in `lines`, `columns` among LINE_COLUMNS."""
+    out = {}
+    for name, win in lines.items():
+        r = measure_line(sp, win, mp.max_masked_fraction_line, mp.max_masked_fraction_continuum)
+        out.update({f"{name}_{c}": getattr(r, c) for c in columns})
+    return out
+
+
 def measure_spectra(flux: np.ndarray, wave: np.ndarray, z: np.ndarray | float | None, mp: MeasureParams, *,
                     sigma: np.ndarray | None = None, ivar: np.ndarray | None = None,
                     mask: np.ndarray | None = None, frame: str = "observed") -> dict[str, np.ndarray]:
@@ -87,10 +97,7 @@ def measure_spectra(flux: np.ndarray, wave: np.ndarray, z: np.ndarray | float | 
     ml, mc = mp.max_masked_fraction_line, mp.max_masked_fraction_continuum
     out: dict[str, np.ndarray] = {}
     lines, (dn_blue, dn_red), hdelta = grid_windows(mp)
-    for name, win in lines.items():
-        r = measure_line(sp, win, ml, mc)
-        out.update({f"{name}_flux": r.flux, f"{name}_flux_err": r.flux_err, f"{name}_ew": r.ew,
-                    f"{name}_ew_err": r.ew_err, f"{name}_flag": r.flag})
+    out.update(_measure_lines(sp, lines, mp, LINE_COLUMNS))
     out["dn4000"], out["dn4000_err"], out["dn4000_flag"] = measure_break(sp, dn_blue, dn_red, mc)
     r = measure_line(sp, hdelta, ml, mc)
     # Lick convention: absorption positive, i.e. minus the emission EW.
@@ -106,12 +113,8 @@ def measure_classes(flux: np.ndarray, wave: np.ndarray, z: np.ndarray | float | 
     only what the classes read: the four BPT lines and, for the dn4000 criterion, Dn4000. For the
     many draws per galaxy of `models.class_draws`, which need nothing else."""
     sp = Spectra(flux, wave, z, sigma=sigma, ivar=ivar, frame=frame)
-    ml, mc = mp.max_masked_fraction_line, mp.max_masked_fraction_continuum
     lines, dn4000 = _class_windows(mp)
-    out: dict[str, np.ndarray] = {}
-    for name, win in lines.items():
-        r = measure_line(sp, win, ml, mc)
-        out.update({f"{name}_flux": r.flux, f"{name}_flux_err": r.flux_err, f"{name}_ew": r.ew})
+    out = _measure_lines(sp, lines, mp, ("flux", "flux_err", "ew"))
     if dn4000 is not None:
-        out["dn4000"] = measure_break(sp, *dn4000, mc)[0]
+        out["dn4000"] = measure_break(sp, *dn4000, mp.max_masked_fraction_continuum)[0]
     return classify(out, mp.classes)

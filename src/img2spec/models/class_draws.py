@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config.measure import MeasureParams
-from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, UNCLASSIFIED
+from ..measure import CLASS_COLUMNS, UNCLASSIFIED
 from ..measure.table import measure_classes, rest_pixels
 from .inference import rest_decoder, split_decoder
 
@@ -36,7 +36,6 @@ CLASS_SEED = 0
 """Seed of the draws (drawn per object in row order: independent of the batching)."""
 DRAW_ROWS = 2048
 """Decoded draws per chunk (objects x draws): bounds the memory of a large batch."""
-CLASS_COLUMNS = {"sf_class": SF_LABELS, "bpt_class": BPT_LABELS, "agn_class": AGN_LABELS}
 POINT_SUFFIX = "_point"
 """`<class column>_point`: the class measured on the point spectrum itself."""
 CLASSIFIED_SUFFIX = "_classified_frac"
@@ -80,12 +79,13 @@ def draw_classes(decoder, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, m
     buffers = {"flux": np.full((step * n_draws, len(wave)), np.nan, np.float32)}
     buffers.update({k: np.full_like(buffers["flux"], 0.0 if k == "ivar" else np.nan) for k in errors})
     codes: dict[str, list[np.ndarray]] = {col: [] for col in CLASS_COLUMNS}
+    flux_of = split_decoder(rest.model).flux
     for start in range(0, n, step):
         sl = slice(start, min(start + step, n))
         rows = (sl.stop - sl.start) * n_draws
         latents = (mu[sl, None, :] + eps[sl] * std[sl, None, :]).reshape(rows, n_lat)
         cond = np.concatenate([latents, np.repeat(z_used[sl], n_draws)[:, None]], axis=1)
-        buffers["flux"][:rows, columns] = split_decoder(rest.model).flux(cond, columns)
+        buffers["flux"][:rows, columns] = flux_of(cond, columns)
         for k, v in errors.items():
             buffers[k][:rows, columns] = np.repeat(v[sl], n_draws, axis=0)
         table = measure_classes(buffers["flux"][:rows], wave, 0.0, mp, frame="rest",

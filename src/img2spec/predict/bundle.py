@@ -297,6 +297,7 @@ def _manifest(
             "sigma_method": params.publish.sigma_method,
             "sigma_scale": sigma_scale(metrics, params.publish.sigma_method),
             "sigma_scale_given_z": sigma_scale(metrics, params.publish.sigma_method, "cnn_given_z"),
+            "sigma_scale_levels": ((metrics.get("sigma_scale") or {}).get("cnn") or {}).get("levels", [1.0]),
             **z_err_scales(metrics),
             **class_priors(metrics),
             "n_samples": params.publish.n_samples,

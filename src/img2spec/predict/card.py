@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..metrics import GAUSSIAN_WITHIN_1SIGMA
 
 METHOD_LABELS = {
     "cnn": "img2spec (CNN -> VAE decoder)",
@@ -52,9 +51,9 @@ def _uncertainty_text(inference: dict[str, Any]) -> str:
         text = f"The 1-sigma band is the std of {inference['n_samples']} decoded latent samples"
     scale = float(inference.get("sigma_scale", 1.0))
     if scale != 1.0:
-        text += (f", times {scale:.3f}: the factor that puts {100 * GAUSSIAN_WITHIN_1SIGMA:.1f}% of validation "
-                 "pixels within 1 sigma "
-                 "(prediction and observation noise in quadrature)")
+        levels = " and ".join(f"{k:g}" for k in inference.get("sigma_scale_levels") or (1.0,))
+        text += (f", times {scale:.3f}: the factor whose coverage of validation pixels within {levels} sigma "
+                 "(prediction and observation noise in quadrature) is closest to a Gaussian's")
     return text + "."
 
 

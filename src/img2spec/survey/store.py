@@ -115,7 +115,11 @@ def decode_rows(predictor: Predictor, shard: LatentShard, rows: np.ndarray, *, w
 
 
 def take_rows(result: BatchResult, idx: np.ndarray) -> BatchResult:
-    """Rows `idx` of a `BatchResult` (grids stay whole)."""
+    """Rows `idx` of a `BatchResult` (grids stay whole); `result` itself when `idx` takes every row in order
+    (a whole shard read back: no copy of its spectra)."""
+    n = len(result.flux) if result.flux is not None else -1
+    if len(idx) == n and np.array_equal(idx, np.arange(n)):
+        return result
     def pick(name: str):
         value = getattr(result, name)
         return None if value is None else value[idx]
