@@ -171,8 +171,11 @@ def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params
     pca_dir = trained_root / "models" / "cnn" / PCA_SUBDIR
     if (pca_dir / "cnn.keras").exists():
         pca = load_models(pca_dir, pca_dir)
-        out["pca_cnn"] = predict_spectra(pca.cnn, pca.decoder, images, sigma_method="none", photometry=phot,
-                                         batch_size=predictor.batch_size).flux
+        p = predict_spectra(pca.cnn, pca.decoder, images, sigma_method="none", photometry=phot,
+                            batch_size=predictor.batch_size)
+        out["pca_cnn"] = p.flux
+        if p.rest_flux is not None:  # measured on its rest-frame prediction, as evaluate does
+            info["rest_only"] = {"pca_cnn": (p.rest_wave, p.rest_flux)}
     vae_dir = trained_root / "models" / "vae"
     ep = params.evaluate
     out["vae_ceiling"] = ceiling_spectra(vae_dir, load_models(vae_dir, trained_root / "models" / "cnn").decoder,
@@ -184,10 +187,11 @@ def predictions(trained_root: Path, fresh, predictor, images: np.ndarray, params
 
 
 def measurement_tables(trained_root: Path, fresh, predictor, images: np.ndarray, methods: dict, results: dict,
-                       keep: np.ndarray, params) -> dict[str, dict[str, np.ndarray]]:
+                       keep: np.ndarray, params, rest_only: dict | None = None) -> dict[str, dict[str, np.ndarray]]:
     """The evaluate stage's measurement tables of the kept fresh objects: every spectrum measured at
     the catalogue z with the observation's ivar, the CNN's on its rest-frame prediction with its
-    classes decided on the posterior with the bundle's class priors, and the direct baseline."""
+    classes decided on the posterior with the bundle's class priors, and the direct baseline.
+    `rest_only`: {method: (rest wave, rest spectra)} of further methods measured in their rest frame."""
     from img2spec.evaluate.direct import add_direct_table
     from img2spec.evaluate.measurements import measure_methods
     from img2spec.evaluate.posterior import Latents, add_posterior_classes
@@ -198,6 +202,9 @@ def measurement_tables(trained_root: Path, fresh, predictor, images: np.ndarray,
     truth = None if fresh.truth_flux is None else np.asarray(fresh.truth_flux)[rows]
     rest = {m: r.rest_flux[rows] for m, r in results.items() if r.rest_flux is not None}
     rest_wave = next((r.rest_wave for r in results.values() if r.rest_wave is not None), None)
+    for m, (wave, flux) in (rest_only or {}).items():
+        if rest_wave is not None and len(wave) == len(rest_wave):
+            rest[m] = flux[rows]
     preds = {m: v[rows] for m, v in methods.items() if m not in rest}
     tables = measure_methods(fresh.wave, z, fresh.frame, obs, ivar, preds, truth, params.measure,
                              rest=(rest_wave, rest) if rest else None)
@@ -346,13 +353,13 @@ def run(trained_root: Path, workdir: Path, n: int = DEFAULT_N, seed: int | None 
     keep = np.ones(len(fresh), bool)
     keep[[i for i, _ in rejected]] = False
     methods, info = predictions(trained_root, fresh, predictor, images, params)
-    results = info.pop("results")
+    results, rest_only = info.pop("results"), info.pop("rest_only", {})
     result = score(methods, fresh, keep, info.pop("cnn_sigma"), info.pop("cnn_sigma_sampled", None),
                    info.get("cnn_sigma_scale", 1.0))
     from img2spec.evaluate.measurements import score_measurements
     from img2spec.metrics import deviation
 
-    tables = measurement_tables(trained_root, fresh, predictor, images, methods, results, keep, params)
+    tables = measurement_tables(trained_root, fresh, predictor, images, methods, results, keep, params, rest_only)
     result.update(score_measurements(tables, params.measure))
     obs, ivar = np.asarray(fresh.flux)[keep], np.asarray(fresh.ivar)[keep]
     d = {m: deviation(methods[m][keep], obs, ivar) for m in AGREEMENT_METHODS if m in methods}

@@ -60,12 +60,3 @@ def test_marginal_spectrum_equals_the_average_over_sampled_redshifts():
     assert flux.max() < 0.75 * sharp.max()
     assert (flux[0] - 1).sum() == pytest.approx((sharp[0] - 1).sum(), rel=0.02)  # same line flux in ln(lambda)
     np.testing.assert_allclose(sharp[0], to_observed(grid, rest, np.log(obs), np.array([z0]))[0], rtol=1e-6)
-
-
-def test_fft_threads_do_not_change_a_bit():
-    """The survey's reader may decode on more threads than its workers did: the smoothing's rows
-    are shared among threads, each transformed alike, so the spectra stay bit for bit the same."""
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(37, 2, 300))
-    width = rng.uniform(0.0, 6.0, 37)
-    assert np.array_equal(gaussian_smooth(x, width, workers=1), gaussian_smooth(x, width, workers=2))

@@ -636,7 +636,6 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.nd
     n_rest, n_pix = rest.grid.n, len(rest.obs_ln_wave)
     rest_flux = np.empty((n, n_rest), np.float32)
     rest_sigma = np.full((n, n_rest), np.nan, np.float32)
-    threads = split.threads()
     flux = np.empty((n, n_pix), np.float32)
     sigma = np.empty((n, n_pix), np.float32)
     for start in range(0, n, batch_size):
@@ -645,8 +644,7 @@ def _rest_frame(rest: RestDecoder, mu: np.ndarray, std: np.ndarray, z_use: np.nd
         if method != "none":  # 'none': no Jacobian or draws at all
             rest_sigma[sl] = _latent_sigma(rest.model, cond[sl], std[sl], method, n_samples, rng, batch_size)
         var = None if method == "none" else np.nan_to_num(rest_sigma[sl].astype(np.float64) ** 2)
-        flux[sl], sig = marginalise_redshift(rest.grid, rest_flux[sl], var, rest.obs_ln_wave, z_use[sl], width[sl],
-                                             workers=threads)
+        flux[sl], sig = marginalise_redshift(rest.grid, rest_flux[sl], var, rest.obs_ln_wave, z_use[sl], width[sl])
         sigma[sl] = np.nan if sig is None else sig
     if method == "sampled" and n_samples < 2:
         sigma[:] = np.nan

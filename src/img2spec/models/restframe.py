@@ -99,11 +99,10 @@ def to_observed(grid: RestGrid, rest: np.ndarray, obs_ln_wave: np.ndarray, z: np
     return _interpolate(rest, *_interpolation(grid, obs_ln_wave, z))
 
 
-def gaussian_smooth(x: np.ndarray, width_pix: np.ndarray, workers: int = 1) -> np.ndarray:
+def gaussian_smooth(x: np.ndarray, width_pix: np.ndarray) -> np.ndarray:
     """Each row of x (N, R) convolved with a unit-area Gaussian of its own width (pixels), by FFT
     with edge padding; rows of width 0 come back unchanged. x may be (N, K, R): K arrays per row,
-    all smoothed with that row's width. `workers` threads share the rows (each row's transform is
-    computed alike: the result does not depend on them)."""
+    all smoothed with that row's width."""
     x = np.asarray(x, np.float64)
     width = np.asarray(width_pix, np.float64).reshape(-1)
     rows = np.flatnonzero(width > 0)
@@ -118,7 +117,7 @@ def gaussian_smooth(x: np.ndarray, width_pix: np.ndarray, workers: int = 1) -> n
     every = rows.size == len(width)
     sub = x if every else x[rows]
     padded = np.pad(sub, [(0, 0)] * (sub.ndim - 1) + [(pad, n - r - pad)], mode="edge")
-    spectrum = scipy.fft.rfft(padded, axis=-1, workers=workers)
+    spectrum = scipy.fft.rfft(padded, axis=-1)
     # the transfer exp(-2 (pi f w)^2) is below TRANSFER_FLOOR past f_max for the narrowest row
     f_max = np.sqrt(-np.log(TRANSFER_FLOOR) / 2.0) / (np.pi * float(width[rows].min()))
     keep = min(spectrum.shape[-1], int(np.ceil(f_max * n)) + 1)
@@ -126,7 +125,7 @@ def gaussian_smooth(x: np.ndarray, width_pix: np.ndarray, workers: int = 1) -> n
     transfer = np.exp(-2.0 * (np.pi * freq[None, :] * width[rows, None]) ** 2)
     spectrum[..., keep:] = 0.0
     spectrum[..., :keep] *= transfer.reshape(len(rows), *([1] * (sub.ndim - 2)), keep)
-    smooth = scipy.fft.irfft(spectrum, n=n, axis=-1, workers=workers)[..., pad:pad + r]
+    smooth = scipy.fft.irfft(spectrum, n=n, axis=-1)[..., pad:pad + r]
     if every:
         return smooth
     out = x.copy()
@@ -135,22 +134,21 @@ def gaussian_smooth(x: np.ndarray, width_pix: np.ndarray, workers: int = 1) -> n
 
 
 def marginalise_redshift(grid: RestGrid, rest_flux: np.ndarray, rest_var: np.ndarray | None, obs_ln_wave: np.ndarray,
-                         z: np.ndarray, z_err: np.ndarray, workers: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+                         z: np.ndarray, z_err: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean and 1-sigma of the observed-frame spectrum when z ~ N(z, z_err) (see module doc).
 
     `rest_var` is the rest-frame prediction's own variance (latent uncertainty); the returned
     sigma adds the spread of the spectrum over the redshift distribution. z_err = 0 gives the
     spectrum shifted to z exactly. `rest_var` None: the mean alone (sigma None), half the work.
-    `workers`: threads of the FFTs (`gaussian_smooth`).
     """
     z = np.asarray(z, np.float64).reshape(-1)
     width = np.maximum(np.asarray(z_err, np.float64).reshape(-1), 0.0) / (1.0 + z) / grid.ln_step
     f = np.asarray(rest_flux, np.float64)
     if rest_var is None:
-        (mean,) = _interpolate_to(grid, [gaussian_smooth(f, width, workers)], obs_ln_wave, z)
+        (mean,) = _interpolate_to(grid, [gaussian_smooth(f, width)], obs_ln_wave, z)
         return mean.astype(np.float32), None
     # both moments in one FFT pass: E[f] and E[f^2] + the latent variance, smoothed alike
-    smooth = gaussian_smooth(np.stack([f, f * f + np.asarray(rest_var, np.float64)], axis=1), width, workers)
+    smooth = gaussian_smooth(np.stack([f, f * f + np.asarray(rest_var, np.float64)], axis=1), width)
     var = np.maximum(smooth[:, 1] - smooth[:, 0] ** 2, 0.0)
     mean, var = _interpolate_to(grid, [smooth[:, 0], var], obs_ln_wave, z)
     return mean.astype(np.float32), np.sqrt(np.maximum(var, 0.0)).astype(np.float32)

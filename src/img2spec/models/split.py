@@ -50,14 +50,6 @@ class SplitDecoder:
         return _blas_controller().limit(limits=self.blas_threads, user_api="blas")
 
 
-    def threads(self) -> int:
-        """Threads of the tail: `blas_threads`, else the BLAS's current count (the FFTs that carry
-        a rest-frame spectrum to the observed grid run on as many)."""
-        if self.blas_threads > 0:
-            return self.blas_threads
-        counts = [int(lib["num_threads"]) for lib in _blas_controller().select(user_api="blas").info()]
-        return max(min(counts, default=1), 1)
-
     def _tail(self, columns: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self.kernel is None or columns is None:
             return self.kernel, self.bias
