@@ -42,7 +42,7 @@ from ..config.measure import MeasureParams  # noqa: E402
 from ..config.models import CNNParams  # noqa: E402
 from ..io.atomic import atomic_path, write_json  # noqa: E402
 from ..io.processed import ProcessedData  # noqa: E402
-from ..measure import AGN_LABELS, BPT_LABELS, SF_LABELS, UNCLASSIFIED, measure_spectra  # noqa: E402
+from ..measure import CLASS_COLUMNS, UNCLASSIFIED, measure_spectra  # noqa: E402
 from ..paths import Paths  # noqa: E402
 from .cnn import build_cnn, photometry_features, uses_photometry  # noqa: E402
 from .data import catalogue_magnitudes, image_dataset  # noqa: E402
@@ -58,7 +58,7 @@ MODEL_FILE = "direct.keras"
 INFO_FILE = "direct.json"
 QUANTITIES = ("halpha_ew", "dn4000", "hdelta_a", "log_oiii_hbeta", "log_nii_halpha")
 """Regression targets: `measure_spectra` columns (the scored quantities' columns)."""
-SCHEMES = {"sf_class": SF_LABELS, "bpt_class": BPT_LABELS, "agn_class": AGN_LABELS}
+SCHEMES = CLASS_COLUMNS
 """Class heads: `measure_spectra` class column -> its labels (UNCLASSIFIED is never predicted)."""
 FEATURE_LAYER = "dense"
 """The CNN layer whose output feeds the heads (the spectrum CNN's latent heads read it too)."""
