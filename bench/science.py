@@ -266,7 +266,7 @@ def _bootstrap_se(figure, n: int) -> float:
     return float(np.nanstd(values, ddof=1))
 
 
-def _fresh_figures(tables: dict, d: dict[str, np.ndarray], mp) -> dict[str, tuple]:
+def _fresh_figures(tables: dict, d: dict[str, np.ndarray]) -> dict[str, tuple]:
     """{key: (value on every fresh object, figure(idx) for the bootstrap, n objects)} of the compared figures."""
     from img2spec.evaluate.measurements import QUANTITIES, SCHEMES, class_scores, robust_difference
 
@@ -303,12 +303,12 @@ def _committed(metrics: dict, key: str) -> tuple[float, float | None, int]:
     return float(node[parts[-1]]), None, int(node.get("n", 0))
 
 
-def agreement(tables: dict, d: dict[str, np.ndarray], committed: dict, mp) -> dict[str, Any]:
+def agreement(tables: dict, d: dict[str, np.ndarray], committed: dict) -> dict[str, Any]:
     """Each compared figure on the fresh survey against the committed test split's: the difference in
     combined standard errors (the fresh one bootstrapped over objects; the committed one its recorded
     sem, else the fresh one scaled to the committed n), and whether it is within AGREEMENT_SIGMAS."""
     out = {}
-    for key, (figure, n) in _fresh_figures(tables, d, mp).items():
+    for key, (figure, n) in _fresh_figures(tables, d).items():
         try:
             c_value, c_se, c_n = _committed(committed, key)
         except KeyError:
@@ -365,7 +365,7 @@ def run(trained_root: Path, workdir: Path, n: int = DEFAULT_N, seed: int | None 
     d = {m: deviation(methods[m][keep], obs, ivar) for m in AGREEMENT_METHODS if m in methods}
     committed_path = trained_root / "metrics" / "evaluate.json"
     if committed_path.exists():
-        result["agreement"] = agreement(tables, d, json.loads(committed_path.read_text()), params.measure)
+        result["agreement"] = agreement(tables, d, json.loads(committed_path.read_text()))
     train_cat = ProcessedData.open(trained_root / "data" / "processed").catalog
     same = fresh.catalog.merge(train_cat[["objid", "z"]], on="objid", suffixes=("", "_train"))
     prep = json.loads((ws / "reports" / "prepare.json").read_text())

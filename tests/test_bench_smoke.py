@@ -261,13 +261,13 @@ def test_science_agreement_against_committed_figures():
                  "classes": {s: {"cnn": class_scores(truth[c], cnn[c], lab)} for s, c, lab in
                              (("sf_quiescent", "sf_class", SF_LABELS), ("bpt", "bpt_class", BPT_LABELS),
                               ("agn", "agn_class", AGN_LABELS))}}
-    got = science.agreement(tables, d, committed, None)
+    got = science.agreement(tables, d, committed)
     assert "measurements.hdelta_a.cnn.nmad" not in got  # not in the committed metrics
     assert got["measurements.halpha_ew.cnn.nmad"]["sigmas"] == 0.0 and got["measurements.dn4000.cnn.bias"]["agrees"]
     assert got["classes.sf_quiescent.cnn.balanced_accuracy"]["fresh_se"] > 0
     assert all(row["agrees"] for row in got.values()), {k: r for k, r in got.items() if not r["agrees"]}
     committed["mean_deviation"]["cnn"]["mean"] += 10 * committed["mean_deviation"]["cnn"]["sem"]
-    moved = science.agreement(tables, d, committed, None)["mean_deviation.cnn"]
+    moved = science.agreement(tables, d, committed)["mean_deviation.cnn"]
     assert not moved["agrees"] and moved["sigmas"] > 5
 
 

@@ -120,6 +120,7 @@ def take_rows(result: BatchResult, idx: np.ndarray) -> BatchResult:
     n = len(result.flux) if result.flux is not None else -1
     if len(idx) == n and np.array_equal(idx, np.arange(n)):
         return result
+
     def pick(name: str):
         value = getattr(result, name)
         return None if value is None else value[idx]
