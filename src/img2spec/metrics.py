@@ -135,13 +135,11 @@ def fit_sigma_scale(pred: np.ndarray, sigma: np.ndarray, obs: np.ndarray, ivar: 
     candidates = np.unique(np.linspace(min(exact), max(exact), SCALE_SEARCH_POINTS)) if np.all(np.isfinite(exact)) \
         else np.array([float("nan")])
 
-    def coverage(s: float) -> dict[float, float]:
-        return {k: float(np.searchsorted(t, s, side="right") / t.size) for k, t in thresholds.items()}
-
-    misfit = [sum((c - gaussian_within(k)) ** 2 for k, c in coverage(s).items()) for s in candidates]
-    scale = float(candidates[int(np.argmin(misfit))])
+    coverage = {k: np.searchsorted(t, candidates, side="right") / t.size for k, t in thresholds.items()}
+    best = int(np.argmin(sum((c - gaussian_within(k)) ** 2 for k, c in coverage.items())))
+    scale = float(candidates[best])
     return {"scale": scale if np.isfinite(scale) else float("nan"), "levels": [float(k) for k in levels],
             "target_coverage": [gaussian_within(k) for k in levels],
-            "fitted_coverage": list(coverage(scale).values()) if np.isfinite(scale) else [],
+            "fitted_coverage": [float(c[best]) for c in coverage.values()] if np.isfinite(scale) else [],
             "floor_coverage": float(np.mean(resid2 <= 1.0 / ivar[good])),
             "n_pixels": int(good.sum())}
