@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from .base import Section
 from .data import DataParams
 from .evaluate import EvaluateParams
+from .fusion import FusionParams
 from .measure import MeasureParams
 from .mock import MockParams
 from .models import CNNParams, VAEParams
@@ -41,6 +42,7 @@ class Params(Section):
     vae: VAEParams = VAEParams()
     cnn: CNNParams = CNNParams()
     measure: MeasureParams = MeasureParams()
+    fusion: FusionParams = FusionParams()
     evaluate: EvaluateParams = EvaluateParams()
     tune: TuneParams = TuneParams()
     publish: PublishParams = PublishParams()

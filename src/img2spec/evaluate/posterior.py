@@ -44,9 +44,10 @@ def _draws(decoder, data: ProcessedData, rows: np.ndarray, lat: Latents, mp: Mea
     return draw_classes(decoder, lat.mu, lat.std, lat.z_used, mp, ivar=ivar)
 
 
-def fit_val_priors(models, data: ProcessedData, mp: MeasureParams, photometry, *, batch_size: int) -> dict | None:
+def fit_val_priors(models, data: ProcessedData, mp: MeasureParams, photometry, *, batch_size: int,
+                   refine=None) -> dict | None:
     """`models.class_draws.fit_class_priors` on the val split, the CNN run without z (None: no val
-    objects or an observed-frame decoder)."""
+    objects or an observed-frame decoder); `refine`: the CNN modes' fusion (`models.fusion`)."""
     from ..models.class_draws import fit_class_priors
     from ..models.inference import latent_std, predict_outputs
 
@@ -57,7 +58,10 @@ def fit_val_priors(models, data: ProcessedData, mp: MeasureParams, photometry, *
                                             batch_size=batch_size)
     if z_pred is None:
         return None
-    draws = _draws(models.decoder, data, val, Latents(mu, latent_std(logvar), z_pred), mp)
+    std = latent_std(logvar)
+    if refine is not None:
+        mu = refine(models.decoder, mu, std, z_pred, RowView(data.images, val), photometry, batch_size)
+    draws = _draws(models.decoder, data, val, Latents(mu, std, z_pred), mp)
     return None if draws is None else {"priors": fit_class_priors(draws), "fitted_on": "val",
                                        "n_objects": int(len(val))}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,8 @@ def paired_comparison(d_model: np.ndarray, d_base: np.ndarray) -> dict:
     return {"improvement": imp, "sem": sem, "significant": bool(imp > sem), "n": int(diff.size)}
 
 
-def _fit_sigma_scale(models, data, ep, z_scales: dict | None = None, *, given_z: bool = False) -> dict | None:
+def _fit_sigma_scale(models, data, ep, z_scales: dict | None = None, *, given_z: bool = False,
+                     refine=None) -> dict | None:
     """`metrics.fit_sigma_scale` of the CNN's sigma on the val split (None without val objects):
     without a redshift (the spectrum carried through the photo-z's uncertainty) or, `given_z`, decoded
     at the catalogue z (a rest-frame decoder's sigma then holds no redshift term: its own factor)."""
@@ -58,7 +60,8 @@ def _fit_sigma_scale(models, data, ep, z_scales: dict | None = None, *, given_z:
     z = data.catalog["z"].to_numpy(np.float64)[val] if given_z else None
     pred = predict_spectra(models.cnn, models.decoder, RowView(data.images, val), n_samples=ep.n_samples,
                            batch_size=ep.batch_size, seed=ep.seed, sigma_method=ep.sigma_method,
-                           photometry=catalogue_photometry(data, val), z_err_scale=scale_of(z_scales), z=z)
+                           photometry=catalogue_photometry(data, val), z_err_scale=scale_of(z_scales), z=z,
+                           refine=refine)
     fit = fit_sigma_scale(pred.flux, pred.sigma, load_rows(data.flux, val), load_rows(data.ivar, val),
                           levels=ep.calibration_levels)
     fit.update(fitted_on="val", n_objects=int(len(val)), sigma_method=ep.sigma_method,
@@ -94,11 +97,15 @@ class Predictions:
     knn_info: dict
     latents: dict[str, Latents]
     """The CNN modes' latent posteriors (rest-frame decoders): their classes are drawn from them."""
+    fusion: Any
+    """The CNN's fusion with the direct model (`models.fusion.Fusion`), None: not fused."""
 
 
-def _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents) -> tuple[dict, dict | None, np.ndarray | None]:
+def _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents,
+               refine=None) -> tuple[dict, dict | None, np.ndarray | None]:
     """The CNN as users run it: `cnn` (no z given: its own redshift and uncertainty) and
-    `cnn_given_z` (decoded at the catalogue z), each with its sigma factor fitted on val."""
+    `cnn_given_z` (decoded at the catalogue z), each with its sigma factor fitted on val; `refine`:
+    the fusion with the direct model (`models.fusion`), as predict and survey run it."""
     from ..models.inference import predict_spectra
 
     z_scales = redshift_scales(models.cnn, data, batch_size=ep.batch_size)  # photo-z error factor (val)
@@ -107,10 +114,11 @@ def _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents) -> tuple[di
     z_true = data.catalog["z"].to_numpy(np.float64)[test]
     fits, rest_wave = {}, None
     for name, z in (("cnn", None), ("cnn_given_z", z_true)):
-        fit = _fit_sigma_scale(models, data, ep, z_scales, given_z=z is not None) if ep.calibrate_sigma else None
+        fit = _fit_sigma_scale(models, data, ep, z_scales, given_z=z is not None,
+                               refine=refine) if ep.calibrate_sigma else None
         pred = predict_spectra(models.cnn, models.decoder, images, n_samples=ep.n_samples, batch_size=ep.batch_size,
                                seed=ep.seed, sigma_method=ep.sigma_method, sigma_scale=fit["scale"] if fit else 1.0,
-                               photometry=phot, z_err_scale=scale_of(z_scales), z=z)
+                               photometry=phot, z_err_scale=scale_of(z_scales), z=z, refine=refine)
         preds[name], sigmas[name] = pred.flux, pred.sigma
         if pred.rest_flux is not None:
             rest[name], rest_wave = pred.rest_flux, pred.rest_wave
@@ -132,7 +140,8 @@ def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -
     notes: dict[str, str] = {}
     latents: dict[str, Latents] = {}
     models = load_models(paths.vae_dir, paths.cnn_dir)
-    fits, z_scales, rest_wave = _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents)
+    fusion = _fusion(params, paths, models.decoder, notes)
+    fits, z_scales, rest_wave = _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents, refine=fusion)
 
     fallback = mean_spectrum(data.flux[train], data.ivar[train])
     preds["mean_spectrum"] = np.tile(fallback, (len(test), 1))
@@ -156,7 +165,25 @@ def _predict_all(params: Params, paths: Paths, data: ProcessedData, obs, ivar) -
         preds["noise_floor"] = load_rows(data.truth_flux, test)
     else:
         notes["noise_floor"] = "no truth_flux (real data)"
-    return Predictions(preds, sigmas, rest, rest_wave, notes, fits, z_scales, knn_info, latents)
+    return Predictions(preds, sigmas, rest, rest_wave, notes, fits, z_scales, knn_info, latents, fusion)
+
+
+def _fusion(params: Params, paths: Paths, decoder, notes: dict[str, str]):
+    """The CNN modes' `models.fusion.Fusion` (None, noted: fusion off, no direct model or an
+    observed-frame decoder)."""
+    from ..models.direct import direct_dir, load_fusion
+    from ..models.inference import rest_decoder
+
+    if not params.fusion.enabled:
+        notes["fusion"] = "fusion.enabled: false"
+        return None
+    if rest_decoder(decoder) is None:
+        notes["fusion"] = "an observed-frame decoder (vae.frame: observed) has no rest-frame measurements to fuse"
+        return None
+    fusion = load_fusion(direct_dir(paths), params.fusion, params.measure)
+    if fusion is None:
+        notes["fusion"] = f"{direct_dir(paths)}: no trained direct model (cnn.train_direct: false)"
+    return fusion
 
 
 def _calibration_section(pr: Predictions, obs, ivar, levels) -> tuple[dict, dict]:
@@ -207,6 +234,11 @@ def _evaluate(params: Params, paths: Paths) -> dict:
                                         "own redshift and its calibrated uncertainty; lines measured on the "
                                         "rest-frame prediction",
                                  "cnn_given_z": "the catalogue redshift given: decoded and measured at it"}}
+    if pr.fusion is not None:
+        f = pr.fusion
+        result["notes"]["fusion"] = {"quantities": list(f.quantities), "weight": f.weight, "iterations": f.iterations,
+                                     "what": "both CNN modes' latents pulled toward the direct model's predictions "
+                                             "of these measurements (models/fusion.py)"}
     # Lines, Dn4000, Hdelta_A and classes of every spectrum against the truth (evaluate/measurements.py).
     rest = (pr.rest_wave, {k: v for k, v in pr.rest.items() if k != "cnn_given_z"}) if pr.rest else None
     m_tables = measure_methods(data.wave, cat["z"].to_numpy()[test], data.frame, obs, ivar,
@@ -214,7 +246,7 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     # The CNN's classes decided on draws of its posterior, with class priors fitted on val (models/class_draws).
     if pr.latents:
         priors = fit_val_priors(models, data, params.measure, catalogue_photometry(data, data.indices("val")),
-                                batch_size=ep.batch_size)
+                                batch_size=ep.batch_size, refine=pr.fusion)
         add_posterior_classes(m_tables, pr.latents, models.decoder, data, test, params.measure, priors)
         if priors:
             result["class_priors"] = priors  # the bundle's inference.class_priors

@@ -38,6 +38,7 @@ import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
 from ..config import Params  # noqa: E402
+from ..config.fusion import FusionParams  # noqa: E402
 from ..config.measure import MeasureParams  # noqa: E402
 from ..config.models import CNNParams  # noqa: E402
 from ..io.atomic import atomic_path, write_json  # noqa: E402
@@ -46,6 +47,7 @@ from ..measure import CLASS_COLUMNS, UNCLASSIFIED, measure_spectra  # noqa: E402
 from ..paths import Paths  # noqa: E402
 from .cnn import build_cnn, photometry_features, uses_photometry  # noqa: E402
 from .data import catalogue_magnitudes, image_dataset  # noqa: E402
+from .fusion import DirectHeads, Fusion, direct_quantities  # noqa: E402
 from .losses import LOGVAR_CLIP  # noqa: E402
 from .optimizer import compile_adam  # noqa: E402
 from .train import MIN_TARGET_STD, TrainResult, photometry_inputs, reset_keras  # noqa: E402
@@ -317,20 +319,45 @@ def predict_direct(model: keras.Model, info: dict, data: ProcessedData, rows: np
     phot = photometry_features(catalogue_magnitudes(data.catalog)) if uses_photometry(model) else None
     out = model.predict(_dataset(data, rows, {}, batch_size=batch_size, training=False, photometry=phot),
                         verbose=0)
-    mean, std = np.asarray(info["mean"]), np.asarray(info["std"])
+    heads = DirectHeads.of(None, info)
+    value, sigma = direct_quantities(np.concatenate([out[MEAN_OUT], out[LOGVAR_OUT]], axis=1), heads.mean,
+                                     heads.scale, heads.trained)
     table: dict[str, np.ndarray] = {}
-    for k, q in enumerate(info["quantities"]):
-        table[q] = np.asarray(out[MEAN_OUT][:, k], np.float64) * std[k] + mean[k]
-        logvar = np.clip(np.asarray(out[LOGVAR_OUT][:, k], np.float64), -LOGVAR_CLIP, LOGVAR_CLIP)
-        table[f"{q}_sigma"] = np.exp(0.5 * logvar) * std[k]
-        if not info["n_train"][k]:
-            table[q] = table[f"{q}_sigma"] = np.full(len(rows), np.nan)
+    for k, q in enumerate(heads.quantities):
+        table[q], table[f"{q}_sigma"] = value[:, k], sigma[:, k]
     for col in info["classes"]:
         probs = np.asarray(out[col], np.float64)
         trained = sum(info["classes"][col]["n_train"]) > 0
         table[col] = (np.argmax(probs, axis=1) if trained else np.full(len(rows), UNCLASSIFIED)).astype(np.int8)
         table[f"{col}_prob"] = probs
     return table
+
+
+def regression_heads(model: keras.Model) -> keras.Model:
+    """The direct model's regression heads alone: the same inputs -> (N, 2Q) concat(standardised
+    means, log-variances), what `fusion.DirectHeads` runs and the bundle exports."""
+    out = keras.layers.Concatenate(name="quantities")([model.get_layer(MEAN_OUT).output,
+                                                       model.get_layer(LOGVAR_OUT).output])
+    return keras.Model(model.inputs, out, name="direct_heads")
+
+
+def load_direct_heads(path: str | Path) -> DirectHeads:
+    """`fusion.DirectHeads` of a trained models/direct (or a bundle holding its files)."""
+    model, info = load_direct(path)
+    return DirectHeads.of(regression_heads(model), info)
+
+
+def load_fusion(path: str | Path, fp: FusionParams, mp: MeasureParams) -> Fusion | None:
+    """The `fusion:` of the CNN with the direct model in `path` (Keras), or None when fusion is
+    off or there is no trained direct model (logged)."""
+    if not fp.enabled:
+        return None
+    try:
+        heads = load_direct_heads(path)
+    except FileNotFoundError as exc:
+        log.warning("fusion: off (%s)", exc)
+        return None
+    return Fusion(heads, tuple(fp.quantities), fp.weight, fp.iterations, mp)
 
 
 # ----------------------------------------------------------------------------- stage

@@ -9,7 +9,9 @@ by tf2onnx, and one array file:
   rest-frame half (`inference.rest_decoder`), since prediction redshifts the rest spectrum in
   numpy (`restframe.marginalise_redshift`);
 - `decoder_body_jvp.onnx`: the body's forward-mode Jacobian-vector products (the linearised sigma);
-- `decoder_tail.npz`: the decoder's linear tail folded into one kernel and bias (`split.SplitDecoder`).
+- `decoder_tail.npz`: the decoder's linear tail folded into one kernel and bias (`split.SplitDecoder`);
+- `direct.onnx` (a bundle with the direct model, `fusion:`): images [+ photometry] -> the direct
+  model's regression heads (`direct.regression_heads`), what `models.fusion` pulls the latents toward.
 The exported decoder is run once on a probe batch against Keras (flux and sigma) before the
 export is accepted, and so is the CNN.
 """
@@ -27,7 +29,7 @@ import numpy as np
 from ..io.atomic import atomic_path
 from . import inference
 from .contract import has_redshift_head
-from .onnx_runtime import EXPORT_FORMAT, EXPORT_META, load_exported
+from .onnx_runtime import DIRECT_FILE, EXPORT_FORMAT, EXPORT_META, load_exported, load_exported_direct
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ EXPORT_OPSET = 17
 CNN_FILE, DECODER_FILE, JVP_FILE, TAIL_FILE = ("cnn.onnx", "decoder_body.onnx", "decoder_body_jvp.onnx",
                                                "decoder_tail.npz")
 EXPORT_FILES = (CNN_FILE, DECODER_FILE, JVP_FILE, TAIL_FILE, EXPORT_META)
-"""Files `export_onnx` adds to a bundle."""
+"""Files `export_onnx` adds to a bundle (and `DIRECT_FILE` for a bundle with the direct model)."""
 PROBE_ROWS = 4
 """Objects in the probe batch that checks each exported graph against Keras."""
 EXPORT_RTOL = 1e-4
@@ -235,6 +237,13 @@ def _canonical_names(model) -> None:
                 dim.dim_param = dims.setdefault(dim.dim_param, f"d{len(dims)}")
 
 
+def _network_meta(net, file: str, names: list[str]) -> dict[str, Any]:
+    """What `onnx_runtime` needs to run an exported image network (the CNN, the direct heads)."""
+    widths = {t.name: tuple(int(d) for d in t.shape[1:]) for t in net.inputs}
+    return {"file": file, "inputs": dict(zip(widths, names)), "input_widths": widths,
+            "output_width": int(net.output_shape[-1])}
+
+
 def _cnn_function(cnn):
     """cnn(inputs, training=False) with one positional, named argument per model input."""
     import tensorflow as tf
@@ -276,6 +285,8 @@ def export_onnx(bundle: str | Path) -> dict[str, Any]:
     redshift = has_redshift_head(cnn)
     widths = {t.name: tuple(int(d) for d in t.shape[1:]) for t in cnn.inputs}
     names, _ = _to_onnx(_cnn_function(cnn), bundle / CNN_FILE)
+    heads = _direct_heads(bundle)
+    direct_names = None if heads is None else _to_onnx(_cnn_function(heads), bundle / DIRECT_FILE)[0]
     latent_dim = (int(cnn.output_shape[-1]) - (2 if redshift else 0)) // 2
     rest = inference.rest_decoder(decoder) if inference.is_conditioned(decoder, latent_dim) else None
     model = decoder if rest is None else rest.model
@@ -287,8 +298,7 @@ def export_onnx(bundle: str | Path) -> dict[str, Any]:
         (bundle / TAIL_FILE).unlink(missing_ok=True)
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT, "opset": EXPORT_OPSET,
-        "cnn": {"file": CNN_FILE, "inputs": dict(zip(widths, names)), "input_widths": widths,
-                "output_width": int(cnn.output_shape[-1]), "redshift_head": redshift},
+        "cnn": {**_network_meta(cnn, CNN_FILE, names), "redshift_head": redshift},
         "decoder": {"file": DECODER_FILE, "jvp_file": JVP_FILE, "tail_file": TAIL_FILE if tail else None,
                     "input": dec_input, "input_width": int(model.input_shape[-1]),
                     "output_width": int(model.output_shape[-1]), "frame": "observed" if rest is None else "rest"},
@@ -297,8 +307,10 @@ def export_onnx(bundle: str | Path) -> dict[str, Any]:
         meta["decoder"]["rest_grid"] = {"ln_start": rest.grid.ln_start, "ln_step": rest.grid.ln_step,
                                         "n": rest.grid.n}
         meta["decoder"]["obs_ln_wave"] = [float(v) for v in rest.obs_ln_wave]
+    if heads is not None:
+        meta["direct"] = _network_meta(heads, DIRECT_FILE, direct_names)
     _write_meta(bundle, meta)
-    meta["max_abs_diff"] = _probe(bundle, cnn, model, widths)
+    meta["max_abs_diff"] = _probe(bundle, cnn, model, widths, heads)
     _write_meta(bundle, meta)
     log.info("exported the networks to ONNX (max |ONNX - Keras| on the probe: %s)", meta["max_abs_diff"])
     return meta
@@ -309,7 +321,16 @@ def _write_meta(bundle: Path, meta: dict[str, Any]) -> None:
         Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _probe(bundle: Path, cnn, model, widths: dict[str, tuple[int, ...]]) -> dict[str, float]:
+def _direct_heads(bundle: Path):
+    """The bundle's direct regression heads as a Keras model (None: the bundle has no direct model)."""
+    from .direct import MODEL_FILE, load_direct, regression_heads
+
+    if not (bundle / MODEL_FILE).is_file():
+        return None
+    return regression_heads(load_direct(bundle)[0])
+
+
+def _probe(bundle: Path, cnn, model, widths: dict[str, tuple[int, ...]], heads=None) -> dict[str, float]:
     """Max |ONNX - Keras| of each graph on a seeded probe batch; ExportError past `EXPORT_RTOL`."""
     rng = np.random.default_rng(0)
     batch = {name: rng.standard_normal((PROBE_ROWS, *w)).astype(np.float32) for name, w in widths.items()}
@@ -320,6 +341,8 @@ def _probe(bundle: Path, cnn, model, widths: dict[str, tuple[int, ...]]) -> dict
     net = exported_dec if exported_dec.rest is None else exported_dec.rest
     feed = batch if len(batch) > 1 else next(iter(batch.values()))
     out = {"cnn": _check("cnn", exported_cnn(feed), inference._to_numpy(cnn(feed, training=False)))}
+    if heads is not None:
+        out["direct"] = _check("direct", load_exported_direct(bundle)(feed), inference._to_numpy(heads(feed, training=False)))
     x = rng.standard_normal((PROBE_ROWS, int(model.input_shape[-1]))).astype(np.float32)
     out["decoder"] = _check("decoder", net(x), inference.decode(model, x))
     std = np.abs(rng.standard_normal(x.shape)).astype(np.float32)

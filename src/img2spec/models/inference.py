@@ -22,7 +22,7 @@ import json
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Callable, Literal, NamedTuple, get_args
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .contract import (LOGVAR_CLIP, PHOTOMETRY_INPUT, has_redshift_head, photome
 from .onnx_runtime import ExportedGraph
 from .restframe import RestGrid, marginalise_redshift
 from .split import SplitDecoder
+
+LatentRefinement = Callable[..., np.ndarray]
+"""(decoder, mu, std, z_used, images, photometry, batch_size) -> refined (N, L) latent means."""
 
 
 def _keras():
@@ -180,18 +183,16 @@ def _forward(model):
     return _compiled(model, "forward", build)
 
 
-def predict_outputs(cnn, images: np.ndarray, *, photometry: np.ndarray | None = None,
-                    batch_size: int = 256) -> tuple[np.ndarray, ...]:
-    """CNN in batches -> (latent mean, latent logvar, z, z_err); z and z_err are (N,) arrays
-    for a CNN with a redshift head, None otherwise.
+def network_outputs(net, images: np.ndarray, *, photometry: np.ndarray | None = None,
+                    batch_size: int = 256) -> np.ndarray:
+    """An image network (the CNN, the direct model's heads) in batches -> its raw (N, K) output.
 
-    `photometry`: (N, 5) catalogue magnitudes in `cnn.PHOTOMETRY_BANDS` order for a hybrid CNN
+    `photometry`: (N, 5) catalogue magnitudes in `cnn.PHOTOMETRY_BANDS` order for a hybrid network
     (`cnn.uses_photometry`); a row with a non-finite magnitude, or None for all rows, takes the
-    images-only path (the missing indicator, never a magnitude of 0). An images-only CNN ignores it.
+    images-only path (the missing indicator, never a magnitude of 0). An images-only network ignores it.
     """
-    redshift = has_redshift_head(cnn)
     phot = None
-    if uses_photometry(cnn):
+    if uses_photometry(net):
         phot = photometry_features(photometry, n=len(images))
         if len(phot) != len(images):
             raise ValueError(f"photometry: {len(phot)} rows for {len(images)} images")
@@ -200,11 +201,17 @@ def predict_outputs(cnn, images: np.ndarray, *, photometry: np.ndarray | None = 
         batch = np.asarray(images[start:start + batch_size], np.float32)
         if phot is not None:
             batch = {t.name: (phot[start:start + batch_size] if t.name == PHOTOMETRY_INPUT else batch)
-                     for t in cnn.inputs}
-        outs.append(_to_numpy(_forward(cnn)(batch)))
-    if not outs:
-        outs = [np.zeros((0, int(cnn.output_shape[-1])), np.float32)]
-    parts = split_output(np.concatenate(outs), redshift)
+                     for t in net.inputs}
+        outs.append(_to_numpy(_forward(net)(batch)))
+    return np.concatenate(outs) if outs else np.zeros((0, int(net.output_shape[-1])), np.float32)
+
+
+def predict_outputs(cnn, images: np.ndarray, *, photometry: np.ndarray | None = None,
+                    batch_size: int = 256) -> tuple[np.ndarray, ...]:
+    """CNN in batches -> (latent mean, latent logvar, z, z_err); z and z_err are (N,) arrays
+    for a CNN with a redshift head, None otherwise. `photometry` as in `network_outputs`."""
+    redshift = has_redshift_head(cnn)
+    parts = split_output(network_outputs(cnn, images, photometry=photometry, batch_size=batch_size), redshift)
     if not redshift:
         return parts[0], parts[1], None, None
     mu, logvar, z, z_logvar = parts
@@ -520,7 +527,7 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
                     sigma_scale: float = 1.0, z: np.ndarray | None = None, z_err_scale: float = 1.0,
                     photometry: np.ndarray | None = None,
                     sigma_scale_given_z: float | None = None,
-                    rest_columns: np.ndarray | None = None) -> PredictedSpectra:
+                    rest_columns: np.ndarray | None = None, refine: LatentRefinement | None = None) -> PredictedSpectra:
     """Stretched images (N, H, W, C) -> `PredictedSpectra` (see module doc).
 
     `n_samples` and `seed` only matter for `sigma_method="sampled"` (fewer than 2 samples:
@@ -539,6 +546,9 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
 
     `rest_columns`: decode a rest-frame decoder's prediction on these rest pixels only (see
     `decode_latents`).
+    `refine`: moves a rest-frame decoder's latent means before decoding (`fusion.Fusion`), called
+    as `refine(decoder, mu, std, z_used, images, photometry, batch_size)`; `latent_mu` is then the
+    refined mean, what a survey stores and decodes again.
 
     The images go through the CNN here; everything after it is `decode_latents`, which a
     survey's reader calls again on the stored latents to get the same spectra.
@@ -555,6 +565,8 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     z_use = given = None
     if is_conditioned(decoder, mu_pred.shape[1]):
         z_use, given = _decode_redshift(z_pred, z, len(mu_pred))
+        if refine is not None:
+            mu_pred = refine(decoder, mu_pred, std, z_use, images, photometry, batch_size)
     out = decode_latents(decoder, mu_pred, std, z_used=z_use, z_given=given, z_err=z_err, n_samples=n_samples,
                          batch_size=batch_size, seed=seed, sigma_method=sigma_method, sigma_scale=sigma_scale,
                          sigma_scale_given_z=sigma_scale_given_z, rest_columns=rest_columns)

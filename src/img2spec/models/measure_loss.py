@@ -30,23 +30,14 @@ from keras import ops
 
 from ..config.measure import MeasureParams
 from ..measure import UNCLASSIFIED
-from ..measure.linear import BandWeights, LineWeights, MeasurementWeights, measurement_weights
+from ..measure.linear import (BPT_RATIOS, CONTINUUM_FLOOR, LINE_FLUX_FLOOR, BandWeights, LineWeights,
+                              MeasurementWeights, measurement_weights)
 from .direct import QUANTITIES, standardise, target_arrays
 
-CONTINUUM_FLOOR = 0.01
-"""Lowest continuum (and Dn4000 blue-band mean F_lambda) divided by, in normalised flux units: on
-the default mock the VAE's train reconstructions have side-band means of median 0.13-0.29 and 0.1st
-percentile 0.010-0.030 under the windows; a decoded spectrum with a continuum near or below 0
-(early in training the latents wander) would otherwise give an EW without bound."""
 CLIP_STD = 5.0
 """Standardised measurements (predicted and target) are soft-clipped to +-CLIP_STD by
 CLIP_STD tanh(x / CLIP_STD): an absurd prediction (a continuum at the floor) neither dominates a
 batch's gradient nor pulls without bound; objects within ~2 std are unchanged to a few per cent."""
-LINE_FLUX_FLOOR = 1e-3
-"""Lowest line flux (normalised flux x A) inside a BPT log ratio: a predicted line at or below it
-counts as this weak (a finite log ratio, no gradient through the floored line)."""
-BPT_RATIOS = {"log_oiii_hbeta": ("oiii_5007", "hbeta"), "log_nii_halpha": ("nii_6584", "halpha")}
-"""measure_spectra's log-ratio columns -> (numerator, denominator) line (measure.classify)."""
 TARGET_KEY, TARGET_OK_KEY = "measures", "measures_ok"
 """Names of the standardised targets and their 0/1 mask in the CNN's training targets."""
 

@@ -28,6 +28,8 @@ from .split import SplitDecoder
 EXPORT_META = "onnx.json"
 """The bundle file describing its exported graphs (names, shapes, rest grid, build check)."""
 EXPORT_FORMAT = "img2spec-onnx/2"
+DIRECT_FILE = "direct.onnx"
+"""The direct model's regression heads (`models.fusion`), in a bundle that fuses."""
 RUNTIMES: tuple[str, ...] = get_args(RuntimeParam)
 """Runtimes a bundle's networks run on: its exported graphs (onnxruntime) or its Keras models."""
 
@@ -137,6 +139,21 @@ def read_export_meta(bundle: str | Path) -> dict[str, Any] | None:
     return meta
 
 
+def _image_network(bundle: Path, c: dict[str, Any], opts: Any, **kwargs: Any) -> ExportedGraph:
+    return ExportedGraph(_open(bundle / c["file"], opts), c["inputs"],
+                         {k: tuple(v) for k, v in c["input_widths"].items()}, c["output_width"], **kwargs)
+
+
+def load_exported_direct(bundle: str | Path, *, intra_op_threads: int = 0,
+                         inter_op_threads: int = 0) -> ExportedGraph | None:
+    """The bundle's exported direct heads (`DIRECT_FILE`), None when it exports none."""
+    bundle = Path(bundle)
+    meta = read_export_meta(bundle)
+    if meta is None or "direct" not in meta:
+        return None
+    return _image_network(bundle, meta["direct"], runner_options(intra_op_threads, inter_op_threads))
+
+
 def load_exported(bundle: str | Path, *, intra_op_threads: int = 0,
                   inter_op_threads: int = 0) -> tuple[ExportedGraph, ExportedGraph]:
     """(cnn, decoder) of a bundle's exported graphs; FileNotFoundError if it has none."""
@@ -146,10 +163,7 @@ def load_exported(bundle: str | Path, *, intra_op_threads: int = 0,
         raise FileNotFoundError(f"{bundle / EXPORT_META}: missing; the bundle has no exported graphs "
                                 "(rebuild it with publish.runtime: onnx, or load it with runtime='tensorflow')")
     opts = runner_options(intra_op_threads, inter_op_threads)
-    c = meta["cnn"]
-    cnn = ExportedGraph(_open(bundle / c["file"], opts), c["inputs"],
-                        {k: tuple(v) for k, v in c["input_widths"].items()}, c["output_width"],
-                        redshift_head=bool(c["redshift_head"]))
+    cnn = _image_network(bundle, meta["cnn"], opts, redshift_head=bool(meta["cnn"]["redshift_head"]))
     d = meta["decoder"]
     net = ExportedGraph(None, {"latents": d["input"]}, {"latents": (d["input_width"],)}, d["output_width"],
                         split=_split_decoder(bundle, d, opts, intra_op_threads))

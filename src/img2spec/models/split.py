@@ -64,24 +64,29 @@ class SplitDecoder:
         with self._threads():
             return hidden @ kernel + bias
 
+    def jacobian(self, x: np.ndarray, std: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """(B, D, P) derivatives `dF/dx_d std_d` at `x` (B, W) along the first D = std.shape[1] inputs
+        (or on the `columns` only): the body's Jacobian-vector products through the tail."""
+        x = np.asarray(x, np.float32)
+        std = np.asarray(std, np.float32)
+        b, d = std.shape
+        n_out = self.width if columns is None else len(columns)
+        if b == 0:
+            return np.zeros((0, d, n_out), np.float32)
+        jvp = np.asarray(self.body_jvp(x, std), np.float32).reshape(b * d, -1)
+        kernel, _ = self._tail(columns)
+        with self._threads():
+            jvp = jvp @ kernel if kernel is not None else (jvp if columns is None else jvp[:, columns])
+        return jvp.reshape(b, d, n_out)
+
     def sigma(self, x: np.ndarray, std: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """Delta-method 1-sigma `sqrt(sum_l (dF/dx_l std_l)^2)` at `x` (B, W) -> (B, P) (or the `columns`).
 
         `std` (B, D), D <= W: the 1-sigma of the first D inputs, the directions propagated (a
         rest-frame decoder's last input, z, is not one: its spread enters by marginalisation).
         """
-        x = np.asarray(x, np.float32)
-        std = np.asarray(std, np.float32)
-        b, d = std.shape
-        n_out = self.width if columns is None else len(columns)
-        if b == 0:
-            return np.zeros((0, n_out), np.float32)
-        jvp = np.asarray(self.body_jvp(x, std), np.float32).reshape(b * d, -1)
-        kernel, _ = self._tail(columns)
-        with self._threads():
-            jvp = jvp @ kernel if kernel is not None else (jvp if columns is None else jvp[:, columns])
-        jvp = jvp.reshape(b, d, n_out)
-        return np.sqrt(np.einsum("bdp,bdp->bp", jvp, jvp))
+        jac = self.jacobian(x, std, columns)
+        return np.sqrt(np.einsum("bdp,bdp->bp", jac, jac))
 
 
 @functools.lru_cache(maxsize=1)

@@ -6,6 +6,9 @@ Layout (all files flat, so `models.inference.load_models(bundle, bundle)` reads 
 - `cnn.onnx`, `decoder_body.onnx`, `decoder_body_jvp.onnx`, `decoder_tail.npz`, `onnx.json` (`publish.runtime: onnx`): the
   same networks exported to ONNX (`models.export`), which predict and survey run with
   onnxruntime, without TensorFlow (`predict.runtime`)
+- `direct.keras`, `direct.json` (+ `direct.onnx`): the direct model, whose predictions of EW(Halpha),
+  Dn4000, Hdelta_A the spectra are fused with (`fusion:` params, `models.fusion`); absent when the
+  run does not fuse
 - `image_scaling.json`: the image stretch (train-split constants) for `preprocess_cutout`
 - `wave.npy`: the wavelength grid (A) of the predicted spectra
 - `params.yaml`: every parameter of the run that produced the models
@@ -57,6 +60,9 @@ REQUIRED_FROM_VAE = ("decoder.keras",)
 OPTIONAL_FROM_VAE = ("vae.json",)
 REQUIRED_FROM_CNN = ("cnn.keras",)
 OPTIONAL_FROM_CNN = ("cnn.json",)
+DIRECT_SUBDIR = "direct"
+"""models/<this>: the direct model (`models.direct.DIRECT_SUBDIR`)."""
+FROM_DIRECT = ("direct.keras", "direct.json")
 VALIDITY_QUANTILES = (0.01, 0.99)
 """Training-catalogue quantiles quoted as the range of validity (besides min/max)."""
 HASH_CHUNK = 1 << 20
@@ -173,6 +179,7 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
         _copy(paths.vae_dir, OPTIONAL_FROM_VAE, tmp, required=False)
         _copy(paths.cnn_dir, REQUIRED_FROM_CNN, tmp, required=True)
         _copy(paths.cnn_dir, OPTIONAL_FROM_CNN, tmp, required=False)
+        fused = _copy_direct(params, paths, tmp)
         if params.publish.runtime == "onnx":
             from ..models.export import export_onnx
 
@@ -187,7 +194,7 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
             p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
             for p in sorted(tmp.iterdir())
         }
-        manifest = _manifest(params, paths, data, files, json.loads(metrics_file.read_text()))
+        manifest = _manifest(params, paths, data, files, json.loads(metrics_file.read_text()), fused)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         manifest["bundle_hash"] = write_sidecar(tmp)
         (tmp / CARD).write_text(model_card(manifest))
@@ -197,6 +204,16 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _copy_direct(params: Params, paths: Paths, dest: Path) -> bool:
+    """Copy the direct model into the bundle when the run fuses (`fusion.enabled`, a trained direct
+    model and a rest-frame decoder, as evaluate decided: metrics notes.fusion); True if copied."""
+    metrics = json.loads((paths.metrics / "evaluate.json").read_text())
+    if not (params.fusion.enabled and isinstance((metrics.get("notes") or {}).get("fusion"), dict)):
+        return False
+    _copy(paths.models / DIRECT_SUBDIR, FROM_DIRECT, dest, required=True)
+    return True
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
@@ -255,7 +272,8 @@ def photometry_contract(cnn_dir: Path) -> dict[str, Any] | None:
 
 
 def _manifest(
-    params: Params, paths: Paths, data: ProcessedData, files: dict[str, dict[str, Any]], metrics: dict[str, Any]
+    params: Params, paths: Paths, data: ProcessedData, files: dict[str, dict[str, Any]], metrics: dict[str, Any],
+    fused: bool = False,
 ) -> dict[str, Any]:
     images_shape = tuple(int(s) for s in data.images.shape[1:])
     wave = np.asarray(data.wave, np.float64)
@@ -300,6 +318,8 @@ def _manifest(
             "sigma_scale_levels": ((metrics.get("sigma_scale") or {}).get("cnn") or {}).get("levels", [1.0]),
             **z_err_scales(metrics),
             **class_priors(metrics),
+            "fusion": ({"quantities": list(params.fusion.quantities), "weight": params.fusion.weight,
+                        "iterations": params.fusion.iterations} if fused else None),
             "n_samples": params.publish.n_samples,
             "batch_size": params.publish.batch_size,
             "seed": params.publish.seed,

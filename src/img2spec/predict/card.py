@@ -57,6 +57,16 @@ def _uncertainty_text(inference: dict[str, Any]) -> str:
     return text + "."
 
 
+def _fusion_text(inference: dict[str, Any]) -> str:
+    fusion = inference.get("fusion")
+    if not fusion:
+        return ""
+    return (" The latent mean is then moved, within the CNN's latent uncertainty, to where the decoded "
+            f"rest-frame spectrum measures what the bundled direct model (`direct.*`: the same kind of "
+            f"image network trained on the measurements) predicts for {', '.join(fusion['quantities'])} "
+            f"(weight {fusion['weight']:g}, {fusion['iterations']} Gauss-Newton steps).")
+
+
 def model_card(m: dict[str, Any]) -> str:
     """Markdown model card: data, metric, limits of validity, usage."""
     inp, out, norm, val, data = m["input"], m["output"], m["normalisation"], m["validity"], m["data"]
@@ -69,7 +79,7 @@ Predicts an SDSS-like optical fibre spectrum ({out['wave_min_A']:.0f}-{out['wave
 1-sigma uncertainty from a {h}x{w} pixel Pan-STARRS1 {''.join(inp['bands'])} cutout
 ({inp['pixel_scale_arcsec']} arcsec/pixel). A CNN predicts the latent distribution of a
 variational autoencoder trained on spectra; the VAE decoder turns the latent mean into the
-predicted spectrum. {_uncertainty_text(m['inference'])}
+predicted spectrum.{_fusion_text(m['inference'])} {_uncertainty_text(m['inference'])}
 
 - bundle hash: `{m['bundle_hash']}` (sha256 of bundle.json, which lists the sha256 of every payload file;
   also in `bundle.sha256` and in the MLflow model version tag `bundle_hash`)

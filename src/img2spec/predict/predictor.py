@@ -140,6 +140,8 @@ class Predictor(ManifestView):
     measure_params: Any = None
     """`measure` params of the training run (`MeasureParams`): predict and survey measure lines,
     indices and classes with the windows evaluate used; None: the built-in defaults."""
+    fusion: Any = None
+    """The bundle's fusion with its direct model (`models.fusion.Fusion`), None: not fused."""
     runtime: str = "tensorflow"
     """What runs `cnn` and `decoder`: 'onnx' (the bundle's exported graphs) or 'tensorflow' (Keras)."""
     threads: tuple[int, int] = (0, 0)
@@ -156,7 +158,7 @@ class Predictor(ManifestView):
         exported graphs where it ships them; `predict.runtime.load_networks`). `threads`:
         (intra-op, inter-op) threads of that runtime in this process (None: its default).
         """
-        from .runtime import load_networks
+        from .runtime import load_fusion, load_networks
 
         info = BundleInfo.from_path(path, verify=verify, provenance=provenance)
         path = info.bundle_dir
@@ -164,8 +166,9 @@ class Predictor(ManifestView):
         cnn, decoder, used = load_networks(path, runtime, threads)
         scaling = json.loads((path / "image_scaling.json").read_text())
         wave = np.load(path / "wave.npy")
+        measure = _measure_params(path)
         return cls(path, info.manifest, cnn, decoder, scaling, wave, info.provenance, _image_checks(path),
-                   _measure_params(path), runtime, used)
+                   measure, load_fusion(path, info.manifest, runtime, used, measure), runtime, used)
 
     @classmethod
     def from_dvc(
@@ -302,7 +305,7 @@ class Predictor(ManifestView):
 
         images = self.check_images(images)
         call = functools.partial(predict_spectra, self.cnn, self.decoder, rest_columns=rest_columns,
-                                 **self._decode_options(n_samples, batch_size, seed, sigma_method))
+                                 refine=self.fusion, **self._decode_options(n_samples, batch_size, seed, sigma_method))
         # z: user redshifts (NaN: unknown); only a rest-frame decoder uses them
         if self.photometry_bands is None:
             return call(images, z=z, z_err_scale=self.z_err_scale)
@@ -465,6 +468,8 @@ class Predictor(ManifestView):
             "SIGSCALE": (round(self.sigma_scale, 6), "calibration factor applied to sigma (val fit)"),
             "NSAMPLE": (self.n_samples, "latent samples (SIGMETH = sampled)"),
             "FRAME": (self.frame, "wavelength frame of the prediction"),
+            "FUSED": (",".join(self.fusion.quantities) if self.fusion is not None else "none",
+                      "pulled toward the direct model's predictions"),
         }
         if "registry_version" in self.provenance:
             cards["MLFLOWV"] = (str(self.provenance["registry_version"]), "MLflow registered model version")

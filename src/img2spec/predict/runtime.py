@@ -69,3 +69,32 @@ def load_networks(bundle: str | Path, runtime: str,
 
     cnn, decoder = load_models(bundle, bundle)[:2]
     return cnn, decoder, used
+
+
+def load_fusion(bundle: str | Path, manifest: dict[str, Any], runtime: str, threads: tuple[int, int],
+                measure_params: Any) -> Any:
+    """The bundle's `models.fusion.Fusion` on `runtime` (its exported direct heads or its Keras
+    direct model), None for a bundle that does not fuse (`inference.fusion` null or absent)."""
+    settings = manifest["inference"].get("fusion")
+    if not settings:
+        return None
+    import json
+
+    from ..models.fusion import DirectHeads, Fusion
+
+    bundle = Path(bundle)
+    info = json.loads((bundle / "direct.json").read_text())
+    if runtime == "onnx":
+        from ..models.onnx_runtime import load_exported_direct
+
+        net = load_exported_direct(bundle, intra_op_threads=threads[0], inter_op_threads=threads[1])
+        if net is None:
+            raise BundleError(f"{bundle}: bundle.json fuses with the direct model but onnx.json exports none; "
+                              "rebuild the bundle, or choose runtime 'tensorflow'")
+        heads = DirectHeads.of(net, info)
+    else:
+        from ..models.direct import load_direct_heads
+
+        heads = load_direct_heads(bundle)
+    return Fusion(heads, tuple(settings["quantities"]), float(settings["weight"]), int(settings["iterations"]),
+                  measure_params)

@@ -1,0 +1,152 @@
+"""Spectra pulled toward the direct model's predictions of their own measurements.
+
+The direct baseline (`models.direct`) predicts EW(Halpha), Dn4000 and Hdelta_A from the images
+more closely than they measure on the CNN's decoded spectrum. Fusion moves each galaxy's
+latents from the CNN's mean mu to the minimum of
+
+    w/2 sum_q ((m_q(decoder(x, z)) - d_q) / s_q)^2  +  1/2 sum_l ((x_l - mu_l) / std_l)^2,
+
+m_q the decoded rest-frame spectrum's measurement with the catalogue's windows
+(`measure.linear.LinearMeasures`), d_q and s_q the direct model's prediction and predicted
+sigma, the CNN's latent posterior N(mu, std^2) the prior, at the z the spectrum is decoded at.
+Levenberg-Marquardt in the whitened coordinates u = (x - mu) / std, each step from the
+decoder's split (`split.SplitDecoder`: the body's Jacobian-vector products through the tail
+on the measured pixels only), so it runs in numpy on either runtime (Keras or the bundle's
+exported graphs). Both networks read the same images, so their information counts twice:
+the fused latents are a point estimate; the latent std, hence the spectrum's sigma before
+its calibration, stays the CNN's.
+
+This module imports only numpy (and the networks' runners through `inference`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config.measure import MeasureParams
+from ..measure.linear import LinearMeasures, measurement_weights
+from .contract import LOGVAR_CLIP
+from .inference import network_outputs, rest_decoder, split_decoder
+from .split import SplitDecoder
+
+STD_FLOOR = 1e-3
+"""Lowest latent std of the prior term (a collapsed direction would pin its latent)."""
+DAMPING_START, DAMPING_DOWN, DAMPING_UP = 1e-2, 0.3, 10.0
+"""Levenberg-Marquardt damping: first value, factor after an accepted step, after a rejected one."""
+
+
+def direct_quantities(raw: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                      trained: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The direct model's (N, 2Q) standardised means and log-variances -> ((N, Q) values, (N, Q)
+    sigmas) in measurement units; a quantity with no training target is NaN."""
+    raw = np.asarray(raw, np.float64)
+    q = len(mean)
+    value = raw[:, :q] * scale + mean
+    sigma = np.exp(0.5 * np.clip(raw[:, q:2 * q], -LOGVAR_CLIP, LOGVAR_CLIP)) * scale
+    value[:, ~trained] = np.nan
+    sigma[:, ~trained] = np.nan
+    return value, sigma
+
+
+@dataclass(frozen=True)
+class DirectHeads:
+    """The direct model's regression heads: `net(images [+ photometry])` -> (N, 2Q) standardised
+    means and log-variances of `quantities`, a Keras model or an exported graph."""
+
+    net: Any
+    quantities: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    trained: np.ndarray
+
+    @classmethod
+    def of(cls, net: Any, info: dict[str, Any]) -> "DirectHeads":
+        """From the network and its `direct.json`."""
+        return cls(net, tuple(info["quantities"]), np.asarray(info["mean"], np.float64),
+                   np.asarray(info["std"], np.float64), np.asarray(info["n_train"]) > 0)
+
+    def predict(self, images: np.ndarray, photometry: np.ndarray | None, batch_size: int,
+                quantities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, len(quantities)) predicted values and sigmas of `quantities` for `images`."""
+        raw = network_outputs(self.net, images, photometry=photometry, batch_size=batch_size)
+        value, sigma = direct_quantities(raw, self.mean, self.scale, self.trained)
+        cols = [self.quantities.index(q) for q in quantities]
+        return value[:, cols], sigma[:, cols]
+
+
+def _residuals(split: SplitDecoder, measures: LinearMeasures, mu: np.ndarray, std: np.ndarray, z: np.ndarray,
+               u: np.ndarray, target: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(residuals (B, Q), their Jacobian in u (B, Q, L), cost (B,)) at whitened latents `u`."""
+    x = np.concatenate([mu + std * u, z[:, None]], axis=1).astype(np.float32)
+    flux = split.flux(x, measures.columns)
+    jac_flux = split.jacobian(x, std, measures.columns)  # (B, L, C): dF/du
+    values, grads = measures.evaluate(flux)
+    r = scale * (values - target)
+    jac = scale[:, :, None] * np.einsum("bqc,blc->bql", grads, jac_flux.astype(np.float64))
+    cost = 0.5 * (np.sum(r ** 2, axis=1) + np.sum(u ** 2, axis=1))
+    return r, jac, cost
+
+
+def fuse_latents(split: SplitDecoder, measures: LinearMeasures, mu: np.ndarray, std: np.ndarray, z: np.ndarray,
+                 target: np.ndarray, target_sigma: np.ndarray, *, weight: float, iterations: int) -> np.ndarray:
+    """(B, L) latents minimising the module doc's objective, from `mu` (B, L) with prior `std`, for
+    the rest-frame decoder half `split` at redshifts `z` (B,); `target`/`target_sigma` (B, Q) in
+    `measures.quantities` order (non-finite or non-positive sigma: that term is left out)."""
+    mu = np.asarray(mu, np.float64)
+    std = np.maximum(np.asarray(std, np.float64), STD_FLOOR)
+    z = np.asarray(z, np.float64).reshape(-1)
+    ok = np.isfinite(target) & np.isfinite(target_sigma) & (target_sigma > 0)
+    scale = np.where(ok, np.sqrt(weight) / np.where(ok, target_sigma, 1.0), 0.0)
+    target = np.where(ok, target, 0.0)
+    u = np.zeros_like(mu)
+    if len(mu) == 0 or not ok.any():
+        return mu.astype(np.float32)
+    damping = np.full(len(mu), DAMPING_START)
+    r, jac, cost = _residuals(split, measures, mu, std, z, u, target, scale)
+    eye = np.eye(mu.shape[1])
+    for _ in range(int(iterations)):
+        normal = np.einsum("bql,bqm->blm", jac, jac) + (1.0 + damping)[:, None, None] * eye
+        step = -np.linalg.solve(normal, (np.einsum("bql,bq->bl", jac, r) + u)[:, :, None])[:, :, 0]
+        r_new, jac_new, cost_new = _residuals(split, measures, mu, std, z, u + step, target, scale)
+        better = np.isfinite(cost_new) & (cost_new < cost)
+        u[better] += step[better]
+        r[better], jac[better], cost[better] = r_new[better], jac_new[better], cost_new[better]
+        damping = np.where(better, damping * DAMPING_DOWN, damping * DAMPING_UP)
+    return (mu + std * u).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The fusion of a CNN's latents with a direct model (`fusion:` params): called as a latent
+    refinement by `inference.predict_spectra`."""
+
+    heads: DirectHeads
+    quantities: tuple[str, ...]
+    weight: float
+    iterations: int
+    measure: MeasureParams
+
+    def __post_init__(self) -> None:
+        missing = [q for q in self.quantities if q not in self.heads.quantities]
+        if missing:
+            raise ValueError(f"fusion.quantities: the direct model predicts {', '.join(self.heads.quantities)}, "
+                             f"not {', '.join(missing)}")
+
+    def __call__(self, decoder: Any, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, images: np.ndarray,
+                 photometry: np.ndarray | None, batch_size: int) -> np.ndarray:
+        """Fused (N, L) latents of `images` whose CNN posterior is N(mu, std^2), decoded at `z_used`."""
+        rest = rest_decoder(decoder)
+        if rest is None:
+            raise ValueError("fusion needs a rest-frame decoder (vae.frame: rest): its measurements are rest-frame")
+        measures = LinearMeasures(measurement_weights(rest.grid.wave, self.measure), self.quantities)
+        split = split_decoder(rest.model)
+        target, sigma = self.heads.predict(images, photometry, batch_size, self.quantities)
+        out = np.empty_like(np.asarray(mu, np.float32))
+        for s in range(0, len(mu), batch_size):
+            sl = slice(s, s + batch_size)
+            out[sl] = fuse_latents(split, measures, mu[sl], std[sl], z_used[sl], target[sl], sigma[sl],
+                                   weight=self.weight, iterations=self.iterations)
+        return out
