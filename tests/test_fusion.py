@@ -153,7 +153,7 @@ def test_fusing_bundle_exports_the_direct_heads_equal_to_keras(fused_bundle):
 
     bundle, facts = fused_bundle
     manifest = json.loads((bundle / "bundle.json").read_text())
-    assert manifest["inference"]["fusion"] == {"quantities": ["halpha_ew"], "weight": 1.0, "iterations": 4}
+    assert manifest["inference"]["fusion"] == {"quantities": ["halpha_ew"], "weight": 1.0, "iterations": 2}
     assert {"direct.keras", "direct.json", "direct.onnx"} <= set(manifest["files"])
     images = facts["images"][:4]
     np.testing.assert_allclose(load_exported_direct(bundle)(images),

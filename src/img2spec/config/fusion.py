@@ -18,5 +18,5 @@ class FusionParams(Section):
     """Weight of the direct model's likelihood against the CNN's latent prior."""
     quantities: tuple[FusedQuantity, ...] = ("halpha_ew", "dn4000", "hdelta_a")
     """The direct predictions the decoded spectrum's measurements are pulled toward."""
-    iterations: int = Field(4, ge=1)
+    iterations: int = Field(2, ge=1)
     """Levenberg-Marquardt steps per galaxy (each one decoder body pass and its Jacobian)."""

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from .. import BANDS
 from .atomic import atomic_path
 from .errors import FileFormatError, fits_truncated, reader_message
+
+if TYPE_CHECKING:
+    from astropy.wcs import WCS
 
 PS1_ZP_BASE = 25.0
 """PS1 stack zero point in counts per second: ZP = 25 + 2.5 log10(EXPTIME)."""
@@ -98,6 +100,10 @@ def parse_objid(raw: Any) -> int | str:
 
 
 def cutout_wcs(ra: float, dec: float, shape: tuple[int, int], pixel_scale: float) -> WCS:
+    # imported here: astropy.wcs pulls in astropy.coordinates and astropy.table (~1 s), which
+    # readers of cutouts (every survey worker) never need
+    from astropy.wcs import WCS
+
     w = WCS(naxis=2)
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crval = [ra, dec]

@@ -77,24 +77,27 @@ class DirectHeads:
         return value[:, cols], sigma[:, cols]
 
 
-def _residuals(split: SplitDecoder, measures: LinearMeasures, mu: np.ndarray, std: np.ndarray, z: np.ndarray,
-               u: np.ndarray, target: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(residuals (B, Q), their Jacobian in u (B, Q, L), cost (B,)) at whitened latents `u`."""
+def _measured(split: SplitDecoder, measures: LinearMeasures, mu: np.ndarray, std: np.ndarray, z: np.ndarray,
+              u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(decoder inputs (B, L + 1), measurements (B, Q), their flux gradients (B, Q, C)) at whitened `u`."""
     x = np.concatenate([mu + std * u, z[:, None]], axis=1).astype(np.float32)
-    flux = split.flux(x, measures.columns)
-    jac_flux = split.jacobian(x, std, measures.columns)  # (B, L, C): dF/du
-    values, grads = measures.evaluate(flux)
-    r = scale * (values - target)
-    jac = scale[:, :, None] * np.einsum("bqc,blc->bql", grads, jac_flux.astype(np.float64))
-    cost = 0.5 * (np.sum(r ** 2, axis=1) + np.sum(u ** 2, axis=1))
-    return r, jac, cost
+    values, grads = measures.evaluate(split.flux(x, measures.columns))
+    return x, values, grads
+
+
+def _cost(r: np.ndarray, u: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.sum(r ** 2, axis=1) + np.sum(u ** 2, axis=1))
 
 
 def fuse_latents(split: SplitDecoder, measures: LinearMeasures, mu: np.ndarray, std: np.ndarray, z: np.ndarray,
                  target: np.ndarray, target_sigma: np.ndarray, *, weight: float, iterations: int) -> np.ndarray:
     """(B, L) latents minimising the module doc's objective, from `mu` (B, L) with prior `std`, for
     the rest-frame decoder half `split` at redshifts `z` (B,); `target`/`target_sigma` (B, Q) in
-    `measures.quantities` order (non-finite or non-positive sigma: that term is left out)."""
+    `measures.quantities` order (non-finite or non-positive sigma: that term is left out).
+
+    A proposed step costs one body pass on the measured pixels; the Jacobian (the body's
+    Jacobian-vector products, contracted with the measurements' gradients through the tail) is
+    computed only where a step was accepted and another follows."""
     mu = np.asarray(mu, np.float64)
     std = np.maximum(np.asarray(std, np.float64), STD_FLOOR)
     z = np.asarray(z, np.float64).reshape(-1)
@@ -104,16 +107,28 @@ def fuse_latents(split: SplitDecoder, measures: LinearMeasures, mu: np.ndarray, 
     u = np.zeros_like(mu)
     if len(mu) == 0 or not ok.any():
         return mu.astype(np.float32)
+
+    def jacobian(rows: np.ndarray, x: np.ndarray, grads: np.ndarray) -> np.ndarray:  # (R, Q, L) of r in u
+        return scale[rows, :, None] * split.jacobian_dot(x, std[rows], measures.columns, grads).astype(np.float64)
+
+    x, values, grads = _measured(split, measures, mu, std, z, u)
+    r = scale * (values - target)
+    cost = _cost(r, u)
+    jac = jacobian(np.arange(len(mu)), x, grads)
     damping = np.full(len(mu), DAMPING_START)
-    r, jac, cost = _residuals(split, measures, mu, std, z, u, target, scale)
     eye = np.eye(mu.shape[1])
-    for _ in range(int(iterations)):
+    for it in range(int(iterations)):
         normal = np.einsum("bql,bqm->blm", jac, jac) + (1.0 + damping)[:, None, None] * eye
         step = -np.linalg.solve(normal, (np.einsum("bql,bq->bl", jac, r) + u)[:, :, None])[:, :, 0]
-        r_new, jac_new, cost_new = _residuals(split, measures, mu, std, z, u + step, target, scale)
+        x_new, values_new, grads_new = _measured(split, measures, mu, std, z, u + step)
+        r_new = scale * (values_new - target)
+        cost_new = _cost(r_new, u + step)
         better = np.isfinite(cost_new) & (cost_new < cost)
         u[better] += step[better]
-        r[better], jac[better], cost[better] = r_new[better], jac_new[better], cost_new[better]
+        r[better], cost[better] = r_new[better], cost_new[better]
+        if it + 1 < iterations and better.any():
+            rows = np.flatnonzero(better)
+            jac[rows] = jacobian(rows, x_new[rows], grads_new[rows])
         damping = np.where(better, damping * DAMPING_DOWN, damping * DAMPING_UP)
     return (mu + std * u).astype(np.float32)
 

@@ -79,6 +79,22 @@ class SplitDecoder:
             jvp = jvp @ kernel if kernel is not None else (jvp if columns is None else jvp[:, columns])
         return jvp.reshape(b, d, n_out)
 
+    def jacobian_dot(self, x: np.ndarray, std: np.ndarray, columns: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """(B, Q, D) `sum_c weights[b, q, c] dF_c/dx_d std_d` over the pixels `columns` (C,), for
+        (B, Q, C) `weights` (e.g. the gradients of Q measurements): `jacobian` contracted, with the
+        weights taken through the tail first (Q rows per object instead of D)."""
+        b, d = np.asarray(std).shape
+        w = np.asarray(weights, np.float32)
+        if b == 0:
+            return np.zeros((0, w.shape[1], d), np.float32)
+        jvp = np.asarray(self.body_jvp(np.asarray(x, np.float32), np.asarray(std, np.float32)), np.float32)
+        kernel, _ = self._tail(columns)
+        if kernel is None:  # the body's output is the spectrum
+            return np.einsum("bqc,bdc->bqd", w, jvp[:, :, columns])
+        with self._threads():
+            pulled = (w.reshape(-1, w.shape[2]) @ kernel.T).reshape(b, w.shape[1], -1)  # (B, Q, H)
+        return np.einsum("bdh,bqh->bqd", jvp, pulled)
+
     def sigma(self, x: np.ndarray, std: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """Delta-method 1-sigma `sqrt(sum_l (dF/dx_l std_l)^2)` at `x` (B, W) -> (B, P) (or the `columns`).
 
