@@ -310,6 +310,18 @@ def portable_command(command: str) -> str:
     return shlex.join(out)
 
 
+def portable_paths(obj: Any, key: str | None = None) -> Any:
+    """The report with every absolute path string made portable (`_portable_path`, the key as its
+    option name): a path inside the repository relative to it, any other a placeholder."""
+    if isinstance(obj, dict):
+        return {k: portable_paths(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable_paths(v, key) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and " " not in obj:
+        return _portable_path(obj, key)
+    return obj
+
+
 def _snapshot(report: dict[str, Any]) -> str:
     """Where the measured pipeline code came from, when not this checkout."""
     if report.get("carried_over"):  # the scaling section is not this run's
@@ -586,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         report["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
         report["seconds"] = round(time.perf_counter() - t0, 1)
+        report = portable_paths(report)
         write_json(args.out, report)
         args.out.chmod(0o644)
         table = markdown(report)

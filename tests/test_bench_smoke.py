@@ -271,6 +271,15 @@ def test_science_agreement_against_committed_figures():
     assert not moved["agrees"] and moved["sigmas"] > 5
 
 
+def test_report_paths_are_portable(tmp_path):
+    """Absolute paths in a bench report: relative inside the repository, a placeholder outside."""
+    report = {"survey": {"bundle": str(REPO / "models" / "img2spec"), "n": 3},
+              "carried_over": {"from": str(tmp_path / "old.json")}, "runs": [str(REPO)], "note": "a / b"}
+    out = run_all.portable_paths(report)
+    assert out == {"survey": {"bundle": "models/img2spec", "n": 3}, "carried_over": {"from": "FROM"},
+                   "runs": ["."], "note": "a / b"}
+
+
 def test_pick_trained_root(tmp_path):
     def ws(name: str, bundle: bool) -> Path:
         root = tmp_path / name
