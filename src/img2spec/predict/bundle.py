@@ -60,9 +60,8 @@ REQUIRED_FROM_VAE = ("decoder.keras",)
 OPTIONAL_FROM_VAE = ("vae.json",)
 REQUIRED_FROM_CNN = ("cnn.keras",)
 OPTIONAL_FROM_CNN = ("cnn.json",)
-DIRECT_SUBDIR = "direct"
-"""models/<this>: the direct model (`models.direct.DIRECT_SUBDIR`)."""
-FROM_DIRECT = ("direct.keras", "direct.json")
+DIRECT_MODEL, DIRECT_INFO = "direct.keras", "direct.json"
+"""The direct model's files a fusing bundle carries (`models.direct.MODEL_FILE`, `INFO_FILE`)."""
 VALIDITY_QUANTILES = (0.01, 0.99)
 """Training-catalogue quantiles quoted as the range of validity (besides min/max)."""
 HASH_CHUNK = 1 << 20
@@ -168,6 +167,7 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
     metrics_file = paths.metrics / "evaluate.json"
     if not metrics_file.is_file():
         raise BundleError(f"{metrics_file}: missing; run the evaluate stage first")
+    metrics = json.loads(metrics_file.read_text())
     scaling_file = paths.processed / "image_scaling.json"
     if not scaling_file.is_file():
         raise BundleError(f"{scaling_file}: missing; run the prepare stage first")
@@ -179,7 +179,7 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
         _copy(paths.vae_dir, OPTIONAL_FROM_VAE, tmp, required=False)
         _copy(paths.cnn_dir, REQUIRED_FROM_CNN, tmp, required=True)
         _copy(paths.cnn_dir, OPTIONAL_FROM_CNN, tmp, required=False)
-        fused = _copy_direct(params, paths, tmp)
+        fused = _copy_direct(params, paths, metrics, tmp)
         if params.publish.runtime == "onnx":
             from ..models.export import export_onnx
 
@@ -194,7 +194,7 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
             p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
             for p in sorted(tmp.iterdir())
         }
-        manifest = _manifest(params, paths, data, files, json.loads(metrics_file.read_text()), fused)
+        manifest = _manifest(params, paths, data, files, metrics, fused)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         manifest["bundle_hash"] = write_sidecar(tmp)
         (tmp / CARD).write_text(model_card(manifest))
@@ -206,13 +206,14 @@ def build_bundle(params: Params, paths: Paths, dest: Path | None = None) -> dict
     return manifest
 
 
-def _copy_direct(params: Params, paths: Paths, dest: Path) -> bool:
+def _copy_direct(params: Params, paths: Paths, metrics: dict[str, Any], dest: Path) -> bool:
     """Copy the direct model into the bundle when the run fuses (`fusion.enabled`, a trained direct
-    model and a rest-frame decoder, as evaluate decided: metrics notes.fusion); True if copied."""
-    metrics = json.loads((paths.metrics / "evaluate.json").read_text())
+    model and a rest-frame decoder, as evaluate decided: `metrics` notes.fusion); True if copied."""
     if not (params.fusion.enabled and isinstance((metrics.get("notes") or {}).get("fusion"), dict)):
         return False
-    _copy(paths.models / DIRECT_SUBDIR, FROM_DIRECT, dest, required=True)
+    from ..models.direct import direct_dir  # TensorFlow: publish only, never a predict or survey worker
+
+    _copy(direct_dir(paths), (DIRECT_MODEL, DIRECT_INFO), dest, required=True)
     return True
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.onnx_runtime import RUNTIMES, load_exported, read_export_meta
-from .bundle import BundleError
+from .bundle import DIRECT_INFO, BundleError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def load_fusion(bundle: str | Path, manifest: dict[str, Any], runtime: str, thre
     from ..models.fusion import DirectHeads, Fusion
 
     bundle = Path(bundle)
-    info = json.loads((bundle / "direct.json").read_text())
+    info = json.loads((bundle / DIRECT_INFO).read_text())
     if runtime == "onnx":
         from ..models.onnx_runtime import load_exported_direct
 
