@@ -21,7 +21,7 @@ This module imports only numpy (and the networks' runners through `inference`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -143,6 +143,7 @@ class Fusion:
     weight: float
     iterations: int
     measure: MeasureParams
+    _measures: dict[int, LinearMeasures] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [q for q in self.quantities if q not in self.heads.quantities]
@@ -150,13 +151,20 @@ class Fusion:
             raise ValueError(f"fusion.quantities: the direct model predicts {', '.join(self.heads.quantities)}, "
                              f"not {', '.join(missing)}")
 
+    def _measures_for(self, wave: np.ndarray) -> LinearMeasures:
+        # the band weights depend only on the decoder's grid: built once, not per batch of a survey
+        key = hash(np.asarray(wave).tobytes())
+        if key not in self._measures:
+            self._measures[key] = LinearMeasures(measurement_weights(wave, self.measure), self.quantities)
+        return self._measures[key]
+
     def __call__(self, decoder: Any, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, images: np.ndarray,
                  photometry: np.ndarray | None, batch_size: int) -> np.ndarray:
         """Fused (N, L) latents of `images` whose CNN posterior is N(mu, std^2), decoded at `z_used`."""
         rest = rest_decoder(decoder)
         if rest is None:
             raise ValueError("fusion needs a rest-frame decoder (vae.frame: rest): its measurements are rest-frame")
-        measures = LinearMeasures(measurement_weights(rest.grid.wave, self.measure), self.quantities)
+        measures = self._measures_for(rest.grid.wave)
         split = split_decoder(rest.model)
         target, sigma = self.heads.predict(images, photometry, batch_size, self.quantities)
         out = np.empty_like(np.asarray(mu, np.float32))
