@@ -47,7 +47,7 @@ from ..measure import CLASS_COLUMNS, UNCLASSIFIED, measure_spectra  # noqa: E402
 from ..paths import Paths  # noqa: E402
 from .cnn import build_cnn, photometry_features, uses_photometry  # noqa: E402
 from .data import catalogue_magnitudes, image_dataset  # noqa: E402
-from .fusion import DirectHeads, Fusion, direct_quantities  # noqa: E402
+from .fusion import DIRECT_INFO_FILE, DIRECT_MODEL_FILE, DirectHeads, Fusion, direct_quantities  # noqa: E402
 from .losses import LOGVAR_CLIP  # noqa: E402
 from .optimizer import compile_adam  # noqa: E402
 from .train import MIN_TARGET_STD, TrainResult, photometry_inputs, reset_keras  # noqa: E402
@@ -56,8 +56,7 @@ log = logging.getLogger(__name__)
 
 DIRECT_SUBDIR = "direct"
 """models/<this>: the direct baseline's output directory."""
-MODEL_FILE = "direct.keras"
-INFO_FILE = "direct.json"
+MODEL_FILE, INFO_FILE = DIRECT_MODEL_FILE, DIRECT_INFO_FILE
 QUANTITIES = ("halpha_ew", "dn4000", "hdelta_a", "log_oiii_hbeta", "log_nii_halpha")
 """Regression targets: `measure_spectra` columns (the scored quantities' columns)."""
 SCHEMES = CLASS_COLUMNS

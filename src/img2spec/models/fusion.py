@@ -32,6 +32,8 @@ from .contract import LOGVAR_CLIP
 from .inference import network_outputs, rest_decoder, split_decoder
 from .split import SplitDecoder
 
+DIRECT_MODEL_FILE, DIRECT_INFO_FILE = "direct.keras", "direct.json"
+"""The direct model's files (models/direct/ and a fusing bundle): the Keras heads and their de-standardisation."""
 STD_FLOOR = 1e-3
 """Lowest latent std of the prior term (a collapsed direction would pin its latent)."""
 DAMPING_START, DAMPING_DOWN, DAMPING_UP = 1e-2, 0.3, 10.0

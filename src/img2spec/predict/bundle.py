@@ -44,6 +44,7 @@ import yaml
 from .. import BANDS, __version__
 from ..config import Params
 from ..io.processed import ProcessedData
+from ..models.fusion import DIRECT_INFO_FILE, DIRECT_MODEL_FILE
 from ..paths import Paths
 from ..tracking import git_commit
 from .card import model_card
@@ -60,8 +61,8 @@ REQUIRED_FROM_VAE = ("decoder.keras",)
 OPTIONAL_FROM_VAE = ("vae.json",)
 REQUIRED_FROM_CNN = ("cnn.keras",)
 OPTIONAL_FROM_CNN = ("cnn.json",)
-DIRECT_MODEL, DIRECT_INFO = "direct.keras", "direct.json"
-"""The direct model's files a fusing bundle carries (`models.direct.MODEL_FILE`, `INFO_FILE`)."""
+DIRECT_MODEL, DIRECT_INFO = DIRECT_MODEL_FILE, DIRECT_INFO_FILE
+"""The direct model's files a fusing bundle carries."""
 VALIDITY_QUANTILES = (0.01, 0.99)
 """Training-catalogue quantiles quoted as the range of validity (besides min/max)."""
 HASH_CHUNK = 1 << 20
