@@ -81,3 +81,57 @@ def test_probabilities_priors_and_columns_by_hand():
     assert list(decide(draws)["sf_class"]) == [0, UNCLASSIFIED, 1]
     cols = probability_columns(draws)
     assert set(cols) == {"sf_class_p_quiescent", "sf_class_p_star_forming", "sf_class_classified_frac"}
+
+
+LINES = {"hbeta": 4862.68, "oiii_5007": 5008.24, "halpha": 6564.61, "nii_6584": 6585.27}
+
+
+@pytest.fixture(scope="module")
+def bpt_decoder():
+    """A rest-frame decoder whose 3 latents move the four BPT lines and the continuum's slope apart:
+    its draws land on every side of the class cuts (star-forming, composite, AGN, the 4000 A break)."""
+    from img2spec.models.vae import build_rest_decoder, rest_grid
+
+    obs_wave = np.exp(np.linspace(np.log(3800.0), np.log(9200.0), 1767))
+    decoder = build_rest_decoder(obs_wave, 3, (), 0.0, 0.3)
+    start, step, n_rest = rest_grid(obs_wave, 0.0, 0.3)
+    wave = np.exp(start + step * np.arange(n_rest))
+    line = {k: np.exp(-0.5 * ((wave - w) / 2.0) ** 2) for k, w in LINES.items()}
+    kernel = np.stack([3.0 * line["halpha"] + line["hbeta"] + 0.5 * line["nii_6584"],
+                       1.5 * line["oiii_5007"] + line["nii_6584"] - 0.3 * line["hbeta"],
+                       0.5 * np.tanh((wave - 4000.0) / 100.0)]).astype(np.float32)
+    decoder.get_layer("rest_flux").set_weights([kernel, np.ones(n_rest, np.float32)])
+    return decoder, n_rest
+
+
+@pytest.mark.parametrize("errors", ["sigma", "ivar_masked", "none", "dn4000"])
+def test_folded_class_measurement_equals_measuring_every_draw(bpt_decoder, monkeypatch, errors):
+    """The folded tail (`FoldedClasses`) and measuring each decoded draw band by band give the same codes."""
+    from img2spec.models import class_draws
+
+    decoder, n_rest = bpt_decoder
+    rng = np.random.default_rng(2)
+    n = 40
+    mu = rng.normal([1.0, 0.5, 0.0], [0.8, 0.8, 1.0], (n, 3)).astype(np.float32)
+    std = np.full((n, 3), 0.4, np.float32)
+    sigma = np.full((n, n_rest), 0.05, np.float32)
+    mp, kw = MeasureParams(), {"sigma": sigma}
+    if errors == "ivar_masked":
+        ivar = 1.0 / sigma.astype(np.float64) ** 2
+        ivar[: n // 2][rng.random((n // 2, n_rest)) < 0.01] = 0.0  # half the objects with masked pixels
+        kw = {"ivar": ivar}
+    elif errors == "none":
+        kw = {}
+    elif errors == "dn4000":
+        mp = MeasureParams.model_validate({"classes": {"sf_criterion": "dn4000"}})
+    folded = draw_classes(decoder, mu, std, np.full(n, 0.05), mp, n_draws=16, **kw)
+    monkeypatch.setattr(class_draws.FoldedClasses, "of", classmethod(lambda cls, wave, mp: None))
+    measured = draw_classes(decoder, mu, std, np.full(n, 0.05), mp, n_draws=16, **kw)
+    for col in folded.prob:
+        np.testing.assert_array_equal(folded.prob[col], measured.prob[col])
+        np.testing.assert_array_equal(folded.classified[col], measured.classified[col])
+    if errors != "none":  # the case is not trivial: draws on the diagram in more than one class
+        bpt = folded.prob["bpt_class"][np.isfinite(folded.prob["bpt_class"]).all(axis=1)]
+        assert (bpt.max(axis=0) > 0).sum() >= 2
+    sf = folded.prob["sf_class"]
+    assert np.nanmin(sf[:, 1]) < 0.5 < np.nanmax(sf[:, 1])

@@ -64,6 +64,21 @@ class SplitDecoder:
         with self._threads():
             return hidden @ kernel + bias
 
+    def linear_map(self, columns: np.ndarray, matrix: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """x (B, W) -> (B, M) float64 `flux(x, columns) @ matrix` for a (C, M) `matrix` on the pixels
+        `columns` (C,): the matrix folded into the tail once, so each call costs M tail columns, not C."""
+        matrix = np.asarray(matrix, np.float64)
+        if self.kernel is None:  # the body's output is the spectrum
+            return lambda x: np.asarray(self.body(np.ascontiguousarray(x, np.float32)), np.float64)[:, columns] @ matrix
+        kernel = self.kernel[:, columns].astype(np.float64) @ matrix
+        bias = self.bias[columns].astype(np.float64) @ matrix
+
+        def apply(x: np.ndarray) -> np.ndarray:
+            hidden = np.asarray(self.body(np.ascontiguousarray(x, np.float32)), np.float64)
+            with self._threads():
+                return hidden @ kernel + bias
+        return apply
+
     def jacobian(self, x: np.ndarray, std: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """(B, D, P) derivatives `dF/dx_d std_d` at `x` (B, W) along the first D = std.shape[1] inputs
         (or on the `columns` only): the body's Jacobian-vector products through the tail."""
