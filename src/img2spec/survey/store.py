@@ -92,36 +92,26 @@ def decode_rows(predictor: Predictor, shard: LatentShard, rows: np.ndarray, *, w
     """The spectra of `rows` (indices into `shard`, any order) decoded from the latents: every decode
     group they touch is decoded whole, in one call, as the survey decoded it (same bits), and the
     rows are picked from it. `predictor`: the shard's bundle with its options (`decode_predictor`)."""
-    import scipy.fft
-
     rows = np.asarray(rows, np.int64)
+    attrs = shard.attrs
     groups = [np.flatnonzero(shard.decode_group == g) for g in np.unique(shard.decode_group[rows])]
     parts: list[BatchResult] = []
-    # the redshift marginalisation's FFTs on the reader's threads too (each row's transform is the
-    # same arithmetic on any number of workers: the same bits)
-    intra = int(predictor.threads[0])
-    with scipy.fft.set_workers(intra if intra > 0 else -1):  # 0: the runtime's default, all cores
-        for members in groups or [rows]:  # no rows: one empty decode, for the arrays' shapes
-            parts.append(_decode_group(predictor, shard, members, with_sigma))
+    for members in groups or [rows]:  # no rows: one empty decode, for the arrays' shapes
+
+        def sub(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[members]
+
+        res = predictor.decode_batch(shard.latent_mu[members], shard.latent_std[members], z_used=sub(shard.z_used),
+                                     z_given=sub(shard.z_given), z_err=sub(shard.z_err),
+                                     batch_size=int(attrs["batch_size"]), seed=int(attrs["seed"]),
+                                     with_sigma=with_sigma)
+        res.z, res.z_err, res.photometry_used = sub(shard.z), sub(shard.z_err), sub(shard.photometry_used)
+        parts.append(res)
     decoded = BatchResult.concat(parts)
     position = np.empty(len(shard), np.int64)
     order = np.concatenate(groups) if groups else rows
     position[order] = np.arange(len(order))
     return take_rows(decoded, position[rows])
-
-
-def _decode_group(predictor: Predictor, shard: LatentShard, members: np.ndarray, with_sigma: bool) -> BatchResult:
-    """One decode group's rows `members` decoded in one call, as the survey decoded them."""
-
-    def sub(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else values[members]
-
-    res = predictor.decode_batch(shard.latent_mu[members], shard.latent_std[members], z_used=sub(shard.z_used),
-                                 z_given=sub(shard.z_given), z_err=sub(shard.z_err),
-                                 batch_size=int(shard.attrs["batch_size"]), seed=int(shard.attrs["seed"]),
-                                 with_sigma=with_sigma)
-    res.z, res.z_err, res.photometry_used = sub(shard.z), sub(shard.z_err), sub(shard.photometry_used)
-    return res
 
 
 def take_rows(result: BatchResult, idx: np.ndarray) -> BatchResult:
