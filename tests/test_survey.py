@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 
@@ -105,11 +106,10 @@ def test_shard_task_matches_predictor_and_rerun_skips(env, tmp_path):
 
 @pytest.mark.slow  # a 2-worker LocalCluster (TensorFlow import and bundle load per worker): ~1 min on 2 busy cores
 def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
-    from img2spec.survey.run import WORKER_MALLOC_ENV, run_survey
-    from img2spec.survey.task import PHASES
+    from img2spec.survey.run import run_survey
+    from img2spec.survey.task import PHASES, WORKER_MALLOC_THRESHOLDS
 
     out = tmp_path / "out"
-    environ_before = {k: os.environ.get(k) for k in WORKER_MALLOC_ENV}
     bundle = BundleInfo.from_path(env["root"] / "models" / "img2spec")  # what the CLI's client hands over
     report = run_survey(env["shards"], bundle, out, env["params"])
     assert report["model"]["bundle_hash"] == env["predictor"].bundle_hash
@@ -119,8 +119,8 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     assert report["cluster"]["n_workers"] == 2
     # one TensorFlow thread per Dask thread, and the workers' malloc settings (not Dask's trim default)
     assert report["cluster"]["tf_intra_inter_op_threads"] == [[1, 1]]
-    assert [{k: e[k] for k in WORKER_MALLOC_ENV} for e in report["cluster"]["worker_environ"]] == [WORKER_MALLOC_ENV]
-    assert {k: os.environ.get(k) for k in WORKER_MALLOC_ENV} == environ_before  # the client's environment restored
+    assert report["cluster"]["worker_malloc"] == [WORKER_MALLOC_THRESHOLDS]
+    assert report["cluster"]["start_method"] == "fork"  # the default on Linux
     assert set(report["task_phase_seconds"]) == set(PHASES) and report["task_phase_seconds"]["predict"] > 0
     assert report["startup_seconds"] > 0 and report["cluster_start_seconds"] > 0 and report["task_cpu_seconds"] > 0
     assert 0 < report["shutdown_seconds"] < report["seconds"]
@@ -173,7 +173,7 @@ def test_prepare_stack_equals_one_cutout_at_a_time_for_any_chunk(env, monkeypatc
 
 def test_survey_client_reads_the_manifest_without_tensorflow(env):
     """The client only hands the bundle to its workers: BundleInfo and the survey modules load it
-    (hash, inference options, provenance as the Predictor's) without importing TensorFlow."""
+    (hash, inference options, provenance as the Predictor's) without importing TensorFlow or ONNX Runtime."""
     import subprocess
     import sys
 
@@ -183,12 +183,14 @@ def test_survey_client_reads_the_manifest_without_tensorflow(env):
         "import img2spec.cli; from img2spec.survey.task import ModelSpec; "
         f"b = BundleInfo.load({str(bundle)!r}); s = ModelSpec.of(b); "
         "print(json.dumps([b.bundle_hash, b.sigma_method, b.n_samples, b.provenance['source'], s.path, "
-        "'tensorflow' in sys.modules, 'keras' in sys.modules]))"
+        "'tensorflow' in sys.modules, 'keras' in sys.modules, 'onnxruntime' in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     got = json.loads(out.strip().splitlines()[-1])
     pred = env["predictor"]
-    assert got == [pred.bundle_hash, pred.sigma_method, pred.n_samples, "path", str(bundle.resolve()), False, False]
+    # nor the ONNX runtime: workers forked from the client inherit no runtime's thread pool
+    assert got == [pred.bundle_hash, pred.sigma_method, pred.n_samples, "path", str(bundle.resolve()), False, False,
+                   False]
 
 
 def test_local_worker_teardown_exits_at_once_with_output_flushed():
@@ -223,11 +225,11 @@ def test_steady_rate_leaves_out_each_workers_first_shard():
 
 
 def _worker_pids() -> list[int]:
-    """Dask worker processes of the LocalCluster (spawned children of this process)."""
-    pids = []
-    for p in psutil.Process().children(recursive=True):
+    """Dask worker processes of the LocalCluster (children of this process, forked or spawned)."""
+    pids, me = [], psutil.Process()
+    for p in me.children(recursive=True):
         try:
-            if "spawn_main" in " ".join(p.cmdline()):
+            if "spawn_main" in " ".join(p.cmdline()) or p.cmdline() == me.cmdline():
                 pids.append(p.pid)
         except psutil.Error:  # exited meanwhile
             continue
@@ -685,3 +687,57 @@ def test_real_local_cluster_leaves_no_worker_when_the_client_fails(env, tmp_path
     while _worker_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _worker_pids()
+
+
+def test_survey_workers_fork_on_linux_only(monkeypatch, tmp_path):
+    """`--start-method auto` forks the LocalCluster's workers on Linux and spawns them elsewhere; an
+    explicit method is kept; an unknown one is refused before anything is written."""
+    import img2spec.survey.run as run
+
+    monkeypatch.setattr(run.sys, "platform", "linux")
+    assert run.resolve_start_method() == "fork" and run.resolve_start_method("spawn") == "spawn"
+    monkeypatch.setattr(run.sys, "platform", "darwin")
+    assert run.resolve_start_method("auto") == "spawn" and run.resolve_start_method("forkserver") == "forkserver"
+    with pytest.raises(run.SurveyError, match="'thread'.*auto, fork, forkserver, spawn"):
+        run.run_survey(tmp_path / "shards", None, tmp_path / "out", None, start_method="thread")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # two LocalCluster runs, one of spawned workers (each imports Dask and the survey anew)
+def test_spawned_workers_write_what_forked_workers_write(env, tmp_path):
+    """The start method changes how fast a worker is up, not what it writes: the same catalogue and
+    output shards, value for value, and both kinds of worker set the malloc thresholds."""
+    import h5py
+
+    from img2spec.io.shards import iter_parts
+    from img2spec.survey.run import run_survey
+    from img2spec.survey.task import WORKER_MALLOC_THRESHOLDS, output_paths
+
+    bundle = BundleInfo.from_path(env["root"] / "models" / "img2spec")
+    outs, reports = {}, {}
+    for method in ("fork", "spawn"):
+        outs[method] = tmp_path / method
+        reports[method] = run_survey(env["shards"], bundle, outs[method], env["params"], start_method=method)
+        assert reports[method]["cluster"]["start_method"] == method
+        assert reports[method]["cluster"]["worker_malloc"] == [WORKER_MALLOC_THRESHOLDS]
+    cats = [pd.read_parquet(outs[m] / "catalogue").sort_values("object_id", ignore_index=True) for m in outs]
+    pd.testing.assert_frame_equal(*cats)
+    for _, _, rel in iter_parts(env["shards"]):
+        with h5py.File(output_paths(outs["fork"], rel)[0]) as a, h5py.File(output_paths(outs["spawn"], rel)[0]) as b:
+            assert sorted(a) == sorted(b) and len(a) > 3
+            for name in a:
+                np.testing.assert_array_equal(a[name][()], b[name][()], err_msg=f"{rel}: {name}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_malloc_thresholds_are_set_in_the_process_itself():
+    """mallopt accepts the survey workers' thresholds (a fresh process: the test runner's malloc is left alone)."""
+    import subprocess
+
+    from img2spec.survey.task import WORKER_MALLOC_THRESHOLDS
+
+    code = ("import json; from img2spec.survey.task import set_malloc_thresholds; "
+            f"print(json.dumps(set_malloc_thresholds(**{WORKER_MALLOC_THRESHOLDS!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "true"
+

@@ -280,6 +280,10 @@ def survey_cmd(
         "decoded on read by `img2spec decode` or img2spec.survey.open_survey) or spectra (flux and sigma "
         "files, ~33 KB per galaxy); default: survey.store in params. One --out holds one store."),
     params: Path = typer.Option(Path("params.yaml"), help="parameter file (survey: workers, threads, retries, store)"),
+    start_method: str = typer.Option(
+        "auto", "--start-method",
+        help="how the LocalCluster starts its workers: auto (fork on Linux: a worker inherits this process's "
+        "imports and is up in ~0.1 s; spawn elsewhere), fork, forkserver or spawn (a fresh interpreter per worker)"),
 ) -> None:
     """Predict every shard on Dask: output shards (compact latents or spectra), a Parquet catalogue and survey.json."""
     import json
@@ -294,7 +298,7 @@ def survey_cmd(
         cfg = load_params(params) if params.is_file() else Params()
         # the manifest only: the workers load the networks, this process never imports TensorFlow
         bundle = _load_model(BundleInfo.load, model, rev, repo)
-        report = run_survey(shards, bundle, out, cfg, scheduler=scheduler, store=store)
+        report = run_survey(shards, bundle, out, cfg, scheduler=scheduler, store=store, start_method=start_method)
     except (ConfigError, BundleError, SurveyError, ValueError, RuntimeError, OSError) as exc:
         typer.echo(f"img2spec survey: {exc}", err=True)
         raise typer.Exit(2)

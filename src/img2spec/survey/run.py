@@ -11,8 +11,8 @@ reschedules the task of a worker that died; a shard that still fails is reported
 listed in `skipped.parquet`. An output directory holding outputs of shards that are not in the
 shard directory (an earlier packing, another shard directory), or outputs of the other store
 (`survey.store`: compact or spectra), is refused. LocalCluster
-workers start with `WORKER_MALLOC_ENV` (glibc malloc thresholds; Dask's default costs ~1.5x the CPU per shard); start the workers of an
-existing cluster with the same environment variables. This process (the client) needs only
+workers are forked from this process on Linux (`START_METHODS`), with its modules already
+imported; every worker sets its own malloc thresholds (`task.WORKER_MALLOC_THRESHOLDS`). This process (the client) needs only
 the bundle's manifest (`BundleInfo`) and never imports TensorFlow; the workers load the networks.
 """
 
@@ -48,19 +48,13 @@ SKIPPED_ROW_GROUP = 10_000
 """Skipped rows held in memory before they go to the table file (memory stays bounded on any survey)."""
 STALE_EXAMPLES = 5
 DASHBOARD_HOST = "127.0.0.1"
-WORKER_MALLOC_MMAP_THRESHOLD = 32 * 2**20
-"""Bytes: allocations below this come from the heap, where freed blocks are reused (glibc's maximum on 64-bit)."""
-WORKER_MALLOC_TRIM_THRESHOLD = 128 * 2**20
-"""Bytes: free memory above this at the top of the heap goes back to the operating system."""
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(WORKER_MALLOC_MMAP_THRESHOLD),
-                     "MALLOC_TRIM_THRESHOLD_": str(WORKER_MALLOC_TRIM_THRESHOLD)}
-"""glibc malloc settings of the LocalCluster's worker processes (read once, when a process starts).
+START_METHODS = ("auto", "fork", "forkserver", "spawn")
+"""How `img2spec survey --start-method` starts the LocalCluster's worker processes (`resolve_start_method`).
 
-Dask's default (`distributed.nanny.pre-spawn-environ`: MALLOC_TRIM_THRESHOLD_=65536) also pins
-glibc's mmap threshold at 128 KiB, so every batch-sized numpy temporary of a task is a fresh
-mmap, page-faulted in and unmapped again: measured on one 459-object shard in one process,
-133,000 minor faults and 1.25-1.38 s CPU per shard against 200-12,000 faults and 0.70-0.85 s
-with these values (0.65-0.83 s with glibc's own defaults)."""
+A forked worker has the survey command's modules already imported and is up in ~0.1 s; a
+spawned one imports Dask, NumPy, pandas, astropy and the survey task anew (~2 s of CPU each)
+before its first shard. The client imports neither TensorFlow nor ONNX Runtime, so a forked
+worker inherits no thread pool of either."""
 
 
 class SurveyError(ValueError):
@@ -97,6 +91,7 @@ class SurveyCounts:
     tf_threads: set[tuple[int, ...]] = field(default_factory=set)
     cpu_seconds: float = 0.0
     worker_environ: list[dict[str, str | None]] = field(default_factory=list)
+    worker_malloc: list[dict[str, int] | None] = field(default_factory=list)
 
 
 def exit_now() -> None:
@@ -227,30 +222,36 @@ def _cleanup(out_dir: Path, jobs: list[ShardJob]) -> None:
         remove_stale_temps(d)
 
 
-@contextlib.contextmanager
-def _worker_malloc_env():
-    """WORKER_MALLOC_ENV for the worker processes a LocalCluster spawns meanwhile (restarts included).
+def resolve_start_method(method: str = "auto") -> str:
+    """The multiprocessing start method of the LocalCluster's workers: one of `START_METHODS`;
+    'auto' is fork on Linux (a worker inherits the client's imports) and spawn elsewhere
+    (fork is unsafe on macOS)."""
+    if method not in START_METHODS:
+        raise SurveyError(f"start method {method!r}: expected one of {', '.join(START_METHODS)}")
+    if method == "auto":
+        return "fork" if sys.platform.startswith("linux") else "spawn"
+    return method
 
-    Dask's Nanny copies `distributed.nanny.pre-spawn-environ` into this process's os.environ
-    before it spawns a worker, a value already in os.environ winning over the config; both
-    are set here and os.environ is restored afterwards (this process's malloc is not affected:
-    glibc reads these once, at start-up).
-    """
+
+@contextlib.contextmanager
+def _worker_start(method: str):
+    """Dask's `distributed.worker.multiprocessing-method` set to `method` while the LocalCluster
+    runs (its nannies read it at every worker (re)start), Dask's INFO chatter off (forked workers
+    would repeat it: the survey logs the dashboard's address itself). Buffered output is flushed
+    first, so a forked worker does not write it a second time."""
     import dask
     import distributed  # noqa: F401  (its config defaults first: dask.config.set restores a missing key by deleting it)
 
-    saved = {k: os.environ.get(k) for k in WORKER_MALLOC_ENV}
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **WORKER_MALLOC_ENV}
-    os.environ.update(WORKER_MALLOC_ENV)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    dask_log = logging.getLogger("distributed")
+    level = dask_log.level
+    dask_log.setLevel(max(dask_log.getEffectiveLevel(), logging.WARNING))
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        with dask.config.set({"distributed.worker.multiprocessing-method": method}):
             yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        dask_log.setLevel(level)
 
 
 def _local_cluster(params: Params):
@@ -266,16 +267,18 @@ def _local_cluster(params: Params):
 
 def run_survey(
     shards_dir: str | Path, bundle: BundleInfo, out_dir: str | Path, params: Params,
-    scheduler: str | None = None, store: str | None = None,
+    scheduler: str | None = None, store: str | None = None, start_method: str = "auto",
 ) -> dict[str, Any]:
     """Predict every shard under `shards_dir` into `out_dir`; returns (and writes) the survey report.
 
     `bundle`: the model as the workers will load it (a `BundleInfo`; a loaded `Predictor` works
     too). This process never runs the networks, so it need not import TensorFlow. `store`:
-    'compact' or 'spectra' (`survey.store` of `params` when None).
+    'compact' or 'spectra' (`survey.store` of `params` when None). `start_method`: how a
+    LocalCluster starts its workers (`START_METHODS`; ignored with `scheduler`).
     """
     t0, t0_unix = time.perf_counter(), time.time()
     shards_dir, out_dir = Path(shards_dir), Path(out_dir)
+    method = resolve_start_method(start_method)
     if not shards_dir.is_dir():
         raise SurveyError(f"{shards_dir}: no such shard directory (make one with `img2spec pack`)")
     jobs = _jobs(shards_dir)
@@ -298,12 +301,13 @@ def run_survey(
         else:
             counts.skipped_done += 1
             counts.n_objects += int(done.get("n_input_objects", job.n_objects))
-    info: dict[str, Any] = {"scheduler": scheduler or "LocalCluster", "n_workers": 0, "threads_per_worker": None}
+    info: dict[str, Any] = {"scheduler": scheduler or "LocalCluster", "n_workers": 0, "threads_per_worker": None,
+                            "start_method": None}
     with atomic_path(out_dir / SKIPPED_TABLE) as tmp:
         table = SkippedTable(tmp)
         try:
             if todo:
-                _run_jobs(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, table, store)
+                _run_jobs(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, table, store, method)
         finally:
             table.close()
         fsync_path(tmp)
@@ -322,11 +326,12 @@ def run_survey(
 
 def _run_jobs(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec: ModelSpec, params: Params,
               scheduler: str | None, counts: SurveyCounts, info: dict[str, Any], skipped: SkippedTable,
-              store: str) -> None:
-    """The todo shards on a LocalCluster (with WORKER_MALLOC_ENV) or on the cluster at `scheduler`."""
+              store: str, method: str) -> None:
+    """The todo shards on a LocalCluster (workers started by `method`) or on the cluster at `scheduler`."""
     with contextlib.ExitStack() as stack:
         if scheduler is None:
-            stack.enter_context(_worker_malloc_env())
+            stack.enter_context(_worker_start(method))
+            info["start_method"] = method
         _run_on_cluster(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, skipped, store)
 
 
@@ -352,6 +357,7 @@ def _run_on_cluster(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec:
         info["n_workers"] = len(nthreads)
         info["threads_per_worker"] = sorted(set(nthreads.values()))
         info["dashboard"] = client.dashboard_link
+        log.info("survey: %d workers, Dask dashboard at %s", len(nthreads), client.dashboard_link)
         # Largest shards first (also Dask's priority): no worker is left with a big shard while the
         # others idle at the end of the run.
         futures = {
@@ -410,6 +416,8 @@ def _add(counts: SurveyCounts, res: dict[str, Any], skipped: SkippedTable) -> No
         counts.tf_threads.add(tuple(res["tf_threads"]))
     if "environ" in res and res["environ"] not in counts.worker_environ:
         counts.worker_environ.append(res["environ"])
+    if "malloc" in res and res["malloc"] not in counts.worker_malloc:
+        counts.worker_malloc.append(res["malloc"])
     pid = str(res["pid"])
     counts.worker_peak_rss_mb[pid] = max(counts.worker_peak_rss_mb.get(pid, 0.0), float(res["peak_rss_mb"]))
 
@@ -471,7 +479,7 @@ def _report(counts: SurveyCounts, seconds: float, t0_unix: float, bundle: Bundle
         "task_cpu_seconds": round(counts.cpu_seconds, 2),
         "worker_peak_rss_mb": {k: round(v, 1) for k, v in sorted(counts.worker_peak_rss_mb.items())},
         "cluster": {**info, "tf_intra_inter_op_threads": sorted(list(t) for t in counts.tf_threads),
-                    "worker_environ": counts.worker_environ},
+                    "worker_environ": counts.worker_environ, "worker_malloc": counts.worker_malloc},
         # `path`: the bundle `open_survey` decodes with unless told otherwise
         "model": {"name": bundle.name, "version": bundle.version, "bundle_hash": bundle.bundle_hash,
                   "sigma_method": bundle.sigma_method, **bundle.provenance,
