@@ -2,9 +2,10 @@
 
 Trains the pipeline's CNN (params.yaml's `cnn:` section) once per seed on the committed VAE, latents
 and data, scores each network alone on the VAL objects as `bench_cnn_loss.py` does (`cnn` and
-`cnn_given_z`: D, measurements, classes, photo-z), then scores their ensemble: per object the
-members' latent means and redshifts averaged, their variances combined as a mixture's (the mean
-of the variances plus the variance of the means). D is paired against the first seed's network
+`cnn_given_z`: D, measurements, classes, photo-z), then scores their ensemble as the pipeline
+builds it with `cnn.ensemble` (`img2spec.models.ensemble.cnn_ensemble`: per object the members'
+latent means and redshifts averaged, their variances combined as a mixture's, the mean of the
+variances plus the variance of the means). D is paired against the first seed's network
 on the same objects. The test split is never read.
 
     python bench/bench_cnn_ensemble.py --seeds 0 1 --out reports/cnn_ensemble.json
@@ -18,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from img2spec.config import load_params
 from img2spec.evaluate.direct import add_direct_table
 from img2spec.evaluate.measurements import measure_methods
@@ -28,49 +27,6 @@ from img2spec.metrics import deviation, summarise
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cnn_loss import MODES, line, paired, predict_modes, score, val_inputs  # noqa: E402
-
-
-def mixture(outputs: list[np.ndarray], redshift: bool) -> np.ndarray:
-    """Raw (N, 2L [+ 2]) outputs of several networks -> one output of the same layout: the
-    equal-weight mixture's mean and log-variance, latent and redshift alike."""
-    from img2spec.models.contract import split_output
-
-    parts = [split_output(o, redshift) for o in outputs]
-    pairs = [(0, 1)] + ([(2, 3)] if redshift else [])
-    cols: list[np.ndarray] = [np.empty(0)] * (4 if redshift else 2)
-    for m, lv in pairs:
-        means = np.stack([p[m] for p in parts])
-        var = np.exp(np.stack([p[lv] for p in parts])).mean(axis=0) + means.var(axis=0)
-        cols[m], cols[lv] = means.mean(axis=0), np.log(var)
-    lat = np.concatenate([cols[0], cols[1]], axis=-1)
-    if not redshift:
-        return lat.astype(np.float32)
-    return np.concatenate([lat, cols[2][:, None], cols[3][:, None]], axis=-1).astype(np.float32)
-
-
-class Ensemble:
-    """While active, `network_outputs` of the first member returns the members' mixture."""
-
-    def __init__(self, members: list) -> None:
-        self.members = members
-
-    def __enter__(self):
-        import img2spec.models.inference as inference
-        from img2spec.models.contract import has_redshift_head
-
-        self._inference, self._orig = inference, inference.network_outputs
-        redshift = has_redshift_head(self.members[0])
-
-        def outputs(net, images, **kw):
-            if net is not self.members[0]:
-                return self._orig(net, images, **kw)
-            return mixture([self._orig(m, images, **kw) for m in self.members], redshift)
-
-        inference.network_outputs = outputs
-        return self.members[0]
-
-    def __exit__(self, *exc) -> None:
-        self._inference.network_outputs = self._orig
 
 
 def scored(cnn, params, data, decoder, v: dict, direct_table: dict | None) -> tuple[dict, dict]:
@@ -97,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from img2spec.models import layers  # noqa: F401  (registers the decoder's custom layers for loading)
+    from img2spec.models.contract import has_redshift_head
+    from img2spec.models.ensemble import cnn_ensemble
     from img2spec.models.latents import load_latents
     from img2spec.models.train import train_cnn
 
@@ -111,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     members, results, per_object = [], {}, {}
     for seed in args.seeds:
         t0 = time.perf_counter()
-        cp = params.cnn.model_copy(update={"seed": seed})
+        cp = params.cnn.model_copy(update={"seed": seed, "ensemble": 1})
         members.append(train_cnn(cp, data, latents, decoder, measure_params=params.measure).model)
         results[f"seed{seed}"], per_object[f"seed{seed}"] = scored(members[-1], params, data, decoder, v,
                                                                    direct.get("direct"))
         results[f"seed{seed}"]["seconds"] = round(time.perf_counter() - t0, 1)
-    with Ensemble(members) as cnn:
-        results["ensemble"], per_object["ensemble"] = scored(cnn, params, data, decoder, v, direct.get("direct"))
+    ensemble = cnn_ensemble(members, has_redshift_head(members[0]))
+    results["ensemble"], per_object["ensemble"] = scored(ensemble, params, data, decoder, v, direct.get("direct"))
     first = per_object[f"seed{args.seeds[0]}"]
     for name, r in results.items():
         r["paired_d_vs_first"] = {m: paired(per_object[name][m], first[m]) for m in MODES}

@@ -113,4 +113,8 @@ class CNNParams(Section):
     photometry_missing_fraction: float = Field(0.2, ge=0, lt=1)
     """Share of training objects per batch whose photometry is withheld (indicator set), so the
     same network also predicts from images alone."""
+    ensemble: int = Field(1, ge=1)
+    """Networks trained with seeds seed, seed + 1, ... and published as one (`models/ensemble.py`): each
+    Gaussian output the members' equal-weight mixture, each class head their mean probability. Applies
+    to the spectrum CNN, its PCA baseline and the direct model alike; tuning trials train one. 1: one."""
     seed: int = 0

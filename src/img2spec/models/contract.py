@@ -54,7 +54,9 @@ def has_redshift_head(cnn: Any) -> bool:
     declared = getattr(cnn, "redshift_head", None)
     if declared is not None:
         return bool(declared)
-    return any(layer.name == REDSHIFT_LAYER for layer in cnn.layers)
+    # an ensemble (`models/ensemble.py`) holds its members as nested models
+    return any(layer.name == REDSHIFT_LAYER or (hasattr(layer, "layers") and has_redshift_head(layer))
+               for layer in cnn.layers)
 
 
 def uses_photometry(cnn: Any) -> bool:

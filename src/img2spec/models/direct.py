@@ -26,7 +26,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -47,10 +47,13 @@ from ..measure import CLASS_COLUMNS, UNCLASSIFIED, measure_spectra  # noqa: E402
 from ..paths import Paths  # noqa: E402
 from .cnn import build_cnn, photometry_features, uses_photometry  # noqa: E402
 from .data import catalogue_magnitudes, image_dataset  # noqa: E402
+from .ensemble import GaussianMixture, member_outputs  # noqa: E402
 from .fusion import DIRECT_INFO_FILE, DIRECT_MODEL_FILE, DirectHeads, Fusion, direct_quantities  # noqa: E402
+from .layers import Columns  # noqa: E402
 from .losses import LOGVAR_CLIP  # noqa: E402
 from .optimizer import compile_adam  # noqa: E402
-from .train import MIN_TARGET_STD, TrainResult, photometry_inputs, reset_keras  # noqa: E402
+from .train import (MIN_TARGET_STD, TrainResult, ensemble_result, member_params, photometry_inputs,  # noqa: E402
+                    reset_keras)
 
 log = logging.getLogger(__name__)
 
@@ -236,15 +239,31 @@ def _dataset(data: ProcessedData, rows: np.ndarray, targets: dict[str, np.ndarra
 
 
 def train_direct(cnn_params: CNNParams, measure_params: MeasureParams, data: ProcessedData, *,
-                 callbacks: Sequence[keras.callbacks.Callback] = (), out_dir: str | Path | None = None,
-                 verbose: int = 0) -> TrainResult:
-    """Train the direct model on the train split (early stopping on val); save it to `out_dir`."""
+                 callbacks_for: Callable[[int], Sequence[keras.callbacks.Callback]] = lambda k: (),
+                 out_dir: str | Path | None = None, verbose: int = 0) -> TrainResult:
+    """Train the direct model on the train split (early stopping on val); save it to `out_dir`.
+    `cnn_params.ensemble` members (seeds seed, seed + 1, ...; member k's callbacks `callbacks_for(k)`)
+    are published as one model (`direct_ensemble`)."""
     p = cnn_params
     tr, va = data.indices("train"), data.indices("val")
     if len(tr) == 0 or len(va) == 0:
         raise ValueError(f"{data.root}: the train or val split is empty; cannot train the direct model")
     start = time.perf_counter()
     targets, scaling = target_arrays(data, tr, va, measure_params)
+    measured = time.perf_counter() - start
+    results = [_train_member(member_params(p, k), data, tr, va, targets, scaling, callbacks_for(k), verbose)
+               for k in range(p.ensemble)]
+    results[0].seconds += measured
+    result = ensemble_result(results, direct_ensemble([r.model for r in results]))
+    if out_dir is not None:
+        save_direct(result, p, measure_params, out_dir)
+    return result
+
+
+def _train_member(p: CNNParams, data: ProcessedData, tr: np.ndarray, va: np.ndarray, targets: dict,
+                  scaling: dict, callbacks: Sequence[keras.callbacks.Callback], verbose: int) -> TrainResult:
+    """One direct network, seeded `p.seed`."""
+    start = time.perf_counter()
     reset_keras(p.seed)
     images = data.images
     phot, phot_stats = photometry_inputs(data, tr) if p.photometry else (None, {})
@@ -269,13 +288,27 @@ def train_direct(cnn_params: CNNParams, measure_params: MeasureParams, data: Pro
     result = TrainResult(model, history, float(min(finite)) if finite else float("nan"),
                          time.perf_counter() - start,
                          {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
-                          "input_shape": list(images.shape[1:]), "scaling": scaling,
+                          "seed": p.seed, "input_shape": list(images.shape[1:]), "scaling": scaling,
                           **({"photometry": phot_stats} if phot_stats else {})})
-    log.info("direct: %d epochs in %.0f s, best val loss %.4f", result.info["epochs_run"], result.seconds,
-             result.best_val_loss)
-    if out_dir is not None:
-        save_direct(result, p, measure_params, out_dir)
+    log.info("direct (seed %d): %d epochs in %.0f s, best val loss %.4f", p.seed, result.info["epochs_run"],
+             result.seconds, result.best_val_loss)
     return result
+
+
+def direct_ensemble(members: Sequence[keras.Model], name: str = "direct") -> keras.Model:
+    """The direct models `members` as one of the same outputs (one member: itself): the quantities'
+    mixture (`ensemble.GaussianMixture`), the class probabilities averaged."""
+    if len(members) == 1:
+        return members[0]
+    inputs, outs = member_outputs(members, name)
+    Q = len(QUANTITIES)
+    pairs = [keras.layers.Concatenate(name=f"quantities_member{k}")([o[MEAN_OUT], o[LOGVAR_OUT]])
+             for k, o in enumerate(outs)]
+    mixed = GaussianMixture(range(Q), range(Q, 2 * Q), name="quantity_mixture")(pairs)
+    out = {MEAN_OUT: Columns(0, Q, name=MEAN_OUT)(mixed), LOGVAR_OUT: Columns(Q, 2 * Q, name=LOGVAR_OUT)(mixed)}
+    for col in SCHEMES:
+        out[col] = keras.layers.Average(name=col)([o[col] for o in outs])
+    return keras.Model(inputs, out, name=name)
 
 
 def save_direct(result: TrainResult, p: CNNParams, mp: MeasureParams, out_dir: str | Path) -> None:
@@ -364,7 +397,7 @@ def train_direct_stage(params: Params, paths: Paths) -> dict:
     """DVC stage train_direct: models/direct and metrics/train_direct.json (skipped when
     cnn.train_direct is false: a direct.json saying so, no model)."""
     from .. import tracking
-    from .tracking_cb import MlflowMetrics
+    from .tracking_cb import MlflowMetrics, member_prefix
 
     out = direct_dir(paths)
     if out.exists():
@@ -382,7 +415,8 @@ def train_direct_stage(params: Params, paths: Paths) -> dict:
     with tracking.start_run("train_direct", params, inputs=[rel], root=paths.root) as run:
         import mlflow
 
-        result = train_direct(params.cnn, params.measure, data, callbacks=[MlflowMetrics()], out_dir=out)
+        result = train_direct(params.cnn, params.measure, data, out_dir=out,
+                              callbacks_for=lambda k: [MlflowMetrics(member_prefix(k))])
         summary = {"trained": True, "best_val_loss": result.best_val_loss, "epochs_run": result.info["epochs_run"],
                    "train_seconds": round(result.seconds, 1), "n_train": result.info["n_train"],
                    "n_train_targets": dict(zip(QUANTITIES, result.info["scaling"]["n_train"]))}

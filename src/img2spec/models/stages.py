@@ -160,8 +160,8 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
     from .inference import load_models
     from .latents import Latents, load_latents
     from .pca import PCA_FLOOR_LOGVAR
-    from .tracking_cb import MlflowMetrics
-    from .train import train_cnn
+    from .tracking_cb import MlflowMetrics, member_prefix
+    from .train import train_cnn_ensemble
     from .validation import validation_deviation
 
     data = ProcessedData.open(paths.processed)
@@ -175,8 +175,8 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
     with tracking.start_run("train_cnn", params, inputs=inputs, root=paths.root) as run:
         import mlflow
 
-        result = train_cnn(params.cnn, data, latents, decoder, callbacks=[MlflowMetrics()], out_dir=out,
-                           measure_params=params.measure)
+        result = train_cnn_ensemble(params.cnn, data, latents, decoder, out_dir=out, measure_params=params.measure,
+                                    callbacks_for=lambda k: [MlflowMetrics(member_prefix(k))])
         val_dev = validation_deviation(result.model, decoder, data)
         summary["cnn"] = {"best_val_loss": result.best_val_loss, "val_mean_deviation": val_dev,
                           "epochs_run": result.info["epochs_run"], "train_seconds": round(result.seconds, 1)}
@@ -190,8 +190,9 @@ def train_cnn_stage(params: Params, paths: Paths) -> dict:
             with atomic_path(pca_dir / "decoder.keras", suffix=".keras") as tmp:
                 pca_decoder.save(tmp)
             pca_lat = Latents(coeffs, np.full_like(coeffs, PCA_FLOOR_LOGVAR))
-            pres = train_cnn(params.cnn, data, pca_lat, pca_decoder, callbacks=[MlflowMetrics("pca_")],
-                             out_dir=pca_dir, name="pca_cnn", measure_params=params.measure)
+            pres = train_cnn_ensemble(params.cnn, data, pca_lat, pca_decoder, out_dir=pca_dir, name="pca_cnn",
+                                      measure_params=params.measure,
+                                      callbacks_for=lambda k: [MlflowMetrics(member_prefix(k, "pca_"))])
             pca_dev = validation_deviation(pres.model, pca_decoder, data)
             summary["pca_cnn"] = {"best_val_loss": pres.best_val_loss, "val_mean_deviation": pca_dev,
                                   "epochs_run": pres.info["epochs_run"], "train_seconds": round(pres.seconds, 1)}

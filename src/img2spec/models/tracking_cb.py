@@ -25,3 +25,9 @@ class MlflowMetrics(keras.callbacks.Callback):
                 values[f"{self.prefix}{key}"] = value
         if values and mlflow.active_run() is not None:
             mlflow.log_metrics(values, step=epoch)
+
+
+def member_prefix(k: int, prefix: str = "") -> str:
+    """Metric prefix of ensemble member k: member 0 logs under the plain names, so the charts of a
+    one-network run and of an ensemble's first member line up."""
+    return prefix if k == 0 else f"{prefix}member{k}_"

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -268,6 +268,11 @@ def _measurement_terms(p: CNNParams, data, decoder, tr: np.ndarray, va: np.ndarr
     return (term, classes), info
 
 
+def target_stats(train_mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the train split's latent means: the standardisation folded into the CNN."""
+    return train_mu.mean(axis=0), np.maximum(train_mu.std(axis=0), MIN_TARGET_STD)
+
+
 def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: keras.Model | None = None, *,
               callbacks: Sequence[keras.callbacks.Callback] = (), out_dir: str | Path | None = None,
               verbose: int = 0, name: str = "cnn", measure_params: MeasureParams | None = None) -> TrainResult:
@@ -289,8 +294,7 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     start = time.perf_counter()
     tr, va = _split_indices(data, "train"), _split_indices(data, "val")
     L = lat.mu.shape[1]
-    mean = lat.mu[tr].mean(axis=0)
-    std = np.maximum(lat.mu[tr].std(axis=0), MIN_TARGET_STD)
+    mean, std = target_stats(lat.mu[tr])
     images = data.images
     conditioned = decoder is not None and is_redshift_conditioned(decoder, L)
     if conditioned and p.redshift_weight <= 0:
@@ -329,13 +333,54 @@ def train_cnn(cnn_params: CNNParams, data, latents: Latents | Any, decoder: kera
     seconds = time.perf_counter() - start
     result = TrainResult(cnn, history, _best(history), seconds,
                          {"epochs_run": len(history.get("loss", [])), "n_train": len(tr), "n_val": len(va),
-                          "latent_dim": L, "loss": p.loss, "input_shape": list(images.shape[1:]),
+                          "seed": p.seed, "latent_dim": L, "loss": p.loss, "input_shape": list(images.shape[1:]),
                           "redshift_head": z_target is not None, **z_stats,
                           **({"photometry": phot_stats} if phot_stats else {}),
                           **({"measure_targets": measure_info} if measure_info else {})})
     log.info("%s: %d epochs in %.0f s, best val loss %.4f", name, result.info["epochs_run"], seconds,
              result.best_val_loss)
     if out_dir is not None:
+        save_cnn(result, p, out_dir, extra={"target_mean": mean, "target_std": std})
+    return result
+
+
+def member_params(p: CNNParams, k: int) -> CNNParams:
+    """Ensemble member k's params: one network (`ensemble: 1`) seeded `seed + k`."""
+    return p.model_copy(update={"seed": p.seed + k, "ensemble": 1})
+
+
+def ensemble_result(results: Sequence[TrainResult], model: Any) -> TrainResult:
+    """One TrainResult for an ensemble `model` of the members' `results`: member 0's history and info,
+    the mean best val loss, the summed time and epochs, and every member's in info["ensemble"]."""
+    first = results[0]
+    if len(results) == 1:
+        return first
+    members = {"members": len(results), "seeds": [r.info.get("seed") for r in results],
+               "best_val_loss": [r.best_val_loss for r in results],
+               "epochs_run": [r.info["epochs_run"] for r in results], "seconds": [round(r.seconds, 1) for r in results]}
+    info = {**first.info, "epochs_run": int(sum(members["epochs_run"])), "ensemble": members}
+    return TrainResult(model, first.history, float(np.mean(members["best_val_loss"])),
+                       float(sum(r.seconds for r in results)), info)
+
+
+def train_cnn_ensemble(cnn_params: CNNParams, data, latents: Latents | Any, decoder: keras.Model | None = None, *,
+                       callbacks_for: Callable[[int], Sequence[keras.callbacks.Callback]] = lambda k: (),
+                       out_dir: str | Path | None = None, name: str = "cnn",
+                       measure_params: MeasureParams | None = None) -> TrainResult:
+    """`cnn_params.ensemble` CNNs (`train_cnn`, seeds seed, seed + 1, ...) published as one network
+    (`ensemble.cnn_ensemble`); `callbacks_for(k)` gives member k's callbacks. One member: `train_cnn`."""
+    from .ensemble import cnn_ensemble
+
+    p = cnn_params
+    results = []
+    for k in range(p.ensemble):
+        member = f"{name} member {k}" if p.ensemble > 1 else name
+        results.append(train_cnn(member_params(p, k), data, latents, decoder, callbacks=callbacks_for(k),
+                                 name=member, measure_params=measure_params))
+    model = cnn_ensemble([r.model for r in results], results[0].info["redshift_head"], name=name)
+    result = ensemble_result(results, model)
+    if out_dir is not None:
+        mean, std = target_stats(as_latents(latents).mu[_split_indices(data, "train")])
         save_cnn(result, p, out_dir, extra={"target_mean": mean, "target_std": std})
     return result
 
