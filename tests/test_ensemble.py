@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -119,6 +121,14 @@ def test_ensemble_bundle_exports_to_onnx_equal_to_keras(tmp_path):
     a, b = onnx.predict_batch(facts["images"][:5]), tf_run.predict_batch(facts["images"][:5])
     for name in ("z", "z_err", "flux", "sigma"):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=EXPORT_ATOL, err_msg=name)
+    # a fresh process that imports nothing of the ensemble's own loads it through the package's loader
+    np.save(tmp_path / "images.npy", facts["images"][:5])
+    code = ("import sys, numpy as np\nfrom img2spec.predict import Predictor\n"
+            "p = Predictor.from_path(sys.argv[1], runtime='tensorflow')\n"
+            "np.save(sys.argv[3], p.predict_batch(np.load(sys.argv[2])).z)\n")
+    subprocess.run([sys.executable, "-c", code, str(onnx.bundle_dir), str(tmp_path / "images.npy"),
+                    str(tmp_path / "z.npy")], check=True, capture_output=True, timeout=300)
+    np.testing.assert_allclose(np.load(tmp_path / "z.npy"), b.z, rtol=0, atol=EXPORT_ATOL)
 
 
 def test_direct_ensemble_mixes_quantities_and_averages_class_probabilities():

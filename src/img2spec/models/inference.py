@@ -44,7 +44,7 @@ def _keras():
     quiet_tensorflow()
     import keras
 
-    from . import cnn, layers  # noqa: F401  (register the custom layers for loading)
+    from . import cnn, ensemble, layers  # noqa: F401  (register the custom layers for loading)
 
     return keras
 
