@@ -250,11 +250,10 @@ def train_direct(cnn_params: CNNParams, measure_params: MeasureParams, data: Pro
         raise ValueError(f"{data.root}: the train or val split is empty; cannot train the direct model")
     start = time.perf_counter()
     targets, scaling = target_arrays(data, tr, va, measure_params)
-    measured = time.perf_counter() - start
     results = [_train_member(member_params(p, k), data, tr, va, targets, scaling, callbacks_for(k), verbose)
                for k in range(p.ensemble)]
-    results[0].seconds += measured
     result = ensemble_result(results, direct_ensemble([r.model for r in results]))
+    result.seconds = time.perf_counter() - start  # the targets' measurement included, as before
     if out_dir is not None:
         save_direct(result, p, measure_params, out_dir)
     return result
