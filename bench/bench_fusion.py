@@ -11,7 +11,8 @@ likelihood of the decoded rest-frame spectrum's measurements, the CNN's latent p
 N(mu, std^2) as the prior: `models.fusion`, the pipeline's own fusion (`fusion:` params), here with
 any weight, quantities and number of Levenberg-Marquardt steps. The refined spectrum is then measured and classified as the evaluate stage does (rest
 frame, the observation's ivar carried onto the rest grid, classes on 32 posterior draws around the
-refined latents with priors fitted on the same val galaxies) and scored against the noiseless truth,
+refined latents with priors fitted on the same val galaxies; a third row with the draws weighed by
+the direct model's class probabilities, `fusion.classes`) and scored against the noiseless truth,
 beside the unrefined CNN and the direct model; D against the observation at the CNN's own z. Both
 networks read the same images, so the fusion counts their information twice: a point estimate, not a
 posterior. The test split is never read.
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     from img2spec.metrics import deviation
-    from img2spec.models.class_draws import decide, draw_classes, fit_class_priors
+    from img2spec.models.class_draws import decide, draw_classes, fit_class_priors, weigh_draws
     from img2spec.models.direct import load_direct, load_direct_heads, predict_direct
     from img2spec.models.fusion import STD_FLOOR, Fusion
     from img2spec.models.inference import decode_latents, latent_std, load_models, predict_outputs, rest_decoder
@@ -81,28 +82,30 @@ def main(argv: list[str] | None = None) -> dict:
     direct = predict_direct(*load_direct(args.direct), data, val)
     fusion = Fusion(load_direct_heads(args.direct), tuple(args.quantities or fp.quantities),
                     fp.weight if args.weight is None else args.weight,
-                    fp.iterations if args.iterations is None else args.iterations, mp)
+                    fp.iterations if args.iterations is None else args.iterations, mp, classes=True)
     start = time.perf_counter()
-    fused = fusion(models.decoder, mu, std, z_pred, RowView(data.images, val), catalogue_photometry(data, val), 256)
+    fused, evidence = fusion(models.decoder, mu, std, z_pred, RowView(data.images, val),
+                             catalogue_photometry(data, val), 256)
     seconds = time.perf_counter() - start
 
     report = {"iterations": fusion.iterations, "weight": fusion.weight, "quantities": list(fusion.quantities),
               "n_val": int(len(val)), "fusion_seconds": round(seconds, 2),
               "latent_shift_in_std": float(np.median(np.abs(fused - mu) / np.maximum(std, STD_FLOOR))), "methods": {}}
-    for name, lat in (("cnn", mu), ("cnn fused with direct", fused)):
+    for name, lat, weigh in (("cnn", mu, None), ("cnn fused with direct", fused, None),
+                             ("cnn fused, classes weighed", fused, evidence)):
         pred = decode_latents(models.decoder, lat, std, z_used=z_pred, z_given=np.zeros(len(val), bool), z_err=z_err,
                               with_sigma=False)
         table = measure_spectra(pred.rest_flux, rest.grid.wave, 0.0, mp, ivar=rest_ivar, frame="rest")
-        draws = draw_classes(models.decoder, lat, std, z_pred, mp, ivar=rest_ivar)
+        draws = weigh_draws(draw_classes(models.decoder, lat, std, z_pred, mp, ivar=rest_ivar), weigh)
         table.update(decide(draws, fit_class_priors(draws)))
         report["methods"][name] = _scores(table, ref, float(np.nanmean(deviation(pred.flux, obs, ivar))))
     report["methods"]["direct"] = _scores(direct, ref, float("nan"))
     print(f"val, {len(val)} galaxies; median latent shift {report['latent_shift_in_std']:.2f} std; "
           f"fusion {seconds:.1f} s (direct model + {fusion.iterations} steps)")
-    print(f"{'method':24s}{'D':>8s}" + "".join(f"{q + ' NMAD':>16s}" for q in SCORED)
+    print(f"{'method':28s}{'D':>8s}" + "".join(f"{q + ' NMAD':>16s}" for q in SCORED)
           + "".join(f"{s:>14s}" for s in SCHEMES))
     for name, r in report["methods"].items():
-        print(f"{name:24s}{r['D']:8.3f}" + "".join(f"{r[q]['nmad']:16.3f}" for q in SCORED)
+        print(f"{name:28s}{r['D']:8.3f}" + "".join(f"{r[q]['nmad']:16.3f}" for q in SCORED)
               + "".join(f"{r[s]:14.3f}" for s in SCHEMES))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -208,8 +208,9 @@ def measurement_tables(trained_root: Path, fresh, predictor, images: np.ndarray,
     preds = {m: v[rows] for m, v in methods.items() if m not in rest}
     tables = measure_methods(fresh.wave, z, fresh.frame, obs, ivar, preds, truth, params.measure,
                              rest=(rest_wave, rest) if rest else None)
-    latents = {m: Latents(r.latent_mu[rows], r.latent_std[rows], r.z_used[rows]) for m, r in results.items()
-               if r.rest_flux is not None}
+    latents = {m: Latents(r.latent_mu[rows], r.latent_std[rows], r.z_used[rows],
+                          None if r.class_evidence is None else r.class_evidence[rows])
+               for m, r in results.items() if r.rest_flux is not None}
     add_posterior_classes(tables, latents, predictor.decoder, fresh, rows, params.measure,
                           {"priors": predictor.class_priors} if predictor.class_priors else None)
     fresh.images = images  # the direct model reads the trained stretch, as the CNN did

@@ -8,8 +8,8 @@ from scipy.stats import norm
 
 from img2spec.config.measure import MeasureParams
 from img2spec.measure import UNCLASSIFIED
-from img2spec.models.class_draws import (ClassDraws, class_probabilities, decide, draw_classes, fit_class_priors,
-                                         posterior_classes, probability_columns)
+from img2spec.models.class_draws import (ClassDraws, class_probabilities, decide, draw_classes, evidence_slices,
+                                         fit_class_priors, posterior_classes, probability_columns, weigh_draws)
 
 HALPHA = 6564.61
 EW_PER_LATENT = 3.0
@@ -81,6 +81,30 @@ def test_probabilities_priors_and_columns_by_hand():
     assert list(decide(draws)["sf_class"]) == [0, UNCLASSIFIED, 1]
     cols = probability_columns(draws)
     assert set(cols) == {"sf_class_p_quiescent", "sf_class_p_star_forming", "sf_class_classified_frac"}
+
+
+def test_weighed_draws_are_the_product_of_the_two_experts_renormalised():
+    """Each scheme's draw shares times the evidence, renormalised; a class no draw measures as stays
+    at 0 however likely the evidence makes it; rows without usable evidence, or without a classified
+    draw, keep what the draws say; the classified share is the draws'."""
+    sl = evidence_slices()
+    assert [(c, s.stop - s.start) for c, s in sl.items()] == [("sf_class", 2), ("bpt_class", 3), ("agn_class", 2)]
+    bpt = np.array([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5], [np.nan] * 3, [0.5, 0.25, 0.25]], np.float32)
+    two = np.full((4, 2), 0.5, np.float32)
+    draws = ClassDraws({"sf_class": two, "bpt_class": bpt, "agn_class": two},
+                       {c: np.array([1.0, 1.0, 0.0, 1.0], np.float32) for c in sl})
+    ev = np.full((4, 7), 0.5)
+    ev[:, sl["bpt_class"]] = [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2], [0.2, 0.3, 0.5], [np.nan, 0.5, 0.5]]
+    ev[0, sl["sf_class"]] = [0.9, 0.1]
+    got = weigh_draws(draws, ev)
+    np.testing.assert_allclose(got.prob["bpt_class"][0], [0.4, 0.6, 0.0], rtol=1e-6)  # agn: no draw, stays 0
+    np.testing.assert_allclose(got.prob["bpt_class"][1], np.array([0.15, 0.05, 0.1]) / 0.3, rtol=1e-6)
+    assert np.all(np.isnan(got.prob["bpt_class"][2]))  # no classified draw
+    np.testing.assert_allclose(got.prob["bpt_class"][3], bpt[3])  # no usable evidence
+    np.testing.assert_allclose(got.prob["sf_class"][0], [0.9, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(got.prob["agn_class"], two)
+    assert got.classified is draws.classified and weigh_draws(draws, None) is draws
+    assert list(decide(got)["bpt_class"]) == [1, 0, UNCLASSIFIED, 0]
 
 
 LINES = {"hbeta": 4862.68, "oiii_5007": 5008.24, "halpha": 6564.61, "nii_6584": 6585.27}

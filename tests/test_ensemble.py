@@ -133,7 +133,7 @@ def test_ensemble_bundle_exports_to_onnx_equal_to_keras(tmp_path):
 
 def test_direct_ensemble_mixes_quantities_and_averages_class_probabilities():
     from img2spec.models.direct import (LOGVAR_OUT, MEAN_OUT, QUANTITIES, SCHEMES, build_direct, direct_ensemble,
-                                        regression_heads)
+                                        fusion_heads)
 
     members = [build_direct(m, HYBRID) for m in _members(2)]
     x = _inputs(6, seed=1)
@@ -145,11 +145,16 @@ def test_direct_ensemble_mixes_quantities_and_averages_class_probabilities():
     want = _mixture(pairs, list(range(Q)), list(range(Q, 2 * Q)))
     np.testing.assert_allclose(np.concatenate([np.asarray(got[MEAN_OUT]), np.asarray(got[LOGVAR_OUT])], axis=1),
                                want, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(regression_heads(ens)(x, training=False)), want, rtol=1e-4, atol=1e-5)
+    heads = np.asarray(fusion_heads(ens)(x, training=False))
+    np.testing.assert_allclose(heads[:, :2 * Q], want, rtol=1e-4, atol=1e-5)
+    start = 2 * Q
     for col in SCHEMES:
         probs = np.asarray(got[col])
         np.testing.assert_allclose(probs, (np.asarray(outs[0][col]) + np.asarray(outs[1][col])) / 2, rtol=1e-5)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(heads[:, start:start + probs.shape[1]], probs, rtol=1e-5)
+        start += probs.shape[1]
+    assert heads.shape[1] == start
 
 
 def test_train_cnn_ensemble_trains_one_member_per_seed(tmp_path):

@@ -104,7 +104,8 @@ def test_direct_quantities_are_destandardised_and_untrained_heads_nan():
 # ----------------------------------------------------------------------------- a fusing bundle
 def _write_direct(root, images_shape) -> None:
     """A tiny direct model with the CNN's input: EW(Halpha) 45 +- 1 A for every image (the rest
-    project's decoder draws ~30 A), the other quantities untrained."""
+    project's decoder draws ~30 A), the other quantities untrained; class probabilities
+    `CLASS_PROBS` for every image, the BPT head untrained."""
     import keras
 
     from img2spec.measure import CLASS_COLUMNS
@@ -117,13 +118,23 @@ def _write_direct(root, images_shape) -> None:
                                         bias_initializer=keras.initializers.Constant([1.5] + [0.0] * (q - 1)))(x),
            LOGVAR_OUT: keras.layers.Dense(q, name=LOGVAR_OUT, kernel_initializer="zeros",
                                           bias_initializer=keras.initializers.Constant(np.log(0.01)))(x)}
+    classes = {}
     for col, labels in CLASS_COLUMNS.items():
-        out[col] = keras.layers.Dense(n_classes(labels), activation="softmax", name=col)(x)
+        k = n_classes(labels)
+        bias = np.log(CLASS_PROBS.get(col, np.full(k, 1.0 / k)))
+        out[col] = keras.layers.Dense(k, activation="softmax", name=col, kernel_initializer="zeros",
+                                      bias_initializer=keras.initializers.Constant(bias))(x)
+        classes[col] = {"n_train": [10 if col in CLASS_PROBS else 0] * k}
     direct = root / "models" / "direct"
     direct.mkdir(parents=True, exist_ok=True)
     keras.Model(images, out).save(direct / "direct.keras")
     (direct / "direct.json").write_text(json.dumps({"quantities": list(QUANTITIES), "mean": [30.0] + [0.0] * (q - 1),
-                                                    "std": [10.0] + [1.0] * (q - 1), "n_train": [100] + [0] * (q - 1)}))
+                                                    "std": [10.0] + [1.0] * (q - 1), "n_train": [100] + [0] * (q - 1),
+                                                    "classes": classes}))
+
+
+CLASS_PROBS = {"sf_class": np.array([0.8, 0.2]), "agn_class": np.array([0.3, 0.7])}
+"""The tiny direct model's class probabilities (its BPT head has no training targets)."""
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +164,8 @@ def test_fusing_bundle_exports_the_direct_heads_equal_to_keras(fused_bundle):
 
     bundle, facts = fused_bundle
     manifest = json.loads((bundle / "bundle.json").read_text())
-    assert manifest["inference"]["fusion"] == {"quantities": ["halpha_ew"], "weight": 1.0, "iterations": 2}
+    assert manifest["inference"]["fusion"] == {"quantities": ["halpha_ew"], "weight": 1.0, "iterations": 2,
+                                               "classes": True}
     assert {"direct.keras", "direct.json", "direct.onnx"} <= set(manifest["files"])
     images = facts["images"][:4]
     np.testing.assert_allclose(load_exported_direct(bundle)(images),
@@ -183,3 +195,36 @@ def test_predict_with_a_fusing_bundle_moves_the_line_toward_the_direct_predictio
     assert np.all(np.abs(ew["fused"] - 45.0) < np.abs(ew["plain"] - 45.0) - 1e-3)
     assert np.all(np.abs(a.latent_mu - plain.latent_mu).max(axis=1) > 1e-2)
     assert onnx.header()["FUSED"][0] == "halpha_ew" and replace(onnx, fusion=None).header()["FUSED"][0] == "none"
+
+
+def test_a_fusing_bundle_weighs_its_class_draws_with_the_direct_classes(fused_bundle):
+    """Both runtimes return the direct model's class probabilities beside the fused latents (NaN for
+    its untrained BPT head); the class draws are weighed with them (`class_draws.weigh_draws`), and
+    not without `fusion.classes`; an exported graph with the regression heads alone gives none."""
+    from dataclasses import replace
+
+    from img2spec.models.class_draws import draw_classes, evidence_slices, weigh_draws
+    from img2spec.predict import Predictor
+
+    bundle, facts = fused_bundle
+    onnx = Predictor.from_path(bundle)
+    keras = Predictor.from_path(bundle, runtime="tensorflow")
+    images = facts["images"][:4]
+    a, b = onnx.predict_batch(images), keras.predict_batch(images)
+    sl = evidence_slices()
+    assert a.class_evidence.shape == (4, 7)
+    np.testing.assert_allclose(a.class_evidence, b.class_evidence, atol=1e-5)
+    for col, p in CLASS_PROBS.items():
+        np.testing.assert_allclose(a.class_evidence[:, sl[col]], np.tile(p, (4, 1)), rtol=1e-5)
+    assert np.isnan(a.class_evidence[:, sl["bpt_class"]]).all()
+    draws = draw_classes(onnx.decoder, a.latent_mu, a.latent_std, a.z_used, onnx.measure_params, sigma=a.rest_sigma)
+    got = onnx.class_draws(a)
+    for col, prob in weigh_draws(draws, a.class_evidence).prob.items():
+        np.testing.assert_array_equal(got.prob[col], prob)
+    unweighed = onnx.class_draws(replace(a, class_evidence=None))
+    for col, prob in draws.prob.items():
+        np.testing.assert_array_equal(unweighed.prob[col], prob)
+    plain = replace(onnx, fusion=replace(onnx.fusion, classes=False))
+    assert plain.predict_batch(images).class_evidence is None and onnx.header()["FUSECLS"][0] is True
+    raw = onnx.fusion.heads.outputs(images, None, 4)
+    assert raw.shape[1] == 2 * len(QUANTITIES) + 7 and onnx.fusion.heads.classes_of(raw[:, :10]) is None

@@ -20,3 +20,6 @@ class FusionParams(Section):
     """The direct predictions the decoded spectrum's measurements are pulled toward."""
     iterations: int = Field(2, ge=1)
     """Levenberg-Marquardt steps per galaxy (each one decoder body pass and its Jacobian)."""
+    classes: bool = True
+    """Weigh each draw of the spectrum's posterior by the direct model's probability of the class
+    the draw measures as (`models.class_draws.weigh_draws`); False: the draws' classes alone."""

@@ -4,7 +4,9 @@
 draw; the class priors of the decision are fitted here on the val split (no z given, as users
 run it most) and published with the bundle, so predict and survey decide as evaluate scored.
 Each draw is measured with the error model of the point spectrum it replaces: the observation's
-ivar carried onto the rest grid at the catalogue z (`measurements.rest_error_model`).
+ivar carried onto the rest grid at the catalogue z (`measurements.rest_error_model`). With the
+fusion's class evidence (`fusion.classes`) the draws are weighed with the direct model's class
+probabilities (`models.class_draws.weigh_draws`), on val as on test.
 The point spectrum's own classes stay scored as `<method>_point`.
 """
 
@@ -30,10 +32,12 @@ class Latents:
     mu: np.ndarray
     std: np.ndarray
     z_used: np.ndarray
+    class_evidence: np.ndarray | None = None
+    """(N, K) the fusion's class probabilities the draws are weighed with (None: none)."""
 
 
 def _draws(decoder, data: ProcessedData, rows: np.ndarray, lat: Latents, mp: MeasureParams):
-    from ..models.class_draws import draw_classes
+    from ..models.class_draws import draw_classes, weigh_draws
     from ..models.inference import rest_decoder
 
     rest = rest_decoder(decoder)
@@ -41,7 +45,8 @@ def _draws(decoder, data: ProcessedData, rows: np.ndarray, lat: Latents, mp: Mea
         return None
     z = data.catalog["z"].to_numpy(np.float64)[rows]
     ivar = rest_error_model(data.wave, load_rows(data.ivar, rows), z, rest.grid.wave)
-    return draw_classes(decoder, lat.mu, lat.std, lat.z_used, mp, ivar=ivar)
+    draws = draw_classes(decoder, lat.mu, lat.std, lat.z_used, mp, ivar=ivar)
+    return None if draws is None else weigh_draws(draws, lat.class_evidence)
 
 
 def fit_val_priors(models, data: ProcessedData, mp: MeasureParams, photometry, *, batch_size: int,
@@ -59,9 +64,10 @@ def fit_val_priors(models, data: ProcessedData, mp: MeasureParams, photometry, *
     if z_pred is None:
         return None
     std = latent_std(logvar)
+    evidence = None
     if refine is not None:
-        mu = refine(models.decoder, mu, std, z_pred, RowView(data.images, val), photometry, batch_size)
-    draws = _draws(models.decoder, data, val, Latents(mu, std, z_pred), mp)
+        mu, evidence = refine(models.decoder, mu, std, z_pred, RowView(data.images, val), photometry, batch_size)
+    draws = _draws(models.decoder, data, val, Latents(mu, std, z_pred, evidence), mp)
     return None if draws is None else {"priors": fit_class_priors(draws), "fitted_on": "val",
                                        "n_objects": int(len(val))}
 

@@ -122,7 +122,7 @@ def _cnn_modes(models, data, test, ep, preds, sigmas, rest, latents,
         preds[name], sigmas[name] = pred.flux, pred.sigma
         if pred.rest_flux is not None:
             rest[name], rest_wave = pred.rest_flux, pred.rest_wave
-            latents[name] = Latents(pred.latent_mu, pred.latent_std, pred.z_used)
+            latents[name] = Latents(pred.latent_mu, pred.latent_std, pred.z_used, pred.class_evidence)
         if fit:
             fits[name] = fit
     return fits, z_scales, rest_wave
@@ -237,8 +237,11 @@ def _evaluate(params: Params, paths: Paths) -> dict:
     if pr.fusion is not None:
         f = pr.fusion
         result["notes"]["fusion"] = {"quantities": list(f.quantities), "weight": f.weight, "iterations": f.iterations,
+                                     "classes": f.classes,
                                      "what": "both CNN modes' latents pulled toward the direct model's predictions "
-                                             "of these measurements (models/fusion.py)"}
+                                             "of these measurements (models/fusion.py)"
+                                             + ("; their class draws weighed by its class probabilities "
+                                                "(models/class_draws.py)" if f.classes else "")}
     # Lines, Dn4000, Hdelta_A and classes of every spectrum against the truth (evaluate/measurements.py).
     rest = (pr.rest_wave, {k: v for k, v in pr.rest.items() if k != "cnn_given_z"}) if pr.rest else None
     m_tables = measure_methods(data.wave, cat["z"].to_numpy()[test], data.frame, obs, ivar,

@@ -8,6 +8,12 @@ times, every draw decoded in the rest frame, measured with the point spectrum's 
 classified (`measure.classify`). A scheme's class probabilities are the shares of the draws that
 the scheme classifies (`<class column>_p_<label>`), with the share classified beside them.
 
+Where another model also says how probable each class is (the direct model, `models.fusion`,
+`fusion.classes`), each draw is weighed by that model's probability of the class it measures as
+(`weigh_draws`): a product of the two experts, as the fused latents are for the measurements. A
+class then needs both: draws of the spectrum that measure as it, and images that make it likely.
+A class no draw measures as stays at probability 0.
+
 The class reported is the most probable one after a prior-shift correction (Saerens, Latinne &
 Decaestecker 2002, Neural Computation 14, 21): each probability divided by its mean over the val
 split (`fit_class_priors`, stored in the bundle). A class is then assigned where the images make
@@ -55,6 +61,37 @@ class ClassDraws:
 
     prob: dict[str, np.ndarray]
     classified: dict[str, np.ndarray]
+
+
+def evidence_slices() -> dict[str, slice]:
+    """Class column -> its columns in a (N, K) class-evidence array: every `CLASS_COLUMNS` entry in
+    order, one column per `class_codes` code (the direct model's class heads, `models.direct`)."""
+    out, start = {}, 0
+    for col in CLASS_COLUMNS:
+        k = len(class_codes(col))
+        out[col] = slice(start, start + k)
+        start += k
+    return out
+
+
+def weigh_draws(draws: ClassDraws, evidence: np.ndarray | None) -> ClassDraws:
+    """`draws` with each class probability multiplied by the (N, K) `evidence` (`evidence_slices`
+    layout) and renormalised; a row whose evidence is not finite and positive for the scheme, or
+    whose product vanishes, keeps its draws' probabilities. None: `draws` unchanged."""
+    if evidence is None:
+        return draws
+    evidence = np.asarray(evidence, np.float64)
+    prob = {}
+    for col, sl in evidence_slices().items():
+        p = np.asarray(draws.prob[col], np.float64)
+        ev = evidence[:, sl]
+        usable = np.isfinite(ev).all(axis=1) & (ev >= 0).all(axis=1)
+        prod = p * np.where(usable[:, None], ev, 1.0)
+        total = prod.sum(axis=1, keepdims=True)
+        keep = ~usable | ~(total[:, 0] > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prob[col] = np.where(keep[:, None], p, prod / total).astype(np.float32)
+    return ClassDraws(prob, draws.classified)
 
 
 def draw_classes(decoder, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, mp: MeasureParams, *,

@@ -364,18 +364,19 @@ def predict_direct(model: keras.Model, info: dict, data: ProcessedData, rows: np
     return table
 
 
-def regression_heads(model: keras.Model) -> keras.Model:
-    """The direct model's regression heads alone: the same inputs -> (N, 2Q) concat(standardised
-    means, log-variances), what `fusion.DirectHeads` runs and the bundle exports."""
-    out = keras.layers.Concatenate(name="quantities")([model.get_layer(MEAN_OUT).output,
-                                                       model.get_layer(LOGVAR_OUT).output])
+def fusion_heads(model: keras.Model) -> keras.Model:
+    """The direct model as one output: the same inputs -> (N, 2Q + K) concat(standardised means,
+    log-variances, each class head's probabilities in SCHEMES order), what `fusion.DirectHeads`
+    runs and the bundle exports."""
+    out = keras.layers.Concatenate(name="quantities")([model.get_layer(name).output
+                                                       for name in (MEAN_OUT, LOGVAR_OUT, *SCHEMES)])
     return keras.Model(model.inputs, out, name="direct_heads")
 
 
 def load_direct_heads(path: str | Path) -> DirectHeads:
     """`fusion.DirectHeads` of a trained models/direct (or a bundle holding its files)."""
     model, info = load_direct(path)
-    return DirectHeads.of(regression_heads(model), info)
+    return DirectHeads.of(fusion_heads(model), info)
 
 
 def load_fusion(path: str | Path, fp: FusionParams, mp: MeasureParams) -> Fusion | None:
@@ -388,7 +389,7 @@ def load_fusion(path: str | Path, fp: FusionParams, mp: MeasureParams) -> Fusion
     except FileNotFoundError as exc:
         log.warning("fusion: off (%s)", exc)
         return None
-    return Fusion(heads, tuple(fp.quantities), fp.weight, fp.iterations, mp)
+    return Fusion(heads, tuple(fp.quantities), fp.weight, fp.iterations, mp, classes=fp.classes)
 
 
 # ----------------------------------------------------------------------------- stage

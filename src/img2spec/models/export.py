@@ -11,7 +11,8 @@ by tf2onnx, and one array file:
 - `decoder_body_jvp.onnx`: the body's forward-mode Jacobian-vector products (the linearised sigma);
 - `decoder_tail.npz`: the decoder's linear tail folded into one kernel and bias (`split.SplitDecoder`);
 - `direct.onnx` (a bundle with the direct model, `fusion:`): images [+ photometry] -> the direct
-  model's regression heads (`direct.regression_heads`), what `models.fusion` pulls the latents toward.
+  model's heads (`direct.fusion_heads`): the measurements `models.fusion` pulls the latents toward
+  and the class probabilities it weighs the class draws with.
 The exported decoder is run once on a probe batch against Keras (flux and sigma) before the
 export is accepted, and so is the CNN.
 """
@@ -322,12 +323,12 @@ def _write_meta(bundle: Path, meta: dict[str, Any]) -> None:
 
 
 def _direct_heads(bundle: Path):
-    """The bundle's direct regression heads as a Keras model (None: the bundle has no direct model)."""
-    from .direct import MODEL_FILE, load_direct, regression_heads
+    """The bundle's direct heads (`direct.fusion_heads`) as a Keras model (None: the bundle has no direct model)."""
+    from .direct import MODEL_FILE, fusion_heads, load_direct
 
     if not (bundle / MODEL_FILE).is_file():
         return None
-    return regression_heads(load_direct(bundle)[0])
+    return fusion_heads(load_direct(bundle)[0])
 
 
 def _probe(bundle: Path, cnn, model, widths: dict[str, tuple[int, ...]], heads=None) -> dict[str, float]:

@@ -16,6 +16,10 @@ exported graphs). Both networks read the same images, so their information count
 the fused latents are a point estimate; the latent std, hence the spectrum's sigma before
 its calibration, stays the CNN's.
 
+With `fusion.classes` the direct model's class probabilities come back beside the latents
+(`inference.Refinement.class_evidence`): the spectrum's posterior draws are weighed with them
+when its classes are decided (`class_draws.weigh_draws`).
+
 This module imports only numpy (and the networks' runners through `inference`).
 """
 
@@ -28,8 +32,9 @@ import numpy as np
 
 from ..config.measure import MeasureParams
 from ..measure.linear import LinearMeasures, measurement_weights
+from .class_draws import evidence_slices
 from .contract import LOGVAR_CLIP
-from .inference import network_outputs, rest_decoder, split_decoder
+from .inference import Refinement, network_outputs, rest_decoder, split_decoder
 from .split import SplitDecoder
 
 DIRECT_MODEL_FILE, DIRECT_INFO_FILE = "direct.keras", "direct.json"
@@ -55,28 +60,52 @@ def direct_quantities(raw: np.ndarray, mean: np.ndarray, scale: np.ndarray,
 
 @dataclass(frozen=True)
 class DirectHeads:
-    """The direct model's regression heads: `net(images [+ photometry])` -> (N, 2Q) standardised
-    means and log-variances of `quantities`, a Keras model or an exported graph."""
+    """The direct model's heads: `net(images [+ photometry])` -> (N, 2Q [+ K]) standardised means
+    and log-variances of `quantities` [and the class heads' probabilities, `direct.fusion_heads`],
+    a Keras model or an exported graph."""
 
     net: Any
     quantities: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
     trained: np.ndarray
+    classes: dict[str, bool]
+    """Class column -> whether its head had training targets, in the network's output order."""
 
     @classmethod
     def of(cls, net: Any, info: dict[str, Any]) -> "DirectHeads":
         """From the network and its `direct.json`."""
+        classes = {col: sum(c["n_train"]) > 0 for col, c in (info.get("classes") or {}).items()}
         return cls(net, tuple(info["quantities"]), np.asarray(info["mean"], np.float64),
-                   np.asarray(info["std"], np.float64), np.asarray(info["n_train"]) > 0)
+                   np.asarray(info["std"], np.float64), np.asarray(info["n_train"]) > 0, classes)
 
-    def predict(self, images: np.ndarray, photometry: np.ndarray | None, batch_size: int,
-                quantities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """(N, len(quantities)) predicted values and sigmas of `quantities` for `images`."""
-        raw = network_outputs(self.net, images, photometry=photometry, batch_size=batch_size)
+    def outputs(self, images: np.ndarray, photometry: np.ndarray | None, batch_size: int) -> np.ndarray:
+        """The network's raw (N, 2Q [+ K]) outputs for `images`."""
+        return network_outputs(self.net, images, photometry=photometry, batch_size=batch_size)
+
+    def quantities_of(self, raw: np.ndarray, quantities: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, len(quantities)) values and sigmas of `quantities` in raw `outputs`."""
         value, sigma = direct_quantities(raw, self.mean, self.scale, self.trained)
         cols = [self.quantities.index(q) for q in quantities]
         return value[:, cols], sigma[:, cols]
+
+    def classes_of(self, raw: np.ndarray) -> np.ndarray | None:
+        """(N, K) class probabilities in raw `outputs`, in `class_draws.evidence_slices` layout (NaN
+        for a head without training targets or absent); None when the network outputs none (a
+        bundle exported with the regression heads alone)."""
+        raw = np.asarray(raw, np.float64)
+        slices = evidence_slices()
+        width = sum(sl.stop - sl.start for col, sl in slices.items() if col in self.classes)
+        start = 2 * len(self.quantities)
+        if not self.classes or raw.shape[1] != start + width:
+            return None
+        out = np.full((len(raw), max(sl.stop for sl in slices.values())), np.nan)
+        for col, trained in self.classes.items():
+            k = slices[col].stop - slices[col].start
+            if trained:
+                out[:, slices[col]] = raw[:, start:start + k]
+            start += k
+        return out
 
 
 def _measured(split: SplitDecoder, measures: LinearMeasures, mu: np.ndarray, std: np.ndarray, z: np.ndarray,
@@ -145,6 +174,8 @@ class Fusion:
     weight: float
     iterations: int
     measure: MeasureParams
+    classes: bool = False
+    """Also return the direct model's class probabilities (`fusion.classes`)."""
     _measures: dict[int, LinearMeasures] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,17 +192,19 @@ class Fusion:
         return self._measures[key]
 
     def __call__(self, decoder: Any, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, images: np.ndarray,
-                 photometry: np.ndarray | None, batch_size: int) -> np.ndarray:
-        """Fused (N, L) latents of `images` whose CNN posterior is N(mu, std^2), decoded at `z_used`."""
+                 photometry: np.ndarray | None, batch_size: int) -> Refinement:
+        """Fused (N, L) latents of `images` whose CNN posterior is N(mu, std^2), decoded at `z_used`,
+        with the direct model's class probabilities when `classes` (and its network gives them)."""
         rest = rest_decoder(decoder)
         if rest is None:
             raise ValueError("fusion needs a rest-frame decoder (vae.frame: rest): its measurements are rest-frame")
         measures = self._measures_for(rest.grid.wave)
         split = split_decoder(rest.model)
-        target, sigma = self.heads.predict(images, photometry, batch_size, self.quantities)
+        raw = self.heads.outputs(images, photometry, batch_size)
+        target, sigma = self.heads.quantities_of(raw, self.quantities)
         out = np.empty_like(np.asarray(mu, np.float32))
         for s in range(0, len(mu), batch_size):
             sl = slice(s, s + batch_size)
             out[sl] = fuse_latents(split, measures, mu[sl], std[sl], z_used[sl], target[sl], sigma[sl],
                                    weight=self.weight, iterations=self.iterations)
-        return out
+        return Refinement(out, self.heads.classes_of(raw) if self.classes else None)

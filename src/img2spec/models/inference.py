@@ -32,8 +32,20 @@ from .onnx_runtime import ExportedGraph
 from .restframe import RestGrid, marginalise_redshift
 from .split import SplitDecoder
 
-LatentRefinement = Callable[..., np.ndarray]
-"""(decoder, mu, std, z_used, images, photometry, batch_size) -> refined (N, L) latent means."""
+
+
+class Refinement(NamedTuple):
+    """What a `LatentRefinement` returns."""
+
+    mu: np.ndarray
+    """(N, L) refined latent means."""
+    class_evidence: np.ndarray | None = None
+    """(N, K) class probabilities from another model, in `class_draws.evidence_slices` layout, that
+    the spectrum's posterior draws are weighed with (None: none)."""
+
+
+LatentRefinement = Callable[..., Refinement]
+"""(decoder, mu, std, z_used, images, photometry, batch_size) -> `Refinement`."""
 
 
 def _keras():
@@ -84,6 +96,8 @@ class PredictedSpectra:
     rest_columns: np.ndarray | None = None
     """The rest pixels decoded when only those were asked for (`predict_spectra(rest_columns=...)`:
     `rest_flux`/`rest_sigma` NaN elsewhere, `flux`/`sigma` (N, 0)); None: every pixel."""
+    class_evidence: np.ndarray | None = None
+    """(N, K) the refinement's class probabilities (`Refinement.class_evidence`); None: no refinement gave any."""
 
 
 class LoadedModels(NamedTuple):
@@ -547,8 +561,9 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     `rest_columns`: decode a rest-frame decoder's prediction on these rest pixels only (see
     `decode_latents`).
     `refine`: moves a rest-frame decoder's latent means before decoding (`fusion.Fusion`), called
-    as `refine(decoder, mu, std, z_used, images, photometry, batch_size)`; `latent_mu` is then the
-    refined mean, what a survey stores and decodes again.
+    as `refine(decoder, mu, std, z_used, images, photometry, batch_size)` -> `Refinement`;
+    `latent_mu` is then the refined mean, what a survey stores and decodes again, and
+    `class_evidence` the refinement's.
 
     The images go through the CNN here; everything after it is `decode_latents`, which a
     survey's reader calls again on the stored latents to get the same spectra.
@@ -562,15 +577,15 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     if z_err is not None and z_err_scale != 1.0:
         z_err = (z_err * np.float32(z_err_scale)).astype(np.float32)
     std = latent_std(logvar)
-    z_use = given = None
+    z_use = given = evidence = None
     if is_conditioned(decoder, mu_pred.shape[1]):
         z_use, given = _decode_redshift(z_pred, z, len(mu_pred))
         if refine is not None:
-            mu_pred = refine(decoder, mu_pred, std, z_use, images, photometry, batch_size)
+            mu_pred, evidence = refine(decoder, mu_pred, std, z_use, images, photometry, batch_size)
     out = decode_latents(decoder, mu_pred, std, z_used=z_use, z_given=given, z_err=z_err, n_samples=n_samples,
                          batch_size=batch_size, seed=seed, sigma_method=sigma_method, sigma_scale=sigma_scale,
                          sigma_scale_given_z=sigma_scale_given_z, rest_columns=rest_columns)
-    return replace(out, latent_logvar=logvar, z=z_pred, z_err=z_err)
+    return replace(out, latent_logvar=logvar, z=z_pred, z_err=z_err, class_evidence=evidence)
 
 
 def decode_latents(decoder, mu: np.ndarray, std: np.ndarray, *, z_used: np.ndarray | None = None,

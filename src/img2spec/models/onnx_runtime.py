@@ -29,7 +29,7 @@ EXPORT_META = "onnx.json"
 """The bundle file describing its exported graphs (names, shapes, rest grid, build check)."""
 EXPORT_FORMAT = "img2spec-onnx/2"
 DIRECT_FILE = "direct.onnx"
-"""The direct model's regression heads (`models.fusion`), in a bundle that fuses."""
+"""The direct model's heads (`direct.fusion_heads`, `models.fusion`), in a bundle that fuses."""
 RUNTIMES: tuple[str, ...] = get_args(RuntimeParam)
 """Runtimes a bundle's networks run on: its exported graphs (onnxruntime) or its Keras models."""
 

@@ -321,7 +321,8 @@ def _manifest(
             **z_err_scales(metrics),
             **class_priors(metrics),
             "fusion": ({"quantities": list(params.fusion.quantities), "weight": params.fusion.weight,
-                        "iterations": params.fusion.iterations} if fused else None),
+                        "iterations": params.fusion.iterations, "classes": params.fusion.classes}
+                       if fused else None),
             "n_samples": params.publish.n_samples,
             "batch_size": params.publish.batch_size,
             "seed": params.publish.seed,

@@ -64,7 +64,9 @@ def _fusion_text(inference: dict[str, Any]) -> str:
     return (" The latent mean is then moved, within the CNN's latent uncertainty, to where the decoded "
             f"rest-frame spectrum measures what the bundled direct model (`direct.*`: the same kind of "
             f"image network trained on the measurements) predicts for {', '.join(fusion['quantities'])} "
-            f"(weight {fusion['weight']:g}, {fusion['iterations']} Gauss-Newton steps).")
+            f"(weight {fusion['weight']:g}, {fusion['iterations']} Levenberg-Marquardt steps)."
+            + (" The classes are decided on draws of the spectrum's latent posterior, each draw weighed by the "
+               "direct model's probability of the class it measures as." if fusion.get("classes") else ""))
 
 
 def model_card(m: dict[str, Any]) -> str:

@@ -87,6 +87,9 @@ class BatchResult:
     rest_columns: np.ndarray | None = None
     """The rest pixels decoded by `predict_batch(measure_only=True)` (`rest_flux`/`rest_sigma` NaN
     elsewhere; `flux`/`sigma` (N, 0): no observed frame); None: the whole spectrum."""
+    class_evidence: np.ndarray | None = None
+    """(N, K) float32 the direct model's class probabilities the class draws are weighed with (a
+    bundle fusing its classes, `models.fusion`); None otherwise."""
 
     def __len__(self) -> int:
         return len(self.flux)
@@ -108,7 +111,7 @@ class BatchResult:
                    z_given=cat("z_given"), rest_wave=rest_wave, rest_flux=cat("rest_flux"),
                    rest_sigma=cat("rest_sigma"), photometry_used=cat("photometry_used"),
                    latent_mu=cat("latent_mu"), latent_std=cat("latent_std"),
-                   rest_columns=parts[0].rest_columns if parts else None)
+                   rest_columns=parts[0].rest_columns if parts else None, class_evidence=cat("class_evidence"))
 
 
 @dataclass
@@ -365,14 +368,16 @@ class Predictor(ManifestView):
 
     def class_draws(self, result: BatchResult):
         """`models.class_draws.ClassDraws` of a predicted batch: its latent posterior drawn, each draw
-        measured with the batch's rest-frame sigma and classified; None for an observed-frame bundle."""
+        measured with the batch's rest-frame sigma and classified, weighed with the batch's
+        `class_evidence` (a bundle fusing its classes); None for an observed-frame bundle."""
         if not result.has_rest or result.latent_mu is None or result.latent_std is None:
             return None
         from ..config.measure import MeasureParams
-        from ..models.class_draws import draw_classes
+        from ..models.class_draws import draw_classes, weigh_draws
 
-        return draw_classes(self.decoder, result.latent_mu, result.latent_std, result.z_used,
-                            self.measure_params or MeasureParams(), sigma=result.rest_sigma)
+        draws = draw_classes(self.decoder, result.latent_mu, result.latent_std, result.z_used,
+                             self.measure_params or MeasureParams(), sigma=result.rest_sigma)
+        return None if draws is None else weigh_draws(draws, result.class_evidence)
 
     def measured_rest_pixels(self) -> np.ndarray | None:
         """The rest-frame pixels this bundle's measurements read (`measure.table.rest_pixels` with its
@@ -470,6 +475,8 @@ class Predictor(ManifestView):
             "FRAME": (self.frame, "wavelength frame of the prediction"),
             "FUSED": (",".join(self.fusion.quantities) if self.fusion is not None else "none",
                       "pulled toward the direct model's predictions"),
+            "FUSECLS": (bool(self.fusion is not None and self.fusion.classes),
+                        "class draws weighed by direct classes"),
         }
         if "registry_version" in self.provenance:
             cards["MLFLOWV"] = (str(self.provenance["registry_version"]), "MLflow registered model version")
@@ -491,7 +498,7 @@ def _batch_result(pred, used: np.ndarray | None) -> BatchResult:
         rest_wave=field_("rest_wave", np.float64), rest_flux=field_("rest_flux", np.float32),
         rest_sigma=field_("rest_sigma", np.float32), photometry_used=used,
         latent_mu=field_("latent_mu", np.float32), latent_std=field_("latent_std", np.float32),
-        rest_columns=field_("rest_columns", np.int64),
+        rest_columns=field_("rest_columns", np.int64), class_evidence=field_("class_evidence", np.float32),
     )
 
 

@@ -97,4 +97,4 @@ def load_fusion(bundle: str | Path, manifest: dict[str, Any], runtime: str, thre
 
         heads = load_direct_heads(bundle)
     return Fusion(heads, tuple(settings["quantities"]), float(settings["weight"]), int(settings["iterations"]),
-                  measure_params)
+                  measure_params, classes=bool(settings.get("classes", False)))
