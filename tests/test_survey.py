@@ -121,6 +121,7 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     assert report["cluster"]["tf_intra_inter_op_threads"] == [[1, 1]]
     assert report["cluster"]["worker_malloc"] == [WORKER_MALLOC_THRESHOLDS]
     assert report["cluster"]["start_method"] == "fork"  # the default on Linux
+    assert report["cluster"]["prefetch_distance"] == 2  # one shard ahead per worker thread
     assert set(report["task_phase_seconds"]) == set(PHASES) and report["task_phase_seconds"]["predict"] > 0
     assert report["startup_seconds"] > 0 and report["cluster_start_seconds"] > 0 and report["task_cpu_seconds"] > 0
     assert 0 < report["shutdown_seconds"] < report["seconds"]
@@ -478,7 +479,10 @@ def test_done_needs_both_outputs_stamped_and_they_are_fsynced(env, tmp_path, mon
     input_hash = read_attrs(path)["content_hash"]
     spectra, catalogue = output_paths(out, rel)
     synced = _fsynced_paths(monkeypatch)
-    assert predict_shard(str(path), rel, str(out), spec, store="spectra")["status"] == "done"
+    ahead = []
+    monkeypatch.setattr("img2spec.survey.task.prefetch", ahead.append)
+    assert predict_shard(str(path), rel, str(out), spec, store="spectra", read_ahead="next.hdf5")["status"] == "done"
+    assert ahead == ["next.hdf5"]  # handed to the kernel before this shard's own work
     for final in (spectra, catalogue):
         temps = [s for s in synced if os.path.dirname(s) == str(final.parent)
                  and os.path.basename(s).startswith(f".{final.name}.tmp-")]
@@ -687,6 +691,34 @@ def test_real_local_cluster_leaves_no_worker_when_the_client_fails(env, tmp_path
     while _worker_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _worker_pids()
+
+
+def test_each_shard_task_reads_ahead_the_shard_a_worker_thread_later(tmp_path):
+    from img2spec.survey.run import ShardJob, read_ahead_paths
+
+    jobs = [ShardJob(0, tmp_path / f"p{k}.hdf5", f"p{k}", 10 - k, None) for k in range(5)]
+    paths = [str(job.path.resolve()) for job in jobs]
+    assert read_ahead_paths(jobs, 2) == paths[2:] + [None, None]
+    assert read_ahead_paths(jobs, 0) == [None] * 5 and read_ahead_paths(jobs, 9) == [None] * 5
+
+
+def test_prefetch_asks_for_the_whole_file_in_chunks_and_never_raises(tmp_path, monkeypatch):
+    """`prefetch` covers the file in PREFETCH_CHUNK requests (Linux reads one readahead window per
+    call); a missing file or a platform without fadvise is a False, not an error."""
+    import img2spec.io.shards as shards
+
+    part = tmp_path / "part.hdf5"
+    part.write_bytes(b"x" * (2 * shards.PREFETCH_CHUNK + 5))
+    assert shards.prefetch(part) is (hasattr(os, "posix_fadvise"))
+    assert shards.prefetch(tmp_path / "missing.hdf5") is False
+    calls = []
+    monkeypatch.setattr(shards.os, "posix_fadvise", lambda fd, offset, n, advice: calls.append((offset, n, advice)),
+                        raising=False)
+    monkeypatch.setattr(shards.os, "POSIX_FADV_WILLNEED", 3, raising=False)
+    assert shards.prefetch(part) is True
+    assert calls == [(k * shards.PREFETCH_CHUNK, shards.PREFETCH_CHUNK, 3) for k in range(3)]
+    monkeypatch.delattr(shards.os, "posix_fadvise")
+    assert shards.prefetch(part) is False
 
 
 def test_survey_workers_fork_on_linux_only(monkeypatch, tmp_path):

@@ -39,6 +39,10 @@ class SurveyParams(Section):
     """Dask retries of a failed shard task before it is reported as failed."""
     batch_size: int | None = Field(None, ge=1)
     """Objects per forward pass (None: the bundle's inference batch size)."""
+    prefetch: bool = True
+    """Each shard task asks the kernel to read ahead the shard that starts as many tasks later as
+    the cluster has worker threads (`io.shards.prefetch`): the next shards' reads overlap this
+    one's compute instead of stalling a worker on a cold disk."""
     store: SurveyStore = "compact"
     """What `img2spec survey` writes per shard beside the catalogue: 'compact' (the latent mean and
     1-sigma, the decode redshift and its error, decoded on read by `img2spec.survey.open_survey` /

@@ -19,6 +19,7 @@ atomic (`io.atomic.atomic_path`): a killed writer never leaves a partial shard.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,32 @@ def write_cutout_shard(path: str | Path, shard: CutoutShard, attrs: dict[str, An
     digest = shard.content_hash()
     _write_shard(path, CUTOUT_FORMAT, shard, CUTOUT_COLUMNS, {**(attrs or {}), **shard.attrs, "content_hash": digest})
     return digest
+
+
+PREFETCH_CHUNK = 4 << 20
+"""Bytes per read-ahead request of `prefetch`: Linux reads at most its readahead window (a few MB)
+per POSIX_FADV_WILLNEED call, so a whole shard takes one call per chunk."""
+
+
+def prefetch(path: str | Path) -> bool:
+    """Ask the kernel to start reading `path` into its page cache (POSIX_FADV_WILLNEED) and return at
+    once: a later read of the file then comes from memory. Best effort: False where the platform has
+    no fadvise or the file cannot be opened (its reader reports that)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        for offset in range(0, os.fstat(fd).st_size, PREFETCH_CHUNK):
+            advise(fd, offset, PREFETCH_CHUNK, os.POSIX_FADV_WILLNEED)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def read_cutout_shard(path: str | Path) -> CutoutShard:

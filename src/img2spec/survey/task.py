@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ..io.atomic import atomic_path
-from ..io.shards import CutoutShard, LatentShard, read_attrs, read_cutout_shard, write_latent_shard, write_spectra_shard
+from ..io.shards import (CutoutShard, LatentShard, prefetch, read_attrs, read_cutout_shard, write_latent_shard,
+                         write_spectra_shard)
 from ..predict.bundle_info import BundleInfo
 from ..predict.predictor import BatchResult, Predictor
 from .catalogue import catalogue_frame
@@ -292,9 +293,13 @@ def _predict_in_batches(predictor: Predictor, shard: CutoutShard, batch_size: in
 
 
 def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batch_size: int | None = None,
-                  store: str = "compact") -> dict[str, Any]:
-    """Predict every usable cutout of one shard into `store`; returns the task's counts (for survey.json)."""
+                  store: str = "compact", read_ahead: str | None = None) -> dict[str, Any]:
+    """Predict every usable cutout of one shard into `store`; returns the task's counts (for survey.json).
+    `read_ahead`: a shard a later task reads, handed to the kernel to read in the background
+    (`io.shards.prefetch`) while this one computes."""
     t0 = time.perf_counter()
+    if read_ahead is not None:
+        prefetch(read_ahead)
     base: dict[str, Any] = {"shard": rel, "pid": os.getpid()}
     input_attrs = read_attrs(shard_path) or {}
     done = is_done(out_dir, rel, spec.bundle_hash, input_attrs.get("content_hash"), store)
