@@ -694,12 +694,11 @@ def test_real_local_cluster_leaves_no_worker_when_the_client_fails(env, tmp_path
 
 
 def test_each_shard_task_reads_ahead_the_shard_a_worker_thread_later(tmp_path):
-    from img2spec.survey.run import ShardJob, read_ahead_paths
+    from img2spec.survey.run import read_ahead_paths
 
-    jobs = [ShardJob(0, tmp_path / f"p{k}.hdf5", f"p{k}", 10 - k, None) for k in range(5)]
-    paths = [str(job.path.resolve()) for job in jobs]
-    assert read_ahead_paths(jobs, 2) == paths[2:] + [None, None]
-    assert read_ahead_paths(jobs, 0) == [None] * 5 and read_ahead_paths(jobs, 9) == [None] * 5
+    paths = [str(tmp_path / f"p{k}.hdf5") for k in range(5)]
+    assert read_ahead_paths(paths, 2) == paths[2:] + [None, None]
+    assert read_ahead_paths(paths, 0) == [None] * 5 and read_ahead_paths(paths, 9) == [None] * 5
 
 
 def test_prefetch_asks_for_the_whole_file_in_chunks_and_never_raises(tmp_path, monkeypatch):

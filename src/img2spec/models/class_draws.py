@@ -76,7 +76,7 @@ def evidence_slices() -> dict[str, slice]:
 
 def weigh_draws(draws: ClassDraws, evidence: np.ndarray | None) -> ClassDraws:
     """`draws` with each class probability multiplied by the (N, K) `evidence` (`evidence_slices`
-    layout) and renormalised; a row whose evidence is not finite and positive for the scheme, or
+    layout) and renormalised; a row whose evidence is not finite and non-negative for the scheme, or
     whose product vanishes, keeps its draws' probabilities. None: `draws` unchanged."""
     if evidence is None:
         return draws

@@ -33,7 +33,6 @@ from .restframe import RestGrid, marginalise_redshift
 from .split import SplitDecoder
 
 
-
 class Refinement(NamedTuple):
     """What a `LatentRefinement` returns."""
 

@@ -361,13 +361,14 @@ def _run_on_cluster(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec:
         # Largest shards first (also Dask's priority): no worker is left with a big shard while the
         # others idle at the end of the run.
         ordered = sorted(todo, key=lambda j: -j.n_objects)
+        paths = [str(job.path.resolve()) for job in ordered]
         distance = sum(nthreads.values()) if sp.prefetch else 0
         info["prefetch_distance"] = distance
         futures = {
-            client.submit(predict_shard, str(job.path.resolve()), job.rel, str(out_dir.resolve()), spec, sp.batch_size,
+            client.submit(predict_shard, path, job.rel, str(out_dir.resolve()), spec, sp.batch_size,
                           store, ahead, key=task_key(shards_dir, out_dir, job.rel, spec.bundle_hash),
                           retries=sp.retries, pure=False, priority=job.n_objects): job
-            for job, ahead in zip(ordered, read_ahead_paths(ordered, distance))
+            for job, path, ahead in zip(ordered, paths, read_ahead_paths(paths, distance))
         }
         shard_bar = progress(total=counts.n_shards, initial=counts.skipped_done, desc="survey: shards", unit="shard")
         obj_bar = progress(total=sum(j.n_objects for j in todo), desc="survey: objects", unit="obj")
@@ -395,11 +396,10 @@ def _run_on_cluster(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec:
         counts.shutdown_seconds = time.perf_counter() - t_close  # workers retire, TensorFlow processes exit
 
 
-def read_ahead_paths(jobs: list[ShardJob], distance: int) -> list[str | None]:
-    """Per job in run order, the shard its task has the kernel read ahead: the one `distance` tasks
-    later, which starts about when this one's successors on every worker thread have started (None
-    for the last `distance` jobs, and for all of them when `distance` < 1)."""
-    paths = [str(job.path.resolve()) for job in jobs]
+def read_ahead_paths(paths: list[str], distance: int) -> list[str | None]:
+    """Per shard path in run order, the shard its task has the kernel read ahead: the one `distance`
+    tasks later, which starts about when this one's successors on every worker thread have started
+    (None for the last `distance` shards, and for all of them when `distance` < 1)."""
     return [paths[k + distance] if distance >= 1 and k + distance < len(paths) else None for k in range(len(paths))]
 
 
