@@ -29,12 +29,13 @@ One run, the same N cutout files throughout:
 6. storage and reading: `bytes_per_galaxy`, everything the default run (`survey.store`: compact)
    leaves in its output directory (latent shards, catalogue, survey.json, skipped.parquet) over the
    catalogue's objects, and `bytes_per_galaxy_spectra_store`, the same for `--store spectra` at the
-   default workers; `decode`: the compact output read back with `open_survey(...).iter_spectra()`
-   in one process on the machine's cores (every object; catalogue, shard reads and decoding
-   included, after one warm-up shard), flux and sigma (`flux_sigma_per_s`) and flux alone
-   (`flux_per_s`) on all the machine's cores, and its largest difference from the spectra store's
-   files; again on the workers' threads, `open_survey`'s default (`decode.workers_threads`: bit
-   for bit expected).
+   default workers; `decode`: the compact output read back with `open_survey(...)` as a user
+   reads it (its defaults: the workers' runtime threads, one shard per core decoded at once), every
+   object, catalogue, shard reads and decoding included, after one warm-up shard: flux and sigma
+   (`flux_sigma_per_s`) and flux alone (`flux_per_s`), and the largest difference from the spectra
+   store's files (bit for bit expected); side by side in the same run, one shard at a time on
+   all the machine's cores' runtime threads (`decode.one_shard_at_a_time`, the reader's setting
+   before shards were decoded in parallel).
 
     python bench/bench_survey.py --n 16000 --bundle models/img2spec      # the published figures
     python bench/bench_survey.py --n 500 --bundle models/img2spec --copies 1 --large-copies 0  # smoke run
@@ -174,11 +175,10 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
     out["bytes_per_galaxy"] = default["bytes_per_galaxy"]
     out["bytes_per_galaxy_spectra_store"] = spectra["bytes_per_galaxy"]
     out["survey_spectra_store"] = spectra
-    out["decode"] = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir, os.cpu_count())
-    # open_survey's default: the workers' threads, which sum the decoder's products in their order
-    same = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir)
-    out["decode"]["workers_threads"] = {k: same[k] for k in ("threads", "flux_sigma_per_s", "flux_per_s",
-                                                             "max_abs_diff_vs_spectra_store", "bit_identical_fraction")}
+    # open_survey's defaults: the workers' threads (their sums' order: the same bits), shards in parallel
+    out["decode"] = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir)
+    serial = _decode_rates(Path(default["out_dir"]), Path(spectra["out_dir"]), workdir, os.cpu_count(), parallel=1)
+    out["decode"]["one_shard_at_a_time"] = {k: serial[k] for k in DECODE_KEYS}
     print(f"bytes per galaxy: {out['bytes_per_galaxy']} ({out['store']}), {out['bytes_per_galaxy_spectra_store']} "
           f"(spectra); decode: {out['decode']}", flush=True)
     for r in (default, spectra):
@@ -303,10 +303,17 @@ def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _decode_rates(compact: Path, spectra: Path, workdir: Path, threads: int | None = None) -> dict[str, Any]:
+DECODE_KEYS = ("threads", "parallel", "flux_sigma_per_s", "flux_per_s", "max_abs_diff_vs_spectra_store",
+               "bit_identical_fraction")
+"""What `decode` reports of each reading setting."""
+
+
+def _decode_rates(compact: Path, spectra: Path, workdir: Path, threads: int | None = None,
+                  parallel: int | None = None) -> dict[str, Any]:
     """`--decode-rate` in its own process (the bench process itself never imports TensorFlow)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--decode-rate", str(compact), "--compare", str(spectra)]
     cmd += ["--threads", str(threads)] if threads else []  # else open_survey's default
+    cmd += ["--parallel", str(parallel)] if parallel else []
     log = workdir / "decode.log"
     with open(log, "wb") as fh:
         done = subprocess.run(cmd, cwd=REPO, env=bench_env(), stdout=subprocess.PIPE, stderr=fh)
@@ -315,21 +322,24 @@ def _decode_rates(compact: Path, spectra: Path, workdir: Path, threads: int | No
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
-def decode_rates(compact: Path, spectra: Path | None, threads: int | None = None) -> dict[str, Any]:
+def decode_rates(compact: Path, spectra: Path | None, threads: int | None = None,
+                 parallel: int | None = None) -> dict[str, Any]:
     """Objects/s reading the compact survey `compact` back (flux and sigma; flux alone), the
     networks on `threads` intra-op threads (None: the survey's workers', `open_survey`'s default),
-    and the largest difference from the spectra store `spectra` of the same shards."""
+    `parallel` shards at once (None: `open_survey`'s default, one per core), and the largest
+    difference from the spectra store `spectra` of the same shards."""
     import numpy as np
 
     from img2spec.io.shards import read_spectra_shard
     from img2spec.survey import open_survey
 
-    survey = open_survey(compact, threads=None if threads is None else (threads, 1))
+    survey = open_survey(compact, threads=None if threads is None else (threads, 1), parallel=parallel)
     rows = survey.select()
     first = rows[rows["shard"] == rows["shard"].iloc[0]]
     for with_sigma in (True, False):  # warm-up: graph traces of both paths
         list(survey.decode_selected(first, with_sigma))
-    out: dict[str, Any] = {"n": len(rows), "runtime": survey.predictor.runtime, "threads": list(survey.predictor.threads)}
+    out: dict[str, Any] = {"n": len(rows), "runtime": survey.predictor.runtime, "threads": list(survey.predictor.threads),
+                           "parallel": survey.parallel}
     for name, with_sigma in (("flux_sigma_per_s", True), ("flux_per_s", False)):
         t0 = time.perf_counter()
         n = sum(len(part) for _, part in survey.decode_selected(survey.select(), with_sigma))
@@ -446,13 +456,14 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
             "",
             f"Storage: {s['bytes_per_galaxy']:,.0f} bytes per galaxy in the output directory with the default "
             f"`--store {s['store']}` (catalogue included), {s['bytes_per_galaxy_spectra_store']:,.0f} with "
-            f"`--store spectra`. Reading the compact output back (`open_survey(...).iter_spectra()`, one process, "
-            f"{d['threads'][0]} threads): {d['flux_sigma_per_s']:,.0f} galaxies/s with sigma, {d['flux_per_s']:,.0f}/s "
+            f"`--store spectra`. Reading the compact output back (`open_survey(...)`'s defaults, one process: "
+            f"{d.get('parallel', 1)} shards at once on {d['threads'][0]} runtime thread(s) each): "
+            f"{d['flux_sigma_per_s']:,.0f} galaxies/s with sigma, {d['flux_per_s']:,.0f}/s "
             f"flux alone; {100 * (d.get('bit_identical_fraction') or 0):.4g}% of the values bit for bit those of "
             f"`--store spectra` (largest difference: flux {diff.get('flux', 0):.3g}, sigma {diff.get('sigma', 0):.3g})"
-            + (f"; {100 * (d['workers_threads'].get('bit_identical_fraction') or 0):.4g}% on the workers' "
-               f"{d['workers_threads']['threads'][0]} thread(s), open_survey's default"
-               if d.get("workers_threads") else "") + ".",
+            + (f"; one shard at a time on {d['one_shard_at_a_time']['threads'][0]} runtime threads: "
+               f"{d['one_shard_at_a_time']['flux_sigma_per_s']:,.0f} / {d['one_shard_at_a_time']['flux_per_s']:,.0f} per s"
+               if d.get("one_shard_at_a_time") else "") + ".",
         ]
     return lines
 
@@ -475,9 +486,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="with --decode-rate: the --store spectra survey of the same shards to compare with")
     ap.add_argument("--threads", type=int, default=None,
                     help="with --decode-rate: intra-op threads of the reader's runtime (default: the survey workers')")
+    ap.add_argument("--parallel", type=int, default=None,
+                    help="with --decode-rate: shards decoded at once (default: open_survey's, one per core)")
     args = ap.parse_args(argv)
     if args.decode_rate is not None:
-        print(json.dumps(decode_rates(args.decode_rate, args.compare, args.threads)))
+        print(json.dumps(decode_rates(args.decode_rate, args.compare, args.threads, args.parallel)))
         return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="img2spec_bench_survey_"))
     workdir.mkdir(parents=True, exist_ok=True)

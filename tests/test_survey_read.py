@@ -1,11 +1,14 @@
 """Reading a survey back (`img2spec.survey.open_survey`, `img2spec decode`): the compact store's
-spectra, decoded on read, equal bit for bit what `--store spectra` writes for the same shards;
-selections by ids, HEALPix pixel and query; a bundle-hash mismatch is a clear error; the done
-check knows the store. The tiny bundle and shards of test_survey, tasks run in this process."""
+spectra, decoded on read, equal bit for bit what `--store spectra` writes for the same shards, with
+shards decoded one at a time or several at once on threads (`read.ordered_map`); selections by ids,
+HEALPix pixel and query; a bundle-hash mismatch is a clear error; the done check knows the store.
+The tiny bundle and shards of test_survey, tasks run in this process."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -69,6 +72,95 @@ def test_decoded_spectra_equal_the_spectra_store_bit_for_bit(env, surveys):  # n
     # the spectra store reads back through the same interface
     same = open_survey(surveys["spectra"]).spectra()
     assert list(same.object_id) == list(got.object_id) and np.array_equal(same.flux, got.flux)
+
+
+def test_shards_decoded_at_once_equal_one_at_a_time(env, surveys):  # noqa: F811
+    from img2spec.survey import open_survey
+
+    at_once, serial = open_survey(surveys["compact"], parallel=3), open_survey(surveys["compact"], parallel=1)
+    assert (at_once.parallel, serial.parallel) == (3, 1)
+    rows = at_once.select()
+    shards = [part.catalogue["shard"].iloc[0] for _, part in at_once.decode_selected(rows)]
+    assert len(shards) >= 3 and shards == sorted(shards)  # several shards, back in shard order
+    for with_sigma in (True, False):
+        a, b = at_once.spectra(with_sigma=with_sigma), serial.spectra(with_sigma=with_sigma)
+        assert list(a.object_id) == list(b.object_id)
+        for name in ("flux", "sigma"):
+            assert np.array_equal(getattr(a, name).view(np.uint32), getattr(b, name).view(np.uint32)), name
+
+
+def test_ordered_map_keeps_order_bounds_work_in_flight_and_stops_on_errors():
+    from img2spec.survey.read import ordered_map
+
+    started: list[int] = []
+
+    def slow_first(i: int) -> int:  # early items finish last
+        started.append(i)
+        time.sleep(0.02 * (5 - i) if i < 5 else 0)
+        return i * i
+
+    results = ordered_map(slow_first, range(12), parallel=3)
+    assert next(results) == 0
+    assert len(started) <= 4  # 3 calls in flight, one more submitted as the first is taken
+    assert [0, *results] == [i * i for i in range(12)]
+    # one thread: every call in the caller's thread
+    caller = threading.get_ident()
+    assert list(ordered_map(lambda i: threading.get_ident() == caller, range(3), parallel=1)) == [True] * 3
+
+    def fails_at_two(i: int) -> int:
+        if i == 2:
+            raise ValueError(f"bad item {i}")
+        time.sleep(0.01)
+        return i
+
+    calls = ordered_map(fails_at_two, range(50), parallel=2)
+    assert [next(calls), next(calls)] == [0, 1]
+    with pytest.raises(ValueError, match="bad item 2"):
+        next(calls)
+
+
+def _blas_threads() -> set[int]:
+    from threadpoolctl import threadpool_info
+
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_blas_limit_shared_by_concurrent_decodes():
+    """The tail's BLAS limit holds while any thread is inside it and the count from before comes
+    back when the last one leaves: a decoding thread leaving never lifts it under another's product."""
+    from img2spec.models.split import SplitDecoder
+
+    before = _blas_threads()
+    if not before or before == {1}:
+        pytest.skip("numpy has no BLAS library threadpoolctl controls, or it runs one thread anyway")
+    split = SplitDecoder(lambda x: x, lambda x, t: x, np.eye(2, dtype=np.float32), np.zeros(2, np.float32), 2,
+                         blas_threads=1)
+    with split.blas_limit():  # held by the thread that starts the decoding threads, as decode_selected does
+        inside_a, a_left, b_may_leave = threading.Event(), threading.Event(), threading.Event()
+        seen: dict[str, set[int]] = {}
+
+        def a() -> None:
+            with split.blas_limit():
+                inside_a.set()
+                b_may_leave.wait(5)
+            a_left.set()
+
+        def b() -> None:
+            inside_a.wait(5)
+            with split.blas_limit():
+                b_may_leave.set()
+                a_left.wait(5)  # a has left: the limit must still hold for b
+                seen["b_after_a_left"] = _blas_threads()
+                assert split.flux(np.ones((1, 2), np.float32)).tolist() == [[1.0, 1.0]]
+
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen["b_after_a_left"] == {1}
+        assert _blas_threads() == {1}  # still held here
+    assert _blas_threads() == before  # restored once every holder left
 
 
 def test_selections_by_ids_healpix_and_query(env, surveys):  # noqa: F811

@@ -22,7 +22,7 @@ import json
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Literal, NamedTuple, get_args
+from typing import Any, Callable, ContextManager, Literal, NamedTuple, get_args
 
 import numpy as np
 
@@ -426,6 +426,15 @@ def split_decoder(decoder) -> SplitDecoder:
                             int(ref().output_shape[-1]))
 
     return _compiled(decoder, "split", build)
+
+
+def hold_blas_threads(decoder) -> ContextManager:
+    """`decoder`'s tail BLAS thread count set from this thread while the context is open
+    (`split.shared_blas_limit`): hold it around decodes that run on other threads. OpenBLAS may
+    ignore a count set from a thread other than the one that set it first, so the count the tail
+    asks for is set here, and the threads' own requests only join it."""
+    rest = rest_decoder(decoder)
+    return split_decoder(rest.model if rest is not None else decoder).blas_limit()
 
 
 def linearised_sigma(decoder, mu: np.ndarray, std: np.ndarray) -> np.ndarray:

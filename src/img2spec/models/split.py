@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
+import warnings
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 
@@ -44,11 +46,12 @@ class SplitDecoder:
     """Threads of the numpy (BLAS) tail; 0: the BLAS default. A matrix product's last bits depend on
     its thread count, so a reader that decodes stored latents again sets the writer's."""
 
-    def _threads(self) -> ContextManager:
+    def blas_limit(self) -> ContextManager:
+        """`blas_threads` BLAS threads in this process while the context is open (0: BLAS's own);
+        shared by threads decoding at once (`shared_blas_limit`)."""
         if self.blas_threads <= 0:
             return contextlib.nullcontext()
-        return _blas_controller().limit(limits=self.blas_threads, user_api="blas")
-
+        return shared_blas_limit(self.blas_threads)
 
     def _tail(self, columns: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self.kernel is None or columns is None:
@@ -61,7 +64,7 @@ class SplitDecoder:
         kernel, bias = self._tail(columns)
         if kernel is None:
             return hidden if columns is None else hidden[:, columns]
-        with self._threads():
+        with self.blas_limit():
             return hidden @ kernel + bias
 
     def linear_map(self, columns: np.ndarray, matrix: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -75,7 +78,7 @@ class SplitDecoder:
 
         def apply(x: np.ndarray) -> np.ndarray:
             hidden = np.asarray(self.body(np.ascontiguousarray(x, np.float32)), np.float64)
-            with self._threads():
+            with self.blas_limit():
                 return hidden @ kernel + bias
         return apply
 
@@ -90,7 +93,7 @@ class SplitDecoder:
             return np.zeros((0, d, n_out), np.float32)
         jvp = np.asarray(self.body_jvp(x, std), np.float32).reshape(b * d, -1)
         kernel, _ = self._tail(columns)
-        with self._threads():
+        with self.blas_limit():
             jvp = jvp @ kernel if kernel is not None else (jvp if columns is None else jvp[:, columns])
         return jvp.reshape(b, d, n_out)
 
@@ -106,7 +109,7 @@ class SplitDecoder:
         kernel, _ = self._tail(columns)
         if kernel is None:  # the body's output is the spectrum
             return np.einsum("bqc,bdc->bqd", w, jvp[:, :, columns])
-        with self._threads():
+        with self.blas_limit():
             pulled = (w.reshape(-1, w.shape[2]) @ kernel.T).reshape(b, w.shape[1], -1)  # (B, Q, H)
         return np.einsum("bdh,bqh->bqd", jvp, pulled)
 
@@ -118,6 +121,38 @@ class SplitDecoder:
         """
         jac = self.jacobian(x, std, columns)
         return np.sqrt(np.einsum("bdp,bdp->bp", jac, jac))
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_HOLD: dict[str, Any] = {"holders": 0, "limiter": None, "threads": None}
+"""The process's BLAS limit while any `shared_blas_limit` is open: how many hold it, its threadpoolctl limiter."""
+
+
+@contextlib.contextmanager
+def shared_blas_limit(threads: int) -> Iterator[None]:
+    """BLAS limited to `threads` threads while any thread is inside: the first to enter sets it,
+    the last to leave restores the count from before. A plain threadpoolctl limit restores on exit
+    whatever it found, so with decodes on several threads one could lift the limit under another's
+    matrix product (and change its last bits). Threads asking for another count while one is held
+    run under the held one (a warning: their last bits may differ). Enter it first in the thread
+    that starts the others (`inference.hold_blas_threads`): this OpenBLAS ignores a count set from
+    another thread once the first has set one, so the threads should join a held count, not set it."""
+    with _BLAS_LOCK:
+        if _BLAS_HOLD["holders"] == 0:
+            _BLAS_HOLD["limiter"] = _blas_controller().limit(limits=threads, user_api="blas")
+            _BLAS_HOLD["threads"] = threads
+        elif _BLAS_HOLD["threads"] != threads:
+            warnings.warn(f"BLAS held at {_BLAS_HOLD['threads']} threads by a concurrent decode; "
+                          f"this one asked for {threads}", RuntimeWarning, stacklevel=3)
+        _BLAS_HOLD["holders"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_HOLD["holders"] -= 1
+            if _BLAS_HOLD["holders"] == 0:
+                _BLAS_HOLD["limiter"].restore_original_limits()
+                _BLAS_HOLD["limiter"] = _BLAS_HOLD["threads"] = None
 
 
 @functools.lru_cache(maxsize=1)

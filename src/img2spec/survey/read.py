@@ -14,20 +14,28 @@ selection, decoded on read from the latents of a `compact` survey (or read from 
 selections too big for memory. Only the shards holding selected objects are read, and only the
 decode groups (`store.decode_rows`) holding them are decoded: the same rows in the same calls as
 the survey's workers, with the same function, so the spectra equal what `--store spectra` writes.
+Shards are decoded `parallel` at a time on threads (one per core by default: the decode is
+NumPy, SciPy FFT and ONNX Runtime work that runs outside the GIL) and come back in shard order;
+each call inside keeps the workers' thread counts, so parallel reading changes no bit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from ..io.shards import LatentShard, list_parts, read_attrs, read_latent_shard, read_spectra_shard
+from ..models.inference import hold_blas_threads
 from ..predict.bundle_info import locate_bundle
 from ..predict.predictor import BatchResult, Predictor
 from .store import StoreError, decode_predictor, decode_rows, store_of, take_rows
@@ -37,6 +45,40 @@ log = logging.getLogger(__name__)
 SURVEY_REPORT = "survey.json"
 SELECT_COLUMNS = ("object_id", "shard", "predicted")
 """Catalogue columns every selection reads (the query's own columns come with them)."""
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+_END = object()
+
+
+def default_parallel() -> int:
+    """Shards decoded at once by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: int) -> Iterator[R]:
+    """`map(fn, items)` on `parallel` threads, results in the order of `items`, at most `parallel`
+    calls running or finished and not yet taken (memory: that many results); `parallel` 1: in this thread."""
+    if parallel <= 1:
+        yield from map(fn, items)
+        return
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="img2spec-decode") as pool:
+        pending: deque[Future] = deque(pool.submit(fn, x) for _, x in zip(range(parallel), it))
+        try:
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(it, _END)
+                if nxt is not _END:
+                    pending.append(pool.submit(fn, nxt))
+                yield result
+        finally:  # a consumer that stops early (or an error) leaves no call queued behind it
+            for fut in pending:
+                fut.cancel()
 
 
 class BundleMismatchError(StoreError):
@@ -92,11 +134,14 @@ class SurveySpectra:
 class Survey:
     """An `img2spec survey` output directory with the bundle that decodes it (`open_survey`)."""
 
-    def __init__(self, out_dir: Path, predictor: Predictor, bundle_hash: str) -> None:
+    def __init__(self, out_dir: Path, predictor: Predictor, bundle_hash: str, parallel: int | None = None) -> None:
         self.out_dir = out_dir
         self.predictor = predictor
         self.bundle_hash = bundle_hash
+        self.parallel = default_parallel() if parallel is None else max(1, int(parallel))
+        """Output shards decoded at once (threads)."""
         self._decoders: dict[tuple[str, int], Predictor] = {}
+        self._decoders_lock = threading.Lock()
 
     @property
     def catalogue(self):
@@ -163,12 +208,20 @@ class Survey:
             yield part
 
     def decode_selected(self, rows: pd.DataFrame, with_sigma: bool = True) -> Iterator[tuple[np.ndarray, SurveySpectra]]:
-        """(positions in `rows`, their spectra) per output shard, for catalogue rows from `select`."""
+        """(positions in `rows`, their spectra) per output shard in shard order, for catalogue rows
+        from `select`; `parallel` shards decoded at once."""
         if not len(rows):
             return
-        for rel, idx in rows.groupby("shard", sort=True).indices.items():
-            sub = rows.iloc[idx].reset_index(drop=True)
-            yield np.asarray(idx), self._read_shard(str(rel), sub, with_sigma)
+
+        def one(item: tuple[Any, np.ndarray]) -> tuple[np.ndarray, SurveySpectra]:
+            rel, idx = item
+            return np.asarray(idx), self._read_shard(str(rel), rows.iloc[idx].reset_index(drop=True), with_sigma)
+
+        shards = list(rows.groupby("shard", sort=True).indices.items())
+        # the tail's BLAS count set from this thread for the whole read (also while the caller
+        # handles a yielded shard): the decoding threads join it instead of setting their own
+        with hold_blas_threads(self.predictor.decoder):
+            yield from ordered_map(one, shards, min(self.parallel, len(shards)))
 
     def _read_shard(self, rel: str, rows: pd.DataFrame, with_sigma: bool) -> SurveySpectra:
         path = self.out_dir / rel
@@ -202,9 +255,10 @@ class Survey:
 
     def _decoder(self, attrs: dict[str, Any], path: Path) -> Predictor:
         key = (str(attrs["sigma_method"]), int(attrs["n_samples"]))
-        if key not in self._decoders:
-            self._decoders[key] = decode_predictor(self.predictor, attrs, str(path))
-        return self._decoders[key]
+        with self._decoders_lock:  # shards decode on several threads
+            if key not in self._decoders:
+                self._decoders[key] = decode_predictor(self.predictor, attrs, str(path))
+            return self._decoders[key]
 
 
 def survey_report(out_dir: str | Path) -> dict[str, Any]:
@@ -229,7 +283,7 @@ def workers_runtime(out_dir: Path) -> tuple[str | None, tuple[int, int] | None]:
 
 
 def open_survey(out_dir: str | Path, model: str | Path | Predictor | None = None, *,
-                threads: tuple[int, int] | None = None) -> Survey:
+                threads: tuple[int, int] | None = None, parallel: int | None = None) -> Survey:
     """A survey output directory and the bundle that decodes it.
 
     `model`: a bundle directory, `models:/...` URI or loaded `Predictor`; None: the bundle path
@@ -238,7 +292,8 @@ def open_survey(out_dir: str | Path, model: str | Path | Predictor | None = None
     the runtime the workers used, with `threads` (intra-op, inter-op) threads; None: the workers'
     threads (1 by default), on which the decoded values are the workers' bit for bit (more threads
     sum the decoder's products in another order: float32 rounding). A loaded `Predictor` is used
-    as it is."""
+    as it is. `parallel`: output shards decoded at once, on threads (None: one per core); it
+    changes the speed, never the values."""
     out_dir = Path(out_dir)
     report = survey_report(out_dir)
     recorded = report.get("model", {})
@@ -256,4 +311,4 @@ def open_survey(out_dir: str | Path, model: str | Path | Predictor | None = None
         raise BundleMismatchError(
             f"{out_dir}: surveyed with bundle {want}, decoding with bundle {predictor.bundle_hash} "
             f"({predictor.bundle_dir}); give the bundle that wrote it (model=...)")
-    return Survey(out_dir, predictor, want or predictor.bundle_hash)
+    return Survey(out_dir, predictor, want or predictor.bundle_hash, parallel)
