@@ -26,7 +26,10 @@ One run, the same N cutout files throughout:
    per-object path (one FITS per object) on the first `--per-object-n` of them;
 5. projected core-hours for 10^8 galaxies at the default setting (`survey.n_workers`), from the
    steady-state rate;
-6. storage and reading: `bytes_per_galaxy`, everything the default run (`survey.store`: compact)
+6. the bound: the same shards through the survey's task in plain processes, as many as the
+   default workers, without Dask (`bench/bench_survey_bound.py`; `bound`, and the survey's steady
+   rate over it, `bound.survey_steady_vs_bound`);
+7. storage and reading: `bytes_per_galaxy`, everything the default run (`survey.store`: compact)
    leaves in its output directory (latent shards, catalogue, survey.json, skipped.parquet) over the
    catalogue's objects, and `bytes_per_galaxy_spectra_store`, the same for `--store spectra` at the
    default workers; `decode`: the compact output read back with `open_survey(...)` as a user
@@ -56,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_survey_bound import run as bound_rate  # noqa: E402
 from common import bench_env, machine_facts, measure_command  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,6 +173,11 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
 
     by_workers = {str(w): _survey(shards, bundle, workdir, w, tag="", keep=w == default_workers) for w in (1, 2)}
     default = by_workers[str(default_workers)] if str(default_workers) in by_workers else by_workers["2"]
+    # the same shards through the survey's task in plain processes, right after: the rate without the cluster
+    out["bound"] = bound_rate(shards, bundle, default_workers if str(default_workers) in by_workers else 2)
+    if default.get("galaxies_per_s_steady"):
+        out["bound"]["survey_steady_vs_bound"] = round(default["galaxies_per_s_steady"] / out["bound"]["galaxies_per_s"], 3)
+    print(f"bound: {out['bound']}", flush=True)
     # storage of the two stores, and reading the default (compact) one back
     spectra = _survey(shards, bundle, workdir, default_workers, tag="_spectra", store="spectra", keep=True)
     out["store"] = default["store"]
@@ -434,6 +443,12 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
         + f"; 2 workers >= {TARGET_SCALING}x one {met(t['scaling_met'])} at {s['n']:,}"
         + (f", {met(t['replicated_scaling_met'])} at {rep['n']:,}" if rep else "") + ".",
     ]
+    b = s.get("bound")
+    if b:
+        lines += ["", f"Without the cluster (`bench/bench_survey_bound.py`: the survey's task over the same shards in "
+                      f"{b['processes']} plain processes at once, right after): {b['galaxies_per_s']:,.0f} galaxies/s "
+                      f"({b['mean_ms_per_galaxy']} ms per galaxy per process); the survey's steady rate is "
+                      f"{b.get('survey_steady_vs_bound')} x that."]
     big = s.get("large")
     if big:
         lines += [
