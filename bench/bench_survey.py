@@ -172,9 +172,10 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
     print(f"pack: {out['pack']}", flush=True)
 
     by_workers = {str(w): _survey(shards, bundle, workdir, w, tag="", keep=w == default_workers) for w in (1, 2)}
-    default = by_workers[str(default_workers)] if str(default_workers) in by_workers else by_workers["2"]
+    default_key = str(default_workers) if str(default_workers) in by_workers else "2"
+    default = by_workers[default_key]
     # the same shards through the survey's task in plain processes, right after: the rate without the cluster
-    out["bound"] = bound_rate(shards, bundle, default_workers if str(default_workers) in by_workers else 2)
+    out["bound"] = bound_rate(shards, bundle, int(default_key))
     if default.get("galaxies_per_s_steady"):
         out["bound"]["survey_steady_vs_bound"] = round(default["galaxies_per_s_steady"] / out["bound"]["galaxies_per_s"], 3)
     print(f"bound: {out['bound']}", flush=True)
@@ -200,7 +201,7 @@ def bench(n: int, bundle: Path, cutouts: Path, workdir: Path, per_object_n: int,
     out["scaling_2_vs_1"] = round(rate["2"] / rate["1"], 2)  # once tasks run: start-up is not what scales
     cores = default_workers * threads
     # 1e8 galaxies pay the start-up once: the projection uses the steady-state rate
-    out["core_hours_per_1e8"] = round(SURVEY_TARGET / rate[str(default_workers) if str(default_workers) in rate else "2"]
+    out["core_hours_per_1e8"] = round(SURVEY_TARGET / rate[default_key]
                                       * cores / 3600.0, 1)
     out["core_hours_per_1e9"] = round(out["core_hours_per_1e8"] * 10, 0)
     out["tb_per_1e9"] = round(out["bytes_per_galaxy"] * 1e9 / 1e12, 2)

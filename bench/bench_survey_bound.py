@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import bench_env  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
+WORKER_ENVIRON = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""One BLAS/OpenMP thread per process, as Dask's nanny starts the survey's workers."""
 
 
 def child(shards: Path, bundle: Path, out: Path) -> dict[str, float]:
     """One process: every shard of `shards` through `predict_shard`, after a warm-up shard."""
     from img2spec.io.shards import iter_parts
-    from img2spec.predict.predictor import Predictor
+    from img2spec.predict.bundle_info import BundleInfo
     from img2spec.survey.task import ModelSpec, predict_shard
 
-    spec = ModelSpec.of(Predictor.from_path(bundle))
+    spec = ModelSpec.of(BundleInfo.from_path(bundle))  # the networks load once, in predict_shard
     parts = [(str(path), rel) for _, path, rel in iter_parts(shards)]
     predict_shard(*parts[0], str(out / "warm-up"), spec)
     t0, cpu0, n = time.perf_counter(), time.process_time(), 0
@@ -45,8 +49,7 @@ def child(shards: Path, bundle: Path, out: Path) -> dict[str, float]:
 
 def run(shards: Path, bundle: Path, processes: int) -> dict[str, object]:
     """`processes` children at once; their figures and the rate they add up to."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "IMG2SPEC_NO_PROGRESS": "1"}
+    env = bench_env(WORKER_ENVIRON)
     with tempfile.TemporaryDirectory(prefix="survey-bound-") as tmp:
         procs = [subprocess.Popen([sys.executable, __file__, "--child", "--shards", str(shards), "--bundle", str(bundle),
                                    "--out", str(Path(tmp) / str(k))], env=env, cwd=REPO, stdout=subprocess.PIPE)

@@ -25,12 +25,10 @@ import logging
 import os
 import shutil
 import time
-from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -39,6 +37,7 @@ from .. import BANDS
 from ..config import Params
 from ..io.atomic import remove_stale_temps, temp_path
 from ..io.errors import RunInputError
+from ..io.ordered import in_order
 from ..io.processed import write_processed_tables
 from ..io.processes import guarded_initializer
 from ..io.sdss_spectrum import sdss_loglam_grid
@@ -90,14 +89,7 @@ def _ordered_results(cfg: WorkerConfig, chunks: list[list[ObjectTask]], n_worker
     initializer, initargs = guarded_initializer()
     ex = ProcessPoolExecutor(n_workers, mp_context=get_context("fork"), initializer=initializer, initargs=initargs)
     try:
-        it: Iterable[list[ObjectTask]] = iter(chunks)
-        pending = deque(ex.submit(process_chunk, cfg, c) for c in islice(it, n_workers * INFLIGHT_PER_WORKER))
-        while pending:
-            result = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(ex.submit(process_chunk, cfg, nxt))
-            yield result
+        yield from in_order(lambda chunk: ex.submit(process_chunk, cfg, chunk), chunks, n_workers * INFLIGHT_PER_WORKER)
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
 

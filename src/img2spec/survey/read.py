@@ -25,8 +25,7 @@ import json
 import logging
 import os
 import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -34,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 import numpy as np
 import pandas as pd
 
+from ..io.ordered import in_order
 from ..io.shards import LatentShard, list_parts, read_attrs, read_latent_shard, read_spectra_shard
 from ..models.inference import hold_blas_threads
 from ..predict.bundle_info import locate_bundle
@@ -49,7 +49,6 @@ SELECT_COLUMNS = ("object_id", "shard", "predicted")
 
 T = TypeVar("T")
 R = TypeVar("R")
-_END = object()
 
 
 def default_parallel() -> int:
@@ -66,19 +65,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], parallel: int) -> Iter
     if parallel <= 1:
         yield from map(fn, items)
         return
-    it = iter(items)
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="img2spec-decode") as pool:
-        pending: deque[Future] = deque(pool.submit(fn, x) for _, x in zip(range(parallel), it))
-        try:
-            while pending:
-                result = pending.popleft().result()
-                nxt = next(it, _END)
-                if nxt is not _END:
-                    pending.append(pool.submit(fn, nxt))
-                yield result
-        finally:  # a consumer that stops early (or an error) leaves no call queued behind it
-            for fut in pending:
-                fut.cancel()
+        yield from in_order(lambda x: pool.submit(fn, x), items, parallel)
 
 
 class BundleMismatchError(StoreError):
