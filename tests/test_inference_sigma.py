@@ -192,3 +192,24 @@ def test_split_decoder_columns_equal_the_whole_spectrum_on_those_pixels():
     np.testing.assert_allclose(split.flux(mu, cols), split.flux(mu)[:, cols], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(split.sigma(mu, std, cols), split.sigma(mu, std)[:, cols], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(split.flux(mu), np.asarray(dec(mu)), rtol=1e-5, atol=1e-6)  # the folded tail
+
+
+@pytest.mark.parametrize("chain", [True, False])
+def test_vector_jacobian_products_equal_the_contracted_jacobian(monkeypatch, chain):
+    """The fusion's few measurement gradients pulled back in reverse mode (Dense chain, or a tape over
+    any body) equal the forward-mode Jacobian contracted with them; as many covectors as directions
+    take the forward-mode path."""
+    if not chain:
+        monkeypatch.setattr(inference, "_dense_part", lambda body: None)
+    split = inference.split_decoder(_rest_like_decoder(seed=int(chain)))
+    assert split.body_vjp is not None
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5, 5)).astype(np.float32)
+    std = rng.uniform(0.05, 0.5, (5, 4)).astype(np.float32)
+    cols = np.array([1, 7, 8, 30, P - 1])
+    jac = split.jacobian(x, std, cols)
+    for q in (2, 4):
+        w = rng.normal(size=(5, q, len(cols))).astype(np.float32)
+        got = split.jacobian_dot(x, std, cols, w)
+        assert got.shape == (5, q, 4)
+        np.testing.assert_allclose(got, np.einsum("bqc,bdc->bqd", w, jac), rtol=1e-4, atol=1e-6)

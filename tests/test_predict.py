@@ -74,10 +74,10 @@ def test_exported_graphs_equal_keras(env):
         for name in ("latent_mu", "latent_logvar", "flux", "sigma"):
             np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=EXPORT_ATOL, err_msg=name)
     meta = json.loads((root / "models" / "img2spec" / "onnx.json").read_text())
-    assert set(meta["max_abs_diff"]) == {"cnn", "decoder", "sigma"}
+    assert set(meta["max_abs_diff"]) == {"cnn", "decoder", "sigma", "jacobian_dot"}
     manifest = json.loads((root / "models" / "img2spec" / "bundle.json").read_text())
-    assert {"cnn.onnx", "decoder_body.onnx", "decoder_body_jvp.onnx", "decoder_tail.npz", "onnx.json"} <= set(
-        manifest["files"])
+    assert {"cnn.onnx", "decoder_body.onnx", "decoder_body_jvp.onnx", "decoder_body_vjp.onnx", "decoder_tail.npz",
+            "onnx.json"} <= set(manifest["files"])
     assert manifest["inference"]["runtime"] == "onnx"
 
 

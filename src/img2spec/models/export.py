@@ -1,6 +1,6 @@
 """Export a bundle's Keras networks to ONNX graphs (`onnx_runtime` runs them without TensorFlow).
 
-Three graphs, each the frozen TensorFlow graph that `models.inference` itself runs, converted
+Graphs, each the frozen TensorFlow graph that `models.inference` itself runs, converted
 by tf2onnx, and one array file:
 - `cnn.onnx`: images [+ catalogue photometry of a hybrid CNN] -> the CNN's raw output
   (latent mean, log-variance [, z mean, z log-variance]);
@@ -9,11 +9,14 @@ by tf2onnx, and one array file:
   rest-frame half (`inference.rest_decoder`), since prediction redshifts the rest spectrum in
   numpy (`restframe.marginalise_redshift`);
 - `decoder_body_jvp.onnx`: the body's forward-mode Jacobian-vector products (the linearised sigma);
+- `decoder_body_vjp.onnx`: its reverse-mode vector-Jacobian products (the fusion's few measurement
+  gradients through the body: a few rows per object instead of one per latent direction);
 - `decoder_tail.npz`: the decoder's linear tail folded into one kernel and bias (`split.SplitDecoder`);
 - `direct.onnx` (a bundle with the direct model, `fusion:`): images [+ photometry] -> the direct
   model's heads (`direct.fusion_heads`): the measurements `models.fusion` pulls the latents toward
   and the class probabilities it weighs the class draws with.
-The exported decoder is run once on a probe batch against Keras (flux and sigma) before the
+The exported decoder is run once on a probe batch against Keras (flux, sigma and the fusion's
+vector-Jacobian products) before the
 export is accepted, and so is the CNN.
 """
 
@@ -36,12 +39,15 @@ log = logging.getLogger(__name__)
 
 EXPORT_OPSET = 17
 """ONNX opset of the exported graphs (onnxruntime runs opsets up to 23)."""
-CNN_FILE, DECODER_FILE, JVP_FILE, TAIL_FILE = ("cnn.onnx", "decoder_body.onnx", "decoder_body_jvp.onnx",
-                                               "decoder_tail.npz")
-EXPORT_FILES = (CNN_FILE, DECODER_FILE, JVP_FILE, TAIL_FILE, EXPORT_META)
+CNN_FILE, DECODER_FILE, JVP_FILE, VJP_FILE, TAIL_FILE = (
+    "cnn.onnx", "decoder_body.onnx", "decoder_body_jvp.onnx", "decoder_body_vjp.onnx", "decoder_tail.npz")
+EXPORT_FILES = (CNN_FILE, DECODER_FILE, JVP_FILE, VJP_FILE, TAIL_FILE, EXPORT_META)
 """Files `export_onnx` adds to a bundle (and `DIRECT_FILE` for a bundle with the direct model)."""
 PROBE_ROWS = 4
 """Objects in the probe batch that checks each exported graph against Keras."""
+PROBE_COVECTORS, PROBE_COLUMNS = 2, 40
+"""Covectors and (about) pixels of the probe's vector-Jacobian products: fewer covectors than
+latent directions, as the fusion's measurements, so the reverse-mode graph is the one checked."""
 EXPORT_RTOL = 1e-4
 """An exported graph must reproduce Keras on the probe to this fraction of the output's largest value."""
 
@@ -291,16 +297,17 @@ def export_onnx(bundle: str | Path) -> dict[str, Any]:
     latent_dim = (int(cnn.output_shape[-1]) - (2 if redshift else 0)) // 2
     rest = inference.rest_decoder(decoder) if inference.is_conditioned(decoder, latent_dim) else None
     model = decoder if rest is None else rest.model
-    _, forward, jvp = inference.body_graphs(model)
+    _, forward, jvp, vjp = inference.body_graphs(model)
     (dec_input,), _ = _to_onnx(forward, bundle / DECODER_FILE)
     _to_onnx(jvp, bundle / JVP_FILE)
+    _to_onnx(vjp, bundle / VJP_FILE)
     tail = _write_tail(inference.split_decoder(model), bundle / TAIL_FILE)
     if not tail:
         (bundle / TAIL_FILE).unlink(missing_ok=True)
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT, "opset": EXPORT_OPSET,
         "cnn": {**_network_meta(cnn, CNN_FILE, names), "redshift_head": redshift},
-        "decoder": {"file": DECODER_FILE, "jvp_file": JVP_FILE, "tail_file": TAIL_FILE if tail else None,
+        "decoder": {"file": DECODER_FILE, "jvp_file": JVP_FILE, "vjp_file": VJP_FILE, "tail_file": TAIL_FILE if tail else None,
                     "input": dec_input, "input_width": int(model.input_shape[-1]),
                     "output_width": int(model.output_shape[-1]), "frame": "observed" if rest is None else "rest"},
     }
@@ -348,13 +355,19 @@ def _probe(bundle: Path, cnn, model, widths: dict[str, tuple[int, ...]], heads=N
     out["decoder"] = _check("decoder", net(x), inference.decode(model, x))
     std = np.abs(rng.standard_normal(x.shape)).astype(np.float32)
     # the sigma against the whole Keras decoder's own forward-mode derivatives, not the split's
-    out["sigma"] = _check("sigma", inference.linearised_sigma(net, x, std), _keras_sigma(model, x, std))
+    jacobian = _keras_jacobian(model, x, std)
+    out["sigma"] = _check("sigma", inference.linearised_sigma(net, x, std), np.sqrt(np.sum(jacobian ** 2, axis=1)))
+    # the reverse-mode products the fusion takes (a few covectors on some pixels) against the same
+    columns = np.arange(0, jacobian.shape[2], max(jacobian.shape[2] // PROBE_COLUMNS, 1))
+    weights = rng.standard_normal((len(x), PROBE_COVECTORS, len(columns))).astype(np.float32)
+    out["jacobian_dot"] = _check("jacobian_dot", net.split.jacobian_dot(x, std, columns, weights),
+                                 np.einsum("bqc,bdc->bqd", weights, jacobian[:, :, columns]))
     return out
 
 
-def _keras_sigma(model, x: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """The delta-method sigma of the whole Keras `model` at `x` (forward mode through every layer)."""
+def _keras_jacobian(model, x: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(B, D, P) derivatives of the whole Keras `model` at `x` along std_d e_d (forward mode through every layer)."""
     import tensorflow as tf
 
     jvp = inference._vectorized_jvp(lambda v: model(v, training=False), tf.constant(x), tf.constant(std))
-    return np.sqrt(np.sum(np.square(inference._to_numpy(jvp)), axis=1))
+    return inference._to_numpy(jvp)

@@ -344,11 +344,59 @@ def _dense_chain_jvp(body: list, dense: list, x, std):
     t = None
     for layer in dense:
         t = std[:, :, None] * tf.matmul(basis, layer.kernel)[None] if t is None else tf.matmul(t, layer.kernel)
-        a = tf.matmul(h, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
-        with tf.autodiff.ForwardAccumulator(a, tf.ones_like(a)) as acc:
-            h = layer.activation(a)
-        t = t * acc.jvp(h)[:, None, :]
+        h, slope = _activation_and_slope(layer, h)
+        t = t * slope[:, None, :]
     return t
+
+
+def _activation_and_slope(layer, h):
+    """(act(a), act'(a)) of the Dense `layer` at its input `h`, a = h @ kernel + bias. The activation
+    is elementwise, so the gradient of sum(act(a)) is its slope: one reverse pass of the activation's
+    own ops (forward-mode accumulation would materialise zero tangents around every op)."""
+    import tensorflow as tf
+
+    a = tf.matmul(h, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+    with tf.GradientTape() as tape:
+        tape.watch(a)
+        out = layer.activation(a)
+    return out, tape.gradient(out, a, output_gradients=tf.ones_like(out))
+
+
+def _dense_chain_vjp(body: list, dense: list, x, std, cot):
+    """(B, Q, D) `sum_h cot[b, q, h] d body_h / d x_d std_d` of a body whose `_dense_part` is `dense`:
+    reverse mode, the Q covectors pulled back through each activation slope and kernel, so a
+    few covectors (the fusion's measurements) cost a few rows per object, not one per direction."""
+    import tensorflow as tf
+
+    b, q = tf.shape(cot)[0], tf.shape(cot)[1]
+    basis = tf.eye(tf.shape(std)[1], tf.shape(x)[1])  # (D, W): direction d is input column d
+    h = x
+    for layer in body[:len(body) - len(dense)]:  # the Columns selections
+        h, basis = layer(h), layer(basis)
+    slopes = []
+    for layer in dense:
+        h, slope = _activation_and_slope(layer, h)
+        slopes.append(slope)
+    c = tf.reshape(cot, (b * q, -1))
+    for k in reversed(range(len(dense))):
+        c = tf.reshape(tf.reshape(c, (b, q, -1)) * slopes[k][:, None, :], (b * q, -1))
+        kernel = dense[k].kernel if k else tf.matmul(basis, dense[k].kernel)  # the first: onto the directions
+        c = tf.matmul(c, kernel, transpose_b=True)
+    return tf.reshape(c, (b, q, -1)) * std[:, None, :]
+
+
+def _tape_vjp(forward, x, std, cot):
+    """`_dense_chain_vjp` of any differentiable network: reverse mode over the inputs repeated once
+    per covector."""
+    import tensorflow as tf
+
+    b, q, d = tf.shape(cot)[0], tf.shape(cot)[1], tf.shape(std)[1]
+    rows = tf.repeat(x, q, axis=0)
+    with tf.GradientTape() as tape:
+        tape.watch(rows)
+        out = forward(rows)
+    grad = tape.gradient(out, rows, output_gradients=tf.reshape(cot, (b * q, -1)))
+    return tf.reshape(grad, (b, q, -1))[:, :, :d] * std[:, None, :]
 
 
 def _vectorized_jvp(forward, x, std):
@@ -367,14 +415,15 @@ def _vectorized_jvp(forward, x, std):
     return tf.transpose(tf.vectorized_map(one, tangents), [1, 0, 2])
 
 
-def _body_functions(ref, split: tuple[list, list] | None) -> tuple[Any, Any]:
-    """Compiled body forward `x -> hidden` and body Jacobian-vector products `(x, std) -> (B, D, H)`
-    of the decoder behind `ref` (one trace for every batch size): the layers before its linear
-    tail, or the whole decoder (`split` None)."""
+def _body_functions(ref, split: tuple[list, list] | None) -> tuple[Any, Any, Any]:
+    """Compiled body forward `x -> hidden`, body Jacobian-vector products `(x, std) -> (B, D, H)` and
+    vector-Jacobian products `(x, std, cot) -> (B, Q, D)` of the decoder behind `ref` (one trace for
+    every batch size): the layers before its linear tail, or the whole decoder (`split` None)."""
     import tensorflow as tf
 
     spec = tf.TensorSpec((None, int(ref().input_shape[-1])), tf.float32, name="latents")
     std_spec = tf.TensorSpec((None, None), tf.float32, name="std")
+    cot_spec = tf.TensorSpec((None, None, None), tf.float32, name="cotangents")
     body = None if split is None else split[0]
     dense = None if not body else _dense_part(body)
 
@@ -388,7 +437,15 @@ def _body_functions(ref, split: tuple[list, list] | None) -> tuple[Any, Any]:
             return tf.eye(tf.shape(std)[1], tf.shape(x)[1])[None] * std[:, :, None]
         return _vectorized_jvp(forward, x, std)
 
-    return tf.function(forward, input_signature=[spec]), tf.function(jvp, input_signature=[spec, std_spec])
+    def vjp(x, std, cot):
+        if dense is not None:
+            return _dense_chain_vjp(body, dense, x, std, cot)
+        if body is not None and not body:  # no body: the covectors themselves, on the directions
+            return cot[:, :, :tf.shape(std)[1]] * std[:, None, :]
+        return _tape_vjp(forward, x, std, cot)
+
+    return (tf.function(forward, input_signature=[spec]), tf.function(jvp, input_signature=[spec, std_spec]),
+            tf.function(vjp, input_signature=[spec, std_spec, cot_spec]))
 
 
 def _folded_tail(split: tuple[list, list] | None, width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -403,8 +460,8 @@ def _folded_tail(split: tuple[list, list] | None, width: int) -> tuple[np.ndarra
     return kernel, bias
 
 
-def body_graphs(decoder) -> tuple[tuple[list, list] | None, Any, Any]:
-    """(linear split, compiled body forward, compiled body JVP) of a Keras decoder, built once per
+def body_graphs(decoder) -> tuple[tuple[list, list] | None, Any, Any, Any]:
+    """(linear split, compiled body forward, body JVP, body VJP) of a Keras decoder, built once per
     decoder: what `split_decoder` runs and `models.export` converts to ONNX."""
     def build(ref):
         split = _linear_split(ref())
@@ -420,10 +477,10 @@ def split_decoder(decoder) -> SplitDecoder:
         return decoder.split
 
     def build(ref):
-        split, forward, jvp = body_graphs(ref())
+        split, forward, jvp, vjp = body_graphs(ref())
         kernel, bias = _folded_tail(split, int(ref().input_shape[-1]))
         return SplitDecoder(lambda x: _to_numpy(forward(x)), lambda x, t: _to_numpy(jvp(x, t)), kernel, bias,
-                            int(ref().output_shape[-1]))
+                            int(ref().output_shape[-1]), body_vjp=lambda x, t, c: _to_numpy(vjp(x, t, c)))
 
     return _compiled(decoder, "split", build)
 

@@ -105,10 +105,9 @@ def run_graph(runner: Any, graph_inputs: dict[str, str], batch: np.ndarray | dic
 
 
 def _split_decoder(bundle: Path, d: dict[str, Any], opts: Any, threads: int) -> SplitDecoder:
-    """The exported decoder's body and body-JVP graphs with its folded tail (`split.SplitDecoder`)."""
+    """The exported decoder's body, body-JVP and (when exported) body-VJP graphs with its folded tail
+    (`split.SplitDecoder`)."""
     body = _open(bundle / d["file"], opts)
-    jvp = _open(bundle / d["jvp_file"], opts)
-    jvp_inputs = [i.name for i in jvp.get_inputs()]
     kernel = bias = None
     if d.get("tail_file"):
         path = bundle / d["tail_file"]
@@ -121,11 +120,17 @@ def _split_decoder(bundle: Path, d: dict[str, Any], opts: Any, threads: int) -> 
     def forward(x: np.ndarray) -> np.ndarray:
         return run_graph(body, {"latents": d["input"]}, x)
 
-    def body_jvp(x: np.ndarray, std: np.ndarray) -> np.ndarray:
-        return jvp.run(None, {jvp_inputs[0]: np.ascontiguousarray(x, np.float32),
-                              jvp_inputs[1]: np.ascontiguousarray(std, np.float32)})[0]
+    return SplitDecoder(forward, _graph_call(_open(bundle / d["jvp_file"], opts)), kernel, bias, int(d["output_width"]), blas_threads=int(threads),
+                        body_vjp=_graph_call(_open(bundle / d["vjp_file"], opts)) if d.get("vjp_file") else None)
 
-    return SplitDecoder(forward, body_jvp, kernel, bias, int(d["output_width"]), blas_threads=int(threads))
+
+def _graph_call(session: Any) -> Any:
+    """The graph `session` as a function of its inputs in order (float32, contiguous): its first output."""
+    names = [i.name for i in session.get_inputs()]
+
+    def call(*arrays: np.ndarray) -> np.ndarray:
+        return session.run(None, {n: np.ascontiguousarray(a, np.float32) for n, a in zip(names, arrays)})[0]
+    return call
 
 
 def read_export_meta(bundle: str | Path) -> dict[str, Any] | None:

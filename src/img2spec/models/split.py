@@ -28,6 +28,9 @@ Body = Callable[[np.ndarray], np.ndarray]
 BodyJvp = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(B, W) inputs x, (B, D) std, D <= W -> (B, D, H): the body's Jacobian-vector products at x along
 std_d e_d, one per direction d (the first D inputs)."""
+BodyVjp = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(B, W) inputs x, (B, D) std, (B, Q, H) covectors c -> (B, Q, D): `sum_h c_qh d body_h / d x_d std_d`,
+the body's vector-Jacobian products (reverse mode) on the same directions."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class SplitDecoder:
     blas_threads: int = 0
     """Threads of the numpy (BLAS) tail; 0: the BLAS default. A matrix product's last bits depend on
     its thread count, so a reader that decodes stored latents again sets the writer's."""
+    body_vjp: BodyVjp | None = None
+    """The body's vector-Jacobian products (None: `jacobian_dot` contracts the JVPs instead)."""
 
     def blas_limit(self) -> ContextManager:
         """`blas_threads` BLAS threads in this process while the context is open (0: BLAS's own);
@@ -100,18 +105,24 @@ class SplitDecoder:
     def jacobian_dot(self, x: np.ndarray, std: np.ndarray, columns: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """(B, Q, D) `sum_c weights[b, q, c] dF_c/dx_d std_d` over the pixels `columns` (C,), for
         (B, Q, C) `weights` (e.g. the gradients of Q measurements): `jacobian` contracted, with the
-        weights taken through the tail first (Q rows per object instead of D)."""
+        weights taken through the tail first. With fewer covectors than directions (Q < D) and a
+        `body_vjp`, the Q pulled-back weights go through the body in reverse mode: Q rows per
+        object instead of the D Jacobian-vector products."""
         b, d = np.asarray(std).shape
         w = np.asarray(weights, np.float32)
         if b == 0:
             return np.zeros((0, w.shape[1], d), np.float32)
-        jvp = np.asarray(self.body_jvp(np.asarray(x, np.float32), np.asarray(std, np.float32)), np.float32)
+        x, std = np.asarray(x, np.float32), np.asarray(std, np.float32)
         kernel, _ = self._tail(columns)
-        if kernel is None:  # the body's output is the spectrum
-            return np.einsum("bqc,bdc->bqd", w, jvp[:, :, columns])
-        with self.blas_limit():
-            pulled = (w.reshape(-1, w.shape[2]) @ kernel.T).reshape(b, w.shape[1], -1)  # (B, Q, H)
-        return np.einsum("bdh,bqh->bqd", jvp, pulled)
+        if kernel is None:  # the body's output is the spectrum: the weights on its columns
+            pulled = np.zeros((b, w.shape[1], self.width), np.float32)
+            pulled[:, :, columns] = w
+        else:
+            with self.blas_limit():
+                pulled = (w.reshape(-1, w.shape[2]) @ kernel.T).reshape(b, w.shape[1], -1)  # (B, Q, H)
+        if self.body_vjp is not None and w.shape[1] < d:
+            return np.asarray(self.body_vjp(x, std, pulled), np.float32)
+        return np.einsum("bdh,bqh->bqd", np.asarray(self.body_jvp(x, std), np.float32), pulled)
 
     def sigma(self, x: np.ndarray, std: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """Delta-method 1-sigma `sqrt(sum_l (dF/dx_l std_l)^2)` at `x` (B, W) -> (B, P) (or the `columns`).

@@ -3,9 +3,9 @@
 Layout (all files flat, so `models.inference.load_models(bundle, bundle)` reads it):
 - `cnn.keras` (+ `cnn.json`): images -> latent mean and log-variance
 - `decoder.keras` (+ `vae.json`): latents -> normalised flux on `wave.npy`
-- `cnn.onnx`, `decoder_body.onnx`, `decoder_body_jvp.onnx`, `decoder_tail.npz`, `onnx.json` (`publish.runtime: onnx`): the
-  same networks exported to ONNX (`models.export`), which predict and survey run with
-  onnxruntime, without TensorFlow (`predict.runtime`)
+- `cnn.onnx`, `decoder_body.onnx`, `decoder_body_jvp.onnx`, `decoder_body_vjp.onnx`, `decoder_tail.npz`,
+  `onnx.json` (`publish.runtime: onnx`): the same networks exported to ONNX (`models.export`),
+  which predict and survey run with onnxruntime, without TensorFlow (`predict.runtime`)
 - `direct.keras`, `direct.json` (+ `direct.onnx`): the direct model, whose predictions of EW(Halpha),
   Dn4000, Hdelta_A the spectra are fused with (`fusion:` params, `models.fusion`); absent when the
   run does not fuse
