@@ -170,6 +170,28 @@ def test_fusing_bundle_exports_the_direct_heads_equal_to_keras(fused_bundle):
     images = facts["images"][:4]
     np.testing.assert_allclose(load_exported_direct(bundle)(images),
                                np.asarray(load_direct_heads(bundle).net(images, training=False)), atol=EXPORT_ATOL)
+    assert "cnn_direct.onnx" in manifest["files"]
+
+
+def test_the_joint_graph_gives_what_the_cnn_and_the_direct_heads_give_apart(fused_bundle):
+    """The CNN and the direct heads exported as one graph give their two outputs side by side, bit
+    for bit; a prediction through it equals one that runs them apart."""
+    from dataclasses import replace
+
+    from img2spec.models.onnx_runtime import load_exported, load_exported_direct, load_exported_joint
+    from img2spec.predict import Predictor
+
+    bundle, facts = fused_bundle
+    images = facts["images"][:5]
+    apart = np.concatenate([load_exported(bundle)[0](images), load_exported_direct(bundle)(images)], axis=1)
+    np.testing.assert_array_equal(load_exported_joint(bundle)(images), apart)
+    joint = Predictor.from_path(bundle)
+    assert joint.fusion.joint is not None
+    separate = replace(joint, fusion=replace(joint.fusion, joint=None))
+    z = np.array([0.05, np.nan, 0.1, np.nan, 0.2])
+    a, b = joint.predict_batch(images, z=z), separate.predict_batch(images, z=z)
+    for name in ("latent_mu", "z", "flux", "sigma", "class_evidence"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 def test_predict_with_a_fusing_bundle_moves_the_line_toward_the_direct_prediction(fused_bundle):

@@ -23,6 +23,8 @@ ALLOWED = {
                                r"|_sessions\b|\bsession\(\)|\.session\b|def session\b|\"session\"|start_new_session"
                                r"|\"session\.intra_op\.",
                                re.I),
+    # onnx's graph-building module
+    "person": re.compile(r"\bonnx\.helper\.", re.I),
 }
 SCANNED_TEXT = ("README.md", "params.yaml", "dvc.yaml", "Makefile", "pyproject.toml")
 SCANNED_TREES = (("docs", "*.md"), ("src/img2spec", "*.py"), ("src/img2spec", "*.yaml"))
@@ -53,7 +55,8 @@ def test_patterns_catch_what_they_should_and_spare_http_sessions():
     for line in bad:
         assert hits(line, PROSE_PATTERNS), line
     fine = ["one requests.Session per thread", "s = requests.Session()", "self._sessions = []",
-            "GET with retries; one Session per thread", "the issue tracker", "tmp_path / 'work'", "data/raw/truth/"]
+            "GET with retries; one Session per thread", "the issue tracker", "tmp_path / 'work'", "data/raw/truth/",
+            "node = onnx.helper.make_node('Concat', inputs, outputs)"]
     for line in fine:
         assert not hits(line, PROSE_PATTERNS), line
 

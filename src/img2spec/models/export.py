@@ -14,7 +14,9 @@ by tf2onnx, and one array file:
 - `decoder_tail.npz`: the decoder's linear tail folded into one kernel and bias (`split.SplitDecoder`);
 - `direct.onnx` (a bundle with the direct model, `fusion:`): images [+ photometry] -> the direct
   model's heads (`direct.fusion_heads`): the measurements `models.fusion` pulls the latents toward
-  and the class probabilities it weighs the class draws with.
+  and the class probabilities it weighs the class draws with;
+- `cnn_direct.onnx` (with `direct.onnx`): the two graphs side by side with one output, the CNN's
+  then the heads' (`onnx_runtime.JOINT_FILE`), which prediction runs the images through once.
 The exported decoder is run once on a probe batch against Keras (flux, sigma and the fusion's
 vector-Jacobian products) before the
 export is accepted, and so is the CNN.
@@ -32,8 +34,9 @@ import numpy as np
 
 from ..io.atomic import atomic_path
 from . import inference
-from .contract import has_redshift_head
-from .onnx_runtime import DIRECT_FILE, EXPORT_FORMAT, EXPORT_META, load_exported, load_exported_direct
+from .contract import PHOTOMETRY_INPUT, has_redshift_head
+from .onnx_runtime import (DIRECT_FILE, EXPORT_FORMAT, EXPORT_META, JOINT_FILE, load_exported, load_exported_direct,
+                           load_exported_joint)
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,9 @@ EXPORT_OPSET = 17
 CNN_FILE, DECODER_FILE, JVP_FILE, VJP_FILE, TAIL_FILE = (
     "cnn.onnx", "decoder_body.onnx", "decoder_body_jvp.onnx", "decoder_body_vjp.onnx", "decoder_tail.npz")
 EXPORT_FILES = (CNN_FILE, DECODER_FILE, JVP_FILE, VJP_FILE, TAIL_FILE, EXPORT_META)
-"""Files `export_onnx` adds to a bundle (and `DIRECT_FILE` for a bundle with the direct model)."""
+"""Files `export_onnx` adds to a bundle (and `DIRECT_FILE`, `JOINT_FILE` for a bundle with the direct model)."""
+JOINT_PREFIX = "direct/"
+"""Prefix of the direct graph's names (all but its inputs) in the joint graph."""
 PROBE_ROWS = 4
 """Objects in the probe batch that checks each exported graph against Keras."""
 PROBE_COVECTORS, PROBE_COLUMNS = 2, 40
@@ -317,11 +322,46 @@ def export_onnx(bundle: str | Path) -> dict[str, Any]:
         meta["decoder"]["obs_ln_wave"] = [float(v) for v in rest.obs_ln_wave]
     if heads is not None:
         meta["direct"] = _network_meta(heads, DIRECT_FILE, direct_names)
+        meta["joint"] = _write_joint(bundle, meta["cnn"], meta["direct"])
     _write_meta(bundle, meta)
     meta["max_abs_diff"] = _probe(bundle, cnn, model, widths, heads)
     _write_meta(bundle, meta)
     log.info("exported the networks to ONNX (max |ONNX - Keras| on the probe: %s)", meta["max_abs_diff"])
     return meta
+
+
+def _write_joint(bundle: Path, cnn: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
+    """Write `JOINT_FILE`: the exported CNN and direct graphs in one graph with one output,
+    Concat(CNN's, heads') on axis 1; returns its `_network_meta`-like entry. The direct graph reads
+    the CNN's graph input of the same kind (images or catalogue photometry: `network_outputs` feeds
+    the images to every input but the photometry). The nodes are the two graphs' own, so each
+    output is bit for bit what its graph gives alone."""
+    import onnx
+    from onnx import compose
+
+    first = onnx.load(bundle / cnn["file"])
+    second = compose.add_prefix(onnx.load(bundle / direct["file"]), JOINT_PREFIX, rename_inputs=False)
+    kind = {name == PHOTOMETRY_INPUT: graph for name, graph in cnn["inputs"].items()}
+    shared = {graph: kind[name == PHOTOMETRY_INPUT] for name, graph in direct["inputs"].items()
+              if (name == PHOTOMETRY_INPUT) in kind}
+    for node in second.graph.node:
+        node.input[:] = [shared.get(i, i) for i in node.input]
+    inputs = [*first.graph.input, *(i for i in second.graph.input if i.name not in shared)]
+    (out_a,), (out_b,) = [o.name for o in first.graph.output], [o.name for o in second.graph.output]
+    width = cnn["output_width"] + direct["output_width"]
+    output = onnx.helper.make_tensor_value_info("outputs", onnx.TensorProto.FLOAT, ["batch", width])
+    concat = onnx.helper.make_node("Concat", [out_a, out_b], ["outputs"], axis=1)
+    graph = onnx.helper.make_graph([*first.graph.node, *second.graph.node, concat], "cnn_direct", inputs, [output],
+                                   [*first.graph.initializer, *second.graph.initializer])
+    model = onnx.helper.make_model(graph, opset_imports=first.opset_import, ir_version=first.ir_version)
+    onnx.checker.check_model(model)
+    with atomic_path(bundle / JOINT_FILE) as tmp:
+        Path(tmp).write_bytes(model.SerializeToString())
+    extra = {name: graph for name, graph in direct["inputs"].items() if graph not in shared}
+    widths = {**cnn["input_widths"], **{name: direct["input_widths"][name] for name in extra}}
+    return {"file": JOINT_FILE, "inputs": {**cnn["inputs"], **extra}, "input_widths": widths,
+            "output_width": width,
+            "outputs": {"cnn": cnn["output_width"], "direct": direct["output_width"]}}
 
 
 def _write_meta(bundle: Path, meta: dict[str, Any]) -> None:
@@ -348,9 +388,12 @@ def _probe(bundle: Path, cnn, model, widths: dict[str, tuple[int, ...]], heads=N
         raise ExportError(f"an exported graph does not load in onnxruntime: {exc}") from None
     net = exported_dec if exported_dec.rest is None else exported_dec.rest
     feed = batch if len(batch) > 1 else next(iter(batch.values()))
-    out = {"cnn": _check("cnn", exported_cnn(feed), inference._to_numpy(cnn(feed, training=False)))}
+    keras_cnn = inference._to_numpy(cnn(feed, training=False))
+    out = {"cnn": _check("cnn", exported_cnn(feed), keras_cnn)}
     if heads is not None:
-        out["direct"] = _check("direct", load_exported_direct(bundle)(feed), inference._to_numpy(heads(feed, training=False)))
+        keras_heads = inference._to_numpy(heads(feed, training=False))
+        out["direct"] = _check("direct", load_exported_direct(bundle)(feed), keras_heads)
+        out["joint"] = _check("joint", load_exported_joint(bundle)(feed), np.concatenate([keras_cnn, keras_heads], 1))
     x = rng.standard_normal((PROBE_ROWS, int(model.input_shape[-1]))).astype(np.float32)
     out["decoder"] = _check("decoder", net(x), inference.decode(model, x))
     std = np.abs(rng.standard_normal(x.shape)).astype(np.float32)

@@ -10,9 +10,9 @@ m_q the decoded rest-frame spectrum's measurement with the catalogue's windows
 (`measure.linear.LinearMeasures`), d_q and s_q the direct model's prediction and predicted
 sigma, the CNN's latent posterior N(mu, std^2) the prior, at the z the spectrum is decoded at.
 Levenberg-Marquardt in the whitened coordinates u = (x - mu) / std, each step from the
-decoder's split (`split.SplitDecoder`: the body's Jacobian-vector products through the tail
-on the measured pixels only), so it runs in numpy on either runtime (Keras or the bundle's
-exported graphs). Both networks read the same images, so their information counts twice:
+decoder's split (`split.SplitDecoder`: the measurements' gradients pulled back through the tail
+and the body, on the measured pixels only), so it runs in numpy on either runtime (Keras or the
+bundle's exported graphs). Both networks read the same images, so their information counts twice:
 the fused latents are a point estimate; the latent std, hence the spectrum's sigma before
 its calibration, stays the CNN's.
 
@@ -176,6 +176,10 @@ class Fusion:
     measure: MeasureParams
     classes: bool = False
     """Also return the direct model's class probabilities (`fusion.classes`)."""
+    joint: Any = None
+    """The CNN and these heads as one network whose output is the CNN's then the heads'
+    (`onnx_runtime.load_exported_joint`): `inference.predict_spectra` runs the shared images through
+    it once and passes the heads' part as `image_outputs`. None: the heads run on their own."""
     _measures: dict[int, LinearMeasures] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -192,15 +196,16 @@ class Fusion:
         return self._measures[key]
 
     def __call__(self, decoder: Any, mu: np.ndarray, std: np.ndarray, z_used: np.ndarray, images: np.ndarray,
-                 photometry: np.ndarray | None, batch_size: int) -> Refinement:
+                 photometry: np.ndarray | None, batch_size: int, image_outputs: np.ndarray | None = None) -> Refinement:
         """Fused (N, L) latents of `images` whose CNN posterior is N(mu, std^2), decoded at `z_used`,
-        with the direct model's class probabilities when `classes` (and its network gives them)."""
+        with the direct model's class probabilities when `classes` (and its network gives them).
+        `image_outputs`: the heads' raw outputs on `images` when already run (through `joint`)."""
         rest = rest_decoder(decoder)
         if rest is None:
             raise ValueError("fusion needs a rest-frame decoder (vae.frame: rest): its measurements are rest-frame")
         measures = self._measures_for(rest.grid.wave)
         split = split_decoder(rest.model)
-        raw = self.heads.outputs(images, photometry, batch_size)
+        raw = self.heads.outputs(images, photometry, batch_size) if image_outputs is None else image_outputs
         target, sigma = self.heads.quantities_of(raw, self.quantities)
         out = np.empty_like(np.asarray(mu, np.float32))
         for s in range(0, len(mu), batch_size):

@@ -223,8 +223,13 @@ def predict_outputs(cnn, images: np.ndarray, *, photometry: np.ndarray | None = 
                     batch_size: int = 256) -> tuple[np.ndarray, ...]:
     """CNN in batches -> (latent mean, latent logvar, z, z_err); z and z_err are (N,) arrays
     for a CNN with a redshift head, None otherwise. `photometry` as in `network_outputs`."""
+    return cnn_outputs(cnn, network_outputs(cnn, images, photometry=photometry, batch_size=batch_size))
+
+
+def cnn_outputs(cnn, raw: np.ndarray) -> tuple[np.ndarray, ...]:
+    """`predict_outputs` of the CNN's raw (N, K) output."""
     redshift = has_redshift_head(cnn)
-    parts = split_output(network_outputs(cnn, images, photometry=photometry, batch_size=batch_size), redshift)
+    parts = split_output(raw, redshift)
     if not redshift:
         return parts[0], parts[1], None, None
     mu, logvar, z, z_logvar = parts
@@ -628,7 +633,9 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     `refine`: moves a rest-frame decoder's latent means before decoding (`fusion.Fusion`), called
     as `refine(decoder, mu, std, z_used, images, photometry, batch_size)` -> `Refinement`;
     `latent_mu` is then the refined mean, what a survey stores and decodes again, and
-    `class_evidence` the refinement's.
+    `class_evidence` the refinement's. A refinement with a `joint` network (the CNN and its own
+    image network as one graph) has the images run once through both, its part passed as
+    `image_outputs`.
 
     The images go through the CNN here; everything after it is `decode_latents`, which a
     survey's reader calls again on the stored latents to get the same spectra.
@@ -638,7 +645,14 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     if len(images.shape) != 4:
         raise ValueError(f"images: expected (N, H, W, C), got shape {images.shape}")
     _check_options(n_samples, batch_size, sigma_method, sigma_scale=sigma_scale, z_err_scale=z_err_scale)
-    mu_pred, logvar, z_pred, z_err = predict_outputs(cnn, images, batch_size=batch_size, photometry=photometry)
+    joint, refine_raw = getattr(refine, "joint", None), None
+    if joint is None:
+        mu_pred, logvar, z_pred, z_err = predict_outputs(cnn, images, batch_size=batch_size, photometry=photometry)
+    else:
+        raw = network_outputs(joint, images, photometry=photometry, batch_size=batch_size)
+        width = int(cnn.output_shape[-1])
+        mu_pred, logvar, z_pred, z_err = cnn_outputs(cnn, raw[:, :width])
+        refine_raw = raw[:, width:]
     if z_err is not None and z_err_scale != 1.0:
         z_err = (z_err * np.float32(z_err_scale)).astype(np.float32)
     std = latent_std(logvar)
@@ -646,7 +660,8 @@ def predict_spectra(cnn, decoder, images: np.ndarray, *, n_samples: int = 32, ba
     if is_conditioned(decoder, mu_pred.shape[1]):
         z_use, given = _decode_redshift(z_pred, z, len(mu_pred))
         if refine is not None:
-            mu_pred, evidence = refine(decoder, mu_pred, std, z_use, images, photometry, batch_size)
+            kwargs = {} if refine_raw is None else {"image_outputs": refine_raw}
+            mu_pred, evidence = refine(decoder, mu_pred, std, z_use, images, photometry, batch_size, **kwargs)
     out = decode_latents(decoder, mu_pred, std, z_used=z_use, z_given=given, z_err=z_err, n_samples=n_samples,
                          batch_size=batch_size, seed=seed, sigma_method=sigma_method, sigma_scale=sigma_scale,
                          sigma_scale_given_z=sigma_scale_given_z, rest_columns=rest_columns)

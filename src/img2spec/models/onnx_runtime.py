@@ -30,6 +30,10 @@ EXPORT_META = "onnx.json"
 EXPORT_FORMAT = "img2spec-onnx/2"
 DIRECT_FILE = "direct.onnx"
 """The direct model's heads (`direct.fusion_heads`, `models.fusion`), in a bundle that fuses."""
+JOINT_FILE = "cnn_direct.onnx"
+"""The CNN and the direct heads as one graph (output: the CNN's, then the heads'), in a bundle that
+fuses: both read the same images, and onnxruntime's common-subexpression pass runs their identical
+first nodes (the input transpose and pooling) once."""
 RUNTIMES: tuple[str, ...] = get_args(RuntimeParam)
 """Runtimes a bundle's networks run on: its exported graphs (onnxruntime) or its Keras models."""
 
@@ -120,16 +124,17 @@ def _split_decoder(bundle: Path, d: dict[str, Any], opts: Any, threads: int) -> 
     def forward(x: np.ndarray) -> np.ndarray:
         return run_graph(body, {"latents": d["input"]}, x)
 
-    return SplitDecoder(forward, _graph_call(_open(bundle / d["jvp_file"], opts)), kernel, bias, int(d["output_width"]), blas_threads=int(threads),
-                        body_vjp=_graph_call(_open(bundle / d["vjp_file"], opts)) if d.get("vjp_file") else None)
+    vjp = _graph_call(_open(bundle / d["vjp_file"], opts)) if d.get("vjp_file") else None
+    return SplitDecoder(forward, _graph_call(_open(bundle / d["jvp_file"], opts)), kernel, bias,
+                        int(d["output_width"]), blas_threads=int(threads), body_vjp=vjp)
 
 
-def _graph_call(session: Any) -> Any:
-    """The graph `session` as a function of its inputs in order (float32, contiguous): its first output."""
-    names = [i.name for i in session.get_inputs()]
+def _graph_call(runner: Any) -> Any:
+    """The graph `runner` as a function of its inputs in order (float32, contiguous): its first output."""
+    names = [i.name for i in runner.get_inputs()]
 
     def call(*arrays: np.ndarray) -> np.ndarray:
-        return session.run(None, {n: np.ascontiguousarray(a, np.float32) for n, a in zip(names, arrays)})[0]
+        return runner.run(None, {n: np.ascontiguousarray(a, np.float32) for n, a in zip(names, arrays)})[0]
     return call
 
 
@@ -157,6 +162,16 @@ def load_exported_direct(bundle: str | Path, *, intra_op_threads: int = 0,
     if meta is None or "direct" not in meta:
         return None
     return _image_network(bundle, meta["direct"], runner_options(intra_op_threads, inter_op_threads))
+
+
+def load_exported_joint(bundle: str | Path, *, intra_op_threads: int = 0,
+                        inter_op_threads: int = 0) -> ExportedGraph | None:
+    """The bundle's CNN and direct heads as one graph (`JOINT_FILE`), None when it exports none."""
+    bundle = Path(bundle)
+    meta = read_export_meta(bundle)
+    if meta is None or "joint" not in meta:
+        return None
+    return _image_network(bundle, meta["joint"], runner_options(intra_op_threads, inter_op_threads))
 
 
 def load_exported(bundle: str | Path, *, intra_op_threads: int = 0,

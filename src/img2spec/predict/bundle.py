@@ -6,7 +6,8 @@ Layout (all files flat, so `models.inference.load_models(bundle, bundle)` reads 
 - `cnn.onnx`, `decoder_body.onnx`, `decoder_body_jvp.onnx`, `decoder_body_vjp.onnx`, `decoder_tail.npz`,
   `onnx.json` (`publish.runtime: onnx`): the same networks exported to ONNX (`models.export`),
   which predict and survey run with onnxruntime, without TensorFlow (`predict.runtime`)
-- `direct.keras`, `direct.json` (+ `direct.onnx`): the direct model, whose predictions of EW(Halpha),
+- `direct.keras`, `direct.json` (+ `direct.onnx`, and `cnn_direct.onnx`: the CNN and the direct
+  heads as one graph that reads the images once): the direct model, whose predictions of EW(Halpha),
   Dn4000, Hdelta_A the spectra are fused with (`fusion:` params, `models.fusion`); absent when the
   run does not fuse
 - `image_scaling.json`: the image stretch (train-split constants) for `preprocess_cutout`

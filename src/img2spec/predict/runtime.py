@@ -84,17 +84,19 @@ def load_fusion(bundle: str | Path, manifest: dict[str, Any], runtime: str, thre
 
     bundle = Path(bundle)
     info = json.loads((bundle / DIRECT_INFO).read_text())
+    joint = None
     if runtime == "onnx":
-        from ..models.onnx_runtime import load_exported_direct
+        from ..models.onnx_runtime import load_exported_direct, load_exported_joint
 
         net = load_exported_direct(bundle, intra_op_threads=threads[0], inter_op_threads=threads[1])
         if net is None:
             raise BundleError(f"{bundle}: bundle.json fuses with the direct model but onnx.json exports none; "
                               "rebuild the bundle, or choose runtime 'tensorflow'")
         heads = DirectHeads.of(net, info)
+        joint = load_exported_joint(bundle, intra_op_threads=threads[0], inter_op_threads=threads[1])
     else:
         from ..models.direct import load_direct_heads
 
         heads = load_direct_heads(bundle)
     return Fusion(heads, tuple(settings["quantities"]), float(settings["weight"]), int(settings["iterations"]),
-                  measure_params, classes=bool(settings.get("classes", False)))
+                  measure_params, classes=bool(settings.get("classes", False)), joint=joint)
