@@ -154,24 +154,26 @@ def _image_network(bundle: Path, c: dict[str, Any], opts: Any, **kwargs: Any) ->
                          {k: tuple(v) for k, v in c["input_widths"].items()}, c["output_width"], **kwargs)
 
 
+def _listed_image_network(bundle: str | Path, key: str, intra_op_threads: int,
+                          inter_op_threads: int) -> ExportedGraph | None:
+    """The image network `EXPORT_META` lists under `key`, None when it lists none."""
+    bundle = Path(bundle)
+    meta = read_export_meta(bundle)
+    if meta is None or key not in meta:
+        return None
+    return _image_network(bundle, meta[key], runner_options(intra_op_threads, inter_op_threads))
+
+
 def load_exported_direct(bundle: str | Path, *, intra_op_threads: int = 0,
                          inter_op_threads: int = 0) -> ExportedGraph | None:
     """The bundle's exported direct heads (`DIRECT_FILE`), None when it exports none."""
-    bundle = Path(bundle)
-    meta = read_export_meta(bundle)
-    if meta is None or "direct" not in meta:
-        return None
-    return _image_network(bundle, meta["direct"], runner_options(intra_op_threads, inter_op_threads))
+    return _listed_image_network(bundle, "direct", intra_op_threads, inter_op_threads)
 
 
 def load_exported_joint(bundle: str | Path, *, intra_op_threads: int = 0,
                         inter_op_threads: int = 0) -> ExportedGraph | None:
     """The bundle's CNN and direct heads as one graph (`JOINT_FILE`), None when it exports none."""
-    bundle = Path(bundle)
-    meta = read_export_meta(bundle)
-    if meta is None or "joint" not in meta:
-        return None
-    return _image_network(bundle, meta["joint"], runner_options(intra_op_threads, inter_op_threads))
+    return _listed_image_network(bundle, "joint", intra_op_threads, inter_op_threads)
 
 
 def load_exported(bundle: str | Path, *, intra_op_threads: int = 0,
