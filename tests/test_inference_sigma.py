@@ -213,3 +213,13 @@ def test_vector_jacobian_products_equal_the_contracted_jacobian(monkeypatch, cha
         got = split.jacobian_dot(x, std, cols, w)
         assert got.shape == (5, q, 4)
         np.testing.assert_allclose(got, np.einsum("bqc,bdc->bqd", w, jac), rtol=1e-4, atol=1e-6)
+    # a decoder without a linear tail: its body's output is the spectrum, both modes agree on it
+    from dataclasses import replace
+
+    hidden = np.asarray(split.body(x)).shape[1]
+    bare = replace(split, kernel=None, bias=None, width=hidden)
+    hcols = np.array([0, 3, hidden - 1])
+    w = rng.normal(size=(5, 2, len(hcols))).astype(np.float32)
+    forward_only = replace(bare, body_vjp=None)
+    np.testing.assert_allclose(bare.jacobian_dot(x, std, hcols, w), forward_only.jacobian_dot(x, std, hcols, w),
+                               rtol=1e-4, atol=1e-6)

@@ -312,8 +312,8 @@ def export_onnx(bundle: str | Path) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "format": EXPORT_FORMAT, "opset": EXPORT_OPSET,
         "cnn": {**_network_meta(cnn, CNN_FILE, names), "redshift_head": redshift},
-        "decoder": {"file": DECODER_FILE, "jvp_file": JVP_FILE, "vjp_file": VJP_FILE, "tail_file": TAIL_FILE if tail else None,
-                    "input": dec_input, "input_width": int(model.input_shape[-1]),
+        "decoder": {"file": DECODER_FILE, "jvp_file": JVP_FILE, "vjp_file": VJP_FILE,
+                    "tail_file": TAIL_FILE if tail else None, "input": dec_input, "input_width": int(model.input_shape[-1]),
                     "output_width": int(model.output_shape[-1]), "frame": "observed" if rest is None else "rest"},
     }
     if rest is not None:
@@ -359,9 +359,7 @@ def _write_joint(bundle: Path, cnn: dict[str, Any], direct: dict[str, Any]) -> d
         Path(tmp).write_bytes(model.SerializeToString())
     extra = {name: graph for name, graph in direct["inputs"].items() if graph not in shared}
     widths = {**cnn["input_widths"], **{name: direct["input_widths"][name] for name in extra}}
-    return {"file": JOINT_FILE, "inputs": {**cnn["inputs"], **extra}, "input_widths": widths,
-            "output_width": width,
-            "outputs": {"cnn": cnn["output_width"], "direct": direct["output_width"]}}
+    return {"file": JOINT_FILE, "inputs": {**cnn["inputs"], **extra}, "input_widths": widths, "output_width": width}
 
 
 def _write_meta(bundle: Path, meta: dict[str, Any]) -> None:

@@ -342,16 +342,25 @@ def _dense_chain_jvp(body: list, dense: list, x, std):
     at that layer's input (one forward-mode derivative per object, not per direction)."""
     import tensorflow as tf
 
-    basis = tf.eye(tf.shape(std)[1], tf.shape(x)[1])  # (D, W): direction d is input column d
-    h = x
-    for layer in body[:len(body) - len(dense)]:  # the Columns selections
-        h, basis = layer(h), layer(basis)
+    h, basis = _selected(body, dense, x, std)
     t = None
     for layer in dense:
         t = std[:, :, None] * tf.matmul(basis, layer.kernel)[None] if t is None else tf.matmul(t, layer.kernel)
         h, slope = _activation_and_slope(layer, h)
         t = t * slope[:, None, :]
     return t
+
+
+def _selected(body: list, dense: list, x, std):
+    """(the body's leading Columns selections applied to `x`, to the (D, W) identity basis of the
+    D = std.shape[1] directions): where the Dense chain starts, and which input columns are directions."""
+    import tensorflow as tf
+
+    basis = tf.eye(tf.shape(std)[1], tf.shape(x)[1])  # (D, W): direction d is input column d
+    h = x
+    for layer in body[:len(body) - len(dense)]:
+        h, basis = layer(h), layer(basis)
+    return h, basis
 
 
 def _activation_and_slope(layer, h):
@@ -374,10 +383,7 @@ def _dense_chain_vjp(body: list, dense: list, x, std, cot):
     import tensorflow as tf
 
     b, q = tf.shape(cot)[0], tf.shape(cot)[1]
-    basis = tf.eye(tf.shape(std)[1], tf.shape(x)[1])  # (D, W): direction d is input column d
-    h = x
-    for layer in body[:len(body) - len(dense)]:  # the Columns selections
-        h, basis = layer(h), layer(basis)
+    h, basis = _selected(body, dense, x, std)
     slopes = []
     for layer in dense:
         h, slope = _activation_and_slope(layer, h)

@@ -114,13 +114,16 @@ class SplitDecoder:
             return np.zeros((0, w.shape[1], d), np.float32)
         x, std = np.asarray(x, np.float32), np.asarray(std, np.float32)
         kernel, _ = self._tail(columns)
-        if kernel is None:  # the body's output is the spectrum: the weights on its columns
+        reverse = self.body_vjp is not None and w.shape[1] < d
+        if kernel is None and not reverse:  # the body's output is the spectrum: its columns only
+            return np.einsum("bqc,bdc->bqd", w, np.asarray(self.body_jvp(x, std), np.float32)[:, :, columns])
+        if kernel is None:  # the weights on the spectrum's columns, as the body's covectors
             pulled = np.zeros((b, w.shape[1], self.width), np.float32)
             pulled[:, :, columns] = w
         else:
             with self.blas_limit():
                 pulled = (w.reshape(-1, w.shape[2]) @ kernel.T).reshape(b, w.shape[1], -1)  # (B, Q, H)
-        if self.body_vjp is not None and w.shape[1] < d:
+        if reverse:
             return np.asarray(self.body_vjp(x, std, pulled), np.float32)
         return np.einsum("bdh,bqh->bqd", np.asarray(self.body_jvp(x, std), np.float32), pulled)
 
