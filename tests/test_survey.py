@@ -107,7 +107,7 @@ def test_shard_task_matches_predictor_and_rerun_skips(env, tmp_path):
 @pytest.mark.slow  # a 2-worker LocalCluster (TensorFlow import and bundle load per worker): ~1 min on 2 busy cores
 def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     from img2spec.survey.run import run_survey
-    from img2spec.survey.task import PHASES, WORKER_MALLOC_THRESHOLDS
+    from img2spec.survey.task import PHASES, WORKER_DASK_CONFIG, WORKER_MALLOC_THRESHOLDS
 
     out = tmp_path / "out"
     bundle = BundleInfo.from_path(env["root"] / "models" / "img2spec")  # what the CLI's client hands over
@@ -120,6 +120,7 @@ def test_survey_matches_predictor_and_rerun_skips(env, tmp_path):
     # one TensorFlow thread per Dask thread, and the workers' malloc settings (not Dask's trim default)
     assert report["cluster"]["tf_intra_inter_op_threads"] == [[1, 1]]
     assert report["cluster"]["worker_malloc"] == [WORKER_MALLOC_THRESHOLDS]
+    assert report["cluster"]["worker_dask_config"] == [WORKER_DASK_CONFIG]
     assert report["cluster"]["start_method"] == "fork"  # the default on Linux
     assert report["cluster"]["prefetch_distance"] == 2  # one shard ahead per worker thread
     assert set(report["task_phase_seconds"]) == set(PHASES) and report["task_phase_seconds"]["predict"] > 0
@@ -693,6 +694,33 @@ def test_real_local_cluster_leaves_no_worker_when_the_client_fails(env, tmp_path
     assert not _worker_pids()
 
 
+@pytest.mark.parametrize("profiling", [False, True])
+def test_worker_profiling_decides_the_workers_periodic_callbacks(profiling):
+    """A real one-worker LocalCluster as the survey starts it: by default its worker runs without
+    Dask's profiler and with `WORKER_DASK_CONFIG`'s slower checks (what the task reports to
+    survey.json); `survey.worker_profiling: true` leaves Dask's defaults."""
+    import dask
+    import distributed
+
+    import img2spec.survey.run as run_module
+    from img2spec.survey.task import WORKER_DASK_CONFIG, worker_dask_config
+
+    params = params_from_dict({"survey": {"n_workers": 1, "threads_per_worker": 1, "worker_profiling": profiling}})
+
+    def probe(dask_worker):
+        return worker_dask_config(), sorted(dask_worker.periodic_callbacks)
+
+    with run_module._worker_start("fork", quiet=not params.survey.worker_profiling):
+        with run_module._local_cluster(params) as cluster, distributed.Client(cluster) as client:
+            ((config, callbacks),) = client.run(probe).values()
+            stealing = "stealing" in cluster.scheduler.extensions
+    defaults = {key: dask.config.get(key) for key in WORKER_DASK_CONFIG}
+    assert defaults != WORKER_DASK_CONFIG  # the survey's settings are not Dask's
+    assert config == (defaults if profiling else WORKER_DASK_CONFIG)
+    assert ("profile" in callbacks) is profiling and stealing is profiling
+    assert worker_dask_config() == defaults  # set for the cluster's lifetime only
+
+
 def test_each_shard_task_reads_ahead_the_shard_a_worker_thread_later(tmp_path):
     from img2spec.survey.run import read_ahead_paths
 
@@ -737,12 +765,13 @@ def test_survey_workers_fork_on_linux_only(monkeypatch, tmp_path):
 @pytest.mark.slow  # two LocalCluster runs, one of spawned workers (each imports Dask and the survey anew)
 def test_spawned_workers_write_what_forked_workers_write(env, tmp_path):
     """The start method changes how fast a worker is up, not what it writes: the same catalogue and
-    output shards, value for value, and both kinds of worker set the malloc thresholds."""
+    output shards, value for value, and both kinds of worker set the malloc thresholds and run with
+    the survey's Dask settings."""
     import h5py
 
     from img2spec.io.shards import iter_parts
     from img2spec.survey.run import run_survey
-    from img2spec.survey.task import WORKER_MALLOC_THRESHOLDS, output_paths
+    from img2spec.survey.task import WORKER_DASK_CONFIG, WORKER_MALLOC_THRESHOLDS, output_paths
 
     bundle = BundleInfo.from_path(env["root"] / "models" / "img2spec")
     outs, reports = {}, {}
@@ -751,6 +780,7 @@ def test_spawned_workers_write_what_forked_workers_write(env, tmp_path):
         reports[method] = run_survey(env["shards"], bundle, outs[method], env["params"], start_method=method)
         assert reports[method]["cluster"]["start_method"] == method
         assert reports[method]["cluster"]["worker_malloc"] == [WORKER_MALLOC_THRESHOLDS]
+        assert reports[method]["cluster"]["worker_dask_config"] == [WORKER_DASK_CONFIG]  # a nanny hands it to a spawned worker
     cats = [pd.read_parquet(outs[m] / "catalogue").sort_values("object_id", ignore_index=True) for m in outs]
     pd.testing.assert_frame_equal(*cats)
     for _, _, rel in iter_parts(env["shards"]):

@@ -43,6 +43,12 @@ class SurveyParams(Section):
     """Each shard task asks the kernel to read ahead the shard that starts as many tasks later as
     the cluster has worker threads (`io.shards.prefetch`): the next shards' reads overlap this
     one's compute instead of stalling a worker on a cold disk."""
+    worker_profiling: bool = False
+    """Dask's own defaults in the LocalCluster: each worker samples its task's stack every 10 ms for
+    the dashboard's Profile page and checks its event loop every 20 ms. False (the default) runs
+    the cluster with `survey.task.WORKER_DASK_CONFIG` (no profiler, slower periodic checks), which
+    leaves more of each core to the shard tasks; a cluster given by `--scheduler` keeps its own
+    config."""
     store: SurveyStore = "compact"
     """What `img2spec survey` writes per shard beside the catalogue: 'compact' (the latent mean and
     1-sigma, the decode redshift and its error, decoded on read by `img2spec.survey.open_survey` /

@@ -12,7 +12,8 @@ listed in `skipped.parquet`. An output directory holding outputs of shards that 
 shard directory (an earlier packing, another shard directory), or outputs of the other store
 (`survey.store`: compact or spectra), is refused. LocalCluster
 workers are forked from this process on Linux (`START_METHODS`), with its modules already
-imported; every worker sets its own malloc thresholds (`task.WORKER_MALLOC_THRESHOLDS`). This process (the client) needs only
+imported; every worker sets its own malloc thresholds (`task.WORKER_MALLOC_THRESHOLDS`), and the cluster
+runs with fewer periodic callbacks (`task.WORKER_DASK_CONFIG`). This process (the client) needs only
 the bundle's manifest (`BundleInfo`) and never imports TensorFlow; the workers load the networks.
 """
 
@@ -36,8 +37,8 @@ from ..io.shards import PARTITION_PREFIX, SHARD_SUFFIX, iter_parts, list_parts, 
 from ..logs import progress
 from ..predict.bundle_info import BundleInfo
 from .store import check_store, store_of
-from .task import (CATALOGUE_DIR, CATALOGUE_SUFFIX, PHASES, ModelSpec, fsync_dirs, fsync_path, is_done, output_paths,
-                   predict_shard)
+from .task import (CATALOGUE_DIR, CATALOGUE_SUFFIX, PHASES, WORKER_DASK_CONFIG, ModelSpec, fsync_dirs, fsync_path,
+                   is_done, output_paths, predict_shard)
 
 log = logging.getLogger(__name__)
 SURVEY_REPORT = "survey.json"
@@ -92,6 +93,7 @@ class SurveyCounts:
     cpu_seconds: float = 0.0
     worker_environ: list[dict[str, str | None]] = field(default_factory=list)
     worker_malloc: list[dict[str, int] | None] = field(default_factory=list)
+    worker_dask_config: list[dict[str, Any]] = field(default_factory=list)
 
 
 def exit_now() -> None:
@@ -234,9 +236,11 @@ def resolve_start_method(method: str = "auto") -> str:
 
 
 @contextlib.contextmanager
-def _worker_start(method: str):
+def _worker_start(method: str, quiet: bool = True):
     """Dask's `distributed.worker.multiprocessing-method` set to `method` while the LocalCluster
-    runs (its nannies read it at every worker (re)start), Dask's INFO chatter off (forked workers
+    runs (its nannies read it at every worker (re)start), with `task.WORKER_DASK_CONFIG` when
+    `quiet` (`survey.worker_profiling` false: the scheduler and workers read it when they start;
+    a nanny hands its config to a spawned worker), and Dask's INFO chatter off (forked workers
     would repeat it: the survey logs the dashboard's address itself). Buffered output is flushed
     first, so a forked worker does not write it a second time."""
     import dask
@@ -247,8 +251,9 @@ def _worker_start(method: str):
     dask_log = logging.getLogger("distributed")
     level = dask_log.level
     dask_log.setLevel(max(dask_log.getEffectiveLevel(), logging.WARNING))
+    settings = {"distributed.worker.multiprocessing-method": method, **(WORKER_DASK_CONFIG if quiet else {})}
     try:
-        with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+        with dask.config.set(settings):
             yield
     finally:
         dask_log.setLevel(level)
@@ -330,7 +335,7 @@ def _run_jobs(todo: list[ShardJob], shards_dir: Path, out_dir: Path, spec: Model
     """The todo shards on a LocalCluster (workers started by `method`) or on the cluster at `scheduler`."""
     with contextlib.ExitStack() as stack:
         if scheduler is None:
-            stack.enter_context(_worker_start(method))
+            stack.enter_context(_worker_start(method, quiet=not params.survey.worker_profiling))
             info["start_method"] = method
         _run_on_cluster(todo, shards_dir, out_dir, spec, params, scheduler, counts, info, skipped, store)
 
@@ -428,6 +433,8 @@ def _add(counts: SurveyCounts, res: dict[str, Any], skipped: SkippedTable) -> No
         counts.worker_environ.append(res["environ"])
     if "malloc" in res and res["malloc"] not in counts.worker_malloc:
         counts.worker_malloc.append(res["malloc"])
+    if "dask_config" in res and res["dask_config"] not in counts.worker_dask_config:
+        counts.worker_dask_config.append(res["dask_config"])
     pid = str(res["pid"])
     counts.worker_peak_rss_mb[pid] = max(counts.worker_peak_rss_mb.get(pid, 0.0), float(res["peak_rss_mb"]))
 
@@ -489,7 +496,8 @@ def _report(counts: SurveyCounts, seconds: float, t0_unix: float, bundle: Bundle
         "task_cpu_seconds": round(counts.cpu_seconds, 2),
         "worker_peak_rss_mb": {k: round(v, 1) for k, v in sorted(counts.worker_peak_rss_mb.items())},
         "cluster": {**info, "tf_intra_inter_op_threads": sorted(list(t) for t in counts.tf_threads),
-                    "worker_environ": counts.worker_environ, "worker_malloc": counts.worker_malloc},
+                    "worker_environ": counts.worker_environ, "worker_malloc": counts.worker_malloc,
+                    "worker_dask_config": counts.worker_dask_config},
         # `path`: the bundle `open_survey` decodes with unless told otherwise
         "model": {"name": bundle.name, "version": bundle.version, "bundle_hash": bundle.bundle_hash,
                   "sigma_method": bundle.sigma_method, **bundle.provenance,

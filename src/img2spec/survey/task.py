@@ -78,6 +78,24 @@ page-faulted in and unmapped again: measured on one 459-object shard in one proc
 minor faults and 1.25-1.38 s CPU per shard against 200-12,000 faults and 0.70-0.85 s with these
 values (0.65-0.83 s with glibc's own defaults). Set in the worker itself, they hold for workers
 of any start method and of clusters `img2spec survey` did not start."""
+WORKER_DASK_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.scheduler.work-stealing": False,
+}
+"""Dask settings of the LocalCluster `img2spec survey` starts (`survey.worker_profiling`: false):
+fewer wake-ups of the workers' event loops while a shard task computes. By default a worker's
+event loop samples the task's stack for the dashboard's Profile page every 10 ms, checks its own
+latency every 20 ms, polls its memory every 100 ms and the system every 500 ms; each wake-up takes
+the GIL from the task thread. Measured alternately on the 16,000 galaxies of `make bench` (23
+pairs of whole `img2spec survey` runs at 2 workers: 8 switched by `survey.worker_profiling`, 15 by
+DASK_* environment variables): 1,597 against 1,733 galaxies/s steady on average (1.085x), task CPU
+20.6 against 19.2 s; single runs ranged over 1,378-2,029 galaxies/s as the host drifted. The
+profiler alone, or the other four alone, moved the rate by less than that drift (five runs each).
+Work stealing has nothing to balance here: the tasks are independent shards of similar size,
+queued on the scheduler until a worker thread frees up."""
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 """mallopt(3) parameter numbers from glibc's <malloc.h>."""
@@ -96,6 +114,13 @@ def _dask_threads() -> int | None:
         return int(get_worker().state.nthreads)
     except (ImportError, ValueError, AttributeError):
         return None
+
+
+def worker_dask_config() -> dict[str, Any]:
+    """The values of `WORKER_DASK_CONFIG`'s keys in this process's Dask config (survey.json shows what the workers ran with)."""
+    import dask
+
+    return {key: dask.config.get(key, None) for key in WORKER_DASK_CONFIG}
 
 
 def set_malloc_thresholds(mmap_threshold: int, trim_threshold: int) -> bool:
@@ -314,6 +339,7 @@ def predict_shard(shard_path: str, rel: str, out_dir: str, spec: ModelSpec, batc
     base["tf_threads"] = list(predictor.threads)  # survey.json shows that workers do not oversubscribe the cores
     base["environ"] = {k: os.environ.get(k) for k in REPORTED_ENVIRON}
     base["malloc"] = _WORKER_STATE["malloc"]
+    base["dask_config"] = worker_dask_config()
     base["started"] = time.time()  # after the bundle load: the steady-state clock starts here
     clock, cpu0 = _Clock(), _cpu_seconds()
     shard = read_cutout_shard(shard_path)
