@@ -69,6 +69,11 @@ SURVEY_TARGET = 10**8
 """Galaxies of the projected run (LSST/Euclid scale)."""
 TARGET_PER_S = 1500.0
 TARGET_SCALING = 1.7
+SCALE_TARGETS = {"steady_per_s": 2000.0, "replicated_per_s": 1700.0, "startup_seconds": 4.0, "bytes_ratio": 0.1,
+                 "decode_flux_sigma_per_s": 1300.0, "decode_flux_per_s": 10000.0}
+"""The survey-at-scale targets (`targets(...)["scale"]`): steady rate at 2 workers, end to end on the
+replicated run at 2 workers, command to first finished shard at 2 workers, default output bytes over
+`--store spectra`'s, and reading the compact output back (flux and sigma; flux alone)."""
 PER_OBJECT_N = 500
 COPIES = 4
 """The longer survey run: the packed shards this many times over (16,000 -> 64,000 galaxies)."""
@@ -389,7 +394,26 @@ def targets(s: dict[str, Any]) -> dict[str, Any]:
             else rep["by_workers"]["2"]
         out["replicated_rate_met"] = bool((big["galaxies_per_s"] or 0) >= TARGET_PER_S)
         out["replicated_scaling_met"] = bool(rep["scaling_2_vs_1"] >= TARGET_SCALING)
+    out["scale"] = scale_targets(s)
     return out
+
+
+def scale_targets(s: dict[str, Any]) -> dict[str, Any]:
+    """Each of `SCALE_TARGETS` beside its measured value and whether it is met (None: not measured in this run)."""
+    w2, rep, dec = s["by_workers"].get("2", {}), (s.get("replicated") or {}).get("by_workers", {}).get("2", {}), \
+        s.get("decode") or {}
+    spectra = s.get("bytes_per_galaxy_spectra_store")
+    measured = {
+        "steady_per_s": w2.get("galaxies_per_s_steady"), "replicated_per_s": rep.get("galaxies_per_s"),
+        "startup_seconds": w2.get("startup_seconds"),
+        "bytes_ratio": round(s["bytes_per_galaxy"] / spectra, 4) if s.get("bytes_per_galaxy") and spectra else None,
+        "decode_flux_sigma_per_s": dec.get("flux_sigma_per_s"), "decode_flux_per_s": dec.get("flux_per_s"),
+    }
+    at_most = {"startup_seconds", "bytes_ratio"}
+    return {key: {"target": target, "measured": measured[key],
+                  "met": None if measured[key] is None else bool(
+                      measured[key] <= target if key in at_most else measured[key] >= target)}
+            for key, target in SCALE_TARGETS.items()}
 
 
 def steady_or_tasks(r: dict[str, Any]) -> float:
@@ -461,6 +485,14 @@ def markdown_rows(s: dict[str, Any]) -> list[str]:
             f"{big.get('rate_vs_medium')} x the replicated run's (within {100 * LARGE_RATE_TOLERANCE:.0f}%: "
             f"{met(big.get('rate_met', False))}).",
         ]
+    scale = t["scale"]
+    labels = {"steady_per_s": "steady galaxies/s at 2 workers >=", "replicated_per_s":
+              "end to end on the replicated run at 2 workers >=", "startup_seconds": "start-up s at 2 workers <=",
+              "bytes_ratio": "default bytes / --store spectra bytes <=", "decode_flux_sigma_per_s":
+              "read back with sigma, galaxies/s >=", "decode_flux_per_s": "read back flux alone, galaxies/s >="}
+    lines += ["", "Targets at survey scale: " + "; ".join(
+        f"{labels[k]} {v['target']:g}: {v['measured']} ({'not measured' if v['met'] is None else met(v['met'])})"
+        for k, v in scale.items()) + "."]
     if s.get("core_hours_per_1e9") is not None:
         lines += ["", f"Per 10^9 galaxies at the steady rate: {s['core_hours_per_1e9']:,.0f} core-hours; "
                       f"{s['tb_per_1e9']} TB with the default store, {s['tb_per_1e9_spectra_store']} TB with "
