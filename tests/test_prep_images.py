@@ -7,7 +7,7 @@ import pytest
 
 from img2spec.config.prepare import ImageCheckParams
 from img2spec.prep.images import (
-    asinh_inplace, check_image, make_scaling, preprocess_cutout, preprocess_stack, sky_sigma, to_nanomaggies,
+    asinh_inplace, check_image, copy_bands, make_scaling, preprocess_cutout, preprocess_stack, sky_sigma, to_nanomaggies,
 )
 from img2spec.prep.synthetic import make_cutout, synthetic_objects
 
@@ -161,3 +161,21 @@ def test_fast_median_and_detection_image_equal_numpys_own_bit_for_bit():
     crop[2, 4, 4, 3], crop[3, :, :, 1] = np.nan, np.inf
     ref = np.where(np.isfinite(crop), crop - level[:, None, None, :], np.float32(0)).sum(axis=-1)
     assert np.array_equal(_detection_image(crop, level).view(np.uint32), ref.view(np.uint32))
+
+
+def test_band_by_band_copy_of_a_moved_view_equals_numpys_copy():
+    """`to_nanomaggies` reads band-first shards through a bands-last view: its band-by-band copy
+    writes the same bits as np.copyto, and a contiguous or differently shaped input still works."""
+    rng = np.random.default_rng(3)
+    first = rng.standard_normal((4, 5, 8, 6)).astype(np.float32)
+    view = np.moveaxis(first, 1, -1)
+    ref, got = np.empty(view.shape, np.float32), np.empty(view.shape, np.float32)
+    np.copyto(ref, view)
+    copy_bands(got, view)
+    np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+    contiguous = np.ascontiguousarray(view)
+    copy_bands(got, contiguous * 2)
+    np.testing.assert_array_equal(got, contiguous * 2)
+    zp = rng.uniform(24, 26, (4, 5))
+    moved = to_nanomaggies(view, zp, out=np.empty(view.shape, np.float32))
+    np.testing.assert_array_equal(moved.view(np.uint32), to_nanomaggies(contiguous, zp).view(np.uint32))

@@ -62,6 +62,18 @@ def _tileable(arr: np.ndarray, per_band: np.ndarray) -> bool:
     return arr.ndim >= (3 if np.ndim(per_band) == 2 else 2) and arr.flags.c_contiguous
 
 
+def copy_bands(out: np.ndarray, stack: np.ndarray) -> None:
+    """`np.copyto(out, stack)` for (..., n_bands) arrays; band by band when the bands are not the
+    stack's fastest axis (a view of band-first cutouts with the bands moved last): numpy's generic
+    copy of that transposition took ~1.5-2x the time of the n_bands strided copies (64x64x5
+    cutouts, 16 at a time)."""
+    if stack.ndim >= 2 and stack.strides[-1] != stack.itemsize and out.shape == stack.shape:
+        for b in range(stack.shape[-1]):
+            out[..., b] = stack[..., b]
+    else:
+        np.copyto(out, stack)
+
+
 def to_nanomaggies(stack: np.ndarray, magzp: Sequence[float] | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Counts -> nanomaggies; `stack` (..., n_bands), `magzp` (n_bands,) or (N, n_bands).
 
@@ -73,7 +85,7 @@ def to_nanomaggies(stack: np.ndarray, magzp: Sequence[float] | np.ndarray, out: 
     factor = 10.0 ** (-0.4 * (zp - NANOMAGGY_ZP))
     stack = np.asarray(stack)
     if out is not None and out is not stack and stack.dtype.kind == "f" and stack.dtype.itemsize <= 4:
-        np.copyto(out, stack)  # exact (float32 values): only the layout changes, e.g. bands moved last
+        copy_bands(out, stack)  # exact (float32 values): only the layout changes, e.g. bands moved last
         stack = out
     if _tileable(stack, factor) and (factor.ndim == 1 or factor.shape[0] == stack.shape[0]):
         out = np.empty(stack.shape, np.float32) if out is None else out
