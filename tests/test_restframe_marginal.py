@@ -60,3 +60,32 @@ def test_marginal_spectrum_equals_the_average_over_sampled_redshifts():
     assert flux.max() < 0.75 * sharp.max()
     assert (flux[0] - 1).sum() == pytest.approx((sharp[0] - 1).sum(), rel=0.02)  # same line flux in ln(lambda)
     np.testing.assert_allclose(sharp[0], to_observed(grid, rest, np.log(obs), np.array([z0]))[0], rtol=1e-6)
+
+
+def test_smoothing_and_lattice_shift_equal_the_plain_formulas():
+    """The FFT smoothing (frequencies past the transfer floor dropped) equals edge padding and the full
+    transfer function, float32 input alike; the lattice path (two slices per row) equals the general
+    per-pixel gather, rows clamped at a grid end included."""
+    import scipy.fft
+
+    from img2spec.models.restframe import PAD_SIGMAS, _interpolate_to
+
+    rng = np.random.default_rng(5)
+    x = 1.0 + 0.1 * rng.standard_normal((6, 2, 300))
+    width = np.array([3.0, 0.0, 7.5, 1.2, 20.0, 4.0])
+    pad = int(np.ceil(PAD_SIGMAS * width.max()))
+    n = scipy.fft.next_fast_len(300 + 2 * pad, real=True)
+    spec = scipy.fft.rfft(np.pad(x, [(0, 0), (0, 0), (pad, n - 300 - pad)], mode="edge"), axis=-1)
+    f = np.arange(spec.shape[-1]) / n
+    ref = scipy.fft.irfft(spec * np.exp(-2.0 * (np.pi * f[None, :] * width[:, None]) ** 2)[:, None], n=n)
+    ref = ref[..., pad:pad + 300]
+    ref[1] = x[1]  # width 0: unchanged
+    np.testing.assert_allclose(gaussian_smooth(x, width), ref, rtol=0, atol=1e-12)
+    x32 = x[:, 0].astype(np.float32)
+    np.testing.assert_array_equal(gaussian_smooth(x32, width), gaussian_smooth(x32.astype(np.float64), width))
+    grid = RestGrid(*rest_grid(OBS, 0.0, 0.3))
+    rest = 1.0 + rng.random((4, grid.n))
+    z = np.array([0.0, 0.11, 0.3, 0.45])  # the last runs off the rest grid: the general path
+    (got,) = _interpolate_to(grid, [rest], np.log(OBS), z)
+    # one weight per lattice row, the gather's per pixel: equal to the grids' step agreement (SAME_STEP_RTOL)
+    np.testing.assert_allclose(got, to_observed(grid, rest, np.log(OBS), z), rtol=0, atol=1e-8)
